@@ -1,1 +1,21 @@
-//! placeholder
+//! End-to-end test harness: starts the real `gatehouse` binary with files in a temporary
+//! directory, real echo backends on loopback, and real HTTP/1.1, h2c and TLS clients.
+//!
+//! Every process and socket a test makes lives on 127.0.0.1 and ends with the test (drop
+//! kills the appliance; backends stop with the runtime).
+
+mod appliance;
+mod client;
+mod echo;
+mod pki;
+
+pub use appliance::{Appliance, gatehouse_bin};
+pub use client::{Client, Reply};
+pub use echo::EchoBackend;
+pub use pki::TestCa;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}

@@ -1,1 +1,36 @@
-fn main() {}
+//! `gatehouse`: the appliance binary. It only wires: CLI, logging, the reload loop that runs
+//! sources → model → compiled snapshot → data planes → status, signals and shutdown.
+
+mod cli;
+mod logging;
+mod native_status;
+mod pipeline;
+mod reload;
+mod run;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Version => {
+            println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        cli::Command::Check(args) => run::check(&args),
+        cli::Command::Run(args) => {
+            logging::init(args.log_format);
+            match run::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    eprintln!("gatehouse: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,4 @@
-//! placeholder
+//! Gateway API for gatehouse: types, YAML loader, index, translation and status.
+pub mod loader;
+pub mod object;
+pub mod types;

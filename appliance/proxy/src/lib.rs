@@ -1,1 +1,37 @@
-//! placeholder
+//! The HTTP data plane of Gatehouse.
+//!
+//! Place in the data flow: `model::Desired` → [`compile()`] (pure) → [`RouteTable`] →
+//! [`Proxy::apply`] (one atomic swap) → requests. The proxy never reads a config source; it
+//! serves the table it was handed and reports what it could not serve as a
+//! [`DataPlaneReport`](gatehouse_model::DataPlaneReport).
+//!
+//! ```ignore
+//! let (table, problems) = gatehouse_proxy::compile(&desired);
+//! let report = proxy.apply(Arc::new(table), desired.generation).await; // includes `problems`
+//! ```
+//!
+//! Routing follows Gateway API (HTTPRoute, standard channel): listener isolation on shared
+//! ports, most specific hostname, then match precedence (Exact > RegularExpression >
+//! PathPrefix, longer path, method, header count, query count, oldest route,
+//! namespace/name, rule and match order). Readers never lock: each request loads the current
+//! table once.
+
+mod compile;
+mod error;
+mod filters;
+mod matching;
+mod metrics;
+mod redirect;
+mod select;
+mod server;
+mod service;
+mod table;
+mod tls;
+mod upstream;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use compile::compile;
+pub use server::{Proxy, ProxyOptions};
+pub use table::RouteTable;

@@ -1,0 +1,53 @@
+# The only entry point for building, running and testing Gatehouse.
+# Every target installs what it needs first, idempotently.
+
+CARGO ?= cargo
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
+BENCH_PACKAGES := nginx-light wrk
+
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean
+
+## Run the appliance on its embedded default config (standalone, loopback, no cluster).
+run: setup
+	$(CARGO) run -p gatehouse -- run
+
+## Run the whole test suite (unit, integration, end-to-end against the real binary).
+test: setup
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Formatting and lints, as CI runs them.
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: setup-toolchain
+	$(CARGO) fmt --all
+
+## Validate a config file: make check CONFIG=examples/gatehouse.toml
+check: setup
+	$(CARGO) run -p gatehouse -- check --config $(CONFIG)
+
+## Whole-system proxy benchmark against nginx (release build; not part of the tests).
+bench-proxy: setup
+	apt-get install -y -qq $(BENCH_PACKAGES) >/dev/null
+	bench/proxy
+
+setup: setup-debian setup-toolchain
+
+setup-debian:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	fi
+
+setup-toolchain:
+	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
+	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,237 @@
+//! Errors with their place in the config file.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use gatehouse_model::HostnameError;
+
+/// A 1-based line and column (in characters) inside a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` in `text` (clamped to the text's end).
+    pub fn of_offset(text: &str, offset: usize) -> Self {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Self {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Where an error is: a file, and a position in it when the error is about its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub file: PathBuf,
+    pub position: Option<Position>,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(position) => write!(f, "{}:{position}", self.file.display()),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// One error in a config file, displayed as `file:line:column: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {problem}")]
+pub struct ConfigError {
+    pub place: Place,
+    pub problem: Problem,
+}
+
+/// Every error found in one config file, in file order; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub(crate) fn new(errors: Vec<ConfigError>) -> Self {
+        debug_assert!(!errors.is_empty());
+        Self(errors)
+    }
+
+    /// The errors, in file order.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.0
+    }
+}
+
+impl IntoIterator for ConfigErrors {
+    type Item = ConfigError;
+    type IntoIter = std::vec::IntoIter<ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// What is wrong, without its place.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("cannot read the config file: {0}")]
+    Read(String),
+    /// TOML syntax or schema (unknown key, wrong type, missing field) error.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{value:?} is not a socket address (IP:PORT): {reason}")]
+    InvalidSocketAddr { value: String, reason: String },
+    #[error("{value:?} is not an IP address: {reason}")]
+    InvalidIp { value: String, reason: String },
+    #[error("{value:?} is not HOST:PORT: {reason}")]
+    InvalidHostPort { value: String, reason: String },
+    #[error(transparent)]
+    InvalidHostname(#[from] HostnameError),
+    #[error("{0:?} is a wildcard; a precise hostname is required here")]
+    WildcardNotAllowed(String),
+    #[error("invalid regular expression {pattern:?}: {reason}")]
+    InvalidRegex { pattern: String, reason: String },
+    #[error(
+        "invalid {what} name {name:?}: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+    )]
+    InvalidName { what: &'static str, name: String },
+    #[error("duplicate {what} name {name:?} (first defined at {first})")]
+    DuplicateName { what: &'static str, name: String, first: Position },
+    #[error(
+        "controller name {0:?} must be a domain-prefixed path, like \"gatehouse.dev/gateway-controller\""
+    )]
+    InvalidControllerName(String),
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("parent {parent:?}: {reason}")]
+    UnknownParent { parent: String, reason: String },
+    #[error("parent {parent:?}: no listener hostname intersects the route's hostnames")]
+    NoMatchingListenerHostname { parent: String },
+    #[error("an HTTPS listener needs tls.certificates")]
+    MissingCertificates,
+    #[error("tls is only allowed on HTTPS listeners")]
+    UnexpectedTls,
+    #[error("port must be between 1 and 65535")]
+    ZeroPort,
+    #[error("weight {0} is out of range 0..=1000000")]
+    WeightOutOfRange(u32),
+    #[error("cannot read {path}: {reason}")]
+    UnreadableFile { path: String, reason: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("{path} is not valid PEM: {reason}")]
+    InvalidPem { path: String, reason: String },
+    #[error("{path} holds no PEM private key (PKCS#1, PKCS#8 or SEC1)")]
+    NoPrivateKey { path: String },
+    #[error(
+        "path {0:?} must start with '/' and contain no '//', '/./', '/../', '%2f', '%2F' or '#', nor end in '/.' or '/..'"
+    )]
+    InvalidPath(String),
+    #[error(
+        "method {0:?} is not one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"
+    )]
+    InvalidMethod(String),
+    #[error("{0:?} is not a valid HTTP header name")]
+    InvalidHeaderName(String),
+    #[error("header value {0:?} contains control characters")]
+    InvalidHeaderValue(String),
+    #[error("a match needs exactly one of `exact` or `regex`")]
+    StringMatchForm,
+    #[error("redirect status {0} is not one of 301, 302, 303, 307, 308")]
+    InvalidRedirectStatus(u16),
+    #[error("scheme {0:?} is not \"http\" or \"https\"")]
+    InvalidScheme(String),
+    #[error("filter {0} appears more than once in one filter list")]
+    DuplicateFilter(&'static str),
+    #[error("request_redirect and url_rewrite cannot be used together")]
+    RedirectWithRewrite,
+    #[error("replace_prefix needs every match of the rule to be a path prefix match")]
+    ReplacePrefixWithoutPrefixMatch,
+    #[error("request_redirect cannot be used together with backends")]
+    RedirectWithBackends,
+    #[error("a backend needs exactly one of `address` or `dns`")]
+    BackendForm,
+    #[error("request_redirect is only allowed in a rule's filters, not a backend's")]
+    RedirectOnBackend,
+}
+
+/// Collects errors while validating one file.
+#[derive(Debug)]
+pub(crate) struct Errors<'a> {
+    file: PathBuf,
+    text: &'a str,
+    errors: Vec<(usize, ConfigError)>,
+}
+
+impl<'a> Errors<'a> {
+    pub(crate) fn new(file: PathBuf, text: &'a str) -> Self {
+        Self { file, text, errors: Vec::new() }
+    }
+
+    /// The position of a span's start.
+    pub(crate) fn position(&self, span: &Range<usize>) -> Position {
+        Position::of_offset(self.text, span.start)
+    }
+
+    /// Records a problem at a span of the text.
+    pub(crate) fn push(&mut self, span: &Range<usize>, problem: impl Into<Problem>) {
+        let place = Place { file: self.file.clone(), position: Some(self.position(span)) };
+        self.errors.push((span.start, ConfigError { place, problem: problem.into() }));
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every error sorted by place.
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() { Ok(value) } else { Err(self.into_errors()) }
+    }
+
+    /// The recorded errors sorted by place; call only after recording one.
+    pub(crate) fn into_errors(mut self) -> ConfigErrors {
+        // Stable: problems at one place keep the order they were found in.
+        self.errors.sort_by_key(|(offset, _)| *offset);
+        ConfigErrors::new(self.errors.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_line_and_column() {
+        let text = "ab\ncdé\nf";
+        assert_eq!(Position::of_offset(text, 0), Position { line: 1, column: 1 });
+        assert_eq!(Position::of_offset(text, 3), Position { line: 2, column: 1 });
+        assert_eq!(Position::of_offset(text, 7), Position { line: 2, column: 4 });
+        // Inside a multi-byte character: clamps back to its start.
+        assert_eq!(Position::of_offset(text, 6), Position { line: 2, column: 3 });
+        assert_eq!(Position::of_offset(text, 100), Position { line: 3, column: 2 });
+    }
+}

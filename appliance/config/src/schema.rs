@@ -1,0 +1,191 @@
+//! The file as written: serde types mirroring the TOML, strict about unknown keys.
+//!
+//! Values validated after deserialisation are `Spanned` so that every semantic error can name
+//! its line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    pub admin: Option<Admin>,
+    pub runtime: Option<Runtime>,
+    pub gateway_api: Option<GatewayApi>,
+    #[serde(default)]
+    pub gateways: Vec<Gateway>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Runtime {
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewayApi {
+    pub controller_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub manifests: Vec<Spanned<String>>,
+    pub default_address: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Gateway {
+    pub name: Spanned<String>,
+    pub addresses: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listener {
+    pub name: Spanned<String>,
+    pub port: Spanned<u16>,
+    pub protocol: Spanned<Protocol>,
+    pub hostname: Option<Spanned<String>>,
+    pub tls: Option<Spanned<Tls>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) enum Protocol {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tls {
+    #[serde(default)]
+    pub certificates: Vec<CertificateFiles>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateFiles {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub parents: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub hostnames: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rule {
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub matches: Vec<Match>,
+    #[serde(default)]
+    pub filters: Vec<Spanned<Filter>>,
+    #[serde(default)]
+    pub backends: Vec<Spanned<Backend>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Match {
+    pub path: Option<Spanned<PathMatch>>,
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: Vec<Spanned<StringMatch>>,
+    #[serde(default)]
+    pub query: Vec<Spanned<StringMatch>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum PathMatch {
+    Exact(Spanned<String>),
+    Prefix(Spanned<String>),
+    Regex(Spanned<String>),
+}
+
+/// A header or query parameter match: `name` and exactly one of `exact` / `regex`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StringMatch {
+    pub name: Spanned<String>,
+    pub exact: Option<String>,
+    pub regex: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum Filter {
+    RequestHeaderModifier(HeaderModifier),
+    ResponseHeaderModifier(HeaderModifier),
+    RequestRedirect(Redirect),
+    UrlRewrite(Rewrite),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderModifier {
+    #[serde(default)]
+    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Redirect {
+    pub scheme: Option<Spanned<String>>,
+    pub hostname: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub path: Option<PathModifier>,
+    pub status: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rewrite {
+    pub hostname: Option<Spanned<String>>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum PathModifier {
+    ReplaceFull(Spanned<String>),
+    ReplacePrefix(Spanned<String>),
+}
+
+/// A backend: exactly one of `address` / `dns`, checked semantically.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Backend {
+    pub address: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    pub weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub filters: Vec<Spanned<Filter>>,
+}

@@ -1,0 +1,98 @@
+//! Sources → one `Desired`: load the TOML file and the Gateway API manifests, replay the
+//! objects into a fresh index, translate, merge. No I/O beyond reading files; no data plane.
+
+use std::path::PathBuf;
+
+use gatehouse_config::Config;
+use gatehouse_gateway::{Index, Settings, Translation};
+use gatehouse_model::Desired;
+
+/// Where the TOML config comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// The default config compiled into the binary.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// A name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Embedded => gatehouse_config::DEFAULT_CONFIG_NAME.to_owned(),
+        }
+    }
+}
+
+/// The Gateway API part of a load.
+#[derive(Debug)]
+pub struct GatewayApi {
+    pub index: Index,
+    pub settings: Settings,
+    pub translation: Translation,
+}
+
+/// Everything one successful load produced.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub gateway_api: Option<GatewayApi>,
+    /// Native form and Gateway API merged; generation still 0 (the reloader numbers it).
+    pub desired: Desired,
+    pub warnings: Vec<String>,
+}
+
+/// A load that failed, with every error found and its place.
+#[derive(Debug)]
+pub struct LoadFailure {
+    pub errors: Vec<String>,
+}
+
+/// Paths whose changes should trigger a reload: the config file and the manifest paths.
+pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let ConfigSource::File(path) = source {
+        paths.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+    }
+    if let Some(settings) = config.and_then(|c| c.gateway_api.as_ref()) {
+        paths.extend(settings.manifests.iter().cloned());
+    }
+    paths
+}
+
+/// Loads every source and merges them into one desired state.
+pub fn load(source: &ConfigSource) -> Result<Loaded, (LoadFailure, Option<Config>)> {
+    let config = match source {
+        ConfigSource::File(path) => gatehouse_config::load(path),
+        ConfigSource::Embedded => gatehouse_config::parse_default(),
+    };
+    let config = config.map_err(|errors| {
+        let errors = errors.errors().iter().map(ToString::to_string).collect();
+        (LoadFailure { errors }, None)
+    })?;
+
+    let mut desired = config.native_desired();
+    let mut warnings = Vec::new();
+    let gateway_api = match &config.gateway_api {
+        None => None,
+        Some(api) => {
+            let loaded = gatehouse_gateway::loader::load(&api.manifests);
+            warnings.extend(loaded.warnings.iter().map(ToString::to_string));
+            if !loaded.errors.is_empty() {
+                let errors = loaded.errors.iter().map(ToString::to_string).collect();
+                return Err((LoadFailure { errors }, Some(config)));
+            }
+            let mut index = Index::default();
+            index.reset(loaded.objects);
+            let settings = Settings {
+                controller_name: api.controller_name.clone(),
+                default_address: api.default_address,
+            };
+            let translation = gatehouse_gateway::translate(&index, &settings);
+            desired.merge(translation.desired.clone());
+            Some(GatewayApi { index, settings, translation })
+        }
+    };
+    Ok(Loaded { config, gateway_api, desired, warnings })
+}

@@ -1,0 +1,228 @@
+//! The reload loop's one step: load → translate → compile → apply (one swap) → status.
+//!
+//! A failed load changes nothing that serves: the previous table stays in the proxy and the
+//! previous objects stay in `/status`; only `last_reload` reports the errors.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gatehouse_admin::AdminState;
+use gatehouse_model::{DataPlaneReport, Desired};
+use gatehouse_proxy::Proxy;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use crate::pipeline::{self, ConfigSource, Loaded};
+
+/// Reload counters and the current generation, on `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    generation: Gauge,
+    last_success: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+impl ReloadMetrics {
+    /// Registers the reload metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register("config_reloads", "Config reloads by result", metrics.reloads.clone());
+        registry.register(
+            "config_generation",
+            "Generation of the config being served",
+            metrics.generation.clone(),
+        );
+        registry.register(
+            "config_last_success_timestamp_seconds",
+            "Unix time of the last successful reload",
+            metrics.last_success.clone(),
+        );
+        metrics
+    }
+}
+
+/// What the last reload attempt did.
+#[derive(Clone, Debug)]
+struct LastReload {
+    ok: bool,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    at: jiff::Timestamp,
+}
+
+/// The last good state that is being served.
+#[derive(Debug)]
+struct Serving {
+    loaded: Loaded,
+    desired: Desired,
+    report: DataPlaneReport,
+}
+
+/// Owns the reload sequence; one task drives it, so reloads never overlap.
+#[derive(Debug)]
+pub struct Reloader {
+    source: ConfigSource,
+    proxy: Arc<Proxy>,
+    admin: Arc<AdminState>,
+    metrics: ReloadMetrics,
+    generation: u64,
+    serving: Option<Serving>,
+    last_reload: Option<LastReload>,
+    watch_paths: Vec<PathBuf>,
+}
+
+impl Reloader {
+    pub fn new(
+        source: ConfigSource,
+        proxy: Arc<Proxy>,
+        admin: Arc<AdminState>,
+        metrics: ReloadMetrics,
+    ) -> Self {
+        Self {
+            source,
+            proxy,
+            admin,
+            metrics,
+            generation: 0,
+            serving: None,
+            last_reload: None,
+            watch_paths: Vec::new(),
+        }
+    }
+
+    /// Paths whose changes should trigger the next reload.
+    pub fn watch_paths(&self) -> &[PathBuf] {
+        &self.watch_paths
+    }
+
+    /// The generation being served (0 before the first successful load).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Loads every source anew and applies it; on failure keeps serving the last good state.
+    pub async fn reload(&mut self) -> bool {
+        match pipeline::load(&self.source) {
+            Ok(loaded) => {
+                self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
+                self.apply(loaded).await;
+                true
+            }
+            Err((failure, config)) => {
+                let fallback = self.serving.as_ref().map(|s| &s.loaded.config);
+                self.watch_paths =
+                    pipeline::watch_paths(&self.source, config.as_ref().or(fallback));
+                for error in &failure.errors {
+                    tracing::error!(source = %self.source.describe(), "{error}");
+                }
+                tracing::error!(
+                    errors = failure.errors.len(),
+                    generation = self.generation,
+                    "reload failed; the last good config keeps serving"
+                );
+                self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
+                self.last_reload = Some(LastReload {
+                    ok: false,
+                    errors: failure.errors,
+                    warnings: Vec::new(),
+                    at: jiff::Timestamp::now(),
+                });
+                self.publish_status();
+                false
+            }
+        }
+    }
+
+    async fn apply(&mut self, loaded: Loaded) {
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        self.generation += 1;
+        let mut desired = loaded.desired.clone();
+        desired.generation = self.generation;
+
+        let (table, compile_problems) = gatehouse_proxy::compile(&desired);
+        self.admin.publish_config(json!({
+            "generation": self.generation,
+            "routes": table.describe(),
+        }));
+        let mut report = self.proxy.apply(Arc::new(table), self.generation).await;
+        report.listener_problems.extend(compile_problems);
+        for problem in &report.listener_problems {
+            tracing::warn!(listener = %problem.listener, kind = ?problem.kind, "{}", problem.message);
+        }
+        tracing::info!(
+            generation = self.generation,
+            listeners = desired.listeners.len(),
+            routes = desired.http_routes.len(),
+            problems = report.listener_problems.len(),
+            "config applied"
+        );
+
+        self.metrics.reloads.get_or_create(&ReloadLabels { result: "success" }).inc();
+        self.metrics.generation.set(i64::try_from(self.generation).unwrap_or(i64::MAX));
+        self.metrics.last_success.set(jiff::Timestamp::now().as_second());
+        self.last_reload = Some(LastReload {
+            ok: true,
+            errors: Vec::new(),
+            warnings: loaded.warnings.clone(),
+            at: jiff::Timestamp::now(),
+        });
+        self.serving = Some(Serving { loaded, desired, report });
+        self.publish_status();
+        self.admin.set_ready(self.proxy.ready());
+    }
+
+    fn publish_status(&self) {
+        let objects = match &self.serving {
+            None => Vec::new(),
+            Some(serving) => status_objects(serving),
+        };
+        let last_reload = self.last_reload.as_ref().map_or(Value::Null, |last| {
+            json!({
+                "ok": last.ok,
+                "errors": last.errors,
+                "warnings": last.warnings,
+                "at": last.at.to_string(),
+            })
+        });
+        self.admin.publish_status(json!({
+            "generation": self.generation,
+            "last_reload": last_reload,
+            "objects": objects,
+        }));
+    }
+}
+
+fn status_objects(serving: &Serving) -> Vec<Value> {
+    let now = jiff::Timestamp::now();
+    let mut objects = Vec::new();
+    if let Some(api) = &serving.loaded.gateway_api {
+        objects.extend(
+            gatehouse_gateway::status(
+                &api.index,
+                &api.settings,
+                &api.translation,
+                &serving.report,
+                now,
+            )
+            .into_iter()
+            .filter_map(|object| serde_json::to_value(object).ok()),
+        );
+    }
+    objects.extend(crate::native_status::objects(
+        &serving.loaded.config.native,
+        &serving.report,
+        serving.desired.generation,
+    ));
+    objects
+}

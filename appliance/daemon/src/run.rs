@@ -1,0 +1,138 @@
+//! `gatehouse run` and `gatehouse check`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gatehouse_admin::{AdminServer, AdminState};
+use gatehouse_proxy::Proxy;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::{CheckArgs, RunArgs};
+use crate::pipeline::{self, ConfigSource};
+use crate::reload::{ReloadMetrics, Reloader};
+use crate::watch::FileWatcher;
+
+/// How long file changes are collected before one reload runs.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// `gatehouse check`: validates and prints every error with its place.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let source = ConfigSource::File(args.config.clone());
+    match pipeline::load(&source) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let problems = match &loaded.gateway_api {
+                Some(api) => {
+                    gatehouse_gateway::problems(&api.index, &api.settings, &api.translation)
+                }
+                None => Vec::new(),
+            };
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "{}: ok ({} listeners, {} HTTP routes)",
+                    source.describe(),
+                    loaded.desired.listeners.len(),
+                    loaded.desired.http_routes.len()
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}: {} problem(s)", source.describe(), problems.len());
+                ExitCode::FAILURE
+            }
+        }
+        Err((failure, _)) => {
+            for error in &failure.errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!("{}: {} error(s)", source.describe(), failure.errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatehouse run`: serves until SIGTERM or SIGINT.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gatehouse")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let source = match args.config {
+        Some(path) => ConfigSource::File(path),
+        None => ConfigSource::Embedded,
+    };
+    // The first load decides the boot-only settings; if it fails there is nothing to serve.
+    let first = pipeline::load(&source).map_err(|(failure, _)| {
+        anyhow::anyhow!("{}: invalid config:\n  {}", source.describe(), failure.errors.join("\n  "))
+    })?;
+    let admin_listen = first.config.admin_listen;
+    let shutdown_grace = first.config.shutdown_grace;
+
+    let mut registry = Registry::with_prefix("gatehouse");
+    let proxy = Arc::new(Proxy::new(&mut registry));
+    let metrics = ReloadMetrics::register(&mut registry);
+    let admin_state = Arc::new(AdminState::new(Arc::new(registry)));
+    let admin = AdminServer::bind(admin_listen, admin_state.clone()).await?;
+    tracing::info!(%admin_listen, config = %source.describe(), "gatehouse starting");
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(admin.serve(admin_stopped));
+
+    let mut reloader = Reloader::new(source, proxy.clone(), admin_state.clone(), metrics);
+    reloader.reload().await;
+
+    let (changed_tx, mut changed_rx) = mpsc::channel(1);
+    let mut watcher = match FileWatcher::new(changed_tx) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, "file watching unavailable; reload with SIGHUP");
+            None
+        }
+    };
+    if let Some(watcher) = watcher.as_mut() {
+        watcher.rewatch(reloader.watch_paths());
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+            }
+            Some(()) = changed_rx.recv() => {
+                // Let a burst of writes settle, then reload once.
+                tokio::time::sleep(DEBOUNCE).await;
+                while changed_rx.try_recv().is_ok() {}
+                tracing::info!("watched files changed: reloading");
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        reloader.reload().await;
+        if let Some(watcher) = watcher.as_mut() {
+            watcher.rewatch(reloader.watch_paths());
+        }
+    }
+
+    tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
+    admin_state.set_ready(false);
+    proxy.shutdown(shutdown_grace).await;
+    let _ = stop_admin.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), admin_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The Gateway API index: a pure reducer over apply/delete/reset, with no I/O.
+//!
+//! The YAML loader replays `apply` calls into it; a Kubernetes watch will feed the very same
+//! calls later, so file mode and cluster mode share one translation path.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::object::{Kind, Object, ObjectRef};
+use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Namespace and name.
+pub(crate) type Key = (String, String);
+
+/// Every object the translation reads, by kind and namespace/name.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    pub(crate) gateway_classes: BTreeMap<String, GatewayClass>,
+    pub(crate) gateways: BTreeMap<Key, Gateway>,
+    pub(crate) http_routes: BTreeMap<Key, HttpRoute>,
+    pub(crate) reference_grants: BTreeMap<Key, ReferenceGrant>,
+    pub(crate) namespaces: BTreeMap<String, Namespace>,
+    pub(crate) services: BTreeMap<Key, Service>,
+    pub(crate) endpoint_slices: BTreeMap<Key, EndpointSlice>,
+    pub(crate) secrets: BTreeMap<Key, Secret>,
+}
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces one object.
+    pub fn apply(&mut self, object: Object) {
+        let r = object.object_ref();
+        let k = key(&r.namespace, &r.name);
+        match object {
+            Object::GatewayClass(o) => drop(self.gateway_classes.insert(r.name, o)),
+            Object::Gateway(o) => drop(self.gateways.insert(k, o)),
+            Object::HttpRoute(o) => drop(self.http_routes.insert(k, o)),
+            Object::ReferenceGrant(o) => drop(self.reference_grants.insert(k, o)),
+            Object::Namespace(o) => drop(self.namespaces.insert(r.name, o)),
+            Object::Service(o) => drop(self.services.insert(k, o)),
+            Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(k, o)),
+            Object::Secret(o) => drop(self.secrets.insert(k, o)),
+        }
+    }
+
+    /// Removes one object; returns whether it was there. `namespace` is ignored for
+    /// cluster-scoped kinds.
+    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let k = key(namespace, name);
+        match kind {
+            Kind::GatewayClass => self.gateway_classes.remove(name).is_some(),
+            Kind::Gateway => self.gateways.remove(&k).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
+            Kind::ReferenceGrant => self.reference_grants.remove(&k).is_some(),
+            Kind::Namespace => self.namespaces.remove(name).is_some(),
+            Kind::Service => self.services.remove(&k).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
+        }
+    }
+
+    /// Replaces the whole content (a full relist, or a reload of every manifest file).
+    pub fn reset(&mut self, objects: impl IntoIterator<Item = Object>) {
+        *self = Self::default();
+        for object in objects {
+            self.apply(object);
+        }
+    }
+
+    /// Replaces every object of one kind (a relist by that kind's watch); objects of other
+    /// kinds in `objects` are ignored.
+    pub fn reset_kind(&mut self, kind: Kind, objects: impl IntoIterator<Item = Object>) {
+        match kind {
+            Kind::GatewayClass => self.gateway_classes.clear(),
+            Kind::Gateway => self.gateways.clear(),
+            Kind::HttpRoute => self.http_routes.clear(),
+            Kind::ReferenceGrant => self.reference_grants.clear(),
+            Kind::Namespace => self.namespaces.clear(),
+            Kind::Service => self.services.clear(),
+            Kind::EndpointSlice => self.endpoint_slices.clear(),
+            Kind::Secret => self.secrets.clear(),
+        }
+        for object in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.apply(object);
+        }
+    }
+
+    /// Whether an object is in the index.
+    pub fn contains(&self, r: &ObjectRef) -> bool {
+        let k = key(&r.namespace, &r.name);
+        match r.kind {
+            Kind::GatewayClass => self.gateway_classes.contains_key(&r.name),
+            Kind::Gateway => self.gateways.contains_key(&k),
+            Kind::HttpRoute => self.http_routes.contains_key(&k),
+            Kind::ReferenceGrant => self.reference_grants.contains_key(&k),
+            Kind::Namespace => self.namespaces.contains_key(&r.name),
+            Kind::Service => self.services.contains_key(&k),
+            Kind::EndpointSlice => self.endpoint_slices.contains_key(&k),
+            Kind::Secret => self.secrets.contains_key(&k),
+        }
+    }
+
+    /// Number of objects held.
+    pub fn len(&self) -> usize {
+        self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.reference_grants.len()
+            + self.namespaces.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+    }
+
+    /// Whether the index holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Labels of a namespace. Every namespace carries `kubernetes.io/metadata.name`; one that
+    /// is referenced but not declared exists with that label only.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
+        labels
+    }
+
+    /// The EndpointSlices of a Service (by the `kubernetes.io/service-name` label).
+    pub(crate) fn endpoint_slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices
+            .range(key(namespace, "")..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, slice)| slice)
+            .filter(move |slice| {
+                slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|s| s == service)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+
+    #[test]
+    fn apply_replaces_and_delete_removes() {
+        let mut index = Index::new();
+        index.apply(namespace("team", &[("env", "prod")]));
+        index.apply(namespace("team", &[("env", "dev")]));
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.namespace_labels("team")["env"], "dev");
+        assert!(index.delete(Kind::Namespace, "", "team"));
+        assert!(!index.delete(Kind::Namespace, "", "team"));
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn namespaces_carry_their_name_label_even_when_undeclared() {
+        let mut index = Index::new();
+        index.apply(namespace("team", &[("env", "prod")]));
+        let labels = index.namespace_labels("team");
+        assert_eq!(labels[NAMESPACE_NAME_LABEL], "team");
+        assert_eq!(labels["env"], "prod");
+        let undeclared = index.namespace_labels("ghost");
+        assert_eq!(undeclared.len(), 1);
+        assert_eq!(undeclared[NAMESPACE_NAME_LABEL], "ghost");
+    }
+
+    #[test]
+    fn reset_replaces_everything_and_reset_kind_only_its_kind() {
+        let mut index = Index::new();
+        index.apply(namespace("a", &[]));
+        index.apply(service("a", "svc", &[(None, 80)]));
+        index.reset([namespace("b", &[])]);
+        assert_eq!(index.len(), 1);
+        assert!(index.contains(&ObjectRef::new(Kind::Namespace, "", "b")));
+
+        index.apply(service("b", "svc", &[(None, 80)]));
+        index.reset_kind(Kind::Namespace, [namespace("c", &[]), service("x", "y", &[])]);
+        assert!(index.contains(&ObjectRef::new(Kind::Namespace, "", "c")));
+        assert!(!index.contains(&ObjectRef::new(Kind::Namespace, "", "b")));
+        assert!(index.contains(&ObjectRef::new(Kind::Service, "b", "svc")));
+        assert!(!index.contains(&ObjectRef::new(Kind::Service, "x", "y")));
+    }
+
+    #[test]
+    fn endpoint_slices_are_found_by_label_in_the_namespace() {
+        let mut index = Index::new();
+        index.apply(endpoint_slice("a", "s-1", "svc", &[("", 80)], &[("10.0.0.1", None)]));
+        index.apply(endpoint_slice("a", "s-2", "svc", &[("", 80)], &[("10.0.0.2", None)]));
+        index.apply(endpoint_slice("a", "o-1", "other", &[("", 80)], &[("10.0.0.3", None)]));
+        index.apply(endpoint_slice("b", "s-1", "svc", &[("", 80)], &[("10.0.0.4", None)]));
+        let names: Vec<_> = index
+            .endpoint_slices_of("a", "svc")
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["s-1", "s-2"]);
+    }
+}

@@ -1,0 +1,186 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::object::Kind;
+
+const GATEWAY: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: infra
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+";
+
+fn errors(loaded: &Loaded) -> Vec<String> {
+    loaded.errors.iter().map(ToString::to_string).collect()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-gateway-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn multi_document_with_defaults() {
+    let text = format!(
+        "# leading comment\n---\n{GATEWAY}---\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{name: web}}]\n"
+    );
+    let loaded = load_str(Path::new("m.yaml"), &text);
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    assert_eq!(loaded.objects.len(), 2);
+    let Object::Gateway(gw) = &loaded.objects[0] else { panic!("not a gateway") };
+    assert_eq!(gw.spec.listeners[0].allowed_routes.namespaces.from, crate::types::FromNamespaces::Same);
+    let Object::HttpRoute(route) = &loaded.objects[1] else { panic!("not a route") };
+    assert_eq!(route.namespace(), "default");
+    assert_eq!(route.spec.parent_refs[0].kind, "Gateway");
+    assert_eq!(route.spec.parent_refs[0].group, "gateway.networking.k8s.io");
+    let rule = &route.spec.rules[0];
+    assert_eq!(rule.matches[0].path.value, "/");
+    assert_eq!(rule.matches[0].path.kind, crate::types::PathMatchType::PathPrefix);
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let loaded = load_str(Path::new("bad.yaml"), "a: 1\n---\nb: [\n");
+    assert_eq!(errors(&loaded), ["bad.yaml:3:4: unclosed bracket '['"]);
+}
+
+#[test]
+fn unknown_field_names_path_and_line() {
+    let text = GATEWAY.replace("    protocol: HTTP\n", "    protocol: HTTP\n    prot: 1\n");
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("gw.yaml:12: Gateway infra/web: spec.listeners[0].prot: unknown field `prot`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn wrong_type_names_path_and_line() {
+    let text = GATEWAY.replace("port: 80", "port: eighty");
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("gw.yaml:10: Gateway infra/web: spec.listeners[0].port: "), "{}", errs[0]);
+}
+
+#[test]
+fn missing_required_field_names_parent() {
+    let text = GATEWAY.replace("  gatewayClassName: gatehouse\n", "");
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    let errs = errors(&loaded);
+    assert!(errs[0].starts_with("gw.yaml:6: Gateway infra/web: spec: missing field `gatewayClassName`"), "{}", errs[0]);
+}
+
+#[test]
+fn errors_are_collected_not_first_only() {
+    let text = format!(
+        "{}---\n{}",
+        GATEWAY.replace("port: 80", "port: 0"),
+        GATEWAY.replace("name: web", "name: other").replace("HTTP\n", "HTTP\n    bogus: true\n")
+    );
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    assert_eq!(loaded.errors.len(), 2, "{:?}", errors(&loaded));
+}
+
+#[test]
+fn duplicates_name_both_places() {
+    let text = format!("{GATEWAY}---\n{GATEWAY}");
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    assert_eq!(
+        errors(&loaded),
+        ["gw.yaml:13: Gateway infra/web: duplicate object, first defined at gw.yaml:1"]
+    );
+    assert_eq!(loaded.objects.len(), 1);
+}
+
+#[test]
+fn unknown_and_later_kinds_are_warnings() {
+    let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\n\
+                apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g}\nspec: {}\n---\n\
+                apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\n";
+    let loaded = load_str(Path::new("x.yaml"), text);
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    assert!(loaded.objects.is_empty());
+    let warnings: Vec<_> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0].starts_with("x.yaml:1: Deployment d: skipped"));
+    assert!(warnings[1].starts_with("x.yaml:5: GRPCRoute g: skipped"));
+    assert!(warnings[2].starts_with("x.yaml:10: Secret s: skipped"));
+}
+
+#[test]
+fn unsupported_version_of_known_kind_is_an_error() {
+    let text = GATEWAY.replace("/v1\n", "/v1alpha2\n");
+    let loaded = load_str(Path::new("gw.yaml"), &text);
+    assert!(errors(&loaded)[0].contains("apiVersion: gateway.networking.k8s.io/v1alpha2 is not a supported version"));
+}
+
+#[test]
+fn core_kinds_and_yaml12_booleans() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  labels: {env: on}\n---\n\
+                apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: team}\nspec:\n  ports: [{port: 80, name: http}]\n---\n\
+                apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: echo-1, namespace: team, labels: {kubernetes.io/service-name: echo}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{name: http, port: 8080}]\n";
+    let loaded = load_str(Path::new("c.yaml"), text);
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    let kinds: Vec<_> = loaded.objects.iter().map(Object::kind).collect();
+    assert_eq!(kinds, [Kind::Namespace, Kind::Service, Kind::EndpointSlice]);
+    let Object::Namespace(ns) = &loaded.objects[0] else { panic!() };
+    assert_eq!(ns.metadata.labels.as_ref().unwrap()["env"], "on");
+}
+
+#[test]
+fn list_items_are_documents() {
+    let text = format!("apiVersion: v1\nkind: List\nitems:\n- {}", GATEWAY.replace('\n', "\n  "));
+    let loaded = load_str(Path::new("l.yaml"), &text);
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    assert_eq!(loaded.objects.len(), 1);
+}
+
+#[test]
+fn directories_are_read_recursively_in_sorted_order() {
+    let dir = tempdir("dir");
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let ns = |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+    std::fs::write(dir.join("c.yml"), ns("c")).unwrap();
+    std::fs::write(dir.join("b/z.yaml"), ns("bz")).unwrap();
+    std::fs::write(dir.join("a.yaml"), ns("a")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not yaml: [").unwrap();
+    let loaded = load(std::slice::from_ref(&dir));
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    let names: Vec<_> = loaded.objects.iter().map(|o| o.object_ref().name).collect();
+    assert_eq!(names, ["a", "bz", "c"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn duplicates_across_files_name_both_files() {
+    let dir = tempdir("dup");
+    std::fs::write(dir.join("1.yaml"), GATEWAY).unwrap();
+    std::fs::write(dir.join("2.yaml"), format!("\n{GATEWAY}")).unwrap();
+    let loaded = load(std::slice::from_ref(&dir));
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("2.yaml:2: Gateway infra/web: duplicate object, first defined at "));
+    assert!(errs[0].ends_with("1.yaml:1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_path_is_an_error_with_the_path() {
+    let loaded = load(&[PathBuf::from("/nonexistent/gatehouse/manifests")]);
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("/nonexistent/gatehouse/manifests: "), "{}", errs[0]);
+}

@@ -1,0 +1,308 @@
+//! The pure step `Desired` → [`RouteTable`]: conflicts, certificates, hostnames, precedence.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use gatehouse_model::{
+    Backend, Desired, Hostname, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId,
+    ListenerProblem, ListenerProblemKind, Protocol, WeightedBackend,
+};
+
+use crate::filters::Filters;
+use crate::matching::CompiledMatch;
+use crate::table::{
+    CompiledBackend, CompiledRoute, CompiledRule, HostRoutes, ListenerRoutes, MatchEntry,
+    RouteTable, RuleMatch, SocketRoutes, Target,
+};
+use crate::tls;
+
+/// Compiles the desired state into an immutable route table.
+///
+/// Pure: no I/O, same input gives the same table. The returned problems are also kept in the
+/// table ([`RouteTable::problems`]) so that [`crate::Proxy::apply`] reports them together
+/// with bind failures; callers that only validate (`gatehouse check`) read the returned list.
+pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
+    let mut problems = Vec::new();
+    let listeners = compile_listeners(desired, &mut problems);
+
+    let mut hosts: HashMap<ListenerId, Buckets> = HashMap::new();
+    for route in &desired.http_routes {
+        let compiled = Arc::new(compile_route(route));
+        for id in &route.listeners {
+            let Some(listener) = listeners.get(id) else { continue };
+            let buckets = hosts.entry(id.clone()).or_default();
+            for host in route_hostnames(route, listener.listener.hostname.as_ref()) {
+                let bucket = buckets.entry(host).or_default();
+                for (rule, r) in compiled.rules.iter().enumerate() {
+                    for index in 0..r.matches.len() {
+                        bucket.push(MatchEntry { route: compiled.clone(), rule, index });
+                    }
+                }
+            }
+        }
+    }
+
+    let mut sockets: BTreeMap<SocketAddr, SocketRoutes> = BTreeMap::new();
+    for (id, built) in listeners {
+        let l = built.listener;
+        let routes = Arc::new(ListenerRoutes {
+            label: format!("{}/{}/{}", id.gateway.namespace, id.gateway.name, id.name),
+            hostname: l.hostname.clone(),
+            port: l.port,
+            protocol: l.protocol,
+            tls: built.tls,
+            cert_names: built.cert_names,
+            hosts: host_routes(hosts.remove(&id).unwrap_or_default()),
+            id,
+        });
+        for addr in built.sockets {
+            sockets
+                .entry(addr)
+                .or_insert_with(|| SocketRoutes { protocol: l.protocol, listeners: Vec::new() })
+                .listeners
+                .push(routes.clone());
+        }
+    }
+    for socket in sockets.values_mut() {
+        socket.listeners.sort_by(|a, b| {
+            hostname_order(a.hostname.as_ref(), b.hostname.as_ref()).then_with(|| a.id.cmp(&b.id))
+        });
+    }
+
+    let table = RouteTable { generation: desired.generation, sockets, problems: problems.clone() };
+    (table, problems)
+}
+
+/// A listener's TLS config and, for debugging, its certificates' sources and names.
+type ListenerTls = (Arc<rustls::ServerConfig>, Vec<(String, Vec<String>)>);
+
+/// A listener that survived validation, with the sockets it is placed on.
+struct BuiltListener<'a> {
+    listener: &'a Listener,
+    sockets: Vec<SocketAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cert_names: Vec<(String, Vec<String>)>,
+}
+
+/// Routes of one listener keyed by served hostname (`None` = any).
+type Buckets = HashMap<Option<Hostname>, Vec<MatchEntry>>;
+
+fn problem(l: &Listener, kind: ListenerProblemKind, message: String) -> ListenerProblem {
+    ListenerProblem { listener: l.id.clone(), kind, message }
+}
+
+fn compile_listeners<'a>(
+    desired: &'a Desired,
+    problems: &mut Vec<ListenerProblem>,
+) -> BTreeMap<ListenerId, BuiltListener<'a>> {
+    let mut ordered: Vec<&Listener> = desired.listeners.iter().collect();
+    ordered.sort_by(|a, b| a.id.cmp(&b.id));
+    // Per socket: its protocol and the hostnames already taken.
+    let mut taken: HashMap<SocketAddr, (Protocol, Vec<Option<Hostname>>)> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for l in ordered {
+        if out.contains_key(&l.id) {
+            continue;
+        }
+        if l.addresses.is_empty() {
+            let msg = "listener has no address to bind".to_owned();
+            problems.push(problem(l, ListenerProblemKind::PortUnavailable, msg));
+            continue;
+        }
+        let (tls, cert_names) = match l.protocol {
+            Protocol::Http => (None, Vec::new()),
+            Protocol::Https => match listener_tls(l, problems) {
+                Some((config, names)) => (Some(config), names),
+                None => continue,
+            },
+        };
+        let sockets: Vec<SocketAddr> =
+            l.addresses.iter().map(|ip| SocketAddr::new(*ip, l.port)).collect();
+        let conflict = sockets.iter().find_map(|addr| {
+            let (protocol, hosts) = taken.get(addr)?;
+            if *protocol != l.protocol {
+                Some((
+                    ListenerProblemKind::ProtocolConflict,
+                    format!("{addr} is already served with protocol {}", protocol.scheme()),
+                ))
+            } else if hosts.contains(&l.hostname) {
+                let host = l.hostname.as_ref().map_or("(any)", Hostname::as_str);
+                Some((
+                    ListenerProblemKind::HostnameConflict,
+                    format!("hostname {host} is already served on {addr}"),
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some((kind, message)) = conflict {
+            problems.push(problem(l, kind, message));
+            continue;
+        }
+        for addr in &sockets {
+            taken
+                .entry(*addr)
+                .or_insert_with(|| (l.protocol, Vec::new()))
+                .1
+                .push(l.hostname.clone());
+        }
+        out.insert(l.id.clone(), BuiltListener { listener: l, sockets, tls, cert_names });
+    }
+    out
+}
+
+/// Loads the certificates of an HTTPS listener; `None` when none is usable.
+fn listener_tls(
+    l: &Listener,
+    problems: &mut Vec<ListenerProblem>,
+) -> Option<ListenerTls> {
+    let certs = l.tls.as_ref().map(|t| t.certificates.as_slice()).unwrap_or_default();
+    if certs.is_empty() {
+        let msg = "HTTPS listener has no certificate".to_owned();
+        problems.push(problem(l, ListenerProblemKind::InvalidCertificate, msg));
+        return None;
+    }
+    let mut loaded = Vec::new();
+    for cert in certs {
+        match tls::load(cert) {
+            Ok(c) => loaded.push(c),
+            Err(e) => {
+                problems.push(problem(l, ListenerProblemKind::InvalidCertificate, e.to_string()))
+            }
+        }
+    }
+    if loaded.is_empty() {
+        return None;
+    }
+    let names = loaded.iter().map(|c| (c.source.clone(), c.names.clone())).collect();
+    match tls::server_config(loaded) {
+        Ok(config) => Some((config, names)),
+        Err(e) => {
+            problems.push(problem(l, ListenerProblemKind::InvalidCertificate, e.to_string()));
+            None
+        }
+    }
+}
+
+/// Hostnames a route serves on a listener: the intersections of its hostnames with the
+/// listener's; a side without hostnames takes the other side's.
+fn route_hostnames(route: &HttpRoute, listener: Option<&Hostname>) -> Vec<Option<Hostname>> {
+    if route.hostnames.is_empty() {
+        return vec![listener.cloned()];
+    }
+    let mut out: Vec<Option<Hostname>> = Vec::new();
+    for h in &route.hostnames {
+        let served = match listener {
+            Some(l) => h.intersect(l),
+            None => Some(h.clone()),
+        };
+        if let Some(served) = served.map(Some)
+            && !out.contains(&served)
+        {
+            out.push(served);
+        }
+    }
+    out
+}
+
+fn compile_route(route: &HttpRoute) -> CompiledRoute {
+    CompiledRoute {
+        id: route.id.clone(),
+        label: format!("{}/{}", route.id.namespace, route.id.name),
+        created: route.created,
+        rules: route.rules.iter().map(|r| compile_rule(route, r)).collect(),
+    }
+}
+
+fn compile_rule(route: &HttpRoute, rule: &HttpRule) -> CompiledRule {
+    let default = [HttpMatch::default()];
+    let sources = if rule.matches.is_empty() { &default[..] } else { &rule.matches[..] };
+    let matches = sources
+        .iter()
+        .filter_map(|m| match CompiledMatch::compile(m) {
+            Ok(compiled) => Some(RuleMatch { source: m.clone(), compiled }),
+            Err(e) => {
+                tracing::warn!(route = %route.id, error = %e, "match never matches");
+                None
+            }
+        })
+        .collect();
+    let (filters, error) = match Filters::compile(&rule.filters) {
+        Ok(f) => (f, None),
+        Err(e) => (Filters::default(), Some(e.to_string())),
+    };
+    let backends: Vec<CompiledBackend> = rule.backends.iter().map(compile_backend).collect();
+    let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
+    CompiledRule { name: rule.name.clone(), matches, filters, error, backends, total_weight }
+}
+
+fn compile_backend(b: &WeightedBackend) -> CompiledBackend {
+    let target = match &b.backend {
+        Backend::Endpoints(e) => Target::Endpoints { name: e.name.clone(), addrs: e.addrs.clone() },
+        Backend::Dns { name, host, port } => {
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            Target::Dns { name: name.clone(), authority }
+        }
+        Backend::Unresolved(u) => {
+            Target::Unresolved { name: u.name.clone(), reason: u.reason.clone() }
+        }
+    };
+    let (target, filters) = match Filters::compile(&b.filters) {
+        Ok(f) => (target, f),
+        Err(e) => (
+            Target::Unresolved { name: target.name().to_owned(), reason: e.to_string() },
+            Filters::default(),
+        ),
+    };
+    CompiledBackend { weight: b.weight, target, filters, cursor: AtomicUsize::new(0) }
+}
+
+/// Exact hostnames first, then wildcards longest first, then no hostname.
+fn hostname_order(a: Option<&Hostname>, b: Option<&Hostname>) -> Ordering {
+    let key = |h: Option<&Hostname>| match h {
+        Some(h) if !h.is_wildcard() => (0, 0),
+        Some(h) => (1, usize::MAX - h.as_str().len()),
+        None => (2, 0),
+    };
+    key(a).cmp(&key(b)).then_with(|| a.cmp(&b))
+}
+
+/// The spec's precedence: match specificity, then oldest route, then namespace/name, then
+/// rule and match order.
+fn entry_order(a: &MatchEntry, b: &MatchEntry) -> Ordering {
+    let created = |e: &MatchEntry| (e.route.created.is_none(), e.route.created);
+    a.matcher()
+        .specificity()
+        .cmp(&b.matcher().specificity())
+        .then_with(|| created(a).cmp(&created(b)))
+        .then_with(|| a.route.id.namespace.cmp(&b.route.id.namespace))
+        .then_with(|| a.route.id.name.cmp(&b.route.id.name))
+        .then_with(|| a.rule.cmp(&b.rule))
+        .then_with(|| a.index.cmp(&b.index))
+}
+
+fn host_routes(buckets: Buckets) -> HostRoutes {
+    let mut out = HostRoutes::default();
+    for (host, mut entries) in buckets {
+        entries.sort_by(entry_order);
+        match host {
+            Some(h) if h.is_wildcard() => out.wildcards.push((h, entries)),
+            Some(h) => {
+                out.exact.insert(h.as_str().to_owned(), entries);
+            }
+            None => out.any = entries,
+        }
+    }
+    out.wildcards.sort_by(|a, b| hostname_order(Some(&a.0), Some(&b.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests;

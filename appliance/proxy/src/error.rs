@@ -1,0 +1,88 @@
+//! Request-path errors and the one place where they become HTTP responses.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+
+/// Body type of every response the proxy sends.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// A body the proxy generates itself.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error("no listener or route matches the request")]
+    NoRoute,
+    #[error("the TLS server name selected another listener than the Host header")]
+    Misdirected,
+    #[error("the matched rule is invalid: {0}")]
+    InvalidRule(String),
+    #[error("the matched rule has no backend with a non-zero weight")]
+    NoBackend,
+    #[error("backend {name} is unresolved: {reason}")]
+    Unresolved { name: String, reason: String },
+    #[error("backend {0} has no ready endpoint")]
+    NoEndpoints(String),
+    #[error("cannot build the upstream request: {0}")]
+    UpstreamRequest(#[from] http::Error),
+    #[error("cannot connect to backend {backend}: {source}")]
+    Connect {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("backend {backend} did not answer in time")]
+    Timeout { backend: String },
+    #[error("backend {backend} failed: {source}")]
+    Upstream {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl RequestError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::InvalidRule(_)
+            | Self::NoBackend
+            | Self::Unresolved { .. }
+            | Self::UpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Label for the upstream-errors metric; `None` for errors that are not the upstream's.
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Connect { .. } => Some("connect"),
+            Self::Timeout { .. } => Some("timeout"),
+            Self::Upstream { .. } => Some("protocol"),
+            Self::NoEndpoints(_) => Some("no_endpoints"),
+            _ => None,
+        }
+    }
+
+    /// The only conversion of a data-plane error into a response. The body names the status
+    /// only: details go to logs, not to clients.
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!("{}\n", status.canonical_reason().unwrap_or("error"));
+        let mut resp = Response::new(full(text));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics of the data plane.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub listener: String,
+    pub route: String,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    backend: String,
+    kind: &'static str,
+}
+
+type HistogramFamily = Family<ListenerLabels, Histogram, fn() -> Histogram>;
+
+/// Metric handles; cheap to update from any task.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    active_connections: Gauge,
+    tls_handshake_failures: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Registers every metric under the `gatehouse_proxy_` prefix.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            upstream_errors: Family::default(),
+            active_connections: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("gatehouse_proxy");
+        r.register(
+            "requests",
+            "HTTP requests answered, by listener, route and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by listener",
+            m.duration.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream requests, by backend and kind",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "active_connections",
+            "Open downstream connections",
+            m.active_connections.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "Failed or refused TLS handshakes",
+            m.tls_handshake_failures.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn request(&self, labels: RequestLabels, elapsed: Duration) {
+        self.duration
+            .get_or_create(&ListenerLabels { listener: labels.listener.clone() })
+            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn upstream_error(&self, backend: String, kind: &'static str) {
+        self.upstream_errors.get_or_create(&UpstreamLabels { backend, kind }).inc();
+    }
+
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    /// Counts a connection as active until the guard drops.
+    pub(crate) fn connection(&self) -> ConnectionGuard {
+        self.active_connections.inc();
+        ConnectionGuard(self.active_connections.clone())
+    }
+}
+
+/// Decrements the active-connections gauge on drop.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `2xx`-style class of a status code.
+pub(crate) fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,163 @@
+//! TLS termination: PEM parsing, per-listener certificate choice by SNI, server configs.
+//!
+//! The server configs live in the route table, so certificates and routes change in one swap.
+
+use std::sync::Arc;
+
+use gatehouse_model::Certificate;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CertError {
+    #[error("{source_name}: certificate chain PEM is invalid: {reason}")]
+    Chain { source_name: String, reason: String },
+    #[error("{source_name}: certificate chain PEM holds no certificate")]
+    EmptyChain { source_name: String },
+    #[error("{source_name}: private key PEM is invalid: {reason}")]
+    Key { source_name: String, reason: String },
+    #[error("{source_name}: private key is not usable (RSA, ECDSA or Ed25519 expected): {reason}")]
+    KeyType { source_name: String, reason: String },
+    #[error("{source_name}: private key does not match the certificate")]
+    Mismatch { source_name: String },
+    #[error("{source_name}: leaf certificate cannot be parsed: {reason}")]
+    Leaf { source_name: String, reason: String },
+}
+
+/// A loaded certificate with the DNS names of its leaf (lower-case, wildcards as `*.x`).
+#[derive(Debug)]
+pub(crate) struct LoadedCert {
+    pub source: String,
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+/// The crypto provider every TLS config of the proxy uses.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Parses a PEM chain and key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519).
+pub(crate) fn load(cert: &Certificate) -> Result<LoadedCert, CertError> {
+    let source_name = cert.source.clone();
+    let chain = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CertError::Chain {
+            source_name: source_name.clone(),
+            reason: e.to_string(),
+        })?;
+    let Some(leaf) = chain.first() else {
+        return Err(CertError::EmptyChain { source_name });
+    };
+    let names = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| CertError::Leaf { source_name: source_name.clone(), reason: e.to_string() })?
+        .valid_dns_names()
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .map_err(|e| CertError::Key { source_name: source_name.clone(), reason: e.to_string() })?;
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| {
+        CertError::KeyType { source_name: source_name.clone(), reason: e.to_string() }
+    })?;
+    let key = CertifiedKey::new(chain, signer);
+    match key.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(_) => return Err(CertError::Mismatch { source_name }),
+    }
+    Ok(LoadedCert { source: cert.source.clone(), names, key: Arc::new(key) })
+}
+
+/// Picks among one listener's certificates by SNI: exact SAN, then wildcard SAN, else the first.
+#[derive(Debug)]
+pub(crate) struct ListenerCerts {
+    certs: Vec<LoadedCert>,
+}
+
+impl ListenerCerts {
+    fn choose(&self, sni: Option<&str>) -> Option<&LoadedCert> {
+        if let Some(sni) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
+            let exact = self.certs.iter().find(|c| c.names.contains(&sni));
+            let wildcard = || {
+                let parent = sni.split_once('.').map(|(_, p)| p)?;
+                self.certs.iter().find(|c| {
+                    c.names.iter().any(|n| n.strip_prefix("*.").is_some_and(|s| s == parent))
+                })
+            };
+            if let Some(c) = exact.or_else(wildcard) {
+                return Some(c);
+            }
+        }
+        self.certs.first()
+    }
+}
+
+impl ResolvesServerCert for ListenerCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(hello.server_name()).map(|c| c.key.clone())
+    }
+}
+
+/// Builds the server config of one HTTPS listener (ALPN h2, then http/1.1).
+pub(crate) fn server_config(certs: Vec<LoadedCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ListenerCerts { certs }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `names` as a model certificate.
+    pub(crate) fn self_signed(names: &[&str]) -> Certificate {
+        let names = names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ck = rcgen::generate_simple_self_signed(names).unwrap();
+        Certificate {
+            source: "test".into(),
+            chain_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        }
+    }
+
+    #[test]
+    fn loads_and_lists_names() {
+        let c = load(&self_signed(&["a.example.com", "*.b.example.com"])).unwrap();
+        assert_eq!(c.names, ["a.example.com", "*.b.example.com"]);
+    }
+
+    #[test]
+    fn rejects_bad_pem_and_mismatched_key() {
+        let good = self_signed(&["a.example.com"]);
+        let other = self_signed(&["b.example.com"]);
+        let bad_key = Certificate { key_pem: "garbage".into(), ..good.clone() };
+        assert!(matches!(load(&bad_key), Err(CertError::Key { .. })));
+        let no_chain = Certificate { chain_pem: String::new(), ..good.clone() };
+        assert!(matches!(load(&no_chain), Err(CertError::EmptyChain { .. })));
+        let mismatch = Certificate { key_pem: other.key_pem, ..good };
+        assert!(matches!(load(&mismatch), Err(CertError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn chooses_exact_then_wildcard_then_first() {
+        let certs = ListenerCerts {
+            certs: vec![
+                load(&self_signed(&["default.example.com"])).unwrap(),
+                load(&self_signed(&["*.example.com"])).unwrap(),
+                load(&self_signed(&["a.example.com"])).unwrap(),
+            ],
+        };
+        let pick = |sni| certs.choose(sni).unwrap().names[0].clone();
+        assert_eq!(pick(Some("a.example.com")), "a.example.com");
+        assert_eq!(pick(Some("B.example.com")), "*.example.com");
+        assert_eq!(pick(Some("x.y.example.com")), "default.example.com");
+        assert_eq!(pick(None), "default.example.com");
+    }
+}

@@ -1,0 +1,88 @@
+//! End-to-end tests: the real `gatehouse` binary, real backends and clients on 127.0.0.1.
+
+mod cli;
+mod gateway_api;
+mod lifecycle;
+mod native;
+mod tls;
+
+/// A Gateway API manifest set: our GatewayClass, a Gateway on 127.0.0.1:`port` (HTTP), and
+/// Services + EndpointSlices for each `(service name, backend port)`.
+pub fn manifests(port: u16, services: &[(&str, u16)]) -> String {
+    let mut out = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: gatehouse
+spec:
+  controllerName: gatehouse.dev/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: default
+spec:
+  gatewayClassName: gatehouse
+  addresses:
+  - type: IPAddress
+    value: 127.0.0.1
+  listeners:
+  - name: http
+    port: {port}
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: All
+"#
+    );
+    for (name, backend_port) in services {
+        out.push_str(&service(name, "default", *backend_port));
+    }
+    out
+}
+
+/// A Service on port 80 (unnamed) with one EndpointSlice pointing at 127.0.0.1:`port`.
+pub fn service(name: &str, namespace: &str, port: u16) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  ports:
+  - port: 80
+    targetPort: {port}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+- name: ""
+  port: {port}
+endpoints:
+- addresses: ["127.0.0.1"]
+  conditions:
+    ready: true
+"#
+    )
+}
+
+/// The config file for Gateway API mode with manifests in `manifests/`.
+pub fn gateway_api_config() -> &'static str {
+    r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[runtime]
+shutdown_grace_ms = 5000
+[gateway_api]
+manifests = ["manifests"]
+"#
+}

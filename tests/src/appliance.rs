@@ -126,7 +126,11 @@ impl Appliance {
     ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let status = self.status().await;
+            // Before the admin API is up there is no status yet: keep asking.
+            let status = match crate::Client::http1().get(&self.admin_url("/status")).await {
+                Ok(reply) => serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null),
+                Err(_) => serde_json::Value::Null,
+            };
             if pred(&status) {
                 return status;
             }

@@ -5,6 +5,7 @@ mod cli;
 mod logging;
 mod native_status;
 mod pipeline;
+mod problems;
 mod reload;
 mod run;
 mod watch;

@@ -104,11 +104,6 @@ impl Reloader {
         &self.watch_paths
     }
 
-    /// The generation being served (0 before the first successful load).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
         match pipeline::load(&self.source) {
@@ -142,13 +137,16 @@ impl Reloader {
         }
     }
 
-    async fn apply(&mut self, loaded: Loaded) {
+    async fn apply(&mut self, mut loaded: Loaded) {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
         self.generation += 1;
         let mut desired = loaded.desired.clone();
         desired.generation = self.generation;
+        if let Some(api) = loaded.gateway_api.as_mut() {
+            api.translation.desired.generation = self.generation;
+        }
 
         let (table, compile_problems) = gatehouse_proxy::compile(&desired);
         self.admin.publish_config(json!({

@@ -27,9 +27,21 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
             }
+            // Binding is not tried here, so the data plane report is empty.
+            let report = gatehouse_model::DataPlaneReport::default();
             let problems = match &loaded.gateway_api {
                 Some(api) => {
-                    gatehouse_gateway::problems(&api.index, &api.settings, &api.translation)
+                    let objects: Vec<serde_json::Value> = gatehouse_gateway::status(
+                        &api.index,
+                        &api.settings,
+                        &api.translation,
+                        &report,
+                        jiff::Timestamp::now(),
+                    )
+                    .into_iter()
+                    .filter_map(|object| serde_json::to_value(object).ok())
+                    .collect();
+                    crate::problems::from_status(&objects)
                 }
                 None => Vec::new(),
             };

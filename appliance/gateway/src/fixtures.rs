@@ -68,19 +68,26 @@ pub(crate) fn endpoint_slice(
     ports: &[(&str, i32)],
     endpoints: &[(&str, Option<bool>)],
 ) -> Object {
-    let address_type =
-        if endpoints.iter().any(|(a, _)| a.contains(':')) { "IPv6" } else { "IPv4" };
+    let address_type = if endpoints.iter().any(|(a, _)| a.contains(':')) { "IPv6" } else { "IPv4" };
     Object::EndpointSlice(EndpointSlice {
-        metadata: ObjectMeta { labels: labels(&[(SERVICE_NAME_LABEL, service)]), ..meta(namespace, name) },
+        metadata: ObjectMeta {
+            labels: labels(&[(SERVICE_NAME_LABEL, service)]),
+            ..meta(namespace, name)
+        },
         address_type: address_type.to_owned(),
-        endpoints: endpoints
-            .iter()
-            .map(|(addr, ready)| Endpoint {
-                addresses: vec![(*addr).to_owned()],
-                conditions: Some(EndpointConditions { ready: *ready, ..EndpointConditions::default() }),
-                ..Endpoint::default()
-            })
-            .collect(),
+        endpoints: Some(
+            endpoints
+                .iter()
+                .map(|(addr, ready)| Endpoint {
+                    addresses: vec![(*addr).to_owned()],
+                    conditions: Some(EndpointConditions {
+                        ready: *ready,
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect(),
+        ),
         ports: Some(
             ports
                 .iter()
@@ -162,12 +169,21 @@ pub(crate) fn with_hostname(mut l: Listener, hostname: &str) -> Listener {
     l
 }
 
-pub(crate) fn allow_from(mut l: Listener, from: FromNamespaces, selector: Option<LabelSelector>) -> Listener {
+pub(crate) fn allow_from(
+    mut l: Listener,
+    from: FromNamespaces,
+    selector: Option<LabelSelector>,
+) -> Listener {
     l.allowed_routes.namespaces = RouteNamespaces { from, selector };
     l
 }
 
-pub(crate) fn gateway(namespace: &str, name: &str, class: &str, listeners: Vec<Listener>) -> Gateway {
+pub(crate) fn gateway(
+    namespace: &str,
+    name: &str,
+    class: &str,
+    listeners: Vec<Listener>,
+) -> Gateway {
     Gateway {
         api_version: "gateway.networking.k8s.io/v1".into(),
         kind: "Gateway".into(),
@@ -195,7 +211,12 @@ pub(crate) fn parent(namespace: Option<&str>, name: &str) -> ParentReference {
     }
 }
 
-pub(crate) fn backend(namespace: Option<&str>, name: &str, port: Option<u16>, weight: u32) -> BackendRef {
+pub(crate) fn backend(
+    namespace: Option<&str>,
+    name: &str,
+    port: Option<u16>,
+    weight: u32,
+) -> BackendRef {
     BackendRef {
         group: String::new(),
         kind: "Service".into(),
@@ -264,7 +285,12 @@ impl RouteBuilder {
     }
 }
 
-pub(crate) fn grant(namespace: &str, name: &str, from: (&str, &str, &str), to: (&str, &str, Option<&str>)) -> Object {
+pub(crate) fn grant(
+    namespace: &str,
+    name: &str,
+    from: (&str, &str, &str),
+    to: (&str, &str, Option<&str>),
+) -> Object {
     Object::ReferenceGrant(ReferenceGrant {
         api_version: "gateway.networking.k8s.io/v1beta1".into(),
         kind: "ReferenceGrant".into(),

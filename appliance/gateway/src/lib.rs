@@ -1,4 +1,41 @@
-//! Gateway API for gatehouse: types, YAML loader, index, translation and status.
+//! Gateway API for gatehouse: the source side of file mode and (later) cluster mode.
+//!
+//! ```text
+//! YAML files ──loader::load──► Objects ──Index::apply──┐
+//! Kubernetes watch (later) ──── apply/delete/reset ────┤
+//!                                                      ▼
+//!                         Index ──translate(&Index, &Settings)──► Translation
+//!                                                      │  .desired: gatehouse_model::Desired → proxy
+//!                                                      │  .report:  facts for status
+//!                                                      ▼
+//!   status(&Index, &Settings, &Translation, &DataPlaneReport, now) ──► Vec<ObjectStatus>
+//! ```
+//!
+//! Public API:
+//! - [`loader::load`]`(&[PathBuf]) -> Loaded { objects, warnings, errors }` (and
+//!   [`loader::load_str`] for one in-memory text); every error names its place.
+//! - [`Index`]: `apply(Object)`, `delete(Kind, ns, name)`, `reset(objects)`,
+//!   `reset_kind(Kind, objects)`. Pure, no I/O.
+//! - [`translate()`]`(&Index, &Settings) -> Translation`: pure.
+//! - [`status()`]`(&Index, &Settings, &Translation, &DataPlaneReport, jiff::Timestamp) ->
+//!   Vec<ObjectStatus>`: pure, serializes to the Gateway API status schema.
+//! - [`conditions`]: condition types and reasons as constants.
+//!
+//! Only objects of GatewayClasses whose `controllerName` is ours are translated or reported.
+
+pub mod conditions;
+pub mod index;
 pub mod loader;
 pub mod object;
+pub mod status;
+pub mod translate;
 pub mod types;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use index::Index;
+pub use loader::{LoadError, LoadWarning, Loaded};
+pub use object::{Kind, Object, ObjectRef};
+pub use status::{ObjectStatus, status};
+pub use translate::{Problem, Report, Settings, Translation, translate};

@@ -21,9 +21,9 @@ use crate::tls;
 
 /// Compiles the desired state into an immutable route table.
 ///
-/// Pure: no I/O, same input gives the same table. The returned problems are also kept in the
-/// table ([`RouteTable::problems`]) so that [`crate::Proxy::apply`] reports them together
-/// with bind failures; callers that only validate (`gatehouse check`) read the returned list.
+/// Pure: no I/O, same input gives the same table. The returned problems (also kept in
+/// [`RouteTable::problems`]) are not repeated by [`crate::Proxy::apply`], whose report holds
+/// bind failures only: the caller merges both lists.
 pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
     let mut problems = Vec::new();
     let listeners = compile_listeners(desired, &mut problems);
@@ -77,7 +77,7 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
 }
 
 /// A listener's TLS config and, for debugging, its certificates' sources and names.
-type ListenerTls = (Arc<rustls::ServerConfig>, Vec<(String, Vec<String>)>);
+type TlsSetup = (Arc<rustls::ServerConfig>, Vec<(String, Vec<String>)>);
 
 /// A listener that survived validation, with the sockets it is placed on.
 struct BuiltListener<'a> {
@@ -155,10 +155,7 @@ fn compile_listeners<'a>(
 }
 
 /// Loads the certificates of an HTTPS listener; `None` when none is usable.
-fn listener_tls(
-    l: &Listener,
-    problems: &mut Vec<ListenerProblem>,
-) -> Option<ListenerTls> {
+fn listener_tls(l: &Listener, problems: &mut Vec<ListenerProblem>) -> Option<TlsSetup> {
     let certs = l.tls.as_ref().map(|t| t.certificates.as_slice()).unwrap_or_default();
     if certs.is_empty() {
         let msg = "HTTPS listener has no certificate".to_owned();

@@ -7,7 +7,8 @@
 //!
 //! ```ignore
 //! let (table, problems) = gatehouse_proxy::compile(&desired);
-//! let report = proxy.apply(Arc::new(table), desired.generation).await; // includes `problems`
+//! let mut report = proxy.apply(Arc::new(table), desired.generation).await; // bind problems
+//! report.listener_problems.extend(problems);
 //! ```
 //!
 //! Routing follows Gateway API (HTTPRoute, standard channel): listener isolation on shared

@@ -131,13 +131,13 @@ impl Proxy {
     /// Publishes a table: binds sockets it newly needs, swaps the table in one atomic store,
     /// then closes sockets it no longer needs. Sockets present before and after stay open.
     ///
-    /// The report holds the table's compile problems ([`RouteTable::problems`]) and one
-    /// `PortUnavailable` per listener whose socket could not be bound; callers need not merge
-    /// the problems [`crate::compile()`] returned. A socket that failed to bind is retried on
-    /// the next apply.
+    /// The report holds only what applying found: one `PortUnavailable` per listener whose
+    /// socket could not be bound. Callers merge the problems [`crate::compile()`] returned
+    /// (also in [`RouteTable::problems`]). A socket that failed to bind is retried on the
+    /// next apply.
     pub async fn apply(&self, table: Arc<RouteTable>, generation: u64) -> DataPlaneReport {
         let mut control = self.control.lock().await;
-        let mut problems = table.problems().to_vec();
+        let mut problems = Vec::new();
         if control.shut_down {
             return DataPlaneReport { generation, listener_problems: problems };
         }

@@ -133,6 +133,25 @@ pub(crate) mod tests {
         assert_eq!(c.names, ["a.example.com", "*.b.example.com"]);
     }
 
+    /// PKCS#1 and SEC1 fixtures (throw-away test keys made with openssl), and Ed25519.
+    #[test]
+    fn loads_every_key_format() {
+        let fixture = |chain: &str, key: &str| Certificate {
+            source: "fixture".into(),
+            chain_pem: chain.into(),
+            key_pem: key.into(),
+        };
+        let rsa = fixture(include_str!("testdata/rsa.crt"), include_str!("testdata/rsa-pkcs1.key"));
+        assert_eq!(load(&rsa).unwrap().names, ["rsa.example.com"]);
+        let ec = fixture(include_str!("testdata/ec.crt"), include_str!("testdata/ec-sec1.key"));
+        assert_eq!(load(&ec).unwrap().names, ["ec.example.com"]);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["ed.example.com".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ed = fixture(&cert.pem(), &key.serialize_pem());
+        assert_eq!(load(&ed).unwrap().names, ["ed.example.com"]);
+    }
+
     #[test]
     fn rejects_bad_pem_and_mismatched_key() {
         let good = self_signed(&["a.example.com"]);

@@ -160,12 +160,7 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
         .map_err(|e| LoadError::Io { path: path.to_owned(), message: format!("not UTF-8: {e}") })
 }
 
-fn parse_into(
-    path: &Path,
-    text: &str,
-    loaded: &mut Loaded,
-    seen: &mut BTreeMap<ObjectRef, Place>,
-) {
+fn parse_into(path: &Path, text: &str, loaded: &mut Loaded, seen: &mut BTreeMap<ObjectRef, Place>) {
     // YAML 1.2 booleans only: `on`, `yes` and `y` stay strings, as Kubernetes' typed decoding
     // keeps them in string fields.
     let options = serde_saphyr::options! { strict_booleans: true, with_snippet: false };
@@ -230,53 +225,56 @@ fn parse_document(
     }
 
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
-    let convert: fn(Value, &Lines) -> Result<Object, (String, String, Option<u64>)> =
-        match (group, kind.as_str()) {
-            ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant")
-                if matches!(version, "v1" | "v1beta1") =>
-            {
-                match kind.as_str() {
-                    "GatewayClass" => |v, l| typed(v, l).map(Object::GatewayClass),
-                    "Gateway" => |v, l| typed(v, l).map(Object::Gateway),
-                    "HTTPRoute" => |v, l| typed(v, l).map(Object::HttpRoute),
-                    _ => |v, l| typed(v, l).map(Object::ReferenceGrant),
-                }
-            }
-            ("", "Namespace") if version == "v1" => |v, l| typed(v, l).map(Object::Namespace),
-            ("", "Service") if version == "v1" => |v, l| typed(v, l).map(Object::Service),
-            ("", "Secret") if version == "v1" => |v, l| typed(v, l).map(Object::Secret),
-            ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
-                |v, l| typed(v, l).map(Object::EndpointSlice)
-            }
-            ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant")
-            | ("", "Namespace" | "Service" | "Secret")
-            | ("discovery.k8s.io", "EndpointSlice") => {
-                loaded.errors.push(object_error(
-                    "apiVersion",
-                    format!("{api_version} is not a supported version of {kind}"),
-                ));
-                return;
-            }
-            ("gateway.networking.k8s.io", _) => {
-                loaded.warnings.push(LoadWarning {
-                    place,
-                    message: format!("{label}: skipped, {kind} is not supported yet"),
-                });
-                return;
-            }
-            _ => {
-                loaded.warnings.push(LoadWarning {
-                    place,
-                    message: format!("{label}: skipped, {api_version} {kind} is not a kind gatehouse reads"),
-                });
-                return;
-            }
-        };
+    let convert: Convert = match (group, kind.as_str()) {
+        (
+            "gateway.networking.k8s.io",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+        ) if matches!(version, "v1" | "v1beta1") => match kind.as_str() {
+            "GatewayClass" => |v, l| typed(v, l).map(Object::GatewayClass),
+            "Gateway" => |v, l| typed(v, l).map(Object::Gateway),
+            "HTTPRoute" => |v, l| typed(v, l).map(Object::HttpRoute),
+            _ => |v, l| typed(v, l).map(Object::ReferenceGrant),
+        },
+        ("", "Namespace") if version == "v1" => |v, l| typed(v, l).map(Object::Namespace),
+        ("", "Service") if version == "v1" => |v, l| typed(v, l).map(Object::Service),
+        ("", "Secret") if version == "v1" => |v, l| typed(v, l).map(Object::Secret),
+        ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
+            |v, l| typed(v, l).map(Object::EndpointSlice)
+        }
+        (
+            "gateway.networking.k8s.io",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+        )
+        | ("", "Namespace" | "Service" | "Secret")
+        | ("discovery.k8s.io", "EndpointSlice") => {
+            loaded.errors.push(object_error(
+                "apiVersion",
+                format!("{api_version} is not a supported version of {kind}"),
+            ));
+            return;
+        }
+        ("gateway.networking.k8s.io", _) => {
+            loaded.warnings.push(LoadWarning {
+                place,
+                message: format!("{label}: skipped, {kind} is not supported yet"),
+            });
+            return;
+        }
+        _ => {
+            loaded.warnings.push(LoadWarning {
+                place,
+                message: format!(
+                    "{label}: skipped, {api_version} {kind} is not a kind gatehouse reads"
+                ),
+            });
+            return;
+        }
+    };
 
     let (value, lines) = doc.into_json();
     let mut object = match convert(value, &lines) {
         Ok(object) => object,
-        Err((field, message, line)) => {
+        Err(FieldError { field, message, line }) => {
             let mut err = object_error(&field, message);
             if let (LoadError::Object { place, .. }, Some(line)) = (&mut err, line) {
                 place.line = line;
@@ -338,11 +336,18 @@ fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// Why an object did not deserialize: the field path, the message and the field's line.
+struct FieldError {
+    field: String,
+    message: String,
+    line: Option<u64>,
+}
+
+/// Converts one document's JSON into a typed object.
+type Convert = fn(Value, &Lines) -> Result<Object, FieldError>;
+
 /// Deserializes with the failing field path and its line.
-fn typed<T: DeserializeOwned>(
-    value: Value,
-    lines: &Lines,
-) -> Result<T, (String, String, Option<u64>)> {
+fn typed<T: DeserializeOwned>(value: Value, lines: &Lines) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let mut field = path_key(err.path());
         let message = err.inner().to_string();
@@ -353,13 +358,14 @@ fn typed<T: DeserializeOwned>(
             .map(|(name, _)| name)
             && !field.ends_with(unknown)
         {
-            field = if field.is_empty() { unknown.to_owned() } else { format!("{field}.{unknown}") };
+            field =
+                if field.is_empty() { unknown.to_owned() } else { format!("{field}.{unknown}") };
         }
         let line = lines.find(&field);
         if field.is_empty() {
             field.push('.');
         }
-        (field, message, line)
+        FieldError { field, message, line }
     })
 }
 

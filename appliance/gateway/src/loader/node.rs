@@ -31,10 +31,7 @@ pub(crate) enum NodeValue {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<NodeValue>::deserialize(deserializer)?;
-        Ok(Node {
-            line: spanned.referenced.line(),
-            value: spanned.value,
-        })
+        Ok(Node { line: spanned.referenced.line(), value: spanned.value })
     }
 }
 
@@ -171,7 +168,11 @@ fn convert(node: Node, path: String, lines: &mut Lines) -> Value {
         NodeValue::Map(entries) => {
             let mut map = Map::new();
             for (key, value) in entries {
-                let child = if path.is_empty() { key.value.clone() } else { format!("{path}.{}", key.value) };
+                let child = if path.is_empty() {
+                    key.value.clone()
+                } else {
+                    format!("{path}.{}", key.value)
+                };
                 let value = convert(value, child.clone(), lines);
                 // The key's own line is better than the value's for nested mappings.
                 lines.0.insert(child, key.referenced.line());

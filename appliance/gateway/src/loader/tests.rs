@@ -37,7 +37,10 @@ fn multi_document_with_defaults() {
     assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
     assert_eq!(loaded.objects.len(), 2);
     let Object::Gateway(gw) = &loaded.objects[0] else { panic!("not a gateway") };
-    assert_eq!(gw.spec.listeners[0].allowed_routes.namespaces.from, crate::types::FromNamespaces::Same);
+    assert_eq!(
+        gw.spec.listeners[0].allowed_routes.namespaces.from,
+        crate::types::FromNamespaces::Same
+    );
     let Object::HttpRoute(route) = &loaded.objects[1] else { panic!("not a route") };
     assert_eq!(route.namespace(), "default");
     assert_eq!(route.spec.parent_refs[0].kind, "Gateway");
@@ -60,7 +63,9 @@ fn unknown_field_names_path_and_line() {
     let errs = errors(&loaded);
     assert_eq!(errs.len(), 1);
     assert!(
-        errs[0].starts_with("gw.yaml:12: Gateway infra/web: spec.listeners[0].prot: unknown field `prot`"),
+        errs[0].starts_with(
+            "gw.yaml:12: Gateway infra/web: spec.listeners[0].prot: unknown field `prot`"
+        ),
         "{}",
         errs[0]
     );
@@ -72,7 +77,11 @@ fn wrong_type_names_path_and_line() {
     let loaded = load_str(Path::new("gw.yaml"), &text);
     let errs = errors(&loaded);
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("gw.yaml:10: Gateway infra/web: spec.listeners[0].port: "), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("gw.yaml:10: Gateway infra/web: spec.listeners[0].port: "),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -80,7 +89,11 @@ fn missing_required_field_names_parent() {
     let text = GATEWAY.replace("  gatewayClassName: gatehouse\n", "");
     let loaded = load_str(Path::new("gw.yaml"), &text);
     let errs = errors(&loaded);
-    assert!(errs[0].starts_with("gw.yaml:6: Gateway infra/web: spec: missing field `gatewayClassName`"), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("gw.yaml:6: Gateway infra/web: spec: missing field `gatewayClassName`"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -124,7 +137,10 @@ fn unknown_and_later_kinds_are_warnings() {
 fn unsupported_version_of_known_kind_is_an_error() {
     let text = GATEWAY.replace("/v1\n", "/v1alpha2\n");
     let loaded = load_str(Path::new("gw.yaml"), &text);
-    assert!(errors(&loaded)[0].contains("apiVersion: gateway.networking.k8s.io/v1alpha2 is not a supported version"));
+    assert!(
+        errors(&loaded)[0]
+            .contains("apiVersion: gateway.networking.k8s.io/v1alpha2 is not a supported version")
+    );
 }
 
 #[test]

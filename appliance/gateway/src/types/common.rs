@@ -36,7 +36,6 @@ pub struct ParentReference {
     pub port: Option<u16>,
 }
 
-
 /// A reference to a Secret (or another certificate holder) for TLS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -14,17 +14,18 @@ pub use common::{
     RouteGroupKind, SecretObjectReference,
 };
 pub use gateway::{
-    AllowedListeners, AllowedRoutes, FromNamespaces, Gateway, GatewayInfrastructure,
-    GatewaySpec, GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerTls, RouteNamespaces,
-    TlsMode,
+    AllowedListeners, AllowedRoutes, FromNamespaces, Gateway, GatewayInfrastructure, GatewaySpec,
+    GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerTls, RouteNamespaces, TlsMode,
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
 pub use http_route::{
     BackendRef, HeaderFilter, HeaderMatch, HeaderValue, HttpRoute, HttpRouteSpec, HttpRule,
     MatchType, PathMatch, PathMatchType, PathModifier, PathModifierType, QueryParamMatch,
-    RedirectFilter, RouteFilter, RouteMatch, RouteTimeouts, RewriteFilter,
+    RedirectFilter, RewriteFilter, RouteFilter, RouteMatch, RouteTimeouts,
 };
-pub use reference_grant::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
+pub use reference_grant::{
+    ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
+};
 
 /// Defines a namespaced or cluster-scoped Gateway API object with `metadata` and `spec`.
 ///

@@ -231,8 +231,11 @@ fn ties_go_to_oldest_then_namespace_name_then_rule_order() {
     let second = route("b", &[&l], &[], vec![rule(vec![prefix("/")], "b")]);
     let first =
         route("a", &[&l], &[], vec![rule(vec![prefix("/")], "a1"), rule(vec![prefix("/")], "a2")]);
-    let (table, _) = compile(&desired(vec![l], vec![second, untimed, first]));
+    let (table, _) =
+        compile(&desired(vec![l.clone()], vec![second.clone(), untimed, first.clone()]));
     assert_eq!(backend_of(&table, 80, &req("h", "/")).as_deref(), Some("untimed"));
+    let (table, _) = compile(&desired(vec![l], vec![second, first]));
+    assert_eq!(backend_of(&table, 80, &req("h", "/")).as_deref(), Some("a1"));
 }
 
 #[test]

@@ -1,0 +1,250 @@
+//! Translation of the Gateway API index into the source-agnostic model, plus the report that
+//! status needs. Pure: the same index and settings always give the same translation.
+
+mod attach;
+mod backends;
+mod grants;
+mod listeners;
+mod rules;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, ObjectId};
+
+use crate::conditions::reason;
+use crate::index::Index;
+use crate::types::{GROUP, ParentReference, RouteGroupKind};
+
+/// What the translation needs besides the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// GatewayClasses whose `spec.controllerName` equals this are ours; all others are ignored.
+    pub controller_name: String,
+    /// Where listeners of Gateways without `spec.addresses` bind.
+    pub default_address: IpAddr,
+}
+
+/// The model to serve and the facts status is computed from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// Listeners and routes to serve; `generation` is left at 0 for the caller to set.
+    pub desired: Desired,
+    pub report: Report,
+}
+
+/// Why a condition is not in its positive state: a reason constant and a human message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+
+    /// One problem standing for several: the first reason, every message.
+    pub(crate) fn merge(problems: &[Problem]) -> Option<Problem> {
+        let first = problems.first()?;
+        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        Some(Problem::new(first.reason, message))
+    }
+}
+
+/// Per-object facts found while translating; only objects of our controller appear.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Our GatewayClasses by name.
+    pub gateway_classes: BTreeMap<String, ClassReport>,
+    /// Gateways of our classes.
+    pub gateways: BTreeMap<ObjectId, GatewayReport>,
+    /// HTTPRoutes with at least one parentRef to one of our Gateways.
+    pub routes: BTreeMap<ObjectId, RouteReport>,
+}
+
+/// A GatewayClass of ours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassReport {
+    pub accepted: Result<(), Problem>,
+}
+
+/// A Gateway of ours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayReport {
+    /// Problems of the Gateway itself (its class, its addresses); listener validity is separate.
+    pub accepted: Result<(), Problem>,
+    /// The addresses its listeners bind.
+    pub addresses: Vec<IpAddr>,
+    pub listeners: Vec<ListenerReport>,
+}
+
+/// One listener of a Gateway of ours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerReport {
+    pub id: ListenerId,
+    pub supported_kinds: Vec<RouteGroupKind>,
+    /// Routes accepted on this listener.
+    pub attached_routes: u32,
+    pub accepted: Result<(), Problem>,
+    pub resolved_refs: Result<(), Problem>,
+    /// Set when another listener of the same Gateway is not distinct from this one.
+    pub conflicted: Option<Problem>,
+    /// Whether the listener is in [`Desired`] (valid, not conflicted, with a certificate if HTTPS).
+    pub in_desired: bool,
+    pub(crate) port: u16,
+    pub(crate) hostname: Option<Hostname>,
+}
+
+/// An HTTPRoute that names at least one of our Gateways.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteReport {
+    pub parents: Vec<ParentReport>,
+}
+
+/// The route's standing with one parentRef.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParentReport {
+    /// The parentRef as written, with group, kind and namespace defaulted.
+    pub parent_ref: ParentReference,
+    pub accepted: Result<(), Problem>,
+    pub resolved_refs: Result<(), Problem>,
+    /// Set when some, but not all, rules were dropped.
+    pub partially_invalid: Option<Problem>,
+}
+
+/// Translates every object of ours into the model and the status report.
+pub fn translate(index: &Index, settings: &Settings) -> Translation {
+    let mut out = Translation::default();
+
+    for (name, class) in &index.gateway_classes {
+        if class.spec.controller_name != settings.controller_name {
+            continue;
+        }
+        let accepted = match &class.spec.parameters_ref {
+            Some(p) => Err(Problem::new(
+                reason::INVALID_PARAMETERS,
+                format!(
+                    "parametersRef ({} {}) is not supported by this controller",
+                    p.kind, p.name
+                ),
+            )),
+            None => Ok(()),
+        };
+        out.report.gateway_classes.insert(name.clone(), ClassReport { accepted });
+    }
+
+    for gateway in index.gateways.values() {
+        let Some(class) = out.report.gateway_classes.get(&gateway.spec.gateway_class_name) else {
+            continue;
+        };
+        let (report, listeners) = listeners::translate(index, settings, gateway, &class.accepted);
+        out.desired.listeners.extend(listeners);
+        let id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
+        out.report.gateways.insert(id, report);
+    }
+
+    for route in index.http_routes.values() {
+        translate_route(index, route, &mut out);
+    }
+    out
+}
+
+fn translate_route(index: &Index, route: &crate::types::HttpRoute, out: &mut Translation) {
+    let route_ns = route.namespace();
+    let mut parents = Vec::new();
+    for parent_ref in &route.spec.parent_refs {
+        let mut parent_ref = parent_ref.clone();
+        let gateway_ns = parent_ref.namespace.get_or_insert_with(|| route_ns.to_owned()).clone();
+        if parent_ref.group != GROUP || parent_ref.kind != "Gateway" {
+            continue;
+        }
+        let gateway_id = ObjectId::new("Gateway", gateway_ns, parent_ref.name.clone());
+        if !out.report.gateways.contains_key(&gateway_id) {
+            continue;
+        }
+        parents.push((gateway_id, parent_ref));
+    }
+    if parents.is_empty() {
+        return;
+    }
+
+    let mut hostnames = Vec::new();
+    let mut route_problem = None;
+    for raw in &route.spec.hostnames {
+        match Hostname::parse(raw) {
+            Ok(h) => hostnames.push(h),
+            Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
+        }
+    }
+    let rules = rules::translate(index, route);
+    if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
+        let mut all = Problem::merge(&rules.dropped)
+            .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));
+        all.message = format!("all rules are invalid: {}", all.message);
+        route_problem = Some(all);
+    }
+    let resolved_refs = Problem::merge(&rules.unresolved).map_or(Ok(()), Err);
+    let partially_invalid = (!rules.dropped.is_empty() && !rules.rules.is_empty()).then(|| {
+        let merged = Problem::merge(&rules.dropped)
+            .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, ""));
+        Problem::new(reason::UNSUPPORTED_VALUE, format!("Dropped Rule(s): {}", merged.message))
+    });
+
+    let route_id = ObjectId::new("HTTPRoute", route_ns, route.name());
+    let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
+    let mut reports = Vec::new();
+    for (gateway_id, parent_ref) in parents {
+        let Some(gateway) =
+            index.gateways.get(&(gateway_id.namespace.clone(), gateway_id.name.clone()))
+        else {
+            continue;
+        };
+        let Some(gateway_report) = out.report.gateways.get_mut(&gateway_id) else { continue };
+        let accepted = match &route_problem {
+            Some(p) => Err(p.clone()),
+            None => {
+                attach::attach(index, gateway, gateway_report, route_ns, &parent_ref, &hostnames)
+            }
+        };
+        let accepted = accepted.map(|listeners| {
+            for i in listeners {
+                let listener = &mut gateway_report.listeners[i];
+                if attached.insert(listener.id.clone()) {
+                    listener.attached_routes += 1;
+                }
+            }
+        });
+        reports.push(ParentReport {
+            parent_ref,
+            resolved_refs: resolved_refs.clone(),
+            partially_invalid: if accepted.is_ok() { partially_invalid.clone() } else { None },
+            accepted,
+        });
+    }
+
+    let listeners: Vec<ListenerId> = attached
+        .into_iter()
+        .filter(|id| {
+            out.report
+                .gateways
+                .get(&id.gateway)
+                .is_some_and(|g| g.listeners.iter().any(|l| &l.id == id && l.in_desired))
+        })
+        .collect();
+    if !listeners.is_empty() {
+        out.desired.http_routes.push(ModelRoute {
+            id: route_id.clone(),
+            created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+            hostnames,
+            listeners,
+            rules: rules.rules,
+        });
+    }
+    out.report.routes.insert(route_id, RouteReport { parents: reports });
+}

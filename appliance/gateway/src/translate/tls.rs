@@ -1,0 +1,125 @@
+//! Listener certificates from `kubernetes.io/tls` Secrets, validated as rustls would load them.
+
+use k8s_openapi::api::core::v1::Secret;
+use rustls::crypto::aws_lc_rs::sign::any_supported_type;
+use rustls::sign::CertifiedKey;
+use rustls::{Error as TlsError, InconsistentKeys};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use gatehouse_model::Certificate;
+
+use super::Problem;
+use super::grants::{self, From, To};
+use crate::conditions::reason;
+use crate::index::Index;
+use crate::loader::TLS_SECRET_TYPE;
+use crate::types::{GROUP, SecretObjectReference};
+
+/// The usable certificates of a listener's `certificateRefs`, and a problem for each other ref.
+pub(super) fn resolve(
+    index: &Index,
+    gateway_ns: &str,
+    refs: &[SecretObjectReference],
+) -> (Vec<Certificate>, Vec<Problem>) {
+    let mut certificates = Vec::new();
+    let mut problems = Vec::new();
+    for r in refs {
+        match resolve_one(index, gateway_ns, r) {
+            Ok(cert) => certificates.push(cert),
+            Err(p) => problems.push(p),
+        }
+    }
+    (certificates, problems)
+}
+
+fn resolve_one(
+    index: &Index,
+    gateway_ns: &str,
+    r: &SecretObjectReference,
+) -> Result<Certificate, Problem> {
+    let invalid = |message: String| Problem::new(reason::INVALID_CERTIFICATE_REF, message);
+    if !(r.group.is_empty() || r.group == "core") || r.kind != "Secret" {
+        return Err(invalid(format!(
+            "certificateRef kind {}/{} is not supported (only Secret)",
+            r.group, r.kind
+        )));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
+    let source = format!("Secret {ns}/{}", r.name);
+    let from = From { group: GROUP, kind: "Gateway", namespace: gateway_ns };
+    let to = To { group: "", kind: "Secret", namespace: ns, name: &r.name };
+    if !grants::permits(index, &from, &to) {
+        return Err(Problem::new(
+            reason::REF_NOT_PERMITTED,
+            format!("{source} is in another namespace and no ReferenceGrant allows it"),
+        ));
+    }
+    let secret = index
+        .secrets
+        .get(&(ns.to_owned(), r.name.clone()))
+        .ok_or_else(|| invalid(format!("{source} does not exist")))?;
+    if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+        return Err(invalid(format!("{source} is not of type {TLS_SECRET_TYPE}")));
+    }
+    let chain =
+        field(secret, "tls.crt").ok_or_else(|| invalid(format!("{source} has no tls.crt")))?;
+    let key =
+        field(secret, "tls.key").ok_or_else(|| invalid(format!("{source} has no tls.key")))?;
+    validate(&chain, &key).map_err(|e| invalid(format!("{source}: {e}")))?;
+    let chain_pem = String::from_utf8(chain)
+        .map_err(|_| invalid(format!("{source}: tls.crt is not PEM text")))?;
+    let key_pem = String::from_utf8(key)
+        .map_err(|_| invalid(format!("{source}: tls.key is not PEM text")))?;
+    Ok(Certificate { source, chain_pem, key_pem })
+}
+
+/// A Secret's value; `stringData` wins over `data`, as the API server merges them.
+fn field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes().to_vec())
+        .or_else(|| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()))
+}
+
+/// Parses a PEM chain and key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519) and checks that
+/// the key belongs to the first certificate.
+pub(crate) fn validate(chain: &[u8], key: &[u8]) -> Result<(), String> {
+    let certs = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
+    let signing_key = any_supported_type(&key).map_err(|e| format!("tls.key: {e}"))?;
+    match CertifiedKey::new(certs, signing_key).keys_match() {
+        Ok(()) | Err(TlsError::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(()),
+        Err(e) => Err(format!("tls.key does not belong to the certificate: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate;
+    use crate::fixtures::*;
+
+    #[test]
+    fn accepts_rsa_pkcs1_ecdsa_sec1_and_ed25519_pkcs8() {
+        for (crt, key) in [(RSA_CRT, RSA_KEY), (EC_CRT, EC_KEY), (ED_CRT, ED_KEY)] {
+            assert_eq!(validate(crt.as_bytes(), key.as_bytes()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn rejects_broken_and_mismatched_keys() {
+        assert!(validate(EC_CRT.as_bytes(), b"not a key").is_err());
+        assert!(validate(b"", EC_KEY.as_bytes()).is_err());
+        let truncated = EC_KEY.replace("\n", "").get(..60).unwrap().to_owned();
+        assert!(validate(EC_CRT.as_bytes(), truncated.as_bytes()).is_err());
+        let err = validate(EC_CRT.as_bytes(), RSA_KEY.as_bytes()).unwrap_err();
+        assert!(err.contains("does not belong"), "{err}");
+    }
+}

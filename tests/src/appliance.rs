@@ -88,10 +88,9 @@ impl Appliance {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(reply) = crate::Client::http1().get(&self.admin_url("/readyz")).await {
-                if reply.status == 200 {
-                    return;
-                }
+            let reply = crate::Client::http1().get(&self.admin_url("/readyz")).await;
+            if reply.is_ok_and(|reply| reply.status == 200) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -213,6 +213,8 @@ async fn collect(
 ) -> Result<Reply, String> {
     let response = response.map_err(|e| format!("request failed: {e}"))?;
     let (parts, body) = response.into_parts();
+    let body = http_body_util::Limited::new(body, 64 << 20);
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
     let body = body.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     Ok(Reply {
         status: parts.status.as_u16(),

@@ -65,6 +65,8 @@ impl Drop for EchoBackend {
 
 async fn echo(backend: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, 64 << 20);
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
     let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     if let Some(ms) = parts
         .uri

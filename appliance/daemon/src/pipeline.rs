@@ -47,6 +47,8 @@ pub struct Loaded {
 #[derive(Debug)]
 pub struct LoadFailure {
     pub errors: Vec<String>,
+    /// The TOML config, when it loaded and a later source failed (its paths stay watched).
+    pub config: Option<Box<Config>>,
 }
 
 /// Paths whose changes should trigger a reload: the config file and the manifest paths.
@@ -62,14 +64,14 @@ pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBu
 }
 
 /// Loads every source and merges them into one desired state.
-pub fn load(source: &ConfigSource) -> Result<Loaded, (LoadFailure, Option<Config>)> {
+pub fn load(source: &ConfigSource) -> Result<Loaded, LoadFailure> {
     let config = match source {
         ConfigSource::File(path) => gatehouse_config::load(path),
         ConfigSource::Embedded => gatehouse_config::parse_default(),
     };
     let config = config.map_err(|errors| {
         let errors = errors.errors().iter().map(ToString::to_string).collect();
-        (LoadFailure { errors }, None)
+        LoadFailure { errors, config: None }
     })?;
 
     let mut desired = config.native_desired();
@@ -81,7 +83,7 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, (LoadFailure, Option<Config
             warnings.extend(loaded.warnings.iter().map(ToString::to_string));
             if !loaded.errors.is_empty() {
                 let errors = loaded.errors.iter().map(ToString::to_string).collect();
-                return Err((LoadFailure { errors }, Some(config)));
+                return Err(LoadFailure { errors, config: Some(Box::new(config)) });
             }
             let mut index = Index::default();
             index.reset(loaded.objects);

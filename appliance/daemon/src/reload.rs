@@ -112,10 +112,10 @@ impl Reloader {
                 self.apply(loaded).await;
                 true
             }
-            Err((failure, config)) => {
+            Err(failure) => {
                 let fallback = self.serving.as_ref().map(|s| &s.loaded.config);
                 self.watch_paths =
-                    pipeline::watch_paths(&self.source, config.as_ref().or(fallback));
+                    pipeline::watch_paths(&self.source, failure.config.as_deref().or(fallback));
                 for error in &failure.errors {
                     tracing::error!(source = %self.source.describe(), "{error}");
                 }

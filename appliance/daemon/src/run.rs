@@ -61,7 +61,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err((failure, _)) => {
+        Err(failure) => {
             for error in &failure.errors {
                 eprintln!("error: {error}");
             }
@@ -87,7 +87,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         None => ConfigSource::Embedded,
     };
     // The first load decides the boot-only settings; if it fails there is nothing to serve.
-    let first = pipeline::load(&source).map_err(|(failure, _)| {
+    let first = pipeline::load(&source).map_err(|failure| {
         anyhow::anyhow!("{}: invalid config:\n  {}", source.describe(), failure.errors.join("\n  "))
     })?;
     let admin_listen = first.config.admin_listen;

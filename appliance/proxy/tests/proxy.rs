@@ -388,7 +388,6 @@ async fn tls_sni_selects_certificate_and_listener_alpn_h2_and_421() {
         let h = Harness::new();
         let report = h.apply(vec![la, lb], routes).await;
         assert!(report.listener_problems.is_empty(), "{report:?}");
-        // A bind failure is the only thing apply adds; compile problems are the caller's to merge.
 
         // h2 via ALPN, SNI a.example.com; only cert A would verify for this name.
         let tls = tls_connect(port, "a.example.com", &[&cert_a, &cert_b], &[b"h2", b"http/1.1"])
@@ -716,8 +715,15 @@ async fn port_in_use_is_reported_not_fatal() {
         let busy = taken.local_addr().unwrap().port();
         let port = free_port();
         let h = Harness::new();
-        let report =
-            h.apply(vec![listener("busy", busy, None), listener("ok", port, None)], vec![]).await;
+        // A compile problem (protocol conflict) is the caller's to merge: apply adds bind
+        // failures only.
+        let conflict = tls_listener("zz-conflict", port, None, &cert(&["localhost"]).model);
+        let listeners = vec![listener("busy", busy, None), listener("ok", port, None), conflict];
+        let desired = Desired { generation: 1, listeners, http_routes: vec![] };
+        let (table, compiled) = compile(&desired);
+        assert_eq!(compiled.len(), 1);
+        assert_eq!(compiled[0].kind, ListenerProblemKind::ProtocolConflict);
+        let report = h.proxy.apply(Arc::new(table), 1).await;
         assert_eq!(report.generation, 1);
         assert_eq!(report.listener_problems.len(), 1, "{report:?}");
         assert_eq!(report.listener_problems[0].listener, listener_id("busy"));

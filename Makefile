@@ -51,3 +51,20 @@ setup-toolchain:
 
 clean:
 	$(CARGO) clean
+
+## Fuzz every parser of untrusted input, FUZZ_SECONDS each, one target after another (nightly).
+## The examples seed the corpora; corpora and crashes stay in fuzz/corpus, fuzz/artifacts.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := manifests config route_table
+
+.PHONY: fuzz
+fuzz: setup
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) +nightly install cargo-fuzz --locked
+	@mkdir -p fuzz/corpus/manifests fuzz/corpus/config
+	@cp examples/manifests/*.yaml fuzz/corpus/manifests/
+	@cp examples/*.toml fuzz/corpus/config/
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done

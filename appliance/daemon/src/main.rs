@@ -8,6 +8,7 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
+mod transitions;
 mod watch;
 
 use std::process::ExitCode;

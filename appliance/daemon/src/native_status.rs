@@ -18,8 +18,40 @@ fn condition(kind: &str, ok: bool, reason: &str, message: &str, generation: u64)
     })
 }
 
+/// Sets `lastTransitionTime` on every condition below `value` (the caller keeps it stable
+/// across unchanged reloads).
+fn stamp(value: &mut Value, now: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "conditions" {
+                    for condition in child.as_array_mut().into_iter().flatten() {
+                        condition["lastTransitionTime"] = Value::String(now.to_owned());
+                    }
+                } else {
+                    stamp(child, now);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| stamp(item, now)),
+        _ => {}
+    }
+}
+
 /// Status documents for every native gateway and route.
-pub fn objects(native: &Desired, report: &DataPlaneReport, generation: u64) -> Vec<Value> {
+pub fn objects(
+    native: &Desired,
+    report: &DataPlaneReport,
+    generation: u64,
+    now: jiff::Timestamp,
+) -> Vec<Value> {
+    let mut out = build(native, report, generation);
+    let now = now.round(jiff::Unit::Second).map_or_else(|_| now.to_string(), |t| t.to_string());
+    out.iter_mut().for_each(|object| stamp(object, &now));
+    out
+}
+
+fn build(native: &Desired, report: &DataPlaneReport, generation: u64) -> Vec<Value> {
     let mut gateways: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut gateway_ok: BTreeMap<&str, bool> = BTreeMap::new();
     for listener in &native.listeners {

@@ -78,6 +78,8 @@ pub struct Reloader {
     serving: Option<Serving>,
     last_reload: Option<LastReload>,
     watch_paths: Vec<PathBuf>,
+    /// The objects last published, so unchanged conditions keep their transition time.
+    published: Vec<Value>,
 }
 
 impl Reloader {
@@ -96,6 +98,7 @@ impl Reloader {
             serving: None,
             last_reload: None,
             watch_paths: Vec::new(),
+            published: Vec::new(),
         }
     }
 
@@ -180,11 +183,13 @@ impl Reloader {
         self.admin.set_ready(self.proxy.ready());
     }
 
-    fn publish_status(&self) {
-        let objects = match &self.serving {
+    fn publish_status(&mut self) {
+        let mut objects = match &self.serving {
             None => Vec::new(),
             Some(serving) => status_objects(serving),
         };
+        crate::transitions::preserve(&self.published, &mut objects);
+        self.published = objects.clone();
         let last_reload = self.last_reload.as_ref().map_or(Value::Null, |last| {
             json!({
                 "ok": last.ok,
@@ -221,6 +226,7 @@ fn status_objects(serving: &Serving) -> Vec<Value> {
         &serving.loaded.config.native,
         &serving.report,
         serving.desired.generation,
+        now,
     ));
     objects
 }

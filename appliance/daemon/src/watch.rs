@@ -2,7 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
+use notify::event::ModifyKind;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
@@ -13,6 +17,8 @@ use tokio::sync::mpsc;
 pub struct FileWatcher {
     watcher: RecommendedWatcher,
     watched: BTreeSet<PathBuf>,
+    /// The paths that matter; events elsewhere in a watched parent directory are ignored.
+    targets: Arc<ArcSwap<Vec<PathBuf>>>,
 }
 
 impl std::fmt::Debug for FileWatcher {
@@ -24,22 +30,34 @@ impl std::fmt::Debug for FileWatcher {
 impl FileWatcher {
     /// Creates a watcher whose change signals go to `changed` (capacity 1: signals coalesce).
     pub fn new(changed: mpsc::Sender<()>) -> notify::Result<Self> {
+        let targets: Arc<ArcSwap<Vec<PathBuf>>> = Arc::default();
+        let seen = targets.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let relevant = match &event {
-                Ok(event) => !matches!(event.kind, EventKind::Access(_)),
+                // Reading the files (as a reload does) yields access and atime events:
+                // neither changes content.
+                Ok(event) => {
+                    !matches!(
+                        event.kind,
+                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                    ) && event.paths.iter().any(|path| concerns(&seen.load(), path))
+                }
+                // The kernel queue overflowed or a watch broke: reload to be safe.
                 Err(_) => true,
             };
+            tracing::debug!(?event, relevant, "file event");
             if relevant {
                 // Full means a reload is already pending: nothing is lost.
                 let _ = changed.try_send(());
             }
         })?;
-        Ok(Self { watcher, watched: BTreeSet::new() })
+        Ok(Self { watcher, watched: BTreeSet::new(), targets })
     }
 
     /// Replaces the watched set with `paths` (and their parents). Paths that do not exist are
     /// skipped; their nearest existing ancestor is watched instead.
     pub fn rewatch(&mut self, paths: &[PathBuf]) {
+        self.targets.store(Arc::new(paths.to_vec()));
         let mut wanted = BTreeSet::new();
         for path in paths {
             if path.exists() {
@@ -70,6 +88,17 @@ impl FileWatcher {
     }
 }
 
+/// Whether a change at `path` can change what a load of `targets` reads: a target itself, a
+/// manifest below a target directory, or an ancestor of a target (renamed or removed).
+fn concerns(targets: &[PathBuf], path: &Path) -> bool {
+    targets.iter().any(|target| {
+        path == target
+            || target.starts_with(path)
+            || (path.starts_with(target)
+                && (path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.is_dir()))
+    })
+}
+
 fn existing_ancestor(path: &Path) -> Option<PathBuf> {
     let mut current = path.parent();
     while let Some(dir) = current {
@@ -80,4 +109,22 @@ fn existing_ancestor(path: &Path) -> Option<PathBuf> {
         current = dir.parent();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_that_a_load_reads_matter() {
+        let targets = vec![PathBuf::from("/etc/gh/gatehouse.toml"), PathBuf::from("/etc/gh/m")];
+        assert!(concerns(&targets, Path::new("/etc/gh/gatehouse.toml")));
+        assert!(concerns(&targets, Path::new("/etc/gh/m/a/b.yaml")));
+        assert!(concerns(&targets, Path::new("/etc/gh/m/c.yml")));
+        assert!(concerns(&targets, Path::new("/etc/gh")));
+        assert!(concerns(&targets, Path::new("/etc/gh/m")));
+        assert!(!concerns(&targets, Path::new("/etc/gh/gatehouse.toml.swp")));
+        assert!(!concerns(&targets, Path::new("/etc/gh/m/notes.txt")));
+        assert!(!concerns(&targets, Path::new("/etc/gh/other.toml")));
+    }
 }

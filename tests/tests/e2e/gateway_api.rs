@@ -177,8 +177,21 @@ spec:
     kind: Service
 "#;
     let generation = status["generation"].as_u64().unwrap();
+    let accepted_at = |status: &Value| {
+        let gateway = object(status, "Gateway", "default", "web");
+        condition(&gateway["status"]["conditions"], "Accepted")["lastTransitionTime"].clone()
+    };
+    let before = accepted_at(&status);
+    assert!(before.is_string(), "{status:#}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     gh.write("manifests/grant.yaml", grant);
-    gh.wait_generation(generation).await;
+    let status = gh.wait_generation(generation).await;
+    // Unchanged conditions keep their transition time; the changed one moves.
+    assert_eq!(accepted_at(&status), before);
+    let route = object(&status, "HTTPRoute", "default", "weights");
+    let resolved = condition(&route["status"]["parents"][0]["conditions"], "ResolvedRefs");
+    assert_eq!(resolved["status"], "True", "{resolved:#}\n{}", gh.logs());
+    assert_ne!(resolved["lastTransitionTime"], before);
     let reply = Client::http1().get(&url("/cross")).await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.backend(), Some("b"));

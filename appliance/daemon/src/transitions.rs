@@ -83,10 +83,10 @@ pub fn preserve(previous: &[Value], current: &mut [Value]) {
             for condition in conditions.as_array_mut().into_iter().flatten() {
                 let Some(kind) = condition["type"].as_str() else { continue };
                 let key = (id.clone(), part.clone(), kind.to_owned());
-                if let Some((status, time)) = before.get(&key) {
-                    if condition["status"].as_str() == Some(status.as_str()) {
-                        condition["lastTransitionTime"] = Value::String(time.clone());
-                    }
+                if let Some((status, time)) = before.get(&key)
+                    && condition["status"].as_str() == Some(status.as_str())
+                {
+                    condition["lastTransitionTime"] = Value::String(time.clone());
                 }
             }
         }

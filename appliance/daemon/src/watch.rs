@@ -45,8 +45,8 @@ impl FileWatcher {
                 // The kernel queue overflowed or a watch broke: reload to be safe.
                 Err(_) => true,
             };
-            tracing::debug!(?event, relevant, "file event");
             if relevant {
+                tracing::debug!(?event, "watched file changed");
                 // Full means a reload is already pending: nothing is lost.
                 let _ = changed.try_send(());
             }

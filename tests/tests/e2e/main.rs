@@ -6,18 +6,22 @@ mod lifecycle;
 mod native;
 mod tls;
 
-/// A Gateway API manifest set: our GatewayClass, a Gateway on 127.0.0.1:`port` (HTTP), and
-/// Services + EndpointSlices for each `(service name, backend port)`.
-pub fn manifests(port: u16, services: &[(&str, u16)]) -> String {
-    let mut out = format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
+/// Our GatewayClass, `gatehouse`, ending with a document separator.
+pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata:
   name: gatehouse
 spec:
   controllerName: gatehouse.dev/gateway-controller
 ---
-apiVersion: gateway.networking.k8s.io/v1
+"#;
+
+/// A Gateway API manifest set: our GatewayClass, a Gateway on 127.0.0.1:`port` (HTTP), and
+/// Services + EndpointSlices for each `(service name, backend port)`.
+pub fn manifests(port: u16, services: &[(&str, u16)]) -> String {
+    let mut out = GATEWAY_CLASS.to_owned();
+    out.push_str(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
   name: web
@@ -35,7 +39,7 @@ spec:
       namespaces:
         from: All
 "#
-    );
+    ));
     for (name, backend_port) in services {
         out.push_str(&service(name, "default", *backend_port));
     }

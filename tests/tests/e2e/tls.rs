@@ -4,7 +4,7 @@ use base64::Engine as _;
 use gatehouse_tests::{Appliance, Client, EchoBackend, TestCa, free_port};
 use http::Version;
 
-use crate::{gateway_api_config, service};
+use crate::{GATEWAY_CLASS, gateway_api_config, service};
 
 fn secret(name: &str, chain: &str, key: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -26,15 +26,8 @@ data:
 }
 
 fn gateway(port: u16) -> String {
-    format!(
+    let gateway = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: gatehouse
-spec:
-  controllerName: gatehouse.dev/gateway-controller
----
-apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
   name: tls
@@ -73,7 +66,8 @@ spec:
   rules:
   - backendRefs: [{{ name: echo, port: 80 }}]
 "#
-    )
+    );
+    format!("{GATEWAY_CLASS}{gateway}")
 }
 
 #[tokio::test]

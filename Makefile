@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
-BENCH_PACKAGES := nginx-light wrk
+BENCH_PACKAGES := nginx wrk util-linux procps
 
 .PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean
 
@@ -13,6 +13,7 @@ run: setup
 
 ## Run the whole test suite (unit, integration, end-to-end against the real binary).
 test: setup
+	$(CARGO) build -p gatehouse   # the end-to-end tests run this binary
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
@@ -30,7 +31,7 @@ check: setup
 
 ## Whole-system proxy benchmark against nginx (release build; not part of the tests).
 bench-proxy: setup
-	apt-get install -y -qq $(BENCH_PACKAGES) >/dev/null
+	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
 
 setup: setup-debian setup-toolchain

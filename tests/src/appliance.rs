@@ -12,7 +12,13 @@ pub fn gatehouse_bin() -> PathBuf {
     // target/debug/deps/e2e-HASH → target/debug/gatehouse
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("gatehouse")
+    let bin = dir.join("gatehouse");
+    assert!(
+        bin.exists(),
+        "{} is missing: `make test` builds it (or run `cargo build -p gatehouse` first)",
+        bin.display()
+    );
+    bin
 }
 
 /// A running appliance with its own temporary directory; killed on drop.

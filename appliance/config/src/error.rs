@@ -131,6 +131,16 @@ pub enum Problem {
     InvalidControllerName(String),
     #[error("{what} must not be empty")]
     Empty { what: &'static str },
+    #[error(
+        "invalid namespace {0:?}: use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    )]
+    InvalidNamespace(String),
+    #[error("duplicate namespace {0:?}")]
+    DuplicateNamespace(String),
+    #[error(
+        "[kubernetes] and [gateway_api] manifests cannot be used together yet: Gateway API objects come either from a cluster or from files"
+    )]
+    ClusterWithManifests,
     #[error("parent {parent:?}: {reason}")]
     UnknownParent { parent: String, reason: String },
     #[error("parent {parent:?}: no listener hostname intersects the route's hostnames")]

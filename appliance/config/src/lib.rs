@@ -45,6 +45,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The Gateway API source, when `[gateway_api]` is present.
     pub gateway_api: Option<GatewayApiSettings>,
+    /// Cluster mode, when `[kubernetes]` is present (boot-only: a change needs a restart).
+    pub kubernetes: Option<KubernetesSettings>,
     /// The native form, already converted (generation 0; the daemon numbers generations).
     pub native: Desired,
 }
@@ -63,6 +65,20 @@ pub struct GatewayApiSettings {
     pub controller_name: String,
     /// Manifest files and directories, resolved against the config file's directory.
     pub manifests: Vec<PathBuf>,
+    /// Where Gateways without `spec.addresses` bind.
+    pub default_address: IpAddr,
+}
+
+/// `[kubernetes]`: cluster mode, Gateway API objects watched from a Kubernetes API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// The kubeconfig file, resolved against the config file's directory; `None` means the
+    /// in-cluster config (service account token and `KUBERNETES_SERVICE_HOST`).
+    pub kubeconfig: Option<PathBuf>,
+    /// GatewayClasses with this `spec.controllerName` are ours.
+    pub controller_name: String,
+    /// Namespaces whose namespaced objects are watched; empty means every namespace.
+    pub namespaces: Vec<String>,
     /// Where Gateways without `spec.addresses` bind.
     pub default_address: IpAddr,
 }
@@ -103,16 +119,16 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         .and_then(|r| r.shutdown_grace_ms)
         .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
     let gateway_api = file.gateway_api.map(|g| gateway_api(g, base_dir, &mut errors));
+    let kubernetes = file.kubernetes.map(|k| {
+        let has_manifests = gateway_api.as_ref().is_some_and(|g| !g.manifests.is_empty());
+        kubernetes(k, has_manifests, base_dir, &mut errors)
+    });
     let native = native::convert(file.gateways, file.routes, base_dir, &mut errors);
-    errors.finish(Config { admin_listen, shutdown_grace, gateway_api, native })
+    errors.finish(Config { admin_listen, shutdown_grace, gateway_api, kubernetes, native })
 }
 
-fn gateway_api(
-    settings: schema::GatewayApi,
-    base_dir: &Path,
-    errors: &mut Errors<'_>,
-) -> GatewayApiSettings {
-    let controller_name = match settings.controller_name {
+fn controller_name(name: Option<Spanned<String>>, errors: &mut Errors<'_>) -> String {
+    match name {
         None => DEFAULT_CONTROLLER_NAME.to_owned(),
         Some(name) => {
             if !native::is_controller_name(name.get_ref()) {
@@ -120,7 +136,63 @@ fn gateway_api(
             }
             name.into_inner()
         }
-    };
+    }
+}
+
+fn default_address(address: Option<Spanned<String>>, errors: &mut Errors<'_>) -> IpAddr {
+    match address {
+        None => DEFAULT_ADDRESS,
+        Some(address) => leaf(errors, &address, native::parse_ip).unwrap_or(DEFAULT_ADDRESS),
+    }
+}
+
+fn kubernetes(
+    settings: Spanned<schema::Kubernetes>,
+    has_manifests: bool,
+    base_dir: &Path,
+    errors: &mut Errors<'_>,
+) -> KubernetesSettings {
+    if has_manifests {
+        errors.push(&settings.span(), Problem::ClusterWithManifests);
+    }
+    let settings = settings.into_inner();
+    let kubeconfig = settings.kubeconfig.map(|path| {
+        if path.get_ref().is_empty() {
+            errors.push(&path.span(), Problem::Empty { what: "kubeconfig path" });
+        }
+        base_dir.join(path.into_inner())
+    });
+    let mut namespaces: Vec<String> = Vec::new();
+    if let Some(list) = settings.namespaces {
+        if list.get_ref().is_empty() {
+            // An empty filter would watch nothing; every namespace is the key's absence.
+            errors.push(&list.span(), Problem::Empty { what: "namespaces" });
+        }
+        for namespace in list.into_inner() {
+            let name = namespace.get_ref();
+            if !native::is_dns_label(name) {
+                errors.push(&namespace.span(), Problem::InvalidNamespace(name.clone()));
+            } else if namespaces.contains(name) {
+                errors.push(&namespace.span(), Problem::DuplicateNamespace(name.clone()));
+            } else {
+                namespaces.push(namespace.into_inner());
+            }
+        }
+    }
+    KubernetesSettings {
+        kubeconfig,
+        controller_name: controller_name(settings.controller_name, errors),
+        namespaces,
+        default_address: default_address(settings.default_address, errors),
+    }
+}
+
+fn gateway_api(
+    settings: schema::GatewayApi,
+    base_dir: &Path,
+    errors: &mut Errors<'_>,
+) -> GatewayApiSettings {
+    let controller_name = controller_name(settings.controller_name, errors);
     let manifests = settings
         .manifests
         .into_iter()
@@ -131,10 +203,7 @@ fn gateway_api(
             base_dir.join(m.into_inner())
         })
         .collect();
-    let default_address = match settings.default_address {
-        None => DEFAULT_ADDRESS,
-        Some(address) => leaf(errors, &address, native::parse_ip).unwrap_or(DEFAULT_ADDRESS),
-    };
+    let default_address = default_address(settings.default_address, errors);
     GatewayApiSettings { controller_name, manifests, default_address }
 }
 

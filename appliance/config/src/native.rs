@@ -620,6 +620,11 @@ pub(crate) fn is_controller_name(name: &str) -> bool {
     })
 }
 
+/// RFC 1123 label, as Kubernetes namespace names.
+pub(crate) fn is_dns_label(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
+}
+
 /// RFC 1123 subdomain, as Kubernetes object names and Gateway API section names.
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()

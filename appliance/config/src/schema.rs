@@ -15,6 +15,7 @@ pub(crate) struct File {
     pub admin: Option<Admin>,
     pub runtime: Option<Runtime>,
     pub gateway_api: Option<GatewayApi>,
+    pub kubernetes: Option<Spanned<Kubernetes>>,
     #[serde(default)]
     pub gateways: Vec<Gateway>,
     #[serde(default)]
@@ -39,6 +40,15 @@ pub(crate) struct GatewayApi {
     pub controller_name: Option<Spanned<String>>,
     #[serde(default)]
     pub manifests: Vec<Spanned<String>>,
+    pub default_address: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Kubernetes {
+    pub kubeconfig: Option<Spanned<String>>,
+    pub controller_name: Option<Spanned<String>>,
+    pub namespaces: Option<Spanned<Vec<Spanned<String>>>>,
     pub default_address: Option<Spanned<String>>,
 }
 

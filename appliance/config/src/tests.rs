@@ -621,3 +621,74 @@ fn gateway_api_example_parses() {
     assert!(api.manifests[0].join("gateway.yaml").is_file());
     assert_eq!(config.native, Desired::default());
 }
+
+#[test]
+fn kubernetes_defaults() {
+    let config = ok("[kubernetes]\n");
+    assert_eq!(
+        config.kubernetes,
+        Some(KubernetesSettings {
+            kubeconfig: None,
+            controller_name: DEFAULT_CONTROLLER_NAME.into(),
+            namespaces: Vec::new(),
+            default_address: DEFAULT_ADDRESS,
+        })
+    );
+    assert_eq!(ok("").kubernetes, None);
+}
+
+#[test]
+fn kubernetes_settings_are_read() {
+    let config = ok(r#"
+[gateway_api]
+controller_name = "example.com/files"
+[kubernetes]
+kubeconfig = "kube/config"
+controller_name = "example.com/cluster"
+namespaces = ["team-a", "b"]
+default_address = "192.0.2.1"
+"#);
+    assert_eq!(
+        config.kubernetes,
+        Some(KubernetesSettings {
+            kubeconfig: Some(PathBuf::from("/base/kube/config")),
+            controller_name: "example.com/cluster".into(),
+            namespaces: vec!["team-a".into(), "b".into()],
+            default_address: "192.0.2.1".parse().unwrap(),
+        })
+    );
+}
+
+#[test]
+fn kubernetes_errors_have_their_place() {
+    assert_eq!(
+        errors(
+            r#"[kubernetes]
+kubeconfig = ""
+controller_name = "nope"
+namespaces = ["ok", "Bad", "ok", "a.b"]
+default_address = "x"
+"#
+        ),
+        [
+            "2:14: kubeconfig path must not be empty",
+            "3:19: controller name \"nope\" must be a domain-prefixed path, like \"gatehouse.dev/gateway-controller\"",
+            "4:21: invalid namespace \"Bad\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+            "4:28: duplicate namespace \"ok\"",
+            "4:34: invalid namespace \"a.b\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+            "5:19: \"x\" is not an IP address: invalid IP address syntax",
+        ]
+    );
+    assert_eq!(errors("[kubernetes]\nnamespaces = []\n"), ["2:14: namespaces must not be empty"]);
+    assert_eq!(
+        errors("[kubernetes]\nleases = true\n")[0].split(':').take(2).collect::<Vec<_>>(),
+        ["2", "1"]
+    );
+}
+
+#[test]
+fn kubernetes_and_manifests_are_exclusive() {
+    let errors = errors("[gateway_api]\nmanifests = [\"m\"]\n[kubernetes]\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("3:1: [kubernetes] and [gateway_api] manifests"), "{errors:?}");
+}

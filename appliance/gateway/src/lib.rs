@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! YAML files ──loader::load──► Objects ──Index::apply──┐
-//! Kubernetes watch (later) ──── apply/delete/reset ────┤
+//! Kubernetes watch (gatehouse-kube) ─ apply/delete/reset ┤
 //!                                                      ▼
 //!                         Index ──translate(&Index, &Settings)──► Translation
 //!                                                      │  .desired: gatehouse_model::Desired → proxy
@@ -14,6 +14,8 @@
 //! Public API:
 //! - [`loader::load`]`(&[PathBuf]) -> Loaded { objects, warnings, errors }` (and
 //!   [`loader::load_str`] for one in-memory text); every error names its place.
+//! - [`from_json`]`(serde_json::Value) -> Result<Object, JsonError>`: one object as a Kubernetes
+//!   API server sends it, through the same conversion as a YAML document (cluster mode).
 //! - [`Index`]: `apply(Object)`, `delete(Kind, ns, name)`, `reset(objects)`,
 //!   `reset_kind(Kind, objects)`. Pure, no I/O.
 //! - [`translate()`]`(&Index, &Settings) -> Translation`: pure.
@@ -35,7 +37,7 @@ pub mod types;
 mod fixtures;
 
 pub use index::Index;
-pub use loader::{LoadError, LoadWarning, Loaded};
+pub use loader::{JsonError, LoadError, LoadWarning, Loaded, from_json};
 pub use object::{Kind, Object, ObjectRef};
 pub use status::{ObjectStatus, status};
 pub use translate::{Problem, Report, Settings, Translation, translate};

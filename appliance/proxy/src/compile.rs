@@ -10,9 +10,11 @@ use gatehouse_model::{
     Backend, Desired, Hostname, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId,
     ListenerProblem, ListenerProblemKind, Protocol, WeightedBackend,
 };
+use http::uri::Authority;
 
 use crate::filters::Filters;
 use crate::matching::CompiledMatch;
+use crate::metrics::{ListenerMetrics, RouteMetrics};
 use crate::table::{
     CompiledBackend, CompiledRoute, CompiledRule, HostRoutes, ListenerRoutes, MatchEntry,
     RouteTable, RuleMatch, SocketRoutes, Target,
@@ -34,11 +36,17 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
         for id in &route.listeners {
             let Some(listener) = listeners.get(id) else { continue };
             let buckets = hosts.entry(id.clone()).or_default();
+            let metrics = Arc::new(RouteMetrics::new(listener_label(id), compiled.label.clone()));
             for host in route_hostnames(route, listener.listener.hostname.as_ref()) {
                 let bucket = buckets.entry(host).or_default();
                 for (rule, r) in compiled.rules.iter().enumerate() {
                     for index in 0..r.matches.len() {
-                        bucket.push(MatchEntry { route: compiled.clone(), rule, index });
+                        bucket.push(MatchEntry {
+                            route: compiled.clone(),
+                            metrics: metrics.clone(),
+                            rule,
+                            index,
+                        });
                     }
                 }
             }
@@ -49,7 +57,7 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
     for (id, built) in listeners {
         let l = built.listener;
         let routes = Arc::new(ListenerRoutes {
-            label: format!("{}/{}/{}", id.gateway.namespace, id.gateway.name, id.name),
+            metrics: ListenerMetrics::new(listener_label(&id)),
             hostname: l.hostname.clone(),
             port: l.port,
             protocol: l.protocol,
@@ -74,6 +82,11 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
 
     let table = RouteTable { generation: desired.generation, sockets, problems: problems.clone() };
     (table, problems)
+}
+
+/// `namespace/gateway/listener`, the listener's metrics label.
+fn listener_label(id: &ListenerId) -> String {
+    format!("{}/{}/{}", id.gateway.namespace, id.gateway.name, id.name)
 }
 
 /// A listener's TLS config and, for debugging, its certificates' sources and names.
@@ -238,7 +251,11 @@ fn compile_rule(route: &HttpRoute, rule: &HttpRule) -> CompiledRule {
 
 fn compile_backend(b: &WeightedBackend) -> CompiledBackend {
     let target = match &b.backend {
-        Backend::Endpoints(e) => Target::Endpoints { name: e.name.clone(), addrs: e.addrs.clone() },
+        Backend::Endpoints(e) => Target::Endpoints {
+            name: e.name.clone(),
+            addrs: e.addrs.clone(),
+            authorities: e.addrs.iter().map(|a| Authority::try_from(a.to_string()).ok()).collect(),
+        },
         Backend::Dns { name, host, port } => {
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")

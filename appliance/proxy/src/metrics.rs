@@ -1,5 +1,6 @@
 //! Prometheus metrics of the data plane.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,10 +12,10 @@ use prometheus_client::registry::Registry;
 
 /// Labels of a served request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RequestLabels {
-    pub listener: String,
-    pub route: String,
-    pub status_class: &'static str,
+struct RequestLabels {
+    listener: String,
+    route: String,
+    status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,11 +85,38 @@ impl Metrics {
         m
     }
 
-    pub(crate) fn request(&self, labels: RequestLabels, elapsed: Duration) {
-        self.duration
-            .get_or_create(&ListenerLabels { listener: labels.listener.clone() })
-            .observe(elapsed.as_secs_f64());
-        self.requests.get_or_create(&labels).inc();
+    /// Records a served request. The handles of a matched listener and route are resolved
+    /// once per table and then reused, so the hot path neither hashes labels nor clones them.
+    pub(crate) fn request(
+        &self,
+        listener: Option<&ListenerMetrics>,
+        route: Option<&RouteMetrics>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let class = status_class(status);
+        match listener {
+            Some(l) => l
+                .duration
+                .get_or_init(|| self.duration_for(l.label.clone()))
+                .observe(elapsed.as_secs_f64()),
+            None => self.duration_for(String::from(NONE)).observe(elapsed.as_secs_f64()),
+        }
+        match (listener, route) {
+            (_, Some(r)) => r.requests[class_index(status)]
+                .get_or_init(|| self.requests_for(r.listener.clone(), r.route.clone(), class))
+                .inc(),
+            (Some(l), None) => self.requests_for(l.label.clone(), String::from(NONE), class).inc(),
+            (None, None) => self.requests_for(String::from(NONE), String::from(NONE), class).inc(),
+        };
+    }
+
+    fn duration_for(&self, listener: String) -> Histogram {
+        self.duration.get_or_create(&ListenerLabels { listener }).clone()
+    }
+
+    fn requests_for(&self, listener: String, route: String, status_class: &'static str) -> Counter {
+        self.requests.get_or_create(&RequestLabels { listener, route, status_class }).clone()
     }
 
     pub(crate) fn upstream_error(&self, backend: String, kind: &'static str) {
@@ -113,6 +141,48 @@ pub(crate) struct ConnectionGuard(Gauge);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Label value when no listener or route matched.
+const NONE: &str = "none";
+
+/// Metric handles of one listener, resolved on first use; lives in the route table.
+#[derive(Debug)]
+pub(crate) struct ListenerMetrics {
+    /// `namespace/gateway/listener`.
+    pub label: String,
+    duration: OnceLock<Histogram>,
+}
+
+impl ListenerMetrics {
+    pub(crate) fn new(label: String) -> Self {
+        Self { label, duration: OnceLock::new() }
+    }
+}
+
+/// Request counters of one route on one listener, one per status class, resolved on first
+/// use; shared by every match entry of that pair in the route table.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    listener: String,
+    route: String,
+    requests: [OnceLock<Counter>; 5],
+}
+
+impl RouteMetrics {
+    pub(crate) fn new(listener: String, route: String) -> Self {
+        Self { listener, route, requests: Default::default() }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    match status / 100 {
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
     }
 }
 

@@ -263,7 +263,7 @@ async fn serve_connection(
     let Some(protocol) = shared.table.load().sockets.get(&socket).map(|s| s.protocol) else {
         return;
     };
-    let mut info = ConnInfo { socket, peer, protocol, tls_listener: None };
+    let mut info = ConnInfo::new(socket, peer, protocol);
     match protocol {
         Protocol::Http => serve_http(&shared, TokioIo::new(stream), info, phase).await,
         Protocol::Https => match handshake(&shared, socket, stream).await {
@@ -286,7 +286,11 @@ async fn handshake(
     let run = async {
         let start =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await.ok()?;
-        let sni = start.client_hello().server_name().map(service::host_of).unwrap_or_default();
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|name| service::host_of(name).into_owned())
+            .unwrap_or_default();
         let (config, id) = {
             let table = shared.table.load();
             let listener = table.sockets.get(&socket)?.listener_for(&sni)?;

@@ -1,18 +1,18 @@
 //! The per-request path: select, filter, forward. Reads the current table once per request.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use gatehouse_model::{ListenerId, Protocol, Redirect};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::error::{ProxyBody, RequestError, full};
 use crate::filters::modify_path;
 use crate::matching::RequestView;
-use crate::metrics::{RequestLabels, status_class};
 use crate::redirect::{RedirectInput, location};
 use crate::server::Shared;
 use crate::table::{ListenerRoutes, MatchEntry, RouteTable};
@@ -27,12 +27,29 @@ pub(crate) struct ConnInfo {
     pub protocol: Protocol,
     /// The listener the TLS server name selected, for 421.
     pub tls_listener: Option<ListenerId>,
+    /// The peer's IP as an `X-Forwarded-For` value, formatted once per connection.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(socket: SocketAddr, peer: SocketAddr, protocol: Protocol) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self { socket, peer, protocol, tls_listener: None, peer_ip }
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// What a request matched, for metrics and logs; borrowed from the table it loaded.
+#[derive(Default)]
+struct Matched<'t> {
+    listener: Option<&'t ListenerRoutes>,
+    entry: Option<&'t MatchEntry>,
+}
 
 /// Serves one request; never fails (errors become responses here, and only here).
 pub(crate) async fn handle(
@@ -42,23 +59,28 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let table = shared.table.load_full();
-    let mut labels = RequestLabels {
-        listener: String::from("none"),
-        route: String::from("none"),
-        status_class: "",
-    };
-    let resp = match proxy(shared, &table, conn, req, &mut labels).await {
+    let mut matched = Matched::default();
+    let resp = match proxy(shared, &table, conn, req, &mut matched).await {
         Ok(resp) => resp,
         Err(err) => {
-            tracing::debug!(error = %err, listener = %labels.listener, route = %labels.route, "request failed");
+            tracing::debug!(
+                error = %err,
+                listener = matched.listener.map_or("none", |l| l.metrics.label.as_str()),
+                route = matched.entry.map_or("none", |e| e.route.label.as_str()),
+                "request failed"
+            );
             if let Some(kind) = err.upstream_kind() {
                 shared.metrics.upstream_error(backend_label(&err), kind);
             }
             err.into_response()
         }
     };
-    labels.status_class = status_class(resp.status().as_u16());
-    shared.metrics.request(labels, start.elapsed());
+    shared.metrics.request(
+        matched.listener.map(|l| &l.metrics),
+        matched.entry.map(|e| &*e.metrics),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     resp
 }
 
@@ -72,18 +94,18 @@ fn backend_label(err: &RequestError) -> String {
     }
 }
 
-async fn proxy(
+async fn proxy<'t>(
     shared: &Shared,
-    table: &RouteTable,
+    table: &'t RouteTable,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    labels: &mut RequestLabels,
+    matched: &mut Matched<'t>,
 ) -> Result<Response<ProxyBody>, RequestError> {
     let socket = table.sockets.get(&conn.socket).ok_or(RequestError::NoRoute)?;
     let authority = request_authority(&req);
-    let host = authority.as_deref().map(host_of).unwrap_or_default();
+    let host = authority.as_ref().and_then(|a| a.to_str().ok()).map(host_of).unwrap_or_default();
     let listener = socket.listener_for(&host).ok_or(RequestError::NoRoute)?;
-    labels.listener.clone_from(&listener.label);
+    matched.listener = Some(listener);
     if conn.tls_listener.as_ref().is_some_and(|id| *id != listener.id) {
         return Err(RequestError::Misdirected);
     }
@@ -94,7 +116,7 @@ async fn proxy(
         headers: req.headers(),
     };
     let entry = listener.route(&host, &view).ok_or(RequestError::NoRoute)?;
-    labels.route.clone_from(&entry.route.label);
+    matched.entry = Some(entry);
     let rule = entry.rule();
     if let Some(err) = &rule.error {
         return Err(RequestError::InvalidRule(err.clone()));
@@ -113,30 +135,41 @@ async fn proxy(
     let rewrites = [backend.filters.rewrite.as_ref(), rule.filters.rewrite.as_ref()];
     let new_host = rewrites.iter().flatten().find_map(|r| r.hostname.as_deref());
     let path_modifier = rewrites.iter().flatten().find_map(|r| r.path.as_ref());
-    let path = match path_modifier {
-        Some(m) => modify_path(m, &entry.matcher().path, parts.uri.path()),
-        None => parts.uri.path().to_owned(),
+    let path_and_query = match (path_modifier, parts.uri.path_and_query()) {
+        // Unchanged path: share the parsed one instead of formatting and parsing it again.
+        (None, Some(pq)) => pq.clone(),
+        (modifier, _) => {
+            let path = match modifier {
+                Some(m) => modify_path(m, &entry.matcher().path, parts.uri.path()),
+                None => parts.uri.path().to_owned(),
+            };
+            let raw = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::try_from(raw).map_err(http::Error::from)?
+        }
     };
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(upstream_authority)
-        .path_and_query(path_and_query)
-        .build()?;
+    let mut uri = uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(upstream_authority);
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, conn, listener.port, authority.as_deref());
+    add_forwarded(&mut parts.headers, conn, listener.port, authority.as_ref());
     for ops in rule.filters.request_headers.iter().chain(&backend.filters.request_headers) {
         ops.apply(&mut parts.headers);
     }
-    match new_host.or(authority.as_deref()).map(HeaderValue::from_str) {
-        Some(Ok(v)) => {
+    let host_header = match new_host {
+        Some(h) => HeaderValue::from_str(h).ok(),
+        None => authority,
+    };
+    match host_header {
+        Some(v) => {
             parts.headers.insert(header::HOST, v);
         }
-        _ => {
+        None => {
             parts.headers.remove(header::HOST);
         }
     }
@@ -150,7 +183,7 @@ async fn proxy(
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
         ops.apply(&mut parts.headers);
     }
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
 }
 
 fn redirect(
@@ -180,25 +213,52 @@ fn redirect(
     resp
 }
 
-/// The authority the client addressed: the URI's (HTTP/2, absolute-form), else `Host`.
-fn request_authority<B>(req: &Request<B>) -> Option<String> {
+/// The authority the client addressed: the URI's (HTTP/2, absolute-form), else `Host`; always
+/// visible ASCII. The `Host` value is shared with the request, not copied.
+fn request_authority<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+        return HeaderValue::from_str(a.as_str()).ok();
     }
-    req.headers().get(header::HOST)?.to_str().ok().map(str::to_owned)
+    req.headers().get(header::HOST).filter(|v| v.to_str().is_ok()).cloned()
 }
 
-/// Lower-case host of an authority, without port or trailing dot.
-pub(crate) fn host_of(authority: &str) -> String {
+/// Lower-case host of an authority, without port or trailing dot; borrowed when already so.
+pub(crate) fn host_of(authority: &str) -> Cow<'_, str> {
     let host = match authority.rsplit_once(':') {
         Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => authority,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Connection-specific headers that are never forwarded.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
 }
 
 /// Removes connection-specific headers (RFC 9110 §7.6.1), including those `Connection` names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the few names present beats nine removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -209,37 +269,38 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
 }
 
 /// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto/Host/Port`.
-fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, port: u16, authority: Option<&str>) {
-    let peer = conn.peer.ip().to_string();
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    port: u16,
+    authority: Option<&HeaderValue>,
+) {
     let prior: Vec<&str> =
         headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let xff = if prior.is_empty() { peer } else { format!("{}, {peer}", prior.join(", ")) };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let xff = if prior.is_empty() {
+        Some(conn.peer_ip.clone())
+    } else {
+        let peer = conn.peer.ip();
+        HeaderValue::from_str(&format!("{}, {peer}", prior.join(", "))).ok()
+    };
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.protocol.scheme()));
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
-    match authority.map(HeaderValue::from_str) {
-        Some(Ok(v)) => {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
+    match authority {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST.clone(), v.clone());
         }
-        _ => {
+        None => {
             headers.remove(&X_FORWARDED_HOST);
         }
     }
@@ -272,16 +333,15 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_and_set() {
-        let conn = ConnInfo {
-            socket: "127.0.0.1:80".parse().unwrap(),
-            peer: "10.0.0.9:5555".parse().unwrap(),
-            protocol: Protocol::Https,
-            tls_listener: None,
-        };
+        let conn = ConnInfo::new(
+            "127.0.0.1:80".parse().unwrap(),
+            "10.0.0.9:5555".parse().unwrap(),
+            Protocol::Https,
+        );
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
         h.insert(&X_FORWARDED_PROTO, "gopher".parse().unwrap());
-        add_forwarded(&mut h, &conn, 443, Some("a.example.com"));
+        add_forwarded(&mut h, &conn, 443, Some(&HeaderValue::from_static("a.example.com")));
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_PORT], "443");

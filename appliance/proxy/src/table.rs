@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use gatehouse_model::{Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol};
+use http::uri::Authority;
 use rustls::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::filters::Filters;
 use crate::matching::CompiledMatch;
+use crate::metrics::{ListenerMetrics, RouteMetrics};
 
 /// Everything the data plane needs to serve one generation: sockets, listeners, hostnames,
 /// ordered matches, filters, backends and TLS configs. Immutable once compiled.
@@ -62,8 +64,8 @@ pub(crate) struct SocketRoutes {
 #[derive(Debug)]
 pub(crate) struct ListenerRoutes {
     pub id: ListenerId,
-    /// `namespace/gateway/listener`, for metrics.
-    pub label: String,
+    /// `namespace/gateway/listener` and the metric handles under that label.
+    pub metrics: ListenerMetrics,
     pub hostname: Option<Hostname>,
     pub port: u16,
     pub protocol: Protocol,
@@ -116,6 +118,8 @@ impl HostRoutes {
 #[derive(Clone, Debug)]
 pub(crate) struct MatchEntry {
     pub route: Arc<CompiledRoute>,
+    /// Counters of this route on this listener, shared by all its entries there.
+    pub metrics: Arc<RouteMetrics>,
     pub rule: usize,
     pub index: usize,
 }
@@ -189,6 +193,8 @@ pub(crate) enum Target {
     Endpoints {
         name: String,
         addrs: Vec<SocketAddr>,
+        /// `addrs` as URI authorities, index for index (`None` if one does not parse).
+        authorities: Vec<Option<Authority>>,
     },
     /// `host:port`, resolved by the connector at connect time.
     Dns {
@@ -212,7 +218,7 @@ impl Target {
 
     fn describe(&self) -> Value {
         match self {
-            Target::Endpoints { name, addrs } => json!({
+            Target::Endpoints { name, addrs, .. } => json!({
                 "name": name,
                 "endpoints": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),

@@ -4,6 +4,7 @@ use std::error::Error as _;
 use std::io;
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -27,13 +28,22 @@ pub(crate) fn client(connect_timeout: Duration, idle_timeout: Duration) -> Upstr
 }
 
 /// The `host:port` to send to: the next endpoint round-robin, or the DNS authority.
-pub(crate) fn authority(backend: &CompiledBackend) -> Result<String, RequestError> {
+pub(crate) fn authority(backend: &CompiledBackend) -> Result<Authority, RequestError> {
     match &backend.target {
-        Target::Endpoints { name, addrs } => match addrs.get(backend.next_index(addrs.len())) {
-            Some(addr) => Ok(addr.to_string()),
-            None => Err(RequestError::NoEndpoints(name.clone())),
-        },
-        Target::Dns { authority, .. } => Ok(authority.clone()),
+        Target::Endpoints { name, addrs, authorities } => {
+            let i = backend.next_index(addrs.len());
+            match (authorities.get(i), addrs.get(i)) {
+                // Formatted and parsed once, when the table was compiled.
+                (Some(Some(a)), _) => Ok(a.clone()),
+                (_, Some(addr)) => {
+                    Ok(Authority::try_from(addr.to_string()).map_err(http::Error::from)?)
+                }
+                (_, None) => Err(RequestError::NoEndpoints(name.clone())),
+            }
+        }
+        Target::Dns { authority, .. } => {
+            Ok(Authority::try_from(authority.as_str()).map_err(http::Error::from)?)
+        }
         Target::Unresolved { name, reason } => {
             Err(RequestError::Unresolved { name: name.clone(), reason: reason.clone() })
         }

@@ -224,49 +224,14 @@ fn parse_document(
         return;
     }
 
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
-    let convert: Convert = match (group, kind.as_str()) {
-        (
-            "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
-        ) if matches!(version, "v1" | "v1beta1") => match kind.as_str() {
-            "GatewayClass" => |v, l| typed(v, l).map(Object::GatewayClass),
-            "Gateway" => |v, l| typed(v, l).map(Object::Gateway),
-            "HTTPRoute" => |v, l| typed(v, l).map(Object::HttpRoute),
-            _ => |v, l| typed(v, l).map(Object::ReferenceGrant),
-        },
-        ("", "Namespace") if version == "v1" => |v, l| typed(v, l).map(Object::Namespace),
-        ("", "Service") if version == "v1" => |v, l| typed(v, l).map(Object::Service),
-        ("", "Secret") if version == "v1" => |v, l| typed(v, l).map(Object::Secret),
-        ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
-            |v, l| typed(v, l).map(Object::EndpointSlice)
-        }
-        (
-            "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
-        )
-        | ("", "Namespace" | "Service" | "Secret")
-        | ("discovery.k8s.io", "EndpointSlice") => {
-            loaded.errors.push(object_error(
-                "apiVersion",
-                format!("{api_version} is not a supported version of {kind}"),
-            ));
+    let convert = match converter(&api_version, &kind) {
+        Ok(convert) => convert,
+        Err(Unread::BadVersion(message)) => {
+            loaded.errors.push(object_error("apiVersion", message));
             return;
         }
-        ("gateway.networking.k8s.io", _) => {
-            loaded.warnings.push(LoadWarning {
-                place,
-                message: format!("{label}: skipped, {kind} is not supported yet"),
-            });
-            return;
-        }
-        _ => {
-            loaded.warnings.push(LoadWarning {
-                place,
-                message: format!(
-                    "{label}: skipped, {api_version} {kind} is not a kind gatehouse reads"
-                ),
-            });
+        Err(Unread::Skipped(message)) => {
+            loaded.warnings.push(LoadWarning { place, message: format!("{label}: {message}") });
             return;
         }
     };
@@ -287,13 +252,8 @@ fn parse_document(
         loaded.errors.push(object_error("metadata.name", "is required".into()));
         return;
     }
-    if let Object::Secret(secret) = &object
-        && secret.type_.as_deref() != Some(TLS_SECRET_TYPE)
-    {
-        loaded.warnings.push(LoadWarning {
-            place,
-            message: format!("{label}: skipped, only Secrets of type {TLS_SECRET_TYPE} are used"),
-        });
+    if let Some(message) = unused_secret(&object) {
+        loaded.warnings.push(LoadWarning { place, message: format!("{label}: {message}") });
         return;
     }
     if object.kind().is_namespaced() {
@@ -310,6 +270,109 @@ fn parse_document(
     }
     seen.insert(key, place);
     loaded.objects.push(object);
+}
+
+/// Why a document or object of some `apiVersion` and `kind` is not read.
+enum Unread {
+    /// A kind we read, in a version we do not: an error.
+    BadVersion(String),
+    /// A kind we do not read (yet): skipped with a warning.
+    Skipped(String),
+}
+
+/// The conversion for one `apiVersion` and `kind`; YAML documents and cluster objects share it.
+fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    match (group, kind) {
+        (
+            "gateway.networking.k8s.io",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+        ) if matches!(version, "v1" | "v1beta1") => Ok(match kind {
+            "GatewayClass" => |v, l| typed(v, l).map(Object::GatewayClass),
+            "Gateway" => |v, l| typed(v, l).map(Object::Gateway),
+            "HTTPRoute" => |v, l| typed(v, l).map(Object::HttpRoute),
+            _ => |v, l| typed(v, l).map(Object::ReferenceGrant),
+        }),
+        ("", "Namespace") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Namespace)),
+        ("", "Service") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Service)),
+        ("", "Secret") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Secret)),
+        ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::EndpointSlice))
+        }
+        (
+            "gateway.networking.k8s.io",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+        )
+        | ("", "Namespace" | "Service" | "Secret")
+        | ("discovery.k8s.io", "EndpointSlice") => {
+            Err(Unread::BadVersion(format!("{api_version} is not a supported version of {kind}")))
+        }
+        ("gateway.networking.k8s.io", _) => {
+            Err(Unread::Skipped(format!("skipped, {kind} is not supported yet")))
+        }
+        _ => Err(Unread::Skipped(format!(
+            "skipped, {api_version} {kind} is not a kind gatehouse reads"
+        ))),
+    }
+}
+
+/// Why a Secret is not used, if it is one we ignore.
+fn unused_secret(object: &Object) -> Option<String> {
+    match object {
+        Object::Secret(secret) if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) => {
+            Some(format!("skipped, only Secrets of type {TLS_SECRET_TYPE} are used"))
+        }
+        _ => None,
+    }
+}
+
+/// Why one JSON object (as a Kubernetes API server sends it) could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// A kind or version gatehouse does not read, or a Secret that is not a TLS Secret.
+    #[error("{object}: {message}")]
+    Unsupported { object: String, message: String },
+    /// An object of a kind we read that does not deserialize; `field` is its path.
+    #[error("{object}: {field}: {message}")]
+    Invalid { object: String, field: String, message: String },
+}
+
+/// Converts one object as JSON (a watch event's object, a list item) into an [`Object`], through
+/// the same conversion as a YAML document. Namespaced objects without a namespace go to
+/// `default`.
+pub fn from_json(value: Value) -> Result<Object, JsonError> {
+    let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let api_version = field("apiVersion");
+    let kind = field("kind");
+    let meta = value.get("metadata");
+    let meta_field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let name = meta_field("name").unwrap_or_default().to_owned();
+    let object = describe(&kind, meta_field("namespace"), &name);
+    let invalid = |field: &str, message: String| JsonError::Invalid {
+        object: object.clone(),
+        field: field.to_owned(),
+        message,
+    };
+    if api_version.is_empty() || kind.is_empty() {
+        let field = if api_version.is_empty() { "apiVersion" } else { "kind" };
+        return Err(invalid(field, "is required".into()));
+    }
+    let convert = converter(&api_version, &kind).map_err(|unread| match unread {
+        Unread::BadVersion(message) => invalid("apiVersion", message),
+        Unread::Skipped(message) => JsonError::Unsupported { object: object.clone(), message },
+    })?;
+    let mut converted = convert(value, &Lines::default())
+        .map_err(|FieldError { field, message, .. }| invalid(&field, message))?;
+    if name.is_empty() {
+        return Err(invalid("metadata.name", "is required".into()));
+    }
+    if let Some(message) = unused_secret(&converted) {
+        return Err(JsonError::Unsupported { object, message });
+    }
+    if converted.kind().is_namespaced() {
+        default_namespace(&mut converted);
+    }
+    Ok(converted)
 }
 
 /// A `v1 List` (as `kubectl get -o yaml` writes): each item is a document of its own.

@@ -1,9 +1,10 @@
 //! The appliance's TOML config file: strict, every error with its `file:line:column`.
 //!
 //! Place in the data flow: this is the TOML source. It yields the boot settings (admin listen
-//! address, shutdown grace, where the Gateway API manifests are) and converts the file's native
-//! form (`[[gateways]]`, `[[routes]]`) 1:1 into [`gatehouse_model::Desired`], which the daemon
-//! merges with the Gateway API source before the compile step. Certificate files of the native
+//! address, shutdown grace, where the Gateway API manifests are, or which cluster to watch) and
+//! converts the file's native form (`[[gateways]]`, `[[routes]]`) 1:1 into
+//! [`gatehouse_model::Desired`], which the daemon merges with the Gateway API source before the
+//! compile step. Certificate files of the native
 //! form are read here, so a loaded [`Config`] is self-contained.
 //!
 //! Syntax and schema errors (bad TOML, unknown keys, wrong types) stop at the first; every

@@ -692,3 +692,12 @@ fn kubernetes_and_manifests_are_exclusive() {
     assert_eq!(errors.len(), 1);
     assert!(errors[0].starts_with("3:1: [kubernetes] and [gateway_api] manifests"), "{errors:?}");
 }
+
+#[test]
+fn kubernetes_example_parses() {
+    let config = load(&examples().join("kubernetes.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let kube = config.kubernetes.unwrap();
+    assert!(kube.kubeconfig.unwrap().is_file());
+    assert_eq!(kube.namespaces, ["default"]);
+    assert_eq!(config.gateway_api, None);
+}

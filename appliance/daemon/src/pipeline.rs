@@ -1,10 +1,12 @@
 //! Sources → one `Desired`: load the TOML file and the Gateway API manifests, replay the
-//! objects into a fresh index, translate, merge. No I/O beyond reading files; no data plane.
+//! objects into a fresh index (or take the index the cluster watches keep), translate, merge.
+//! No I/O beyond reading files; no data plane.
 
 use std::path::PathBuf;
 
 use gatehouse_config::Config;
 use gatehouse_gateway::{Index, Settings, Translation};
+use gatehouse_kube::ClusterState;
 use gatehouse_model::Desired;
 
 /// Where the TOML config comes from.
@@ -41,6 +43,9 @@ pub struct Loaded {
     /// Native form and Gateway API merged; generation still 0 (the reloader numbers it).
     pub desired: Desired,
     pub warnings: Vec<String>,
+    /// In cluster mode, whether every watch has listed once; before that the appliance is
+    /// not ready (it would serve half a cluster). Always true in file mode.
+    pub sources_synced: bool,
 }
 
 /// A load that failed, with every error found and its place.
@@ -63,8 +68,10 @@ pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBu
     paths
 }
 
-/// Loads every source and merges them into one desired state.
-pub fn load(source: &ConfigSource) -> Result<Loaded, LoadFailure> {
+/// Loads every source and merges them into one desired state. `cluster` is what the
+/// Kubernetes watches hold (cluster mode); without it a `[kubernetes]` config translates an
+/// empty index (as `gatehouse check` does).
+pub fn load(source: &ConfigSource, cluster: Option<ClusterState>) -> Result<Loaded, LoadFailure> {
     let config = match source {
         ConfigSource::File(path) => gatehouse_config::load(path),
         ConfigSource::Embedded => gatehouse_config::parse_default(),
@@ -76,9 +83,29 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, LoadFailure> {
 
     let mut desired = config.native_desired();
     let mut warnings = Vec::new();
-    let gateway_api = match &config.gateway_api {
-        None => None,
-        Some(api) => {
+    let mut sources_synced = true;
+    let gateway_api = match (&config.kubernetes, &config.gateway_api) {
+        (Some(kube), _) => {
+            let index = match cluster {
+                Some(cluster) => {
+                    sources_synced = cluster.synced();
+                    warnings.extend(
+                        cluster.rejected.iter().map(|(r, why)| format!("cluster {r}: {why}")),
+                    );
+                    cluster.index
+                }
+                None => Index::default(),
+            };
+            let settings = Settings {
+                controller_name: kube.controller_name.clone(),
+                default_address: kube.default_address,
+            };
+            let translation = gatehouse_gateway::translate(&index, &settings);
+            desired.merge(translation.desired.clone());
+            Some(GatewayApi { index, settings, translation })
+        }
+        (None, None) => None,
+        (None, Some(api)) => {
             let loaded = gatehouse_gateway::loader::load(&api.manifests);
             warnings.extend(loaded.warnings.iter().map(ToString::to_string));
             if !loaded.errors.is_empty() {
@@ -96,5 +123,5 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, LoadFailure> {
             Some(GatewayApi { index, settings, translation })
         }
     };
-    Ok(Loaded { config, gateway_api, desired, warnings })
+    Ok(Loaded { config, gateway_api, desired, warnings, sources_synced })
 }

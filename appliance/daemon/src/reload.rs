@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gatehouse_admin::AdminState;
+use gatehouse_kube::ClusterState;
 use gatehouse_model::{DataPlaneReport, Desired};
 use gatehouse_proxy::Proxy;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::pipeline::{self, ConfigSource, Loaded};
 
@@ -80,6 +82,8 @@ pub struct Reloader {
     watch_paths: Vec<PathBuf>,
     /// The objects last published, so unchanged conditions keep their transition time.
     published: Vec<Value>,
+    /// What the cluster watches hold, and where they were started, in cluster mode.
+    cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
 }
 
 impl Reloader {
@@ -88,6 +92,7 @@ impl Reloader {
         proxy: Arc<Proxy>,
         admin: Arc<AdminState>,
         metrics: ReloadMetrics,
+        cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
     ) -> Self {
         Self {
             source,
@@ -99,6 +104,7 @@ impl Reloader {
             last_reload: None,
             watch_paths: Vec::new(),
             published: Vec::new(),
+            cluster,
         }
     }
 
@@ -109,8 +115,13 @@ impl Reloader {
 
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
-        match pipeline::load(&self.source) {
-            Ok(loaded) => {
+        // A copy: the watches keep updating while this reload translates.
+        let cluster = self.cluster.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
+        match pipeline::load(&self.source, cluster) {
+            Ok(mut loaded) => {
+                if let Some(warning) = self.boot_only_change(&loaded) {
+                    loaded.warnings.push(warning);
+                }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
                 self.apply(loaded).await;
                 true
@@ -138,6 +149,21 @@ impl Reloader {
                 false
             }
         }
+    }
+
+    /// The watches were started with the boot config: a changed `kubeconfig` or `namespaces`
+    /// (or `[kubernetes]` added or removed) takes a restart.
+    fn boot_only_change(&self, loaded: &Loaded) -> Option<String> {
+        let now = loaded.config.kubernetes.as_ref().map(|k| gatehouse_kube::Options {
+            kubeconfig: k.kubeconfig.clone(),
+            namespaces: k.namespaces.clone(),
+        });
+        let boot = self.cluster.as_ref().map(|(_, options)| options);
+        (now.as_ref() != boot).then(|| {
+            "[kubernetes] kubeconfig, namespaces (or the section itself) changed: the watches \
+             keep their boot settings until a restart"
+                .to_owned()
+        })
     }
 
     async fn apply(&mut self, mut loaded: Loaded) {
@@ -178,9 +204,10 @@ impl Reloader {
             warnings: loaded.warnings.clone(),
             at: jiff::Timestamp::now(),
         });
+        let synced = loaded.sources_synced;
         self.serving = Some(Serving { loaded, desired, report });
         self.publish_status();
-        self.admin.set_ready(self.proxy.ready());
+        self.admin.set_ready(self.proxy.ready() && synced);
     }
 
     fn publish_status(&mut self) {

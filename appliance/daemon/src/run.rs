@@ -22,14 +22,14 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// `gatehouse check`: validates and prints every error with its place.
 pub fn check(args: &CheckArgs) -> ExitCode {
     let source = ConfigSource::File(args.config.clone());
-    match pipeline::load(&source) {
+    match pipeline::load(&source, None) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
             }
             // Binding is not tried here, so the data plane report is empty.
             let report = gatehouse_model::DataPlaneReport::default();
-            let problems = match &loaded.gateway_api {
+            let mut problems = match &loaded.gateway_api {
                 Some(api) => {
                     let objects: Vec<serde_json::Value> = gatehouse_gateway::status(
                         &api.index,
@@ -45,6 +45,13 @@ pub fn check(args: &CheckArgs) -> ExitCode {
                 }
                 None => Vec::new(),
             };
+            // Cluster mode: the objects are the cluster's; the kubeconfig at least must read.
+            if let Some(path) =
+                loaded.config.kubernetes.as_ref().and_then(|k| k.kubeconfig.as_deref())
+                && let Err(error) = gatehouse_kube::check_kubeconfig(path)
+            {
+                problems.push(error.to_string());
+            }
             for problem in &problems {
                 eprintln!("error: {problem}");
             }
@@ -73,7 +80,16 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 
 /// `gatehouse run`: serves until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One worker asked for (as in one-core deployments and the benchmark): the current-thread
+    // scheduler serves it without the work-stealing machinery (shared queues, atomics,
+    // a separate driver thread hand-off) that a lone worker pays for and cannot use.
+    let single = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("gatehouse")
         .build()
@@ -87,7 +103,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         None => ConfigSource::Embedded,
     };
     // The first load decides the boot-only settings; if it fails there is nothing to serve.
-    let first = pipeline::load(&source).map_err(|failure| {
+    let first = pipeline::load(&source, None).map_err(|failure| {
         anyhow::anyhow!("{}: invalid config:\n  {}", source.describe(), failure.errors.join("\n  "))
     })?;
     let admin_listen = first.config.admin_listen;
@@ -96,13 +112,40 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("gatehouse");
     let proxy = Arc::new(Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
+    // Cluster mode: the watches start once, with the boot config (a change needs a restart).
+    let cluster = match &first.config.kubernetes {
+        None => None,
+        Some(kube) => {
+            let options = gatehouse_kube::Options {
+                kubeconfig: kube.kubeconfig.clone(),
+                namespaces: kube.namespaces.clone(),
+            };
+            let kube_metrics = gatehouse_kube::KubeMetrics::register(&mut registry);
+            let cluster = gatehouse_kube::Cluster::connect(&options, kube_metrics)
+                .await
+                .context("cannot start cluster mode")?;
+            tracing::info!(
+                kubeconfig = ?options.kubeconfig,
+                namespaces = ?options.namespaces,
+                "cluster mode: watching the Kubernetes API server"
+            );
+            Some((cluster, options))
+        }
+    };
+    let mut cluster_changes = cluster.as_ref().map(|(cluster, _)| cluster.subscribe());
     let admin_state = Arc::new(AdminState::new(Arc::new(registry)));
     let admin = AdminServer::bind(admin_listen, admin_state.clone()).await?;
     tracing::info!(%admin_listen, config = %source.describe(), "gatehouse starting");
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = tokio::spawn(admin.serve(admin_stopped));
 
-    let mut reloader = Reloader::new(source, proxy.clone(), admin_state.clone(), metrics);
+    let mut reloader = Reloader::new(
+        source,
+        proxy.clone(),
+        admin_state.clone(),
+        metrics,
+        cluster.as_ref().map(|(cluster, options)| (cluster.subscribe(), options.clone())),
+    );
     reloader.reload().await;
 
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
@@ -131,6 +174,20 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 while changed_rx.try_recv().is_ok() {}
                 tracing::info!("watched files changed: reloading");
             }
+            changed = cluster_changed(cluster_changes.as_mut()) => {
+                if !changed {
+                    tracing::error!("cluster watches stopped; serving the last state");
+                    cluster_changes = None;
+                    continue;
+                }
+                // Before every watch has listed once the index is partial: wait for all.
+                let synced =
+                    cluster_changes.as_mut().is_some_and(|rx| rx.borrow_and_update().synced());
+                if !synced {
+                    continue;
+                }
+                tracing::debug!("cluster objects changed: reloading");
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -145,6 +202,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     proxy.shutdown(shutdown_grace).await;
     let _ = stop_admin.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), admin_task).await;
+    drop(cluster);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for the next change of the cluster state; `false` when the watches are gone. Without
+/// a cluster it never completes.
+async fn cluster_changed(
+    changes: Option<&mut watch::Receiver<gatehouse_kube::ClusterState>>,
+) -> bool {
+    match changes {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }

@@ -101,6 +101,35 @@ impl Index {
         }
     }
 
+    /// Replaces every object of one namespaced kind in one namespace (a relist by a watch
+    /// restricted to that namespace); other namespaces keep theirs. For a cluster-scoped kind
+    /// this is [`Index::reset_kind`].
+    pub fn reset_kind_in(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        objects: impl IntoIterator<Item = Object>,
+    ) {
+        fn keep_others<V>(map: &mut BTreeMap<Key, V>, namespace: &str) {
+            map.retain(|(ns, _), _| ns != namespace);
+        }
+        match kind {
+            Kind::GatewayClass | Kind::Namespace => return self.reset_kind(kind, objects),
+            Kind::Gateway => keep_others(&mut self.gateways, namespace),
+            Kind::HttpRoute => keep_others(&mut self.http_routes, namespace),
+            Kind::ReferenceGrant => keep_others(&mut self.reference_grants, namespace),
+            Kind::Service => keep_others(&mut self.services, namespace),
+            Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
+            Kind::Secret => keep_others(&mut self.secrets, namespace),
+        }
+        for object in objects
+            .into_iter()
+            .filter(|o| o.kind() == kind && o.metadata().namespace.as_deref() == Some(namespace))
+        {
+            self.apply(object);
+        }
+    }
+
     /// Whether an object is in the index.
     pub fn contains(&self, r: &ObjectRef) -> bool {
         let k = key(&r.namespace, &r.name);
@@ -210,6 +239,25 @@ mod tests {
         assert!(!index.contains(&ObjectRef::new(Kind::Namespace, "", "b")));
         assert!(index.contains(&ObjectRef::new(Kind::Service, "b", "svc")));
         assert!(!index.contains(&ObjectRef::new(Kind::Service, "x", "y")));
+    }
+
+    #[test]
+    fn reset_kind_in_replaces_one_namespace_of_one_kind() {
+        let mut index = Index::new();
+        index.apply(service("a", "old", &[(None, 80)]));
+        index.apply(service("b", "kept", &[(None, 80)]));
+        index.apply(namespace("a", &[]));
+        index.reset_kind_in(
+            Kind::Service,
+            "a",
+            [service("a", "new", &[(None, 80)]), service("b", "ignored", &[(None, 80)])],
+        );
+        let svc = |ns: &str, name: &str| ObjectRef::new(Kind::Service, ns, name);
+        assert!(index.contains(&svc("a", "new")));
+        assert!(!index.contains(&svc("a", "old")));
+        assert!(index.contains(&svc("b", "kept")));
+        assert!(!index.contains(&svc("b", "ignored")));
+        assert!(index.contains(&ObjectRef::new(Kind::Namespace, "", "a")));
     }
 
     #[test]

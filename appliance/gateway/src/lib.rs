@@ -1,8 +1,8 @@
-//! Gateway API for gatehouse: the source side of file mode and (later) cluster mode.
+//! Gateway API for gatehouse: the source side of file mode and cluster mode.
 //!
 //! ```text
 //! YAML files ──loader::load──► Objects ──Index::apply──┐
-//! Kubernetes watch (gatehouse-kube) ─ apply/delete/reset ┤
+//! Kubernetes watch (gatehouse-kube) apply/delete/reset ┤
 //!                                                      ▼
 //!                         Index ──translate(&Index, &Settings)──► Translation
 //!                                                      │  .desired: gatehouse_model::Desired → proxy

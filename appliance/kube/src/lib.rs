@@ -1,1 +1,171 @@
-//! placeholder
+//! Cluster mode's source: Kubernetes watches feeding the Gateway API index.
+//!
+//! ```text
+//! API server ── watcher per kind and scope (list, watch, relist on 410, backoff)
+//!                    │ Event::Apply / Delete / Init… InitDone
+//!                    ▼
+//!   WatchReducer::apply ── Index::apply / delete / reset_kind (the gateway crate's reducer)
+//!                    │
+//!                    ▼
+//!   tokio::sync::watch<ClusterState { index, rejected }>  (coalesced "index changed")
+//!                    │
+//!                    ▼
+//!   the daemon's reload loop: translate → compile → one swap → status (as in file mode)
+//! ```
+//!
+//! Each kind is read as a dynamic object and converted by `gatehouse_gateway::from_json`, the
+//! conversion YAML documents go through, so a cluster object and a file object are one thing.
+//! Losing the API server stops nothing: the last state stays published while the watchers back
+//! off and retry; the metrics tell how stale it is.
+
+mod metrics;
+mod resources;
+mod sync;
+
+use std::path::PathBuf;
+
+use futures_util::StreamExt as _;
+use kube::api::{Api, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use metrics::KubeMetrics;
+pub use resources::{Scope, api_resource, field_selector, scopes};
+pub use sync::{ClusterState, WatchReducer};
+
+/// Where the API server is and what to watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A kubeconfig file (its current context); `None` means the in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces whose namespaced kinds are watched; empty means every namespace.
+    pub namespaces: Vec<String>,
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubeconfig {}: {source}", path.display())]
+    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    #[error("in-cluster config: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Reads a kubeconfig file as [`Cluster::connect`] would, without contacting the server
+/// (for `gatehouse check`).
+pub fn check_kubeconfig(path: &std::path::Path) -> Result<(), Error> {
+    Kubeconfig::read_from(path)
+        .map(drop)
+        .map_err(|source| Error::Kubeconfig { path: path.to_owned(), source })
+}
+
+/// The running watches; dropping it stops them.
+#[derive(Debug)]
+pub struct Cluster {
+    state: watch::Receiver<ClusterState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Builds the client and starts one watch per kind and scope. Does not wait for the API
+    /// server: an unreachable server is retried with backoff, and is no error here.
+    pub async fn connect(options: &Options, metrics: KubeMetrics) -> Result<Self, Error> {
+        // kube's rustls config takes the process default provider; ours is aws-lc-rs.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = match &options.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?
+            }
+            None => kube::Config::incluster()?,
+        };
+        let client = kube::Client::try_from(config)?;
+        let scopes = scopes(&options.namespaces);
+        let (tx, rx) = watch::channel(ClusterState::new(scopes.iter().cloned()));
+        let tasks = scopes
+            .into_iter()
+            .map(|scope| tokio::spawn(run(client.clone(), scope, tx.clone(), metrics.clone())))
+            .collect();
+        Ok(Self { state: rx, tasks })
+    }
+
+    /// The published state; `changed()` coalesces: a slow reader sees only the latest.
+    pub fn subscribe(&self) -> watch::Receiver<ClusterState> {
+        self.state.clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One watch, forever: list, watch, relist when the watcher must (410 Gone), back off on errors.
+async fn run(
+    client: kube::Client,
+    scope: Scope,
+    state: watch::Sender<ClusterState>,
+    metrics: KubeMetrics,
+) {
+    let resource = api_resource(scope.kind);
+    let api: Api<DynamicObject> = match &scope.namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    let mut config = watcher::Config::default();
+    if let Some(selector) = field_selector(scope.kind) {
+        config = config.fields(&selector);
+    }
+    let labels = metrics::KindLabels { kind: scope.kind.as_str() };
+    let mut events = watcher(api, config)
+        .modify(|object| object.metadata.managed_fields = None)
+        .default_backoff()
+        .boxed();
+    let mut stream = WatchReducer::new(scope.clone());
+    let mut failing = false;
+    while let Some(event) = events.next().await {
+        let now = jiff::Timestamp::now().as_second();
+        match event {
+            Ok(event) => {
+                if failing {
+                    tracing::info!(watch = %scope, "watch recovered");
+                    failing = false;
+                }
+                metrics.events.get_or_create(&labels).inc();
+                metrics.last_event.set(now);
+                state.send_if_modified(|state| {
+                    let changed = stream.apply(state, event);
+                    metrics.rejected.set(i64::try_from(state.rejected.len()).unwrap_or(i64::MAX));
+                    changed
+                });
+            }
+            Err(error) => {
+                metrics.errors.get_or_create(&labels).inc();
+                metrics.last_error.set(now);
+                let last_event = metrics.last_event.get();
+                // The first error of a run is a warning; the retries that follow are noise.
+                if failing {
+                    tracing::debug!(watch = %scope, %error, "watch still failing");
+                } else {
+                    tracing::warn!(
+                        watch = %scope,
+                        %error,
+                        stale_seconds = if last_event > 0 { now - last_event } else { 0 },
+                        "watch failed; retrying with backoff, the last good state keeps serving"
+                    );
+                }
+                failing = true;
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ fn version_prints_the_version() {
 #[test]
 fn check_accepts_the_examples() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    for file in ["gatehouse.toml", "gateway-api.toml"] {
+    for file in ["gatehouse.toml", "gateway-api.toml", "kubernetes.toml"] {
         let out = Command::new(gatehouse_bin())
             .args(["check", "--config", &format!("{examples}/{file}")])
             .output()

@@ -2,6 +2,7 @@
 
 mod cli;
 mod gateway_api;
+mod kube;
 mod lifecycle;
 mod native;
 mod tls;

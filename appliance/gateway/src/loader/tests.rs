@@ -200,3 +200,50 @@ fn missing_path_is_an_error_with_the_path() {
     assert_eq!(errs.len(), 1);
     assert!(errs[0].starts_with("/nonexistent/gatehouse/manifests: "), "{}", errs[0]);
 }
+
+#[test]
+fn json_objects_convert_like_yaml_documents() {
+    let yaml = load_str(Path::new("m.yaml"), GATEWAY);
+    let json = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "infra"},
+        "spec": {
+            "gatewayClassName": "gatehouse",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]
+        }
+    });
+    assert_eq!(from_json(json).unwrap(), yaml.objects[0]);
+
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {}
+    });
+    assert_eq!(from_json(service).unwrap().object_ref().namespace, "default");
+}
+
+#[test]
+fn json_errors_name_the_object_and_field() {
+    let bad = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "a"},
+        "spec": {"parentRefs": [{"name": "web", "bogus": 1}]}
+    });
+    assert_eq!(
+        from_json(bad).unwrap_err().to_string(),
+        "HTTPRoute a/r: spec.parentRefs[0].bogus: unknown field `bogus`, expected one of `group`, `kind`, `namespace`, `name`, `sectionName`, `port`"
+    );
+    let opaque = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "s", "namespace": "a"}
+    });
+    assert!(matches!(from_json(opaque), Err(JsonError::Unsupported { .. })));
+    let old = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "Gateway",
+        "metadata": {"name": "g"}, "spec": {}
+    });
+    assert_eq!(
+        from_json(old).unwrap_err().to_string(),
+        "Gateway g: apiVersion: gateway.networking.k8s.io/v1alpha2 is not a supported version of Gateway"
+    );
+}

@@ -1,0 +1,53 @@
+//! What the watches did, on `/metrics` under `gatehouse_kube_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Watch metrics. Staleness is `now - last_event_timestamp_seconds` while
+/// `last_error_timestamp_seconds` is newer than the last event.
+#[derive(Clone, Debug, Default)]
+pub struct KubeMetrics {
+    pub(crate) events: Family<KindLabels, Counter>,
+    pub(crate) errors: Family<KindLabels, Counter>,
+    pub(crate) last_event: Gauge,
+    pub(crate) last_error: Gauge,
+    pub(crate) rejected: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub(crate) kind: &'static str,
+}
+
+impl KubeMetrics {
+    /// Registers the metrics under the `kube` prefix of `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let registry = registry.sub_registry_with_prefix("kube");
+        registry.register("watch_events", "Watch events received, by kind", metrics.events.clone());
+        registry.register(
+            "watch_errors",
+            "Watch and list errors (each followed by a backoff and a retry), by kind",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "last_event_timestamp_seconds",
+            "Unix time of the last watch event from the API server",
+            metrics.last_event.clone(),
+        );
+        registry.register(
+            "last_error_timestamp_seconds",
+            "Unix time of the last watch or list error",
+            metrics.last_error.clone(),
+        );
+        registry.register(
+            "rejected_objects",
+            "Objects in the cluster that could not be read and are not served",
+            metrics.rejected.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,94 @@
+//! Which API resources are watched, and in which scopes.
+
+use gatehouse_gateway::Kind;
+use gatehouse_gateway::loader::TLS_SECRET_TYPE;
+use gatehouse_gateway::types::GROUP;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::ApiResource;
+
+/// The API resource a kind is watched as. Gateway API kinds are read as dynamic objects and
+/// converted by the gateway crate, exactly as YAML documents are.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let gateway_api = |version: &str, kind: &str, plural: &str| ApiResource {
+        group: GROUP.to_owned(),
+        version: version.to_owned(),
+        api_version: format!("{GROUP}/{version}"),
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
+    };
+    match kind {
+        Kind::GatewayClass => gateway_api("v1", "GatewayClass", "gatewayclasses"),
+        Kind::Gateway => gateway_api("v1", "Gateway", "gateways"),
+        Kind::HttpRoute => gateway_api("v1", "HTTPRoute", "httproutes"),
+        // Still v1beta1 in the standard channel's storage version.
+        Kind::ReferenceGrant => gateway_api("v1beta1", "ReferenceGrant", "referencegrants"),
+        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
+        Kind::Service => ApiResource::erase::<Service>(&()),
+        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        Kind::Secret => ApiResource::erase::<Secret>(&()),
+    }
+}
+
+/// The field selector a kind is listed and watched with: only TLS Secrets are ever read.
+pub fn field_selector(kind: Kind) -> Option<String> {
+    (kind == Kind::Secret).then(|| format!("type={TLS_SECRET_TYPE}"))
+}
+
+/// One watch: a kind in every namespace, or in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope {
+    pub kind: Kind,
+    /// `None`: cluster-wide (every namespace, or a cluster-scoped kind).
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{} in {namespace}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+/// Every watch for a namespace filter (empty: every namespace). Cluster-scoped kinds are
+/// always watched cluster-wide.
+pub fn scopes(namespaces: &[String]) -> Vec<Scope> {
+    let mut scopes = Vec::new();
+    for kind in Kind::ALL {
+        if !kind.is_namespaced() || namespaces.is_empty() {
+            scopes.push(Scope { kind, namespace: None });
+        } else {
+            scopes.extend(namespaces.iter().map(|ns| Scope { kind, namespace: Some(ns.clone()) }));
+        }
+    }
+    scopes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_filter_splits_namespaced_kinds_only() {
+        assert_eq!(scopes(&[]).len(), Kind::ALL.len());
+        let filtered = scopes(&["a".into(), "b".into()]);
+        // GatewayClass and Namespace once, six namespaced kinds twice.
+        assert_eq!(filtered.len(), 2 + 6 * 2);
+        assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
+        assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
+        assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));
+    }
+
+    #[test]
+    fn resources_match_the_kinds() {
+        for kind in Kind::ALL {
+            assert_eq!(api_resource(kind).kind, kind.as_str());
+        }
+        assert_eq!(api_resource(Kind::EndpointSlice).api_version, "discovery.k8s.io/v1");
+        assert_eq!(api_resource(Kind::HttpRoute).plural, "httproutes");
+        assert_eq!(field_selector(Kind::Secret).as_deref(), Some("type=kubernetes.io/tls"));
+        assert_eq!(field_selector(Kind::Service), None);
+    }
+}

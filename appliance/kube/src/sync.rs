@@ -1,0 +1,258 @@
+//! Watch events → the Gateway API index: a pure reducer, tested with hand-built events.
+//!
+//! A relist (the watcher's `Init`, `InitApply`…, `InitDone`) is buffered and applied at
+//! `InitDone` with one `reset_kind`, so the index never holds half a relist of a kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gatehouse_gateway::{Index, JsonError, Kind, Object, ObjectRef};
+use kube::api::DynamicObject;
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+
+use crate::resources::Scope;
+
+/// What the cluster declares, as far as the watches have seen it.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    /// The objects, in the same index the file provider fills.
+    pub index: Index,
+    /// Objects the cluster holds that could not be read, with why. They are not in the index.
+    pub rejected: BTreeMap<ObjectRef, String>,
+    /// Watches that have not completed their first list yet.
+    unsynced: BTreeSet<Scope>,
+}
+
+impl ClusterState {
+    /// A state waiting for the first list of every scope.
+    pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self { unsynced: scopes.into_iter().collect(), ..Self::default() }
+    }
+
+    /// Whether every watch has listed at least once: before that the index is partial and
+    /// translating it would route (and report) from half a cluster.
+    pub fn synced(&self) -> bool {
+        self.unsynced.is_empty()
+    }
+}
+
+/// One watch's progress through a relist.
+#[derive(Debug)]
+pub struct WatchReducer {
+    pub scope: Scope,
+    /// Objects (and rejections) of a relist in progress, applied at `InitDone`.
+    relist: Option<Relist>,
+}
+
+#[derive(Debug, Default)]
+struct Relist {
+    objects: Vec<Object>,
+    rejected: Vec<(ObjectRef, String)>,
+}
+
+impl WatchReducer {
+    pub fn new(scope: Scope) -> Self {
+        Self { scope, relist: None }
+    }
+
+    /// Applies one watcher event; returns whether the state changed.
+    pub fn apply(&mut self, state: &mut ClusterState, event: Event<DynamicObject>) -> bool {
+        let kind = self.scope.kind;
+        match event {
+            Event::Init => {
+                self.relist = Some(Relist::default());
+                false
+            }
+            Event::InitApply(object) => {
+                let relist = self.relist.get_or_insert_with(Relist::default);
+                match convert(kind, object) {
+                    Ok(object) => relist.objects.push(object),
+                    Err(rejection) => relist.rejected.push(rejection),
+                }
+                false
+            }
+            Event::InitDone => {
+                let relist = self.relist.take().unwrap_or_default();
+                match &self.scope.namespace {
+                    None => state.index.reset_kind(kind, relist.objects),
+                    Some(ns) => state.index.reset_kind_in(kind, ns, relist.objects),
+                }
+                let namespace = self.scope.namespace.as_deref();
+                state
+                    .rejected
+                    .retain(|r, _| r.kind != kind || namespace.is_some_and(|ns| r.namespace != ns));
+                state.rejected.extend(relist.rejected);
+                state.unsynced.remove(&self.scope);
+                true
+            }
+            Event::Apply(object) => match convert(kind, object) {
+                Ok(object) => {
+                    state.rejected.remove(&object.object_ref());
+                    state.index.apply(object);
+                    true
+                }
+                Err((r, why)) => {
+                    // The last readable version is not kept: the cluster no longer declares it.
+                    state.index.delete(kind, &r.namespace, &r.name);
+                    state.rejected.insert(r, why);
+                    true
+                }
+            },
+            Event::Delete(object) => {
+                let r = object_ref(kind, &object);
+                let rejected = state.rejected.remove(&r).is_some();
+                state.index.delete(kind, &r.namespace, &r.name) || rejected
+            }
+        }
+    }
+}
+
+fn object_ref(kind: Kind, object: &DynamicObject) -> ObjectRef {
+    ObjectRef::new(
+        kind,
+        object.metadata.namespace.as_deref().unwrap_or_default(),
+        object.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Converts through the gateway crate's JSON conversion, the one YAML documents go through.
+fn convert(kind: Kind, object: DynamicObject) -> Result<Object, (ObjectRef, String)> {
+    let r = object_ref(kind, &object);
+    let resource = crate::resources::api_resource(kind);
+    let mut value = serde_json::to_value(&object).map_err(|e| (r.clone(), e.to_string()))?;
+    if let Value::Object(map) = &mut value {
+        // List items carry no apiVersion and kind; the watch says what they are.
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            meta.remove("managedFields");
+        }
+        // Our own status is output, never input; the gateway types would only ignore it.
+        if resource.group == gatehouse_gateway::types::GROUP {
+            map.remove("status");
+        }
+    }
+    gatehouse_gateway::from_json(value).map_err(|e| {
+        let why = match e {
+            JsonError::Unsupported { message, .. } => message,
+            JsonError::Invalid { field, message, .. } => format!("{field}: {message}"),
+        };
+        (r, why)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn route(namespace: &str, name: &str, path: &str) -> DynamicObject {
+        // As in a list: no apiVersion or kind.
+        object(json!({
+            "metadata": {
+                "name": name, "namespace": namespace, "resourceVersion": "1",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {
+                "parentRefs": [{"name": "web"}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}]}]
+            },
+            "status": {"parents": []}
+        }))
+    }
+
+    fn scope(kind: Kind, namespace: Option<&str>) -> Scope {
+        Scope { kind, namespace: namespace.map(str::to_owned) }
+    }
+
+    fn has(state: &ClusterState, kind: Kind, namespace: &str, name: &str) -> bool {
+        state.index.contains(&ObjectRef::new(kind, namespace, name))
+    }
+
+    #[test]
+    fn a_relist_replaces_the_kind_at_init_done_only() {
+        let routes = scope(Kind::HttpRoute, None);
+        let mut state = ClusterState::new([routes.clone(), scope(Kind::Service, None)]);
+        let mut stream = WatchReducer::new(routes);
+        assert!(!stream.apply(&mut state, Event::Init));
+        assert!(!stream.apply(&mut state, Event::InitApply(route("a", "one", "/one"))));
+        assert!(state.index.is_empty(), "nothing before InitDone");
+        assert!(stream.apply(&mut state, Event::InitDone));
+        assert!(has(&state, Kind::HttpRoute, "a", "one"));
+        assert!(!state.synced(), "the Service watch has not listed yet");
+
+        assert!(stream.apply(&mut state, Event::Apply(route("a", "two", "/two"))));
+        // A relist after 410 Gone: "one" vanished while the watch was down.
+        stream.apply(&mut state, Event::Init);
+        stream.apply(&mut state, Event::InitApply(route("a", "two", "/two")));
+        assert!(has(&state, Kind::HttpRoute, "a", "one"), "the old state serves until InitDone");
+        stream.apply(&mut state, Event::InitDone);
+        assert!(!has(&state, Kind::HttpRoute, "a", "one"));
+        assert!(has(&state, Kind::HttpRoute, "a", "two"));
+
+        assert!(stream.apply(&mut state, Event::Delete(route("a", "two", "/two"))));
+        assert!(!stream.apply(&mut state, Event::Delete(route("a", "two", "/two"))));
+        assert!(state.index.is_empty());
+    }
+
+    #[test]
+    fn every_scope_must_list_before_the_state_is_synced() {
+        let a = scope(Kind::Service, Some("a"));
+        let b = scope(Kind::Service, Some("b"));
+        let mut state = ClusterState::new([a.clone(), b.clone()]);
+        WatchReducer::new(a).apply(&mut state, Event::InitDone);
+        assert!(!state.synced());
+        WatchReducer::new(b).apply(&mut state, Event::InitDone);
+        assert!(state.synced());
+    }
+
+    #[test]
+    fn a_namespaced_relist_leaves_other_namespaces_alone() {
+        let mut state = ClusterState::default();
+        let mut a = WatchReducer::new(scope(Kind::HttpRoute, Some("a")));
+        let mut b = WatchReducer::new(scope(Kind::HttpRoute, Some("b")));
+        a.apply(&mut state, Event::Apply(route("a", "r", "/")));
+        b.apply(&mut state, Event::Apply(route("b", "r", "/")));
+        a.apply(&mut state, Event::Init);
+        a.apply(&mut state, Event::InitDone);
+        assert!(!has(&state, Kind::HttpRoute, "a", "r"));
+        assert!(has(&state, Kind::HttpRoute, "b", "r"));
+    }
+
+    #[test]
+    fn unreadable_objects_are_rejected_not_kept() {
+        let mut state = ClusterState::default();
+        let mut stream = WatchReducer::new(scope(Kind::HttpRoute, None));
+        stream.apply(&mut state, Event::Apply(route("a", "r", "/")));
+        let mut bad = route("a", "r", "/");
+        bad.data["spec"]["bogus"] = json!(true);
+        assert!(stream.apply(&mut state, Event::Apply(bad)));
+        assert!(!has(&state, Kind::HttpRoute, "a", "r"));
+        let why = &state.rejected[&ObjectRef::new(Kind::HttpRoute, "a", "r")];
+        assert!(why.starts_with("spec.bogus: unknown field"), "{why}");
+
+        // Fixed: readable again, no longer rejected.
+        stream.apply(&mut state, Event::Apply(route("a", "r", "/")));
+        assert!(state.rejected.is_empty());
+        assert!(has(&state, Kind::HttpRoute, "a", "r"));
+    }
+
+    #[test]
+    fn cluster_objects_convert_like_files_without_managed_fields() {
+        let mut state = ClusterState::default();
+        WatchReducer::new(scope(Kind::HttpRoute, None))
+            .apply(&mut state, Event::Apply(route("a", "r", "/x")));
+        let yaml = gatehouse_gateway::loader::load_str(
+            std::path::Path::new("r.yaml"),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: a, resourceVersion: '1'}\nspec:\n  parentRefs: [{name: web}]\n  rules: [{matches: [{path: {type: PathPrefix, value: /x}}]}]\n",
+        );
+        let mut from_yaml = Index::new();
+        from_yaml.reset(yaml.objects);
+        assert_eq!(format!("{:?}", state.index), format!("{from_yaml:?}"));
+    }
+}

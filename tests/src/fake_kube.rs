@@ -1,0 +1,440 @@
+//! A fake Kubernetes API server on 127.0.0.1 that speaks the real wire protocol for what
+//! cluster mode reads: LIST (a `List` with `metadata.resourceVersion`) and WATCH (a chunked
+//! stream of newline-delimited `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object"}`),
+//! with resource versions, field selectors (`type=`, `metadata.name=`), namespaced paths,
+//! bookmarks, and 410 Gone for compacted history. No discovery: clients use known resources.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How often an idle watch gets a BOOKMARK.
+const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
+
+/// The fake API server; dropping it (or [`FakeKube::stop`]) closes the listener and every
+/// connection, as an API server that went away.
+#[derive(Debug)]
+pub struct FakeKube {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped on every change, so open watches look again.
+    changed: watch::Sender<u64>,
+}
+
+/// (resource "group/plural", namespace, name).
+type Key = (String, String, String);
+
+#[derive(Debug, Default)]
+struct State {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    log: Vec<Logged>,
+    /// Watches from a resourceVersion below this get 410 Gone (history compacted).
+    floor: u64,
+    /// Bumped to end every open watch with 410 Gone.
+    epoch: u64,
+    requests: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Logged {
+    rv: u64,
+    resource: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+impl FakeKube {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake API server");
+        let addr = listener.local_addr().expect("local addr");
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed });
+        let server = shared.clone();
+        let task = tokio::spawn(async move {
+            // Connections and watch streams live in this set: aborting the task ends them all.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let shared = server.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Self { addr, shared, task }
+    }
+
+    /// A kubeconfig whose current context is this server (plain HTTP, a bearer token).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: http://{}
+contexts:
+- name: fake
+  context:
+    cluster: fake
+    user: fake
+current-context: fake
+users:
+- name: fake
+  user:
+    token: fake-token
+"#,
+            self.addr
+        )
+    }
+
+    /// Creates or replaces an object (ADDED or MODIFIED on open watches).
+    pub async fn apply(&self, object: Value) {
+        self.write(object, true).await;
+    }
+
+    /// Replaces an object without telling open watches and compacts the history, then ends every
+    /// open watch with 410 Gone: only a relist can see the change.
+    pub async fn replace_behind_watches(&self, object: Value) {
+        self.write(object, false).await;
+        let mut state = self.shared.state.lock().await;
+        state.floor = state.rv;
+        state.epoch += 1;
+        drop(state);
+        self.shared.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Deletes an object (DELETED on open watches).
+    pub async fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        let resource = resource(api_version, kind);
+        let mut state = self.shared.state.lock().await;
+        let key = (resource.clone(), namespace.to_owned(), name.to_owned());
+        if let Some(mut object) = state.objects.remove(&key) {
+            state.rv += 1;
+            let rv = state.rv;
+            object["metadata"]["resourceVersion"] = rv.to_string().into();
+            state.log.push(Logged {
+                rv,
+                resource,
+                namespace: namespace.to_owned(),
+                kind: "DELETED",
+                object,
+            });
+        }
+        drop(state);
+        self.shared.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Every request so far, as `LIST /path?query` or `WATCH /path?query`.
+    pub async fn requests(&self) -> Vec<String> {
+        self.shared.state.lock().await.requests.clone()
+    }
+
+    /// Stops serving: the listener and every connection close.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    async fn write(&self, mut object: Value, announce: bool) {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion").to_owned();
+        let kind = object["kind"].as_str().expect("kind").to_owned();
+        let resource = resource(&api_version, &kind);
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"].as_str().expect("metadata.name").to_owned();
+        let mut state = self.shared.state.lock().await;
+        state.rv += 1;
+        let rv = state.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        object["metadata"]["uid"] = format!("uid-{resource}-{namespace}-{name}").into();
+        let key = (resource.clone(), namespace.clone(), name);
+        let kind = if state.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        state.objects.insert(key, object.clone());
+        if announce {
+            state.log.push(Logged { rv, resource, namespace, kind, object });
+        }
+        drop(state);
+        self.shared.changed.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `group/plural` for an apiVersion and kind (`discovery.k8s.io/endpointslices`, `/services`).
+fn resource(api_version: &str, kind: &str) -> String {
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let lower = kind.to_ascii_lowercase();
+    let plural = if lower.ends_with('s') { format!("{lower}es") } else { format!("{lower}s") };
+    format!("{group}/{plural}")
+}
+
+/// A request path: the resource (`group/plural`) and the namespace, if namespaced.
+fn parse_path(path: &str) -> Option<(String, Option<String>)> {
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        ("", rest)
+    } else {
+        let rest = path.strip_prefix("/apis/")?;
+        let (group, rest) = rest.split_once('/')?;
+        let (_version, rest) = rest.split_once('/')?;
+        (group, rest)
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        [plural] => Some((format!("{group}/{plural}"), None)),
+        ["namespaces", namespace, plural] => {
+            Some((format!("{group}/{plural}"), Some((*namespace).to_owned())))
+        }
+        _ => None,
+    }
+}
+
+fn query(uri: &http::Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What one LIST or WATCH request asks for.
+struct Filter {
+    resource: String,
+    namespace: Option<String>,
+    selector: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, resource: &str, namespace: &str, object: &Value) -> bool {
+        resource == self.resource
+            && self.namespace.as_deref().is_none_or(|n| n == namespace)
+            && selected(object, self.selector.as_ref())
+    }
+}
+
+/// Whether an object passes a field selector (`a.b=v,c=w`; only equality).
+fn selected(object: &Value, selector: Option<&String>) -> bool {
+    selector.is_none_or(|selector| {
+        selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+            let Some((field, value)) = term.split_once('=') else { return false };
+            let pointer = format!("/{}", field.replace('.', "/"));
+            object.pointer(&pointer).and_then(Value::as_str) == Some(value)
+        })
+    })
+}
+
+type ResponseBody = BoxBody<Bytes, Infallible>;
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code
+    })
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let uri = req.uri().clone();
+    let params = query(&uri);
+    let Some((resource, namespace)) = parse_path(uri.path()) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", &format!("no route for {}", uri.path())),
+        );
+    };
+    let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let mut state = shared.state.lock().await;
+    let verb = if watching { "WATCH" } else { "LIST" };
+    state.requests.push(format!("{verb} {uri}"));
+    let filter = Filter {
+        resource: resource.clone(),
+        namespace,
+        selector: params.get("fieldSelector").cloned(),
+    };
+
+    if !watching {
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|((res, ns, _), object)| filter.matches(res, ns, object))
+            .map(|(_, object)| object.clone())
+            .collect();
+        let list = json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "metadata": {"resourceVersion": state.rv.to_string()},
+            "items": items,
+        });
+        return json_response(StatusCode::OK, &list);
+    }
+
+    let from: u64 = params.get("resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let response = Response::new(WatchBody(rx).boxed());
+    let gone = |tx: mpsc::Sender<Bytes>| async move {
+        let event =
+            json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
+        let _ = tx.send(Bytes::from(format!("{event}\n"))).await;
+    };
+    if from < state.floor {
+        drop(state);
+        tokio::spawn(gone(tx));
+        return response;
+    }
+    let epoch = state.epoch;
+    let (api_version, kind) = bookmark_type(&resource);
+    drop(state);
+    let shared = shared.clone();
+    let mut changed = shared.changed.subscribe();
+    tokio::spawn(async move {
+        let mut cursor = from;
+        loop {
+            let state = shared.state.lock().await;
+            let lines: Vec<Bytes> = state
+                .log
+                .iter()
+                .filter(|e| e.rv > cursor && filter.matches(&e.resource, &e.namespace, &e.object))
+                .map(|e| Bytes::from(format!("{}\n", json!({"type": e.kind, "object": e.object}))))
+                .collect();
+            let expired = state.epoch != epoch;
+            let latest = state.rv;
+            drop(state);
+            cursor = latest;
+            for line in lines {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+            if expired {
+                gone(tx).await;
+                return;
+            }
+            tokio::select! {
+                result = changed.changed() => if result.is_err() { return },
+                () = tokio::time::sleep(BOOKMARK_EVERY) => {
+                    let bookmark = json!({"type": "BOOKMARK", "object": {
+                        "apiVersion": api_version, "kind": kind,
+                        "metadata": {"resourceVersion": cursor.to_string()}
+                    }});
+                    if tx.send(Bytes::from(format!("{bookmark}\n"))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    response
+}
+
+/// apiVersion and kind for a bookmark of a resource (clients only read its resourceVersion).
+fn bookmark_type(resource: &str) -> (String, String) {
+    let (group, plural) = resource.split_once('/').unwrap_or(("", resource));
+    let api_version = if group.is_empty() { "v1".to_owned() } else { format!("{group}/v1") };
+    (api_version, plural.to_owned())
+}
+
+/// A chunked body fed line by line.
+struct WatchBody(mpsc::Receiver<Bytes>);
+
+impl Body for WatchBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|line| line.map(|line| Ok(Frame::data(line))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_resources() {
+        assert_eq!(resource("v1", "Service"), "/services");
+        assert_eq!(
+            resource("gateway.networking.k8s.io/v1", "GatewayClass"),
+            "gateway.networking.k8s.io/gatewayclasses"
+        );
+        assert_eq!(parse_path("/api/v1/namespaces"), Some(("/namespaces".into(), None)));
+        assert_eq!(
+            parse_path("/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
+            Some(("discovery.k8s.io/endpointslices".into(), Some("a".into())))
+        );
+        assert_eq!(percent_decode("type%3Dkubernetes.io%2Ftls"), "type=kubernetes.io/tls");
+        let secret = json!({"type": "kubernetes.io/tls", "metadata": {"name": "s"}});
+        assert!(selected(&secret, Some(&"type=kubernetes.io/tls".to_owned())));
+        assert!(!selected(&secret, Some(&"metadata.name=t".to_owned())));
+    }
+}

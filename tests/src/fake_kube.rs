@@ -2,7 +2,12 @@
 //! cluster mode reads: LIST (a `List` with `metadata.resourceVersion`) and WATCH (a chunked
 //! stream of newline-delimited `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object"}`),
 //! with resource versions, field selectors (`type=`, `metadata.name=`), namespaced paths,
-//! bookmarks, and 410 Gone for compacted history. No discovery: clients use known resources.
+//! bookmarks, and 410 Gone for compacted history. GET of one object (and of its `/status`),
+//! and PATCH of `/status` with server-side apply (`application/apply-patch+yaml`): each patch is
+//! recorded for assertions and applied as an API server would (top-level status fields replaced,
+//! so `status.parents` behaves as the atomic list it is; `metadata.resourceVersion` as a
+//! precondition, 409 when stale; resourceVersion bumped, generation not, MODIFIED on watches).
+//! No discovery: clients use known resources.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,9 +52,29 @@ struct Shared {
 /// (resource "group/plural", namespace, name).
 type Key = (String, String, String);
 
+/// One PATCH request as it arrived.
+#[derive(Clone, Debug)]
+pub struct RecordedPatch {
+    /// The request path (`/apis/gateway.networking.k8s.io/v1/namespaces/a/gateways/web/status`).
+    pub path: String,
+    pub content_type: String,
+    /// The `fieldManager` query parameter.
+    pub field_manager: Option<String>,
+    /// `force=true`.
+    pub force: bool,
+    pub body: Value,
+    /// The status code answered.
+    pub answered: u16,
+}
+
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
+    patches: Vec<RecordedPatch>,
+    /// The next this many PATCH requests fail with 500.
+    failing_patches: usize,
+    /// Before the next PATCH of this path, another writer sets this status (a race).
+    interfere: Option<(String, Value)>,
     objects: BTreeMap<Key, Value>,
     log: Vec<Logged>,
     /// Watches from a resourceVersion below this get 410 Gone (history compacted).
@@ -163,6 +188,35 @@ users:
         self.shared.state.lock().await.requests.clone()
     }
 
+    /// Every PATCH so far, in order.
+    pub async fn patches(&self) -> Vec<RecordedPatch> {
+        self.shared.state.lock().await.patches.clone()
+    }
+
+    /// The next `n` PATCH requests are answered 500 Internal Server Error (and recorded).
+    pub async fn fail_patches(&self, n: usize) {
+        self.shared.state.lock().await.failing_patches = n;
+    }
+
+    /// Another writer races the next PATCH of `path`: just before it is applied, the stored
+    /// object's status becomes `status` (resourceVersion bumped, MODIFIED on watches), so a
+    /// patch computed from the earlier version meets a 409 if it carries its resourceVersion.
+    pub async fn interfere_before_patch(&self, path: &str, status: Value) {
+        self.shared.state.lock().await.interfere = Some((path.to_owned(), status));
+    }
+
+    /// One stored object, as a GET would return it.
+    pub async fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let key = (resource(api_version, kind), namespace.to_owned(), name.to_owned());
+        self.shared.state.lock().await.objects.get(&key).cloned()
+    }
+
     /// Stops serving: the listener and every connection close.
     pub fn stop(&self) {
         self.task.abort();
@@ -204,8 +258,19 @@ fn resource(api_version: &str, kind: &str) -> String {
     format!("{group}/{plural}")
 }
 
-/// A request path: the resource (`group/plural`) and the namespace, if namespaced.
-fn parse_path(path: &str) -> Option<(String, Option<String>)> {
+/// What a request path names: a collection (`name` is `None`) or one object, perhaps a
+/// subresource of it.
+#[derive(Debug, PartialEq)]
+struct Target {
+    /// `group/plural`.
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// Parses `/api/v1/…` and `/apis/group/version/…` paths.
+fn parse_path(path: &str) -> Option<Target> {
     let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
         ("", rest)
     } else {
@@ -215,10 +280,26 @@ fn parse_path(path: &str) -> Option<(String, Option<String>)> {
         (group, rest)
     };
     let segments: Vec<&str> = rest.split('/').collect();
+    let target = |namespace: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>| {
+        Some(Target {
+            resource: format!("{group}/{plural}"),
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+            subresource: sub.map(str::to_owned),
+        })
+    };
+    // No resource is called "status": three segments ending so are a cluster-scoped object's
+    // status, not the collection of a namespace.
     match segments.as_slice() {
-        [plural] => Some((format!("{group}/{plural}"), None)),
-        ["namespaces", namespace, plural] => {
-            Some((format!("{group}/{plural}"), Some((*namespace).to_owned())))
+        [plural, name, sub] if *sub == "status" => target(None, plural, Some(name), Some(sub)),
+        [plural] => target(None, plural, None, None),
+        [plural, name] => target(None, plural, Some(name), None),
+        ["namespaces", namespace, plural] => target(Some(namespace), plural, None, None),
+        ["namespaces", namespace, plural, name] => {
+            target(Some(namespace), plural, Some(name), None)
+        }
+        ["namespaces", namespace, plural, name, sub] => {
+            target(Some(namespace), plural, Some(name), Some(sub))
         }
         _ => None,
     }
@@ -304,12 +385,16 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ResponseBody> {
     let uri = req.uri().clone();
     let params = query(&uri);
-    let Some((resource, namespace)) = parse_path(uri.path()) else {
+    let Some(target) = parse_path(uri.path()) else {
         return json_response(
             StatusCode::NOT_FOUND,
             &status(404, "NotFound", &format!("no route for {}", uri.path())),
         );
     };
+    if let Some(name) = target.name.clone() {
+        return one_object(shared, req, &target, &name, &params).await;
+    }
+    let Target { resource, namespace, .. } = target;
     let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let mut state = shared.state.lock().await;
     let verb = if watching { "WATCH" } else { "LIST" };
@@ -394,6 +479,126 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
     response
 }
 
+/// GET of one object (or its status), PATCH of its status with server-side apply.
+async fn one_object(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    target: &Target,
+    name: &str,
+    params: &BTreeMap<String, String>,
+) -> Response<ResponseBody> {
+    let key = (target.resource.clone(), target.namespace.clone().unwrap_or_default(), name.into());
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let not_found = || {
+        json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("{path} not found")))
+    };
+    if method == http::Method::GET {
+        let mut state = shared.state.lock().await;
+        state.requests.push(format!("GET {path}"));
+        return match state.objects.get(&key) {
+            Some(object) => json_response(StatusCode::OK, object),
+            None => not_found(),
+        };
+    }
+    if method != http::Method::PATCH || target.subresource.as_deref() != Some("status") {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &status(405, "MethodNotAllowed", &format!("{method} {path} is not served")),
+        );
+    }
+    let body = http_body_util::Limited::new(req.into_body(), 1 << 20);
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
+    let body = match body.collect().await {
+        Ok(body) => serde_json::from_slice::<Value>(&body.to_bytes()).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let mut state = shared.state.lock().await;
+    state.requests.push(format!("PATCH {path}"));
+    if state.interfere.as_ref().is_some_and(|(p, _)| *p == path)
+        && let Some((_, status)) = state.interfere.take()
+        && let Some(mut object) = state.objects.get(&key).cloned()
+    {
+        object["status"] = status;
+        state.rv += 1;
+        let rv = state.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        state.objects.insert(key.clone(), object.clone());
+        let (resource, namespace) = (key.0.clone(), key.1.clone());
+        state.log.push(Logged { rv, resource, namespace, kind: "MODIFIED", object });
+    }
+    let (code, response) = apply_status(&mut state, &key, &content_type, &body);
+    state.patches.push(RecordedPatch {
+        path,
+        content_type,
+        field_manager: params.get("fieldManager").cloned(),
+        force: params.get("force").is_some_and(|f| f == "true"),
+        body,
+        answered: code.as_u16(),
+    });
+    drop(state);
+    if code == StatusCode::OK {
+        shared.changed.send_modify(|n| *n += 1);
+    }
+    json_response(code, &response)
+}
+
+/// Applies a server-side apply patch to an object's status, as the API server would for the
+/// parts cluster mode writes.
+fn apply_status(
+    state: &mut State,
+    key: &Key,
+    content_type: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    if state.failing_patches > 0 {
+        state.failing_patches -= 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status(500, "InternalError", "injected failure"),
+        );
+    }
+    if content_type != "application/apply-patch+yaml" {
+        let message = format!("unsupported patch content type {content_type:?}");
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, status(415, "UnsupportedMediaType", &message));
+    }
+    let Some(stored) = state.objects.get(key) else {
+        return (StatusCode::NOT_FOUND, status(404, "NotFound", "object not found"));
+    };
+    let stored_rv = stored["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+        && rv != stored_rv
+    {
+        let message = "the object has been modified; please apply your changes to the latest version and try again";
+        return (StatusCode::CONFLICT, status(409, "Conflict", message));
+    }
+    let mut object = stored.clone();
+    if !object["status"].is_object() {
+        object["status"] = json!({});
+    }
+    for (field, value) in body["status"].as_object().into_iter().flatten() {
+        object["status"][field] = value.clone();
+    }
+    state.rv += 1;
+    let rv = state.rv;
+    object["metadata"]["resourceVersion"] = rv.to_string().into();
+    state.objects.insert(key.clone(), object.clone());
+    state.log.push(Logged {
+        rv,
+        resource: key.0.clone(),
+        namespace: key.1.clone(),
+        kind: "MODIFIED",
+        object: object.clone(),
+    });
+    (StatusCode::OK, object)
+}
+
 /// apiVersion and kind for a bookmark of a resource (clients only read its resourceVersion).
 fn bookmark_type(resource: &str) -> (String, String) {
     let (group, plural) = resource.split_once('/').unwrap_or(("", resource));
@@ -427,10 +632,31 @@ mod tests {
             resource("gateway.networking.k8s.io/v1", "GatewayClass"),
             "gateway.networking.k8s.io/gatewayclasses"
         );
-        assert_eq!(parse_path("/api/v1/namespaces"), Some(("/namespaces".into(), None)));
+        let t = |resource: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+            Some(Target {
+                resource: resource.into(),
+                namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
+                subresource: sub.map(Into::into),
+            })
+        };
+        assert_eq!(parse_path("/api/v1/namespaces"), t("/namespaces", None, None, None));
         assert_eq!(
             parse_path("/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
-            Some(("discovery.k8s.io/endpointslices".into(), Some("a".into())))
+            t("discovery.k8s.io/endpointslices", Some("a"), None, None)
+        );
+        let g = "gateway.networking.k8s.io";
+        assert_eq!(
+            parse_path(&format!("/apis/{g}/v1/gatewayclasses/gatehouse/status")),
+            t(&format!("{g}/gatewayclasses"), None, Some("gatehouse"), Some("status"))
+        );
+        assert_eq!(
+            parse_path(&format!("/apis/{g}/v1/namespaces/a/httproutes/r/status")),
+            t(&format!("{g}/httproutes"), Some("a"), Some("r"), Some("status"))
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/a/services/s"),
+            t("/services", Some("a"), Some("s"), None)
         );
         assert_eq!(percent_decode("type%3Dkubernetes.io%2Ftls"), "type=kubernetes.io/tls");
         let secret = json!({"type": "kubernetes.io/tls", "metadata": {"name": "s"}});

@@ -82,6 +82,9 @@ pub struct KubernetesSettings {
     pub namespaces: Vec<String>,
     /// Where Gateways without `spec.addresses` bind.
     pub default_address: IpAddr,
+    /// Whether status is written back to the cluster (server-side apply on `…/status`);
+    /// `false` for an identity with read-only RBAC. Default `true`.
+    pub write_status: bool,
 }
 
 /// Reads and validates the config file at `path`; relative paths in it are resolved against
@@ -185,6 +188,7 @@ fn kubernetes(
         controller_name: controller_name(settings.controller_name, errors),
         namespaces,
         default_address: default_address(settings.default_address, errors),
+        write_status: settings.write_status.unwrap_or(true),
     }
 }
 

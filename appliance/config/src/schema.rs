@@ -50,6 +50,7 @@ pub(crate) struct Kubernetes {
     pub controller_name: Option<Spanned<String>>,
     pub namespaces: Option<Spanned<Vec<Spanned<String>>>>,
     pub default_address: Option<Spanned<String>>,
+    pub write_status: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

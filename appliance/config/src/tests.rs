@@ -632,6 +632,7 @@ fn kubernetes_defaults() {
             controller_name: DEFAULT_CONTROLLER_NAME.into(),
             namespaces: Vec::new(),
             default_address: DEFAULT_ADDRESS,
+            write_status: true,
         })
     );
     assert_eq!(ok("").kubernetes, None);
@@ -647,6 +648,7 @@ kubeconfig = "kube/config"
 controller_name = "example.com/cluster"
 namespaces = ["team-a", "b"]
 default_address = "192.0.2.1"
+write_status = false
 "#);
     assert_eq!(
         config.kubernetes,
@@ -655,6 +657,7 @@ default_address = "192.0.2.1"
             controller_name: "example.com/cluster".into(),
             namespaces: vec!["team-a".into(), "b".into()],
             default_address: "192.0.2.1".parse().unwrap(),
+            write_status: false,
         })
     );
 }
@@ -680,6 +683,9 @@ default_address = "x"
         ]
     );
     assert_eq!(errors("[kubernetes]\nnamespaces = []\n"), ["2:14: namespaces must not be empty"]);
+    let wrong_type = errors("[kubernetes]\nwrite_status = \"no\"\n");
+    assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
+    assert!(wrong_type[0].starts_with("2:16: "), "{wrong_type:?}");
     assert_eq!(
         errors("[kubernetes]\nleases = true\n")[0].split(':').take(2).collect::<Vec<_>>(),
         ["2", "1"]

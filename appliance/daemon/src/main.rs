@@ -8,7 +8,6 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
-mod transitions;
 mod watch;
 
 use std::process::ExitCode;

@@ -84,6 +84,8 @@ pub struct Reloader {
     published: Vec<Value>,
     /// What the cluster watches hold, and where they were started, in cluster mode.
     cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
+    /// Writes our Gateway API status back to the cluster, in cluster mode.
+    status_writer: Option<gatehouse_kube::StatusWriter>,
 }
 
 impl Reloader {
@@ -93,6 +95,7 @@ impl Reloader {
         admin: Arc<AdminState>,
         metrics: ReloadMetrics,
         cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
+        status_writer: Option<gatehouse_kube::StatusWriter>,
     ) -> Self {
         Self {
             source,
@@ -105,6 +108,7 @@ impl Reloader {
             watch_paths: Vec::new(),
             published: Vec::new(),
             cluster,
+            status_writer,
         }
     }
 
@@ -215,8 +219,9 @@ impl Reloader {
             None => Vec::new(),
             Some(serving) => status_objects(serving),
         };
-        crate::transitions::preserve(&self.published, &mut objects);
+        gatehouse_gateway::transitions::preserve(&self.published, &mut objects);
         self.published = objects.clone();
+        self.write_back(&objects);
         let last_reload = self.last_reload.as_ref().map_or(Value::Null, |last| {
             json!({
                 "ok": last.ok,
@@ -230,6 +235,23 @@ impl Reloader {
             "last_reload": last_reload,
             "objects": objects,
         }));
+    }
+}
+
+impl Reloader {
+    /// Hands the status to the cluster's status writer: the same objects `/status` shows
+    /// (the writer keeps only the Gateway API ones), computed after the data planes answered
+    /// for this generation. Never from a partial index (before every watch listed once), and
+    /// not when `write_status = false`.
+    fn write_back(&self, objects: &[Value]) {
+        let (Some(writer), Some(serving)) = (&self.status_writer, &self.serving) else { return };
+        let enabled = serving.loaded.config.kubernetes.as_ref().is_some_and(|k| k.write_status);
+        if !enabled || !serving.loaded.sources_synced {
+            return;
+        }
+        if let Some(api) = &serving.loaded.gateway_api {
+            writer.publish(&api.settings.controller_name, objects);
+        }
     }
 }
 

@@ -145,6 +145,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         admin_state.clone(),
         metrics,
         cluster.as_ref().map(|(cluster, options)| (cluster.subscribe(), options.clone())),
+        // Always started in cluster mode: `write_status` is read on every reload.
+        cluster.as_ref().map(|(cluster, _)| cluster.status_writer()),
     );
     reloader.reload().await;
 

@@ -43,19 +43,28 @@ impl Index {
         Self::default()
     }
 
-    /// Adds or replaces one object.
-    pub fn apply(&mut self, object: Object) {
+    /// Adds or replaces one object; returns whether the index changed. Replacing an object
+    /// with an equal one changes nothing (a status-only write in the cluster, for instance,
+    /// once the source has dropped status and resourceVersion).
+    pub fn apply(&mut self, object: Object) -> bool {
+        fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: V) -> bool {
+            if map.get(&key) == Some(&value) {
+                return false;
+            }
+            map.insert(key, value);
+            true
+        }
         let r = object.object_ref();
         let k = key(&r.namespace, &r.name);
         match object {
-            Object::GatewayClass(o) => drop(self.gateway_classes.insert(r.name, o)),
-            Object::Gateway(o) => drop(self.gateways.insert(k, o)),
-            Object::HttpRoute(o) => drop(self.http_routes.insert(k, o)),
-            Object::ReferenceGrant(o) => drop(self.reference_grants.insert(k, o)),
-            Object::Namespace(o) => drop(self.namespaces.insert(r.name, o)),
-            Object::Service(o) => drop(self.services.insert(k, o)),
-            Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(k, o)),
-            Object::Secret(o) => drop(self.secrets.insert(k, o)),
+            Object::GatewayClass(o) => put(&mut self.gateway_classes, r.name, o),
+            Object::Gateway(o) => put(&mut self.gateways, k, o),
+            Object::HttpRoute(o) => put(&mut self.http_routes, k, o),
+            Object::ReferenceGrant(o) => put(&mut self.reference_grants, k, o),
+            Object::Namespace(o) => put(&mut self.namespaces, r.name, o),
+            Object::Service(o) => put(&mut self.services, k, o),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
+            Object::Secret(o) => put(&mut self.secrets, k, o),
         }
     }
 
@@ -203,8 +212,12 @@ mod tests {
     #[test]
     fn apply_replaces_and_delete_removes() {
         let mut index = Index::new();
-        index.apply(namespace("team", &[("env", "prod")]));
-        index.apply(namespace("team", &[("env", "dev")]));
+        assert!(index.apply(namespace("team", &[("env", "prod")])));
+        assert!(index.apply(namespace("team", &[("env", "dev")])));
+        assert!(
+            !index.apply(namespace("team", &[("env", "dev")])),
+            "an equal object changes nothing"
+        );
         assert_eq!(index.len(), 1);
         assert_eq!(index.namespace_labels("team")["env"], "dev");
         assert!(index.delete(Kind::Namespace, "", "team"));

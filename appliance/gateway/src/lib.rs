@@ -22,6 +22,8 @@
 //! - [`status()`]`(&Index, &Settings, &Translation, &DataPlaneReport, jiff::Timestamp) ->
 //!   Vec<ObjectStatus>`: pure, serializes to the Gateway API status schema.
 //! - [`conditions`]: condition types and reasons as constants.
+//! - [`transitions::preserve`]: keeps `lastTransitionTime` of unchanged conditions (pure, on
+//!   the JSON form, so both the admin API and the cluster status writer use it).
 //!
 //! Only objects of GatewayClasses whose `controllerName` is ours are translated or reported.
 
@@ -30,6 +32,7 @@ pub mod index;
 pub mod loader;
 pub mod object;
 pub mod status;
+pub mod transitions;
 pub mod translate;
 pub mod types;
 

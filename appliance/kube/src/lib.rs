@@ -11,6 +11,9 @@
 //!                    │
 //!                    ▼
 //!   the daemon's reload loop: translate → compile → one swap → status (as in file mode)
+//!                    │ our Gateway API status objects, after the data planes acknowledged
+//!                    ▼
+//!   StatusWriter: one task, server-side apply of `…/status` when it changed (see `status`)
 //! ```
 //!
 //! Each kind is read as a dynamic object and converted by `gatehouse_gateway::from_json`, the
@@ -20,6 +23,7 @@
 
 mod metrics;
 mod resources;
+mod status;
 mod sync;
 
 use std::path::PathBuf;
@@ -33,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use metrics::KubeMetrics;
 pub use resources::{Scope, api_resource, field_selector, scopes};
+pub use status::{FIELD_MANAGER, MIN_INTERVAL, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
 
 /// Where the API server is and what to watch.
@@ -64,8 +69,9 @@ pub fn check_kubeconfig(path: &std::path::Path) -> Result<(), Error> {
 }
 
 /// The running watches; dropping it stops them.
-#[derive(Debug)]
 pub struct Cluster {
+    client: kube::Client,
+    metrics: KubeMetrics,
     state: watch::Receiver<ClusterState>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -93,12 +99,25 @@ impl Cluster {
             .into_iter()
             .map(|scope| tokio::spawn(run(client.clone(), scope, tx.clone(), metrics.clone())))
             .collect();
-        Ok(Self { state: rx, tasks })
+        Ok(Self { client, metrics, state: rx, tasks })
     }
 
     /// The published state; `changed()` coalesces: a slow reader sees only the latest.
     pub fn subscribe(&self) -> watch::Receiver<ClusterState> {
         self.state.clone()
+    }
+
+    /// Starts the status writer on this cluster's client. One per process: every status
+    /// write goes through it.
+    pub fn status_writer(&self) -> StatusWriter {
+        StatusWriter::spawn(self.client.clone(), self.metrics.clone())
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // kube::Client is not Debug.
+        f.debug_struct("Cluster").field("watches", &self.tasks.len()).finish_non_exhaustive()
     }
 }
 

@@ -15,11 +15,19 @@ pub struct KubeMetrics {
     pub(crate) last_event: Gauge,
     pub(crate) last_error: Gauge,
     pub(crate) rejected: Gauge,
+    pub(crate) status_writes: Family<WriteLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabels {
     pub(crate) kind: &'static str,
+}
+
+/// `written`, `unchanged` (the cluster already showed it), `conflict` (409, read again) or
+/// `error` (retried with backoff).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WriteLabels {
+    pub(crate) result: &'static str,
 }
 
 impl KubeMetrics {
@@ -47,6 +55,11 @@ impl KubeMetrics {
             "rejected_objects",
             "Objects in the cluster that could not be read and are not served",
             metrics.rejected.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status write attempts by result: written, unchanged, conflict, error",
+            metrics.status_writes.clone(),
         );
         metrics
     }

@@ -87,9 +87,10 @@ impl WatchReducer {
             }
             Event::Apply(object) => match convert(kind, object) {
                 Ok(object) => {
-                    state.rejected.remove(&object.object_ref());
-                    state.index.apply(object);
-                    true
+                    let was_rejected = state.rejected.remove(&object.object_ref()).is_some();
+                    // An equal object (our own status write comes back as MODIFIED, with only
+                    // status and resourceVersion changed) changes nothing: no reload follows.
+                    state.index.apply(object) || was_rejected
                 }
                 Err((r, why)) => {
                     // The last readable version is not kept: the cluster no longer declares it.
@@ -126,6 +127,9 @@ fn convert(kind: Kind, object: DynamicObject) -> Result<Object, (ObjectRef, Stri
         map.insert("kind".into(), resource.kind.clone().into());
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.remove("managedFields");
+            // Bumped by every write, status writes included; the translation never reads it,
+            // and without it an unchanged object compares equal in the index.
+            meta.remove("resourceVersion");
         }
         // Our own status is output, never input; the gateway types would only ignore it.
         if resource.group == gatehouse_gateway::types::GROUP {
@@ -243,13 +247,27 @@ mod tests {
     }
 
     #[test]
+    fn a_status_only_change_changes_nothing() {
+        let mut state = ClusterState::default();
+        let mut stream = WatchReducer::new(scope(Kind::HttpRoute, None));
+        assert!(stream.apply(&mut state, Event::Apply(route("a", "r", "/"))));
+        // Our own status write, as the watch sends it back.
+        let mut written = route("a", "r", "/");
+        written.metadata.resource_version = Some("2".into());
+        written.data["status"] = json!({"parents": [{"controllerName": "x"}]});
+        assert!(!stream.apply(&mut state, Event::Apply(written)));
+        // A spec change still counts.
+        assert!(stream.apply(&mut state, Event::Apply(route("a", "r", "/other"))));
+    }
+
+    #[test]
     fn cluster_objects_convert_like_files_without_managed_fields() {
         let mut state = ClusterState::default();
         WatchReducer::new(scope(Kind::HttpRoute, None))
             .apply(&mut state, Event::Apply(route("a", "r", "/x")));
         let yaml = gatehouse_gateway::loader::load_str(
             std::path::Path::new("r.yaml"),
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: a, resourceVersion: '1'}\nspec:\n  parentRefs: [{name: web}]\n  rules: [{matches: [{path: {type: PathPrefix, value: /x}}]}]\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: a}\nspec:\n  parentRefs: [{name: web}]\n  rules: [{matches: [{path: {type: PathPrefix, value: /x}}]}]\n",
         );
         let mut from_yaml = Index::new();
         from_yaml.reset(yaml.objects);

@@ -271,7 +271,8 @@ async fn real_cluster_read_side_needs_gatehouse_e2e_kubeconfig() {
     };
     let kubeconfig = std::path::absolute(kubeconfig).expect("absolute kubeconfig path");
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:{{admin}}\"\n[kubernetes]\nkubeconfig = {:?}\n",
+        // Read-only: a test must not write status to someone's cluster.
+        "[admin]\nlisten = \"127.0.0.1:{{admin}}\"\n[kubernetes]\nkubeconfig = {:?}\nwrite_status = false\n",
         kubeconfig.display().to_string()
     );
     // Ready means every watch listed once.
@@ -296,4 +297,293 @@ fn check_reports_an_unreadable_kubeconfig() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("error: kubeconfig "), "{stderr}");
+}
+
+const FIELD_MANAGER: &str = "gatehouse.dev/gateway-controller";
+
+/// The `/status` subresource path of an object.
+fn status_path(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    let plural = match kind {
+        "GatewayClass" => "gatewayclasses",
+        "Gateway" => "gateways",
+        "HTTPRoute" => "httproutes",
+        other => panic!("no status written for {other}"),
+    };
+    match namespace {
+        Some(ns) => format!("/apis/{GATEWAY_API}/namespaces/{ns}/{plural}/{name}/status"),
+        None => format!("/apis/{GATEWAY_API}/{plural}/{name}/status"),
+    }
+}
+
+/// Waits (10 s at most) until a status patch of the object was accepted and `ready` holds for
+/// the stored object; returns it.
+async fn written(
+    kube: &FakeKube,
+    appliance: &Appliance,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = status_path(kind, namespace, name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let accepted = kube.patches().await.iter().any(|p| p.path == path && p.answered == 200);
+        let object = kube.object(GATEWAY_API, kind, namespace.unwrap_or(""), name).await;
+        if let Some(object) = object.filter(|o| accepted && ready(o)) {
+            return object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status written to {path}; patches: {:#?}\nlogs:\n{}",
+            kube.patches().await,
+            appliance.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The condition of `type_` in a condition list.
+fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
+    conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:#}"))
+}
+
+fn is_true(conditions: &Value, type_: &str) -> bool {
+    conditions
+        .as_array()
+        .is_some_and(|list| list.iter().any(|c| c["type"] == type_ && c["status"] == "True"))
+}
+
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(has_null),
+        Value::Object(map) => map.values().any(has_null),
+        _ => false,
+    }
+}
+
+/// Our parent entries of a route.
+fn our_parents(route: &Value) -> Vec<&Value> {
+    route["status"]["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["controllerName"] == FIELD_MANAGER)
+        .collect()
+}
+
+async fn written_all(kube: &FakeKube, appliance: &Appliance) -> (Value, Value, Value) {
+    let class = written(kube, appliance, "GatewayClass", None, "gatehouse", |o| {
+        is_true(&o["status"]["conditions"], "Accepted")
+    })
+    .await;
+    let gateway = written(kube, appliance, "Gateway", Some("default"), "web", |o| {
+        is_true(&o["status"]["conditions"], "Programmed")
+    })
+    .await;
+    let route = written(kube, appliance, "HTTPRoute", Some("default"), "app", |o| {
+        our_parents(o).first().is_some_and(|p| is_true(&p["conditions"], "Accepted"))
+    })
+    .await;
+    (class, gateway, route)
+}
+
+#[tokio::test]
+async fn status_is_written_back_with_server_side_apply() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    let mut app = route("default", "app", "/app", "one");
+    app["metadata"]["generation"] = 3.into();
+    kube.apply(app).await;
+    let appliance = start(&kube, None).await;
+    wait_for(&appliance, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
+
+    let (class, gateway, route) = written_all(&kube, &appliance).await;
+    assert_eq!(condition(&class["status"]["conditions"], "Accepted")["observedGeneration"], 1);
+
+    let conditions = &gateway["status"]["conditions"];
+    assert!(is_true(conditions, "Accepted"), "{gateway:#}");
+    assert_eq!(condition(conditions, "Programmed")["reason"], "Programmed");
+    assert_eq!(condition(conditions, "Programmed")["observedGeneration"], 1);
+    assert_eq!(
+        gateway["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "127.0.0.1"}])
+    );
+    let listener = &gateway["status"]["listeners"][0];
+    assert_eq!((&listener["name"], &listener["attachedRoutes"]), (&json!("http"), &json!(1)));
+    assert!(is_true(&listener["conditions"], "Programmed"), "{gateway:#}");
+    // The spec is the user's: a status write leaves it (and the generation) alone.
+    assert_eq!(gateway["spec"]["listeners"][0]["port"], port);
+    assert_eq!(gateway["metadata"]["generation"], 1);
+
+    let parents = our_parents(&route);
+    assert_eq!(parents.len(), 1, "{route:#}");
+    assert_eq!(parents[0]["parentRef"]["name"], "web");
+    assert!(is_true(&parents[0]["conditions"], "ResolvedRefs"), "{route:#}");
+    // observedGeneration is the object's metadata.generation.
+    assert_eq!(condition(&parents[0]["conditions"], "Accepted")["observedGeneration"], 3);
+
+    let patches = kube.patches().await;
+    for patch in &patches {
+        assert_eq!(patch.content_type, "application/apply-patch+yaml", "{patch:#?}");
+        assert_eq!(patch.field_manager.as_deref(), Some(FIELD_MANAGER), "{patch:#?}");
+        assert!(patch.force, "{patch:#?}");
+        assert!(patch.body.get("spec").is_none(), "{patch:#?}");
+        assert_eq!(patch.body["apiVersion"], GATEWAY_API, "{patch:#?}");
+        assert!(patch.body["status"].is_object(), "{patch:#?}");
+        // A null in an apply patch removes the field: never send one by accident.
+        assert!(!has_null(&patch.body), "{patch:#?}");
+    }
+    // Only our three objects; never a Service, a Namespace or the like.
+    let mut paths: Vec<&str> = patches.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(
+        paths,
+        [
+            status_path("GatewayClass", None, "gatehouse"),
+            status_path("Gateway", Some("default"), "web"),
+            status_path("HTTPRoute", Some("default"), "app"),
+        ],
+        "{patches:#?}"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_written_again() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    written_all(&kube, &appliance).await;
+
+    // Our own writes come back as MODIFIED events: they must cause neither a reload nor a write.
+    let before = kube.patches().await.len();
+    let generation = appliance.status().await["generation"].clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let patches = kube.patches().await;
+    assert_eq!(patches.len(), before, "{:#?}", &patches[before.min(patches.len())..]);
+    assert_eq!(appliance.status().await["generation"], generation, "no reload");
+
+    // A spec change: the route is written once more with its new generation, and only the
+    // route (the Gateway's status did not change).
+    let mut app = route("default", "app", "/moved", "one");
+    app["metadata"]["generation"] = 2.into();
+    kube.apply(app).await;
+    written(&kube, &appliance, "HTTPRoute", Some("default"), "app", |o| {
+        our_parents(o).first().is_some_and(|p| p["conditions"][0]["observedGeneration"] == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let patches = kube.patches().await;
+    let route_path = status_path("HTTPRoute", Some("default"), "app");
+    assert!(patches[before..].iter().all(|p| p.path == route_path), "{:#?}", &patches[before..]);
+    assert_eq!(patches.len(), before + 1, "{:#?}", &patches[before..]);
+}
+
+#[tokio::test]
+async fn another_controllers_parent_status_is_kept() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    let theirs = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "namespace": "default", "name": "elsewhere"},
+        "controllerName": "example.com/other-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "observedGeneration": 1,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    });
+    let mut app = route("default", "app", "/app", "one");
+    app["status"] = json!({"parents": [theirs.clone()]});
+    kube.apply(app).await;
+    let appliance = start(&kube, None).await;
+
+    let (_, _, route) = written_all(&kube, &appliance).await;
+    let parents = route["status"]["parents"].as_array().expect("parents");
+    assert_eq!(parents.len(), 2, "{route:#}");
+    assert_eq!(parents[0], theirs, "theirs kept, untouched, in place");
+    assert_eq!(parents[1]["controllerName"], FIELD_MANAGER);
+    // The atomic list is applied whole, from the version it was read at.
+    let path = status_path("HTTPRoute", Some("default"), "app");
+    let patch = kube.patches().await.into_iter().find(|p| p.path == path).expect("route patch");
+    assert_eq!(patch.body["status"]["parents"][0], theirs);
+    assert!(patch.body["metadata"]["resourceVersion"].is_string(), "{patch:#?}");
+}
+
+#[tokio::test]
+async fn a_parent_status_written_concurrently_by_another_controller_survives_a_409() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    // Between our read and our write, another controller adds its entry.
+    let theirs = json!({
+        "parentRef": {"name": "elsewhere"},
+        "controllerName": "example.com/other-controller",
+        "conditions": []
+    });
+    let path = status_path("HTTPRoute", Some("default"), "app");
+    kube.interfere_before_patch(&path, json!({"parents": [theirs.clone()]})).await;
+    let appliance = start(&kube, None).await;
+
+    let route = written(&kube, &appliance, "HTTPRoute", Some("default"), "app", |o| {
+        !our_parents(o).is_empty()
+    })
+    .await;
+    assert_eq!(route["status"]["parents"][0], theirs, "{route:#}");
+    let answers: Vec<u16> =
+        kube.patches().await.iter().filter(|p| p.path == path).map(|p| p.answered).collect();
+    assert_eq!(answers, [409, 200]);
+    let text = metrics(&appliance).await;
+    assert!(metric(&text, "gatehouse_kube_status_writes_total{result=\"conflict\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn write_status_false_writes_nothing() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let config = format!("{}write_status = false\n", config(None));
+    let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    wait_for(&appliance, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(kube.patches().await.len(), 0, "{:#?}", kube.patches().await);
+}
+
+#[tokio::test]
+async fn failing_status_writes_are_retried_and_traffic_is_unaffected() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    kube.fail_patches(4).await;
+    let appliance = start(&kube, None).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+
+    // Served from the first ready moment, while the writes fail and back off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = Client::http1().get(&url).await.expect("request");
+        assert_eq!((reply.status, reply.backend()), (200, Some("one")), "{}", appliance.logs());
+        let patches = kube.patches().await;
+        let failed = patches.iter().filter(|p| p.answered == 500).count();
+        let ok = patches.iter().filter(|p| p.answered == 200).count();
+        if failed == 4 && ok >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{patches:#?}\nlogs:\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    written_all(&kube, &appliance).await;
+    assert!(appliance.logs().contains("status write failed; retrying"), "{}", appliance.logs());
+    let text = metrics(&appliance).await;
+    assert!(metric(&text, "gatehouse_kube_status_writes_total{result=\"error\"}") >= 4.0, "{text}");
 }

@@ -18,16 +18,23 @@ fn object_key(object: &Value) -> String {
     )
 }
 
+fn listener_part(listener: &Value) -> String {
+    format!("listener:{}", listener["name"].as_str().unwrap_or(""))
+}
+
+/// Several controllers may report on one parentRef (the cluster's status holds them all).
+fn parent_part(parent: &Value) -> String {
+    format!("parent:{}:{}", parent["controllerName"].as_str().unwrap_or(""), parent["parentRef"])
+}
+
 /// Every condition list of an object with a name for its part.
 fn condition_lists(status: &Value) -> Vec<(String, &Value)> {
     let mut lists = vec![(String::new(), &status["conditions"])];
     for listener in status["listeners"].as_array().into_iter().flatten() {
-        let part = format!("listener:{}", listener["name"].as_str().unwrap_or(""));
-        lists.push((part, &listener["conditions"]));
+        lists.push((listener_part(listener), &listener["conditions"]));
     }
     for parent in status["parents"].as_array().into_iter().flatten() {
-        let part = format!("parent:{}", parent["parentRef"]);
-        lists.push((part, &parent["conditions"]));
+        lists.push((parent_part(parent), &parent["conditions"]));
     }
     lists
 }
@@ -64,31 +71,28 @@ pub fn preserve(previous: &[Value], current: &mut [Value]) {
     }
     for object in current.iter_mut() {
         let id = object_key(object);
-        let parts: Vec<String> =
-            condition_lists(&object["status"]).into_iter().map(|(part, _)| part).collect();
-        let status = &mut object["status"];
-        for (i, part) in parts.iter().enumerate() {
-            let conditions = match i {
-                0 => &mut status["conditions"],
-                _ => {
-                    // Parts after the first are listeners, then parents, in condition_lists order.
-                    let listeners = status["listeners"].as_array().map_or(0, Vec::len);
-                    if i <= listeners {
-                        &mut status["listeners"][i - 1]["conditions"]
-                    } else {
-                        &mut status["parents"][i - 1 - listeners]["conditions"]
-                    }
-                }
-            };
-            for condition in conditions.as_array_mut().into_iter().flatten() {
+        // Only existing lists are touched: indexing a missing key mutably would add nulls.
+        let Some(status) = object.get_mut("status") else { continue };
+        let restamp = |part: &str, conditions: Option<&mut Value>| {
+            for condition in conditions.and_then(Value::as_array_mut).into_iter().flatten() {
                 let Some(kind) = condition["type"].as_str() else { continue };
-                let key = (id.clone(), part.clone(), kind.to_owned());
+                let key = (id.clone(), part.to_owned(), kind.to_owned());
                 if let Some((status, time)) = before.get(&key)
                     && condition["status"].as_str() == Some(status.as_str())
                 {
                     condition["lastTransitionTime"] = Value::String(time.clone());
                 }
             }
+        };
+        restamp("", status.get_mut("conditions"));
+        for listener in
+            status.get_mut("listeners").and_then(Value::as_array_mut).into_iter().flatten()
+        {
+            restamp(&listener_part(listener), listener.get_mut("conditions"));
+        }
+        for parent in status.get_mut("parents").and_then(Value::as_array_mut).into_iter().flatten()
+        {
+            restamp(&parent_part(parent), parent.get_mut("conditions"));
         }
     }
 }
@@ -131,6 +135,8 @@ mod tests {
             "t2"
         );
         assert_eq!(current[1]["status"]["parents"][0]["conditions"][0]["lastTransitionTime"], "t2");
+
+        assert!(current[1]["status"].get("conditions").is_none(), "no null lists added");
 
         let mut again = vec![route("False", "t3")];
         preserve(&current, &mut again);

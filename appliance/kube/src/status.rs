@@ -1,0 +1,454 @@
+//! Status write-back: the one task that writes our status objects to the cluster.
+//!
+//! ```text
+//! daemon, after each applied generation ── StatusWriter::publish(controller, objects)
+//!                    │ tokio::sync::watch: one slot, a slow writer sees only the latest set
+//!                    ▼
+//!   diff against what was last written ── pending, one entry per object (latest wins)
+//!                    │ at most one write per object per MIN_INTERVAL, backoff on errors
+//!                    ▼
+//!   GET …/status ── status_to_apply (pure) ── PATCH …/status, server-side apply, FIELD_MANAGER
+//! ```
+//!
+//! The status itself is computed purely by `gatehouse_gateway::status`; this module only
+//! decides what reaches the API server, and when.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_gateway::{Kind, ObjectRef};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::metrics::{KubeMetrics, WriteLabels};
+use crate::resources::api_resource;
+
+/// The field manager of every status write, whatever `controller_name` says: a fixed name, so
+/// that a renamed controller still owns (and replaces) what it wrote before.
+pub const FIELD_MANAGER: &str = "gatehouse.dev/gateway-controller";
+
+/// At most one write per object in this interval: a burst of reloads becomes one write.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Retries after errors back off from [`MIN_INTERVAL`], doubling, up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One read-and-write of one object; a hung API server must not stall the others for the
+/// client's long (watch-sized) read timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the daemon hands over after an applied generation.
+#[derive(Clone, Debug)]
+struct Update {
+    controller_name: String,
+    /// Our Gateway API status objects only, by identity.
+    objects: BTreeMap<ObjectRef, Value>,
+}
+
+/// The status writer task; dropping it stops the task.
+#[derive(Debug)]
+pub struct StatusWriter {
+    updates: watch::Sender<Option<Arc<Update>>>,
+    task: JoinHandle<()>,
+}
+
+impl StatusWriter {
+    pub(crate) fn spawn(client: kube::Client, metrics: KubeMetrics) -> Self {
+        let (updates, rx) = watch::channel(None);
+        let task = tokio::spawn(Writer::new(client, metrics).run(rx));
+        Self { updates, task }
+    }
+
+    /// Hands over the status objects of one applied generation (as `/status` shows them).
+    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API are taken; the native TOML
+    /// objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
+    pub fn publish(&self, controller_name: &str, objects: &[Value]) {
+        let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
+        let update = Update { controller_name: controller_name.to_owned(), objects };
+        self.updates.send_replace(Some(Arc::new(update)));
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The identity of a status object we write, or `None` when it is not one of ours.
+fn target(object: &Value) -> Option<ObjectRef> {
+    if object["apiVersion"] != gatehouse_gateway::status::API_VERSION {
+        return None;
+    }
+    let kind = match object["kind"].as_str()? {
+        "GatewayClass" => Kind::GatewayClass,
+        "Gateway" => Kind::Gateway,
+        "HTTPRoute" => Kind::HttpRoute,
+        _ => return None,
+    };
+    let meta = &object["metadata"];
+    Some(ObjectRef::new(kind, meta["namespace"].as_str().unwrap_or(""), meta["name"].as_str()?))
+}
+
+/// The `status` to apply for `desired` (one of our status objects, as `/status` shows it),
+/// given the object as the cluster holds it now; `None` when the cluster already shows it.
+///
+/// - Conditions whose status the cluster already shows keep the cluster's
+///   `lastTransitionTime`, so a restart (or another appliance) does not move them.
+/// - `HTTPRoute.status.parents` is shared with other controllers, one entry per parentRef
+///   and controller. The Gateway API CRDs declare no list-map keys for it, so server-side
+///   apply treats it as an atomic list: whoever applies it owns all of it, and entries left
+///   out of an apply are removed. So, as other implementations do (read, keep the others,
+///   replace ours), the list applied is the cluster's with our controller's entries replaced
+///   in place (appended when there were none). Keeping positions stable means two
+///   controllers that both do this never reorder each other's writes back and forth. The
+///   write carries the resourceVersion it was computed from, so an entry another controller
+///   adds in between makes the API server answer 409, and the writer reads again.
+pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) -> Option<Value> {
+    let mut seen = current.clone();
+    // Single GETs carry apiVersion and kind; set them anyway, `preserve` matches on them.
+    seen["apiVersion"] = desired["apiVersion"].clone();
+    seen["kind"] = desired["kind"].clone();
+    let mut ours = desired.clone();
+    gatehouse_gateway::transitions::preserve(
+        std::slice::from_ref(&seen),
+        std::slice::from_mut(&mut ours),
+    );
+    let mut status = ours["status"].take();
+    if desired["kind"] == "HTTPRoute" {
+        let mine = status["parents"].as_array().cloned().unwrap_or_default();
+        let is_mine = |p: &Value| p["controllerName"].as_str() == Some(controller_name);
+        let mut parents = Vec::new();
+        let mut mine = Some(mine);
+        for parent in current["status"]["parents"].as_array().into_iter().flatten() {
+            if is_mine(parent) {
+                parents.extend(mine.take().into_iter().flatten());
+            } else {
+                parents.push(parent.clone());
+            }
+        }
+        parents.extend(mine.into_iter().flatten());
+        status["parents"] = Value::Array(parents);
+    }
+    (current.get("status") != Some(&status)).then_some(status)
+}
+
+/// The server-side apply body: identity and `status` only. For an HTTPRoute it carries the
+/// resourceVersion the merged parents were computed from (a precondition: 409 when stale).
+fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
+    let mut metadata = json!({"name": desired["metadata"]["name"]});
+    if let Some(namespace) = desired["metadata"]["namespace"].as_str() {
+        metadata["namespace"] = namespace.into();
+    }
+    if desired["kind"] == "HTTPRoute"
+        && let Some(rv) = current["metadata"]["resourceVersion"].as_str()
+    {
+        metadata["resourceVersion"] = rv.into();
+    }
+    json!({
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": metadata,
+        "status": status,
+    })
+}
+
+/// One object waiting to be written.
+#[derive(Debug)]
+struct Pending {
+    object: Value,
+    due: Instant,
+    /// Failed attempts so far (for the backoff).
+    failures: u32,
+}
+
+/// How one write attempt ended.
+enum Outcome {
+    /// Written, or the cluster already showed it.
+    Done,
+    /// Nothing to write: the object is gone, or the cluster has a newer generation (a reload
+    /// with it follows, and brings the status to write).
+    Dropped,
+    /// Try again at this time.
+    Retry(Instant),
+}
+
+struct Writer {
+    client: kube::Client,
+    metrics: KubeMetrics,
+    controller_name: String,
+    /// What was last written (or found in place) per object, as the daemon computed it.
+    written: HashMap<ObjectRef, Value>,
+    pending: BTreeMap<ObjectRef, Pending>,
+    last_attempt: HashMap<ObjectRef, Instant>,
+}
+
+impl Writer {
+    fn new(client: kube::Client, metrics: KubeMetrics) -> Self {
+        Self {
+            client,
+            metrics,
+            controller_name: String::new(),
+            written: HashMap::new(),
+            pending: BTreeMap::new(),
+            last_attempt: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut updates: watch::Receiver<Option<Arc<Update>>>) {
+        loop {
+            let next = self.pending.values().map(|p| p.due).min();
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let update = updates.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        self.update(&update);
+                    }
+                }
+                () = tokio::time::sleep_until(next.unwrap_or(far)), if next.is_some() => {
+                    self.write_due().await;
+                }
+            }
+        }
+    }
+
+    /// Queues every object whose status differs from what was last written.
+    fn update(&mut self, update: &Update) {
+        self.controller_name.clone_from(&update.controller_name);
+        let now = Instant::now();
+        for (r, object) in &update.objects {
+            if self.written.get(r) == Some(object) {
+                self.pending.remove(r);
+                continue;
+            }
+            let due = self.last_attempt.get(r).map_or(now, |t| (*t + MIN_INTERVAL).max(now));
+            self.pending
+                .entry(r.clone())
+                .and_modify(|p| p.object.clone_from(object))
+                .or_insert_with(|| Pending { object: object.clone(), due, failures: 0 });
+        }
+        // Deleted, or no longer ours: nothing more to write.
+        let live: HashSet<&ObjectRef> = update.objects.keys().collect();
+        self.pending.retain(|r, _| live.contains(r));
+        self.written.retain(|r, _| live.contains(r));
+        self.last_attempt.retain(|r, _| live.contains(r));
+    }
+
+    async fn write_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ObjectRef> =
+            self.pending.iter().filter(|(_, p)| p.due <= now).map(|(r, _)| r.clone()).collect();
+        for r in due {
+            let Some(pending) = self.pending.get(&r) else { continue };
+            let object = pending.object.clone();
+            let failures = pending.failures;
+            self.last_attempt.insert(r.clone(), Instant::now());
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, self.write(&r, &object, failures));
+            let outcome = match attempt.await {
+                Ok(outcome) => outcome,
+                Err(elapsed) => self.failed(&r, "attempt", &elapsed, failures),
+            };
+            match outcome {
+                Outcome::Done => {
+                    self.pending.remove(&r);
+                    self.written.insert(r, object);
+                }
+                Outcome::Dropped => {
+                    self.pending.remove(&r);
+                }
+                Outcome::Retry(at) => {
+                    if let Some(p) = self.pending.get_mut(&r) {
+                        p.due = at;
+                        p.failures = failures.saturating_add(1);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&self, r: &ObjectRef, desired: &Value, failures: u32) -> Outcome {
+        let resource = api_resource(r.kind);
+        let api: Api<DynamicObject> = if r.kind.is_namespaced() {
+            Api::namespaced_with(self.client.clone(), &r.namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        };
+        let current = match api.get_status(&r.name).await {
+            Ok(current) => serde_json::to_value(current).unwrap_or(Value::Null),
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Outcome::Dropped,
+            Err(error) => return self.failed(r, "read", &error, failures),
+        };
+        let theirs = current["metadata"]["generation"].as_i64();
+        let ours = desired["metadata"]["generation"].as_i64();
+        if let (Some(theirs), Some(ours)) = (theirs, ours)
+            && theirs > ours
+        {
+            return Outcome::Dropped;
+        }
+        let Some(status) = status_to_apply(desired, &current, &self.controller_name) else {
+            self.count("unchanged");
+            return Outcome::Done;
+        };
+        let body = apply_body(desired, status, &current);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&r.name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                self.count("written");
+                tracing::debug!(object = %r, "status written");
+                Outcome::Done
+            }
+            Err(kube::Error::Api(status)) if status.is_conflict() => {
+                // Changed since it was read: read again and re-merge, soon.
+                self.count("conflict");
+                tracing::debug!(object = %r, "status write conflicted; reading again");
+                Outcome::Retry(Instant::now() + MIN_INTERVAL)
+            }
+            Err(error) => self.failed(r, "write", &error, failures),
+        }
+    }
+
+    fn failed(
+        &self,
+        r: &ObjectRef,
+        what: &str,
+        error: &dyn std::fmt::Display,
+        failures: u32,
+    ) -> Outcome {
+        self.count("error");
+        let backoff = backoff(failures);
+        // The first failure of a run is a warning; the retries that follow are noise.
+        if failures == 0 {
+            tracing::warn!(object = %r, %error, retry_in = ?backoff, "status {what} failed; retrying");
+        } else {
+            tracing::debug!(object = %r, %error, retry_in = ?backoff, "status {what} still failing");
+        }
+        Outcome::Retry(Instant::now() + backoff)
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics.status_writes.get_or_create(&WriteLabels { result }).inc();
+    }
+}
+
+/// [`MIN_INTERVAL`] doubled per earlier failure, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    MIN_INTERVAL.saturating_mul(2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "gatehouse.dev/gateway-controller";
+
+    fn condition(kind: &str, status: &str, time: &str) -> Value {
+        json!({"type": kind, "status": status, "reason": kind, "message": "",
+               "observedGeneration": 2, "lastTransitionTime": time})
+    }
+
+    fn parent(controller: &str, gateway: &str, time: &str) -> Value {
+        json!({"parentRef": {"name": gateway}, "controllerName": controller,
+               "conditions": [condition("Accepted", "True", time)]})
+    }
+
+    fn route(parents: Vec<Value>) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"namespace": "default", "name": "r", "generation": 2,
+                         "resourceVersion": "7"},
+            "status": {"parents": parents},
+        })
+    }
+
+    #[test]
+    fn only_our_gateway_api_objects_are_targets() {
+        let gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                             "metadata": {"namespace": "a", "name": "web"}});
+        assert_eq!(target(&gateway), Some(ObjectRef::new(Kind::Gateway, "a", "web")));
+        let class = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                           "metadata": {"name": "gatehouse"}});
+        assert_eq!(target(&class), Some(ObjectRef::new(Kind::GatewayClass, "", "gatehouse")));
+        let native = json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "Gateway",
+                            "metadata": {"namespace": "toml", "name": "web"}});
+        assert_eq!(target(&native), None);
+        let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
+                           "metadata": {"namespace": "a", "name": "g"}});
+        assert_eq!(target(&grant), None);
+    }
+
+    #[test]
+    fn other_controllers_parents_are_kept_in_place_and_ours_replaced() {
+        let current =
+            route(vec![parent(OURS, "old", "t0"), parent("example.com/other", "theirs", "t0")]);
+        let desired = route(vec![parent(OURS, "web", "t1")]);
+        let status = status_to_apply(&desired, &current, OURS).expect("a write");
+        assert_eq!(
+            status["parents"],
+            json!([parent(OURS, "web", "t1"), parent("example.com/other", "theirs", "t0")])
+        );
+        let body = apply_body(&desired, status, &current);
+        assert_eq!(
+            body["metadata"],
+            json!({"name": "r", "namespace": "default",
+                                            "resourceVersion": "7"})
+        );
+        assert!(body.get("spec").is_none());
+
+        // None of ours yet: appended after theirs.
+        let current = route(vec![parent("example.com/other", "theirs", "t0")]);
+        let status = status_to_apply(&desired, &current, OURS).expect("a write");
+        assert_eq!(status["parents"][1]["controllerName"], OURS);
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_the_clusters_times_and_is_not_written() {
+        let current =
+            route(vec![parent("example.com/other", "x", "t0"), parent(OURS, "web", "t0")]);
+        // Computed after a restart: same conditions, a newer time.
+        let desired = route(vec![parent(OURS, "web", "t9")]);
+        assert_eq!(status_to_apply(&desired, &current, OURS), None);
+
+        // A condition that changed takes the new time; an unchanged one keeps the old.
+        let mut desired = route(vec![parent(OURS, "web", "t9")]);
+        desired["status"]["parents"][0]["conditions"].as_array_mut().unwrap().push(condition(
+            "ResolvedRefs",
+            "False",
+            "t9",
+        ));
+        let status = status_to_apply(&desired, &current, OURS).expect("a write");
+        let conditions = &status["parents"][1]["conditions"];
+        assert_eq!(conditions[0]["lastTransitionTime"], "t0");
+        assert_eq!(conditions[1]["lastTransitionTime"], "t9");
+    }
+
+    #[test]
+    fn gateways_are_written_whole_without_a_precondition() {
+        let desired = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"namespace": "a", "name": "web", "generation": 1},
+            "status": {"addresses": [], "conditions": [condition("Accepted", "True", "t1")],
+                       "listeners": []},
+        });
+        let current = json!({"metadata": {"namespace": "a", "name": "web", "resourceVersion": "3"},
+                             "status": {"conditions": []}});
+        let status = status_to_apply(&desired, &current, OURS).expect("a write");
+        assert_eq!(status, desired["status"]);
+        let body = apply_body(&desired, status, &current);
+        assert_eq!(body["metadata"], json!({"name": "web", "namespace": "a"}));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_bound() {
+        assert_eq!(backoff(0), MIN_INTERVAL);
+        assert_eq!(backoff(2), MIN_INTERVAL * 4);
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}

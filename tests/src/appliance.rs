@@ -129,7 +129,7 @@ impl Appliance {
         &self,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // Before the admin API is up there is no status yet: keep asking.
             let status = match crate::Client::http1().get(&self.admin_url("/status")).await {

@@ -1,5 +1,6 @@
 //! `gatehouse run` and `gatehouse check`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{CheckArgs, RunArgs};
 use crate::pipeline::{self, ConfigSource};
 use crate::reload::{ReloadMetrics, Reloader};
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Fingerprint};
 
 /// How long file changes are collected before one reload runs.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -75,6 +76,21 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             eprintln!("{}: {} error(s)", source.describe(), failure.errors.len());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Re-arms the file watches for `paths`, then compares them with `before` (taken before the
+/// load): a change made while no watch was armed triggers one more reload instead of being lost.
+fn rewatch(
+    watcher: &mut FileWatcher,
+    paths: &[PathBuf],
+    before: &Fingerprint,
+    recheck: &mpsc::Sender<()>,
+) {
+    watcher.rewatch(paths);
+    if Fingerprint::of(paths) != *before {
+        tracing::debug!("watched files changed during the reload: reloading again");
+        let _ = recheck.try_send(());
     }
 }
 
@@ -149,8 +165,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         cluster.as_ref().map(|(cluster, _)| cluster.status_writer()),
     );
     reloader.reload().await;
+    let mut seen = Fingerprint::of(reloader.watch_paths());
 
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
+    let recheck = changed_tx.clone();
     let mut watcher = match FileWatcher::new(changed_tx) {
         Ok(watcher) => Some(watcher),
         Err(error) => {
@@ -159,7 +177,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(watcher) = watcher.as_mut() {
-        watcher.rewatch(reloader.watch_paths());
+        rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
     }
 
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
@@ -193,9 +211,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
+        seen = Fingerprint::of(reloader.watch_paths());
         reloader.reload().await;
         if let Some(watcher) = watcher.as_mut() {
-            watcher.rewatch(reloader.watch_paths());
+            rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
         }
     }
 

@@ -1,8 +1,9 @@
 //! File change notifications for the config file and the manifest paths.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -88,6 +89,39 @@ impl FileWatcher {
     }
 }
 
+/// What a set of paths looked like: every file and directory below them with its size and
+/// modification time. Comparing two fingerprints catches a change made while the kernel watches
+/// were being re-armed, which no event reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    targets: Vec<PathBuf>,
+    entries: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+}
+
+/// Bounds the walk: a manifest tree larger than this is fingerprinted in part.
+const MAX_FINGERPRINT_ENTRIES: usize = 20_000;
+
+impl Fingerprint {
+    /// Fingerprints `targets` (directories recursively, symlinks followed).
+    pub fn of(targets: &[PathBuf]) -> Self {
+        let mut entries = BTreeMap::new();
+        let mut stack: Vec<PathBuf> = targets.to_vec();
+        while let Some(path) = stack.pop() {
+            if entries.len() >= MAX_FINGERPRINT_ENTRIES {
+                break;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.is_dir()
+                && let Ok(children) = std::fs::read_dir(&path)
+            {
+                stack.extend(children.flatten().map(|child| child.path()));
+            }
+            entries.insert(path, (meta.len(), meta.modified().ok()));
+        }
+        Self { targets: targets.to_vec(), entries }
+    }
+}
+
 /// Whether a change at `path` can change what a load of `targets` reads: a target itself, a
 /// manifest below a target directory, or an ancestor of a target (renamed or removed).
 fn concerns(targets: &[PathBuf], path: &Path) -> bool {
@@ -114,6 +148,23 @@ fn existing_ancestor(path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_see_changes_below_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("m");
+        std::fs::create_dir_all(manifests.join("sub")).unwrap();
+        std::fs::write(manifests.join("sub/a.yaml"), "a").unwrap();
+        let targets = vec![manifests.clone()];
+        let first = Fingerprint::of(&targets);
+        assert_eq!(first, Fingerprint::of(&targets));
+        std::fs::write(manifests.join("sub/a.yaml"), "ab").unwrap();
+        let second = Fingerprint::of(&targets);
+        assert_ne!(first, second);
+        std::fs::remove_file(manifests.join("sub/a.yaml")).unwrap();
+        assert_ne!(second, Fingerprint::of(&targets));
+        assert_ne!(Fingerprint::of(&targets), Fingerprint::of(&[]));
+    }
 
     #[test]
     fn only_changes_that_a_load_reads_matter() {

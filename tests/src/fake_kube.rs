@@ -7,6 +7,8 @@
 //! recorded for assertions and applied as an API server would (top-level status fields replaced,
 //! so `status.parents` behaves as the atomic list it is; `metadata.resourceVersion` as a
 //! precondition, 409 when stale; resourceVersion bumped, generation not, MODIFIED on watches).
+//! Lease objects (coordination.k8s.io/v1): GET, POST (create; 409 AlreadyExists) and PUT
+//! (replace; 409 Conflict when `metadata.resourceVersion` is stale), each recorded.
 //! No discovery: clients use known resources.
 
 use std::collections::BTreeMap;
@@ -65,12 +67,26 @@ pub struct RecordedPatch {
     pub body: Value,
     /// The status code answered.
     pub answered: u16,
+    /// The bearer token of the request: which client (kubeconfig user) sent it.
+    pub token: Option<String>,
+}
+
+/// One Lease write (POST or PUT) as it arrived.
+#[derive(Clone, Debug)]
+pub struct RecordedLeaseWrite {
+    pub method: String,
+    pub path: String,
+    /// `spec.holderIdentity` of the body.
+    pub holder: Option<String>,
+    /// 201 created, 200 replaced, 409 conflict.
+    pub answered: u16,
 }
 
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
     patches: Vec<RecordedPatch>,
+    lease_writes: Vec<RecordedLeaseWrite>,
     /// The next this many PATCH requests fail with 500.
     failing_patches: usize,
     /// Before the next PATCH of this path, another writer sets this status (a race).
@@ -124,6 +140,12 @@ impl FakeKube {
 
     /// A kubeconfig whose current context is this server (plain HTTP, a bearer token).
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_with_token("fake-token")
+    }
+
+    /// As [`FakeKube::kubeconfig`], with this bearer token (recorded with each patch, to tell
+    /// clients apart).
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
         format!(
             r#"apiVersion: v1
 kind: Config
@@ -140,7 +162,7 @@ current-context: fake
 users:
 - name: fake
   user:
-    token: fake-token
+    token: {token}
 "#,
             self.addr
         )
@@ -191,6 +213,11 @@ users:
     /// Every PATCH so far, in order.
     pub async fn patches(&self) -> Vec<RecordedPatch> {
         self.shared.state.lock().await.patches.clone()
+    }
+
+    /// Every Lease write so far, in order.
+    pub async fn lease_writes(&self) -> Vec<RecordedLeaseWrite> {
+        self.shared.state.lock().await.lease_writes.clone()
     }
 
     /// The next `n` PATCH requests are answered 500 Internal Server Error (and recorded).
@@ -394,6 +421,9 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
     if let Some(name) = target.name.clone() {
         return one_object(shared, req, &target, &name, &params).await;
     }
+    if req.method() == http::Method::POST {
+        return create(shared, req, &target).await;
+    }
     let Target { resource, namespace, .. } = target;
     let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let mut state = shared.state.lock().await;
@@ -507,18 +537,17 @@ async fn one_object(
             None => not_found(),
         };
     }
+    if method == http::Method::PUT && target.subresource.is_none() {
+        return replace(shared, req, key).await;
+    }
     if method != http::Method::PATCH || target.subresource.as_deref() != Some("status") {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &status(405, "MethodNotAllowed", &format!("{method} {path} is not served")),
         );
     }
-    let body = http_body_util::Limited::new(req.into_body(), 1 << 20);
-    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
-    let body = match body.collect().await {
-        Ok(body) => serde_json::from_slice::<Value>(&body.to_bytes()).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    };
+    let token = bearer(&req);
+    let body = read_json(req).await;
     let mut state = shared.state.lock().await;
     state.requests.push(format!("PATCH {path}"));
     if state.interfere.as_ref().is_some_and(|(p, _)| *p == path)
@@ -541,11 +570,107 @@ async fn one_object(
         force: params.get("force").is_some_and(|f| f == "true"),
         body,
         answered: code.as_u16(),
+        token,
     });
     drop(state);
     if code == StatusCode::OK {
         shared.changed.send_modify(|n| *n += 1);
     }
+    json_response(code, &response)
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::to_owned)
+}
+
+async fn read_json(req: Request<Incoming>) -> Value {
+    let body = http_body_util::Limited::new(req.into_body(), 1 << 20);
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
+    match body.collect().await {
+        Ok(body) => serde_json::from_slice::<Value>(&body.to_bytes()).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Stores a written object at a new resourceVersion and tells open watches.
+fn store(state: &mut State, key: &Key, mut object: Value, kind: &'static str) -> Value {
+    state.rv += 1;
+    let rv = state.rv;
+    object["metadata"]["resourceVersion"] = rv.to_string().into();
+    state.objects.insert(key.clone(), object.clone());
+    state.log.push(Logged {
+        rv,
+        resource: key.0.clone(),
+        namespace: key.1.clone(),
+        kind,
+        object: object.clone(),
+    });
+    object
+}
+
+/// POST to a collection: create, 409 AlreadyExists when the name is taken.
+async fn create(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    target: &Target,
+) -> Response<ResponseBody> {
+    let path = req.uri().path().to_owned();
+    let mut object = read_json(req).await;
+    let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+        return json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", "no name"));
+    };
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let key = (target.resource.clone(), namespace.clone(), name);
+    let mut state = shared.state.lock().await;
+    state.requests.push(format!("POST {path}"));
+    let holder = object["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    let (code, response) = if state.objects.contains_key(&key) {
+        (StatusCode::CONFLICT, status(409, "AlreadyExists", "already exists"))
+    } else {
+        if !namespace.is_empty() {
+            object["metadata"]["namespace"] = namespace.into();
+        }
+        (StatusCode::CREATED, store(&mut state, &key, object, "ADDED"))
+    };
+    state.lease_writes.push(RecordedLeaseWrite {
+        method: "POST".into(),
+        path,
+        holder,
+        answered: code.as_u16(),
+    });
+    drop(state);
+    shared.changed.send_modify(|n| *n += 1);
+    json_response(code, &response)
+}
+
+/// PUT of one object: replace, 409 Conflict when its resourceVersion is not the stored one.
+async fn replace(shared: &Arc<Shared>, req: Request<Incoming>, key: Key) -> Response<ResponseBody> {
+    let path = req.uri().path().to_owned();
+    let object = read_json(req).await;
+    let mut state = shared.state.lock().await;
+    state.requests.push(format!("PUT {path}"));
+    let holder = object["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    let stored_rv = state
+        .objects
+        .get(&key)
+        .map(|o| o["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned());
+    let (code, response) = match stored_rv {
+        None => (StatusCode::NOT_FOUND, status(404, "NotFound", "object not found")),
+        Some(rv) if object["metadata"]["resourceVersion"].as_str() != Some(rv.as_str()) => {
+            let message = "the object has been modified; please apply your changes to the latest version and try again";
+            (StatusCode::CONFLICT, status(409, "Conflict", message))
+        }
+        Some(_) => (StatusCode::OK, store(&mut state, &key, object, "MODIFIED")),
+    };
+    state.lease_writes.push(RecordedLeaseWrite {
+        method: "PUT".into(),
+        path,
+        holder,
+        answered: code.as_u16(),
+    });
+    drop(state);
+    shared.changed.send_modify(|n| *n += 1);
     json_response(code, &response)
 }
 

@@ -13,7 +13,7 @@ mod pki;
 pub use appliance::{Appliance, gatehouse_bin};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;
-pub use fake_kube::{FakeKube, RecordedPatch};
+pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};
 pub use pki::TestCa;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

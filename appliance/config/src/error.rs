@@ -99,6 +99,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Allowed `lease_duration_seconds`: renewing every third of it must stay above a second's
+/// fraction, and a takeover slower than an hour is no failover.
+pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<u64> = 2..=3600;
+
 /// What is wrong, without its place.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
@@ -141,6 +145,8 @@ pub enum Problem {
         "[kubernetes] and [gateway_api] manifests cannot be used together yet: Gateway API objects come either from a cluster or from files"
     )]
     ClusterWithManifests,
+    #[error("lease_duration_seconds must be between {min} and {max}", min = LEASE_DURATION_RANGE.start(), max = LEASE_DURATION_RANGE.end())]
+    LeaseDuration,
     #[error("parent {parent:?}: {reason}")]
     UnknownParent { parent: String, reason: String },
     #[error("parent {parent:?}: no listener hostname intersects the route's hostnames")]

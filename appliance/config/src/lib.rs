@@ -23,7 +23,7 @@ use gatehouse_model::Desired;
 use toml::Spanned;
 
 pub use default::{DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, parse_default};
-pub use error::{ConfigError, ConfigErrors, Place, Position, Problem};
+pub use error::{ConfigError, ConfigErrors, LEASE_DURATION_RANGE, Place, Position, Problem};
 pub use native::{MAX_WEIGHT, NAMESPACE};
 
 use error::Errors;
@@ -35,6 +35,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// GatewayClass `spec.controllerName` that is ours when `[gateway_api] controller_name` is absent.
 pub const DEFAULT_CONTROLLER_NAME: &str = "gatehouse.dev/gateway-controller";
 /// Where Gateways without `spec.addresses` bind when `[gateway_api] default_address` is absent.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "gatehouse-system";
+pub const DEFAULT_LEASE_NAME: &str = "gatehouse";
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const DEFAULT_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// A loaded, validated config file.
@@ -85,6 +88,33 @@ pub struct KubernetesSettings {
     /// Whether status is written back to the cluster (server-side apply on `…/status`);
     /// `false` for an identity with read-only RBAC. Default `true`.
     pub write_status: bool,
+    /// The coordination.k8s.io Lease that elects the one appliance writing status.
+    pub lease: LeaseSettings,
+}
+
+/// `[kubernetes]` `lease_*` and `identity`: leader election among appliances watching one
+/// cluster. All serve traffic; the holder of the Lease writes status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Default [`DEFAULT_LEASE_NAMESPACE`].
+    pub namespace: String,
+    /// Default [`DEFAULT_LEASE_NAME`].
+    pub name: String,
+    /// This appliance's `holderIdentity`; `None` means hostname and process id.
+    pub identity: Option<String>,
+    /// How long a Lease not renewed stays held. Default [`DEFAULT_LEASE_DURATION`].
+    pub duration: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_LEASE_NAMESPACE.to_owned(),
+            name: DEFAULT_LEASE_NAME.to_owned(),
+            identity: None,
+            duration: DEFAULT_LEASE_DURATION,
+        }
+    }
 }
 
 /// Reads and validates the config file at `path`; relative paths in it are resolved against
@@ -189,7 +219,51 @@ fn kubernetes(
         namespaces,
         default_address: default_address(settings.default_address, errors),
         write_status: settings.write_status.unwrap_or(true),
+        lease: lease(
+            settings.lease_namespace,
+            settings.lease_name,
+            settings.identity,
+            settings.lease_duration_seconds,
+            errors,
+        ),
     }
+}
+
+fn lease(
+    namespace: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    duration: Option<Spanned<u64>>,
+    errors: &mut Errors<'_>,
+) -> LeaseSettings {
+    let mut lease = LeaseSettings::default();
+    if let Some(namespace) = namespace {
+        if !native::is_dns_label(namespace.get_ref()) {
+            errors.push(&namespace.span(), Problem::InvalidNamespace(namespace.get_ref().clone()));
+        }
+        lease.namespace = namespace.into_inner();
+    }
+    if let Some(name) = name {
+        if !native::is_dns_subdomain(name.get_ref()) {
+            let problem = Problem::InvalidName { what: "lease", name: name.get_ref().clone() };
+            errors.push(&name.span(), problem);
+        }
+        lease.name = name.into_inner();
+    }
+    if let Some(identity) = identity {
+        if identity.get_ref().trim().is_empty() {
+            errors.push(&identity.span(), Problem::Empty { what: "identity" });
+        }
+        lease.identity = Some(identity.into_inner());
+    }
+    if let Some(seconds) = duration {
+        if LEASE_DURATION_RANGE.contains(seconds.get_ref()) {
+            lease.duration = Duration::from_secs(*seconds.get_ref());
+        } else {
+            errors.push(&seconds.span(), Problem::LeaseDuration);
+        }
+    }
+    lease
 }
 
 fn gateway_api(

@@ -626,7 +626,7 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
 }
 
 /// RFC 1123 subdomain, as Kubernetes object names and Gateway API section names.
-fn is_dns_subdomain(name: &str) -> bool {
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

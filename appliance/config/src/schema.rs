@@ -51,6 +51,10 @@ pub(crate) struct Kubernetes {
     pub namespaces: Option<Spanned<Vec<Spanned<String>>>>,
     pub default_address: Option<Spanned<String>>,
     pub write_status: Option<bool>,
+    pub lease_namespace: Option<Spanned<String>>,
+    pub lease_name: Option<Spanned<String>>,
+    pub identity: Option<Spanned<String>>,
+    pub lease_duration_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -633,6 +633,12 @@ fn kubernetes_defaults() {
             namespaces: Vec::new(),
             default_address: DEFAULT_ADDRESS,
             write_status: true,
+            lease: LeaseSettings {
+                namespace: "gatehouse-system".into(),
+                name: "gatehouse".into(),
+                identity: None,
+                duration: Duration::from_secs(15),
+            },
         })
     );
     assert_eq!(ok("").kubernetes, None);
@@ -649,6 +655,10 @@ controller_name = "example.com/cluster"
 namespaces = ["team-a", "b"]
 default_address = "192.0.2.1"
 write_status = false
+lease_namespace = "infra"
+lease_name = "edge.gatehouse"
+identity = "edge-1"
+lease_duration_seconds = 3
 "#);
     assert_eq!(
         config.kubernetes,
@@ -658,6 +668,12 @@ write_status = false
             namespaces: vec!["team-a".into(), "b".into()],
             default_address: "192.0.2.1".parse().unwrap(),
             write_status: false,
+            lease: LeaseSettings {
+                namespace: "infra".into(),
+                name: "edge.gatehouse".into(),
+                identity: Some("edge-1".into()),
+                duration: Duration::from_secs(3),
+            },
         })
     );
 }
@@ -683,6 +699,17 @@ default_address = "x"
         ]
     );
     assert_eq!(errors("[kubernetes]\nnamespaces = []\n"), ["2:14: namespaces must not be empty"]);
+    assert_eq!(
+        errors(
+            "[kubernetes]\nlease_namespace = \"A\"\nlease_name = \"x_y\"\nidentity = \" \"\nlease_duration_seconds = 1\n"
+        ),
+        [
+            "2:19: invalid namespace \"A\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+            "3:14: invalid lease name \"x_y\": use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters",
+            "4:12: identity must not be empty",
+            "5:26: lease_duration_seconds must be between 2 and 3600",
+        ]
+    );
     let wrong_type = errors("[kubernetes]\nwrite_status = \"no\"\n");
     assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
     assert!(wrong_type[0].starts_with("2:16: "), "{wrong_type:?}");

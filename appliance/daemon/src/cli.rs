@@ -16,8 +16,42 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the config file and its manifests; print every error with its place.
     Check(CheckArgs),
+    /// Cluster mode helpers.
+    Kube(KubeArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    #[command(subcommand)]
+    pub command: KubeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// Print the YAML to apply for cluster mode: namespace, ServiceAccount and its token,
+    /// least-privilege RBAC, our GatewayClass, and a kubeconfig recipe.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// The GatewayClass's controllerName (the config's `controller_name`).
+    #[arg(long, default_value = gatehouse_config::DEFAULT_CONTROLLER_NAME)]
+    pub controller_name: String,
+    /// The GatewayClass's name.
+    #[arg(long, default_value = "gatehouse")]
+    pub gateway_class: String,
+    /// Namespace of the ServiceAccount and the Lease (the config's `lease_namespace`).
+    #[arg(long, default_value = gatehouse_config::DEFAULT_LEASE_NAMESPACE)]
+    pub namespace: String,
+    /// The Lease's name (the config's `lease_name`).
+    #[arg(long, default_value = gatehouse_config::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+    /// Name of the ServiceAccount, its roles and bindings.
+    #[arg(long, default_value = "gatehouse")]
+    pub service_account: String,
 }
 
 #[derive(Debug, Args)]

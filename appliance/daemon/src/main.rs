@@ -2,6 +2,7 @@
 //! sources → model → compiled snapshot → data planes → status, signals and shutdown.
 
 mod cli;
+mod kube_manifests;
 mod logging;
 mod native_status;
 mod pipeline;
@@ -22,6 +23,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cli::Command::Check(args) => run::check(&args),
+        cli::Command::Kube(cli::KubeArgs { command: cli::KubeCommand::Manifests(args) }) => {
+            match kube_manifests::render(&args) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("gatehouse: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         cli::Command::Run(args) => {
             logging::init(args.log_format);
             match run::run(args) {

@@ -86,6 +86,8 @@ pub struct Reloader {
     cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
     /// Writes our Gateway API status back to the cluster, in cluster mode.
     status_writer: Option<gatehouse_kube::StatusWriter>,
+    /// The Lease election, in cluster mode: shown in `/status` under `kubernetes`.
+    leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
 }
 
 impl Reloader {
@@ -109,7 +111,18 @@ impl Reloader {
             published: Vec::new(),
             cluster,
             status_writer,
+            leadership: None,
         }
+    }
+
+    /// Shows the election in `/status` (cluster mode).
+    pub fn set_leadership(&mut self, leadership: watch::Receiver<gatehouse_kube::Leadership>) {
+        self.leadership = Some(leadership);
+    }
+
+    /// The election changed: `/status` shows it at once, without waiting for a reload.
+    pub fn leadership_changed(&mut self) {
+        self.publish_status();
     }
 
     /// Paths whose changes should trigger the next reload.
@@ -158,14 +171,11 @@ impl Reloader {
     /// The watches were started with the boot config: a changed `kubeconfig` or `namespaces`
     /// (or `[kubernetes]` added or removed) takes a restart.
     fn boot_only_change(&self, loaded: &Loaded) -> Option<String> {
-        let now = loaded.config.kubernetes.as_ref().map(|k| gatehouse_kube::Options {
-            kubeconfig: k.kubeconfig.clone(),
-            namespaces: k.namespaces.clone(),
-        });
+        let now = loaded.config.kubernetes.as_ref().map(cluster_options);
         let boot = self.cluster.as_ref().map(|(_, options)| options);
         (now.as_ref() != boot).then(|| {
-            "[kubernetes] kubeconfig, namespaces (or the section itself) changed: the watches \
-             keep their boot settings until a restart"
+            "[kubernetes] kubeconfig, namespaces, write_status, the lease settings (or the section \
+             itself) changed: the watches and the election keep their boot settings until a restart"
                 .to_owned()
         })
     }
@@ -230,11 +240,17 @@ impl Reloader {
                 "at": last.at.to_string(),
             })
         });
-        self.admin.publish_status(json!({
+        let mut status = json!({
             "generation": self.generation,
             "last_reload": last_reload,
             "objects": objects,
-        }));
+        });
+        if let Some(leadership) = &self.leadership {
+            let leadership = leadership.borrow();
+            status["kubernetes"] =
+                json!({"leader": leadership.leader, "holder": leadership.holder});
+        }
+        self.admin.publish_status(status);
     }
 }
 
@@ -252,6 +268,22 @@ impl Reloader {
         if let Some(api) = &serving.loaded.gateway_api {
             writer.publish(&api.settings.controller_name, objects);
         }
+    }
+}
+
+/// The watches' and the election's settings: fixed at boot. The election runs only where
+/// status is written (`write_status`), so a read-only appliance never holds the Lease.
+pub fn cluster_options(k: &gatehouse_config::KubernetesSettings) -> gatehouse_kube::Options {
+    let lease = k.write_status.then(|| gatehouse_kube::LeaseOptions {
+        namespace: k.lease.namespace.clone(),
+        name: k.lease.name.clone(),
+        identity: k.lease.identity.clone().unwrap_or_else(gatehouse_kube::default_identity),
+        duration: k.lease.duration,
+    });
+    gatehouse_kube::Options {
+        kubeconfig: k.kubeconfig.clone(),
+        namespaces: k.namespaces.clone(),
+        lease,
     }
 }
 

@@ -132,10 +132,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let cluster = match &first.config.kubernetes {
         None => None,
         Some(kube) => {
-            let options = gatehouse_kube::Options {
-                kubeconfig: kube.kubeconfig.clone(),
-                namespaces: kube.namespaces.clone(),
-            };
+            let options = crate::reload::cluster_options(kube);
             let kube_metrics = gatehouse_kube::KubeMetrics::register(&mut registry);
             let cluster = gatehouse_kube::Cluster::connect(&options, kube_metrics)
                 .await
@@ -143,12 +140,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(
                 kubeconfig = ?options.kubeconfig,
                 namespaces = ?options.namespaces,
+                lease = ?options.lease,
                 "cluster mode: watching the Kubernetes API server"
             );
             Some((cluster, options))
         }
     };
     let mut cluster_changes = cluster.as_ref().map(|(cluster, _)| cluster.subscribe());
+    let mut leadership = cluster.as_ref().map(|(cluster, _)| cluster.leadership());
     let admin_state = Arc::new(AdminState::new(Arc::new(registry)));
     let admin = AdminServer::bind(admin_listen, admin_state.clone()).await?;
     tracing::info!(%admin_listen, config = %source.describe(), "gatehouse starting");
@@ -164,6 +163,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         // Always started in cluster mode: `write_status` is read on every reload.
         cluster.as_ref().map(|(cluster, _)| cluster.status_writer()),
     );
+    if let Some(leadership) = &leadership {
+        reloader.set_leadership(leadership.clone());
+    }
     reloader.reload().await;
     let mut seen = Fingerprint::of(reloader.watch_paths());
 
@@ -208,6 +210,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 }
                 tracing::debug!("cluster objects changed: reloading");
             }
+            changed = leadership_changed(leadership.as_mut()) => {
+                if !changed {
+                    leadership = None;
+                }
+                reloader.leadership_changed();
+                continue;
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -226,6 +235,17 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     drop(cluster);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for the next change of the election; `false` when it is gone (or never ran: a
+/// read-only appliance). Without a cluster it never completes.
+async fn leadership_changed(
+    changes: Option<&mut watch::Receiver<gatehouse_kube::Leadership>>,
+) -> bool {
+    match changes {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the next change of the cluster state; `false` when the watches are gone. Without

@@ -13,7 +13,8 @@
 //!   the daemon's reload loop: translate → compile → one swap → status (as in file mode)
 //!                    │ our Gateway API status objects, after the data planes acknowledged
 //!                    ▼
-//!   StatusWriter: one task, server-side apply of `…/status` when it changed (see `status`)
+//!   StatusWriter: one task, server-side apply of `…/status` when it changed (see `status`),
+//!                 only while this appliance holds the Lease (see `lease`)
 //! ```
 //!
 //! Each kind is read as a dynamic object and converted by `gatehouse_gateway::from_json`, the
@@ -21,6 +22,8 @@
 //! Losing the API server stops nothing: the last state stays published while the watchers back
 //! off and retry; the metrics tell how stale it is.
 
+mod lease;
+mod manifests;
 mod metrics;
 mod resources;
 mod status;
@@ -35,9 +38,11 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use lease::{Leadership, LeaseOptions, default_identity};
+pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
 pub use metrics::KubeMetrics;
 pub use resources::{Scope, api_resource, field_selector, scopes};
-pub use status::{FIELD_MANAGER, MIN_INTERVAL, StatusWriter, status_to_apply};
+pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
 
 /// Where the API server is and what to watch.
@@ -47,6 +52,8 @@ pub struct Options {
     pub kubeconfig: Option<PathBuf>,
     /// Namespaces whose namespaced kinds are watched; empty means every namespace.
     pub namespaces: Vec<String>,
+    /// Leader election for status writes; `None`: this appliance never writes status.
+    pub lease: Option<LeaseOptions>,
 }
 
 /// Why cluster mode could not start.
@@ -74,6 +81,7 @@ pub struct Cluster {
     metrics: KubeMetrics,
     state: watch::Receiver<ClusterState>,
     tasks: Vec<JoinHandle<()>>,
+    election: Option<lease::Election>,
 }
 
 impl Cluster {
@@ -99,7 +107,11 @@ impl Cluster {
             .into_iter()
             .map(|scope| tokio::spawn(run(client.clone(), scope, tx.clone(), metrics.clone())))
             .collect();
-        Ok(Self { client, metrics, state: rx, tasks })
+        let election = options
+            .lease
+            .clone()
+            .map(|lease| lease::Election::spawn(client.clone(), lease, metrics.clone()));
+        Ok(Self { client, metrics, state: rx, tasks, election })
     }
 
     /// The published state; `changed()` coalesces: a slow reader sees only the latest.
@@ -107,10 +119,18 @@ impl Cluster {
         self.state.clone()
     }
 
+    /// The election's state; without a lease, never leader.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        match &self.election {
+            Some(election) => election.subscribe(),
+            None => watch::channel(Leadership::default()).1,
+        }
+    }
+
     /// Starts the status writer on this cluster's client. One per process: every status
-    /// write goes through it.
+    /// write goes through it, and it writes only while this appliance leads.
     pub fn status_writer(&self) -> StatusWriter {
-        StatusWriter::spawn(self.client.clone(), self.metrics.clone())
+        StatusWriter::spawn(self.client.clone(), self.metrics.clone(), self.leadership())
     }
 }
 

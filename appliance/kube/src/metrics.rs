@@ -16,6 +16,7 @@ pub struct KubeMetrics {
     pub(crate) last_error: Gauge,
     pub(crate) rejected: Gauge,
     pub(crate) status_writes: Family<WriteLabels, Counter>,
+    pub(crate) leader: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +61,11 @@ impl KubeMetrics {
             "status_writes",
             "Status write attempts by result: written, unchanged, conflict, error",
             metrics.status_writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this appliance holds the Lease and writes status, else 0",
+            metrics.leader.clone(),
         );
         metrics
     }

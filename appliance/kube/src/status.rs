@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The status itself is computed purely by `gatehouse_gateway::status`; this module only
-//! decides what reaches the API server, and when.
+//! decides what reaches the API server, and when. A follower (not holding the Lease) keeps
+//! the latest set but writes nothing; on becoming leader it checks and writes every object
+//! once, as the previous leader may have left any of them behind.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::lease::Leadership;
 use crate::metrics::{KubeMetrics, WriteLabels};
 use crate::resources::api_resource;
 
@@ -41,6 +44,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// client's long (watch-sized) read timeout.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The kinds whose status is written (`get` and `patch` on their `/status`).
+pub const STATUS_KINDS: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
+
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
 struct Update {
@@ -57,9 +63,13 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub(crate) fn spawn(client: kube::Client, metrics: KubeMetrics) -> Self {
+    pub(crate) fn spawn(
+        client: kube::Client,
+        metrics: KubeMetrics,
+        leadership: watch::Receiver<Leadership>,
+    ) -> Self {
         let (updates, rx) = watch::channel(None);
-        let task = tokio::spawn(Writer::new(client, metrics).run(rx));
+        let task = tokio::spawn(Writer::new(client, metrics).run(rx, leadership));
         Self { updates, task }
     }
 
@@ -84,12 +94,8 @@ fn target(object: &Value) -> Option<ObjectRef> {
     if object["apiVersion"] != gatehouse_gateway::status::API_VERSION {
         return None;
     }
-    let kind = match object["kind"].as_str()? {
-        "GatewayClass" => Kind::GatewayClass,
-        "Gateway" => Kind::Gateway,
-        "HTTPRoute" => Kind::HttpRoute,
-        _ => return None,
-    };
+    let kind = object["kind"].as_str()?;
+    let kind = STATUS_KINDS.into_iter().find(|k| k.as_str() == kind)?;
     let meta = &object["metadata"];
     Some(ObjectRef::new(kind, meta["namespace"].as_str().unwrap_or(""), meta["name"].as_str()?))
 }
@@ -185,6 +191,10 @@ struct Writer {
     written: HashMap<ObjectRef, Value>,
     pending: BTreeMap<ObjectRef, Pending>,
     last_attempt: HashMap<ObjectRef, Instant>,
+    /// Whether this appliance holds the Lease: only then is anything written.
+    leader: bool,
+    /// The latest set, requeued whole on becoming leader.
+    latest: Option<Arc<Update>>,
 }
 
 impl Writer {
@@ -196,12 +206,20 @@ impl Writer {
             written: HashMap::new(),
             pending: BTreeMap::new(),
             last_attempt: HashMap::new(),
+            leader: false,
+            latest: None,
         }
     }
 
-    async fn run(mut self, mut updates: watch::Receiver<Option<Arc<Update>>>) {
+    async fn run(
+        mut self,
+        mut updates: watch::Receiver<Option<Arc<Update>>>,
+        leadership: watch::Receiver<Leadership>,
+    ) {
+        let mut leadership = Some(leadership);
+        self.lead(leadership.as_mut().is_some_and(|rx| rx.borrow_and_update().leader));
         loop {
-            let next = self.pending.values().map(|p| p.due).min();
+            let next = self.pending.values().map(|p| p.due).min().filter(|_| self.leader);
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 changed = updates.changed() => {
@@ -211,12 +229,34 @@ impl Writer {
                     let update = updates.borrow_and_update().clone();
                     if let Some(update) = update {
                         self.update(&update);
+                        self.latest = Some(update);
                     }
                 }
+                leader = leader_changed(&mut leadership) => self.lead(leader),
                 () = tokio::time::sleep_until(next.unwrap_or(far)), if next.is_some() => {
                     self.write_due().await;
                 }
             }
+        }
+    }
+
+    /// Follows the election. Becoming leader forgets what was written (another appliance
+    /// may have written since) and queues the latest set whole, due now.
+    fn lead(&mut self, leader: bool) {
+        if leader == self.leader {
+            return;
+        }
+        self.leader = leader;
+        if leader {
+            self.written.clear();
+            self.last_attempt.clear();
+            self.pending.clear();
+            if let Some(latest) = self.latest.clone() {
+                self.update(&latest);
+            }
+            tracing::info!(objects = self.pending.len(), "leading: writing status");
+        } else {
+            tracing::info!("following: another appliance writes status");
         }
     }
 
@@ -335,6 +375,17 @@ impl Writer {
 
     fn count(&self, result: &'static str) {
         self.metrics.status_writes.get_or_create(&WriteLabels { result }).inc();
+    }
+}
+
+/// The next leadership state; when the election is gone, `false` once, then never again.
+async fn leader_changed(leadership: &mut Option<watch::Receiver<Leadership>>) -> bool {
+    let Some(rx) = leadership else { return std::future::pending().await };
+    if rx.changed().await.is_ok() {
+        rx.borrow_and_update().leader
+    } else {
+        *leadership = None;
+        false
     }
 }
 

@@ -78,3 +78,18 @@ fn run_with_an_invalid_config_exits_non_zero() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("gatehouse.toml:2"));
 }
+
+#[test]
+fn kube_manifests_prints_multi_document_yaml() {
+    let out = Command::new(gatehouse_bin())
+        .args(["kube", "manifests", "--controller-name", "example.com/edge"])
+        .output()
+        .expect("run gatehouse kube manifests");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("# Gatehouse cluster mode"), "{yaml}");
+    assert!(yaml.contains("kubectl config set-credentials"), "{yaml}");
+    assert_eq!(yaml.matches("\n---\n").count(), 8, "{yaml}");
+    assert!(yaml.contains("kind: ClusterRole\n"), "{yaml}");
+    assert!(yaml.contains("controllerName: example.com/edge"), "{yaml}");
+}

@@ -587,3 +587,132 @@ async fn failing_status_writes_are_retried_and_traffic_is_unaffected() {
     let text = metrics(&appliance).await;
     assert!(metric(&text, "gatehouse_kube_status_writes_total{result=\"error\"}") >= 4.0, "{text}");
 }
+
+/// An appliance of a pair sharing one cluster: its own identity, kubeconfig token (so the fake
+/// server tells their requests apart) and default address (so both bind the Gateway's port).
+async fn start_member(kube: &FakeKube, name: &str, address: &str) -> Appliance {
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+[runtime]
+shutdown_grace_ms = 1000
+[kubernetes]
+kubeconfig = "kubeconfig"
+default_address = "{address}"
+identity = "appliance-{name}"
+lease_duration_seconds = {LEASE_SECONDS}
+"#
+    );
+    let kubeconfig = kube.kubeconfig_with_token(&format!("token-{name}"));
+    Appliance::start_ready(&config, &[("kubeconfig", &kubeconfig)]).await
+}
+
+const LEASE_SECONDS: u64 = 3;
+
+/// A cluster whose Gateway has no addresses: each appliance binds its own default address.
+async fn shared_cluster(port: u16, backend: &EchoBackend) -> FakeKube {
+    let kube = cluster(port, &[backend]).await;
+    let mut gateway = gateway(port);
+    gateway["spec"].as_object_mut().expect("spec").remove("addresses");
+    kube.apply(gateway).await;
+    kube.apply(route("default", "app", "/app", &backend.name)).await;
+    kube
+}
+
+async fn lease_holder(kube: &FakeKube) -> Option<String> {
+    let lease =
+        kube.object("coordination.k8s.io/v1", "Lease", "gatehouse-system", "gatehouse").await?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+/// Accepted status patches sent with `token`.
+async fn patches_by(kube: &FakeKube, token: &str) -> usize {
+    kube.patches()
+        .await
+        .iter()
+        .filter(|p| p.answered == 200 && p.token.as_deref() == Some(token))
+        .count()
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_of_two_appliances_writes_status() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = shared_cluster(port, &one).await;
+    let a = start_member(&kube, "a", "127.0.0.1").await;
+    written_all(&kube, &a).await;
+    let b = start_member(&kube, "b", "127.0.0.2").await;
+    // Both serve traffic.
+    wait_for(&a, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
+    wait_for(&b, &format!("http://127.0.0.2:{port}/app"), Some("one")).await;
+
+    // A change both compute status for: only the leader writes it.
+    kube.apply(route("default", "two", "/two", "one")).await;
+    wait_for(&b, &format!("http://127.0.0.2:{port}/two"), Some("one")).await;
+    written(&kube, &a, "HTTPRoute", Some("default"), "two", |o| !our_parents(o).is_empty()).await;
+    // Two renew periods for B to (wrongly) write, had it decided it leads.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let patches = kube.patches().await;
+    assert!(patches.iter().all(|p| p.field_manager.as_deref() == Some(FIELD_MANAGER)));
+    assert!(patches_by(&kube, "token-a").await >= 4, "{patches:#?}");
+    assert_eq!(patches_by(&kube, "token-b").await, 0, "{patches:#?}\nB:\n{}", b.logs());
+    assert_eq!(lease_holder(&kube).await.as_deref(), Some("appliance-a"));
+    let renewals = kube.lease_writes().await;
+    assert!(renewals.iter().all(|w| w.holder.as_deref() == Some("appliance-a")), "{renewals:#?}");
+
+    let status_a = a.status().await;
+    assert_eq!(status_a["kubernetes"], json!({"leader": true, "holder": "appliance-a"}));
+    let status_b = b.status().await;
+    assert_eq!(status_b["kubernetes"], json!({"leader": false, "holder": "appliance-a"}));
+    assert_eq!(metric(&metrics(&a).await, "gatehouse_kube_leader "), 1.0);
+    assert_eq!(metric(&metrics(&b).await, "gatehouse_kube_leader "), 0.0);
+}
+
+#[tokio::test]
+async fn a_follower_takes_over_status_writes_within_the_bound_when_the_leader_dies() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = shared_cluster(port, &one).await;
+    let a = start_member(&kube, "a", "127.0.0.1").await;
+    written_all(&kube, &a).await;
+    let b = start_member(&kube, "b", "127.0.0.2").await;
+    let url_b = format!("http://127.0.0.2:{port}/app");
+    wait_for(&b, &url_b, Some("one")).await;
+    assert_eq!(lease_holder(&kube).await.as_deref(), Some("appliance-a"));
+
+    drop(a);
+    let killed = Instant::now();
+    // The lease duration plus one renew period, plus a margin for the write itself.
+    let bound = Duration::from_secs(LEASE_SECONDS + LEASE_SECONDS / 3 + 2);
+    loop {
+        // B serves throughout.
+        let reply = Client::http1().get(&url_b).await.expect("B answers");
+        assert_eq!((reply.status, reply.backend()), (200, Some("one")));
+        // B's Gateway address differs from A's: becoming leader, B writes it.
+        if patches_by(&kube, "token-b").await > 0 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < bound,
+            "B did not take over within {bound:?}; lease writes {:#?}\nB:\n{}",
+            kube.lease_writes().await,
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(LEASE_SECONDS) - Duration::from_millis(500),
+        "took over before the lease expired: {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(lease_holder(&kube).await.as_deref(), Some("appliance-b"));
+    let gateway = written(&kube, &b, "Gateway", Some("default"), "web", |o| {
+        o["status"]["addresses"] == json!([{"type": "IPAddress", "value": "127.0.0.2"}])
+    })
+    .await;
+    assert!(is_true(&gateway["status"]["conditions"], "Programmed"), "{gateway:#}");
+    let status = b.wait_status(|s| s["kubernetes"]["leader"] == true).await;
+    assert_eq!(status["kubernetes"]["holder"], "appliance-b");
+}

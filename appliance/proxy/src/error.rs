@@ -6,13 +6,15 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::UpstreamBody;
 
 /// Body of every response the proxy sends: the upstream's, streamed, or one the proxy
 /// generated. An enum rather than a boxed body: no allocation or dynamic call per response.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Full<Bytes>),
 }
 
@@ -71,7 +73,7 @@ pub(crate) enum RequestError {
     Connect {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: std::io::Error,
     },
     #[error("backend {backend} did not answer in time")]
     Timeout { backend: String },
@@ -79,7 +81,7 @@ pub(crate) enum RequestError {
     Upstream {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
 }
 

@@ -26,7 +26,7 @@ use tokio_rustls::server::TlsStream;
 use crate::metrics::Metrics;
 use crate::service::{self, ConnInfo};
 use crate::table::RouteTable;
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream::Pool;
 
 /// Limits and timeouts of the data plane.
 #[derive(Clone, Debug)]
@@ -68,7 +68,7 @@ enum Phase {
 pub(crate) struct Shared {
     pub table: ArcSwap<RouteTable>,
     pub metrics: Metrics,
-    pub client: UpstreamClient,
+    pub pool: Pool,
     pub options: ProxyOptions,
     http: auto::Builder<TokioExecutor>,
     phase: watch::Sender<Phase>,
@@ -116,10 +116,7 @@ impl Proxy {
         let shared = Shared {
             table: ArcSwap::from_pointee(RouteTable::default()),
             metrics: Metrics::register(metrics),
-            client: upstream::client(
-                options.upstream_connect_timeout,
-                options.upstream_idle_timeout,
-            ),
+            pool: Pool::new(options.upstream_connect_timeout, options.upstream_idle_timeout),
             options,
             http,
             phase: watch::Sender::new(Phase::Serving),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use gatehouse_model::{ListenerId, Protocol, Redirect};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{self, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -128,7 +128,7 @@ async fn proxy<'t>(
     if let Some(r) = &backend.filters.redirect {
         return Ok(redirect(r, conn, listener, &host, entry, req.uri()));
     }
-    let upstream_authority = upstream::authority(backend)?;
+    let endpoint = upstream::endpoint(backend)?;
 
     let (mut parts, body) = req.into_parts();
     // Backend-level rewrite fields override the rule's; both apply to the original path.
@@ -150,11 +150,12 @@ async fn proxy<'t>(
             PathAndQuery::try_from(raw).map_err(http::Error::from)?
         }
     };
-    let mut uri = uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(upstream_authority);
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
+    // Origin form: the connection already names the endpoint.
+    parts.uri = if path_and_query.as_str().is_empty() {
+        Uri::from_static("/")
+    } else {
+        Uri::from(path_and_query)
+    };
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, conn, listener.port, authority.as_ref());
@@ -169,21 +170,37 @@ async fn proxy<'t>(
         Some(v) => {
             parts.headers.insert(header::HOST, v);
         }
+        // HTTP/1.1 requires a Host: name the endpoint, as a client would.
         None => {
-            parts.headers.remove(header::HOST);
+            parts.headers.insert(header::HOST, endpoint_host(&endpoint.authority)?);
         }
     }
 
     let upstream_req = Request::from_parts(parts, body);
     let name = backend.target.name();
-    let resp =
-        upstream::send(&shared.client, upstream_req, shared.options.upstream_timeout, name).await?;
+    let resp = upstream::send(
+        &shared.pool,
+        endpoint.key,
+        upstream_req,
+        shared.options.upstream_timeout,
+        name,
+    )
+    .await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
         ops.apply(&mut parts.headers);
     }
     Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+}
+
+/// `Host` for an endpoint authority: without the port when it is HTTP's default.
+fn endpoint_host(authority: &Authority) -> Result<HeaderValue, RequestError> {
+    let value = match authority.port_u16() {
+        Some(80) => HeaderValue::from_str(authority.host()),
+        _ => HeaderValue::from_str(authority.as_str()),
+    };
+    Ok(value.map_err(http::Error::from)?)
 }
 
 fn redirect(

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -87,6 +89,78 @@ async fn echo_backend(name: &'static str) -> EchoBackend {
         }
     });
     EchoBackend { addr, task }
+}
+
+/// A raw HTTP/1.1 backend that counts its connections, for the upstream pool. Answers
+/// `hello` with keep-alive; `/stale` closes the connection when a second request arrives on
+/// it (the keep-alive race); `/partial` sends a head and part of a body, then stalls.
+struct CountingBackend {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for CountingBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CountingBackend {
+    fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+async fn counting_backend() -> CountingBackend {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (a, c) = (accepts.clone(), closed.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            a.fetch_add(1, Ordering::SeqCst);
+            let closed = c.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    served += 1;
+                    if path.starts_with("/stale") && served > 1 {
+                        return; // closes without answering
+                    }
+                    if path.starts_with("/partial") {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n0123456789";
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        continue; // the rest never comes
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    CountingBackend { addr, accepts, closed, task }
 }
 
 // ---------------------------------------------------------------- model builders
@@ -765,6 +839,90 @@ async fn shutdown_finishes_in_flight_and_stops_accepting() {
         let slow = slow.await.unwrap();
         assert_eq!(slow.status, StatusCode::OK, "in-flight request completes during drain");
         assert!(TcpStream::connect((LOCALHOST, port)).await.is_err(), "no longer accepting");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- upstream connection pool
+
+async fn pool_harness(options: ProxyOptions) -> (Harness, CountingBackend, u16) {
+    let b = counting_backend().await;
+    let port = free_port();
+    let l = listener("http", port, None);
+    let h = Harness::with_options(options);
+    h.apply(
+        vec![l.clone()],
+        vec![route("r", &[&l], &[], vec![rule("/", vec![to("b", &[b.addr], 1)], vec![])])],
+    )
+    .await;
+    (h, b, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connection_is_reused_for_sequential_requests() {
+    bounded(async {
+        let (h, b, port) = pool_harness(test_options()).await;
+        for _ in 0..10 {
+            let r = h1(port, get("/x", "h")).await;
+            assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "hello"));
+        }
+        assert_eq!(b.accepts(), 1, "one upstream connection for sequential requests");
+        h.proxy.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_expire() {
+    bounded(async {
+        let options =
+            ProxyOptions { upstream_idle_timeout: Duration::from_millis(200), ..test_options() };
+        let (h, b, port) = pool_harness(options).await;
+        assert_eq!(h1(port, get("/x", "h")).await.status, StatusCode::OK);
+        assert_eq!(h1(port, get("/x", "h")).await.status, StatusCode::OK);
+        assert_eq!(b.accepts(), 1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(b.closed(), 1, "the sweep closed the expired connection");
+        assert_eq!(h1(port, get("/x", "h")).await.status, StatusCode::OK);
+        assert_eq!(b.accepts(), 2, "an expired connection is not reused");
+        h.proxy.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_upstream_connection_is_retried_once_on_a_new_one() {
+    bounded(async {
+        let (h, b, port) = pool_harness(test_options()).await;
+        assert_eq!(h1(port, get("/stale", "h")).await.status, StatusCode::OK);
+        // The backend closes the reused connection on this request; a new one answers.
+        let r = h1(port, get("/stale", "h")).await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "hello"));
+        assert_eq!(b.accepts(), 2);
+        h.proxy.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_body_dropped_early_does_not_reuse_the_connection() {
+    bounded(async {
+        let (h, b, port) = pool_harness(test_options()).await;
+        let stream = TcpStream::connect((LOCALHOST, port)).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let resp = sender.send_request(get("/partial", "h")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // The client goes away mid-body.
+        drop((resp, sender));
+        conn.abort();
+        let _ = conn.await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(b.closed(), 1, "the half-read upstream connection was closed");
+        assert_eq!(h1(port, get("/x", "h")).await.body, "hello");
+        assert_eq!(b.accepts(), 2);
+        h.proxy.shutdown(Duration::from_secs(1)).await;
     })
     .await;
 }

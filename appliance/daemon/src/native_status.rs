@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_model::{DataPlaneReport, Desired, ListenerProblemKind};
+use gatehouse_model::{DataPlaneReport, Desired};
 use serde_json::{Value, json};
 
 const API_VERSION: &str = "gatehouse.dev/v1alpha1";
@@ -45,62 +45,31 @@ pub fn objects(
     generation: u64,
     now: jiff::Timestamp,
 ) -> Vec<Value> {
-    let mut out = build(native, report, generation);
+    let mut out = build(native, report, generation, now);
     let now = now.round(jiff::Unit::Second).map_or_else(|_| now.to_string(), |t| t.to_string());
     out.iter_mut().for_each(|object| stamp(object, &now));
     out
 }
 
-fn build(native: &Desired, report: &DataPlaneReport, generation: u64) -> Vec<Value> {
+fn build(
+    native: &Desired,
+    report: &DataPlaneReport,
+    generation: u64,
+    now: jiff::Timestamp,
+) -> Vec<Value> {
     let mut gateways: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut gateway_ok: BTreeMap<&str, bool> = BTreeMap::new();
     for listener in &native.listeners {
         let gateway = listener.id.gateway.name.as_str();
-        let problems: Vec<_> =
-            report.listener_problems.iter().filter(|p| p.listener == listener.id).collect();
         let attached =
             native.http_routes.iter().filter(|r| r.listeners.contains(&listener.id)).count();
-        let mut conditions = Vec::new();
-        let find = |kind: ListenerProblemKind| problems.iter().find(|p| p.kind == kind);
-        let port = find(ListenerProblemKind::PortUnavailable);
-        conditions.push(match port {
-            Some(p) => condition("Accepted", false, "PortUnavailable", &p.message, generation),
-            None => condition("Accepted", true, "Accepted", "", generation),
-        });
-        let conflict =
-            find(ListenerProblemKind::ProtocolConflict).map(|p| ("ProtocolConflict", p)).or_else(
-                || find(ListenerProblemKind::HostnameConflict).map(|p| ("HostnameConflict", p)),
-            );
-        conditions.push(match conflict {
-            Some((reason, p)) => json!({
-                "type": "Conflicted", "status": "True", "reason": reason,
-                "message": p.message, "observedGeneration": generation,
-            }),
-            None => json!({
-                "type": "Conflicted", "status": "False", "reason": "NoConflicts",
-                "message": "", "observedGeneration": generation,
-            }),
-        });
-        let certificate = find(ListenerProblemKind::InvalidCertificate);
-        conditions.push(match certificate {
-            Some(p) => {
-                condition("ResolvedRefs", false, "InvalidCertificateRef", &p.message, generation)
-            }
-            None => condition("ResolvedRefs", true, "ResolvedRefs", "", generation),
-        });
-        let programmed = problems.is_empty();
-        conditions.push(if programmed {
-            condition("Programmed", true, "Programmed", "", generation)
-        } else {
-            condition("Programmed", false, "Invalid", "the listener is not served", generation)
-        });
+        let attached = u32::try_from(attached).unwrap_or(u32::MAX);
+        // The same conditions and reasons as a Gateway API listener: one mapping, in the
+        // gateway crate.
+        let (status, programmed) =
+            gatehouse_gateway::native_listener_status(listener, attached, report, generation, now);
         *gateway_ok.entry(gateway).or_insert(true) &= programmed;
-        gateways.entry(gateway).or_default().push(json!({
-            "name": listener.id.name,
-            "attachedRoutes": attached,
-            "supportedKinds": [{"group": API_VERSION.split('/').next(), "kind": "HTTPRoute"}],
-            "conditions": conditions,
-        }));
+        gateways.entry(gateway).or_default().push(serde_json::to_value(status).unwrap_or_default());
     }
 
     let mut out = Vec::new();

@@ -42,5 +42,5 @@ mod fixtures;
 pub use index::Index;
 pub use loader::{JsonError, LoadError, LoadWarning, Loaded, from_json};
 pub use object::{Kind, Object, ObjectRef};
-pub use status::{ObjectStatus, status};
+pub use status::{ListenerStatus, ObjectStatus, native_listener_status, status};
 pub use translate::{Problem, Report, Settings, Translation, translate};

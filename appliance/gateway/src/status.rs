@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_model::{DataPlaneReport, ListenerId, ListenerProblem, ListenerProblemKind};
+use gatehouse_model::{
+    DataPlaneReport, Listener, ListenerId, ListenerProblem, ListenerProblemKind,
+};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -11,7 +13,7 @@ use serde::Serialize;
 use crate::conditions::{self as c, reason};
 use crate::index::Index;
 use crate::translate::{ListenerReport, Problem, Settings, Translation};
-use crate::types::{ParentReference, RouteGroupKind};
+use crate::types::{GROUP, ParentReference, RouteGroupKind};
 
 /// The API version status objects are written as.
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
@@ -301,6 +303,35 @@ pub fn status(
         });
     }
     out
+}
+
+/// Status of a listener that no Gateway object declares (the TOML file's native form): the
+/// same conditions and reasons a Gateway's listener gets, from what the data plane reported.
+/// Returns the status and whether the listener is programmed.
+pub fn native_listener_status(
+    listener: &Listener,
+    attached_routes: u32,
+    data_plane: &DataPlaneReport,
+    generation: u64,
+    now: Timestamp,
+) -> (ListenerStatus, bool) {
+    let report = ListenerReport {
+        id: listener.id.clone(),
+        supported_kinds: vec![RouteGroupKind { group: GROUP.to_owned(), kind: "HTTPRoute".into() }],
+        attached_routes,
+        accepted: Ok(()),
+        resolved_refs: Ok(()),
+        conflicted: None,
+        in_desired: true,
+        port: listener.port,
+        hostname: listener.hostname.clone(),
+    };
+    let problems: Vec<&ListenerProblem> =
+        data_plane.listener_problems.iter().filter(|p| p.listener == listener.id).collect();
+    let acked = data_plane.generation >= generation;
+    let generation = i64::try_from(generation).unwrap_or(i64::MAX);
+    let view = listener_status(&report, &problems, generation, &now.to_string(), acked);
+    (view.status, view.programmed && acked)
 }
 
 struct ListenerView {

@@ -16,8 +16,8 @@ pub use http::{
 };
 pub use id::{ListenerId, ObjectId};
 pub use listener::{
-    Certificate, DataPlaneReport, Hostname, HostnameError, Listener, ListenerProblem,
-    ListenerProblemKind, ListenerTls, Protocol,
+    Certificate, CertificateError, DataPlaneReport, Hostname, HostnameError, Listener,
+    ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
 use serde::Serialize;

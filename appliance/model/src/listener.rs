@@ -1,6 +1,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
 use crate::ListenerId;
@@ -60,6 +63,43 @@ impl fmt::Debug for Certificate {
             .field("source", &self.source)
             .field("chain_pem_len", &self.chain_pem.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a PEM certificate chain and key cannot serve TLS.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    #[error("certificate chain PEM is invalid: {0}")]
+    Chain(String),
+    #[error("certificate chain PEM holds no certificate")]
+    EmptyChain,
+    #[error("private key PEM is invalid: {0}")]
+    Key(String),
+    #[error("private key is not usable (RSA, ECDSA or Ed25519 expected): {0}")]
+    KeyType(String),
+    #[error("private key does not belong to the certificate")]
+    Mismatch,
+}
+
+/// Parses a PEM chain and key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519) as rustls loads
+/// them, and checks that the key belongs to the leaf. The one place certificates are judged:
+/// sources use it for status, the proxy to serve.
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertificateError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CertificateError::Chain(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(CertificateError::EmptyChain);
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| CertificateError::Key(e.to_string()))?;
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|e| CertificateError::KeyType(e.to_string()))?;
+    let key = CertifiedKey::new(chain, signer);
+    match key.keys_match() {
+        // Unknown: the key type cannot tell (no public key to compare); rustls accepts it too.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(key),
+        Err(_) => Err(CertificateError::Mismatch),
     }
 }
 

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use gatehouse_model::Certificate;
+use gatehouse_model::{Certificate, CertificateError, certified_key};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,33 +40,26 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Parses a PEM chain and key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519).
+/// Loads a certificate with `gatehouse_model::certified_key` (the sources judged it the same way)
+/// and reads the DNS names of its leaf.
 pub(crate) fn load(cert: &Certificate) -> Result<LoadedCert, CertError> {
     let source_name = cert.source.clone();
-    let chain = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::Chain {
-            source_name: source_name.clone(),
-            reason: e.to_string(),
+    let key =
+        certified_key(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes()).map_err(|e| match e {
+            CertificateError::Chain(reason) => CertError::Chain { source_name, reason },
+            CertificateError::EmptyChain => CertError::EmptyChain { source_name },
+            CertificateError::Key(reason) => CertError::Key { source_name, reason },
+            CertificateError::KeyType(reason) => CertError::KeyType { source_name, reason },
+            CertificateError::Mismatch => CertError::Mismatch { source_name },
         })?;
-    let Some(leaf) = chain.first() else {
-        return Err(CertError::EmptyChain { source_name });
-    };
+    let leaf = key
+        .end_entity_cert()
+        .map_err(|e| CertError::Leaf { source_name: cert.source.clone(), reason: e.to_string() })?;
     let names = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| CertError::Leaf { source_name: source_name.clone(), reason: e.to_string() })?
+        .map_err(|e| CertError::Leaf { source_name: cert.source.clone(), reason: e.to_string() })?
         .valid_dns_names()
         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
-        .map_err(|e| CertError::Key { source_name: source_name.clone(), reason: e.to_string() })?;
-    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| {
-        CertError::KeyType { source_name: source_name.clone(), reason: e.to_string() }
-    })?;
-    let key = CertifiedKey::new(chain, signer);
-    match key.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => return Err(CertError::Mismatch { source_name }),
-    }
     Ok(LoadedCert { source: cert.source.clone(), names, key: Arc::new(key) })
 }
 

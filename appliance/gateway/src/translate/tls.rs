@@ -1,11 +1,6 @@
 //! Listener certificates from `kubernetes.io/tls` Secrets, validated as rustls would load them.
 
 use k8s_openapi::api::core::v1::Secret;
-use rustls::crypto::aws_lc_rs::sign::any_supported_type;
-use rustls::sign::CertifiedKey;
-use rustls::{Error as TlsError, InconsistentKeys};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use gatehouse_model::Certificate;
 
@@ -84,21 +79,9 @@ fn field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         .or_else(|| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()))
 }
 
-/// Parses a PEM chain and key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519) and checks that
-/// the key belongs to the first certificate.
+/// Checks a Secret's chain and key as the proxy will load them (`gatehouse_model::certified_key`).
 pub(crate) fn validate(chain: &[u8], key: &[u8]) -> Result<(), String> {
-    let certs = CertificateDer::pem_slice_iter(chain)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.crt: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
-    let signing_key = any_supported_type(&key).map_err(|e| format!("tls.key: {e}"))?;
-    match CertifiedKey::new(certs, signing_key).keys_match() {
-        Ok(()) | Err(TlsError::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(()),
-        Err(e) => Err(format!("tls.key does not belong to the certificate: {e}")),
-    }
+    gatehouse_model::certified_key(chain, key).map(drop).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub const DEFAULT_CONTROLLER_NAME: &str = "gatehouse.dev/gateway-controller";
 pub const DEFAULT_LEASE_NAMESPACE: &str = "gatehouse-system";
 pub const DEFAULT_LEASE_NAME: &str = "gatehouse";
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+/// Where state lives when `[runtime] state_dir` is absent and systemd gave no
+/// `$STATE_DIRECTORY`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gatehouse";
 pub const DEFAULT_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// A loaded, validated config file.
@@ -47,6 +50,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Where the appliance keeps state that must survive restarts (address allocations, ACME
+    /// accounts and certificates, compiled WASM modules). Boot-only.
+    pub state_dir: PathBuf,
     /// The Gateway API source, when `[gateway_api]` is present.
     pub gateway_api: Option<GatewayApiSettings>,
     /// Cluster mode, when `[kubernetes]` is present (boot-only: a change needs a restart).
@@ -148,17 +154,30 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
             leaf(&mut errors, &listen, native::parse_socket_addr).unwrap_or(DEFAULT_ADMIN_LISTEN)
         }
     };
-    let shutdown_grace = file
-        .runtime
-        .and_then(|r| r.shutdown_grace_ms)
-        .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
+    let (shutdown_grace_ms, state_dir) =
+        file.runtime.map_or((None, None), |r| (r.shutdown_grace_ms, r.state_dir));
+    let shutdown_grace = shutdown_grace_ms.map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
+    let state_dir = match state_dir {
+        Some(dir) => base_dir.join(dir.into_inner()),
+        None => std::env::var_os("STATE_DIRECTORY")
+            // systemd may pass several, colon-separated; the first is ours.
+            .and_then(|dirs| std::env::split_paths(&dirs).next())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    };
     let gateway_api = file.gateway_api.map(|g| gateway_api(g, base_dir, &mut errors));
     let kubernetes = file.kubernetes.map(|k| {
         let has_manifests = gateway_api.as_ref().is_some_and(|g| !g.manifests.is_empty());
         kubernetes(k, has_manifests, base_dir, &mut errors)
     });
     let native = native::convert(file.gateways, file.routes, base_dir, &mut errors);
-    errors.finish(Config { admin_listen, shutdown_grace, gateway_api, kubernetes, native })
+    errors.finish(Config {
+        admin_listen,
+        shutdown_grace,
+        state_dir,
+        gateway_api,
+        kubernetes,
+        native,
+    })
 }
 
 fn controller_name(name: Option<Spanned<String>>, errors: &mut Errors<'_>) -> String {

@@ -32,6 +32,7 @@ pub(crate) struct Admin {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Runtime {
     pub shutdown_grace_ms: Option<u64>,
+    pub state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -112,6 +112,7 @@ fn boot_settings_are_read() {
 listen = "[::1]:9999"
 [runtime]
 shutdown_grace_ms = 2500
+state_dir = "state"
 [gateway_api]
 controller_name = "example.com/gw"
 manifests = ["manifests/", "extra.yaml", "/abs/other.yml"]
@@ -119,6 +120,7 @@ default_address = "::"
 "#);
     assert_eq!(config.admin_listen, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 9999));
     assert_eq!(config.shutdown_grace, Duration::from_millis(2500));
+    assert_eq!(config.state_dir, Path::new("/base/state"));
     assert_eq!(
         config.gateway_api,
         Some(GatewayApiSettings {

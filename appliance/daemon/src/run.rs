@@ -129,7 +129,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
-    let cluster = match &first.config.kubernetes {
+    let mut cluster = match &first.config.kubernetes {
         None => None,
         Some(kube) => {
             let options = crate::reload::cluster_options(kube);
@@ -229,6 +229,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
     admin_state.set_ready(false);
+    // First, so that a follower writes status while this one drains.
+    if let Some((cluster, _)) = cluster.as_mut() {
+        cluster.release_lease().await;
+    }
     proxy.shutdown(shutdown_grace).await;
     let _ = stop_admin.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), admin_task).await;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -59,23 +59,37 @@ pub fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// The running election; dropping it stops campaigning (the Lease then expires).
+/// The running election; dropping it stops campaigning (the Lease then expires), while
+/// [`Election::release`] hands the Lease back so a follower takes over at once.
 #[derive(Debug)]
 pub(crate) struct Election {
     state: watch::Receiver<Leadership>,
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl Election {
     pub(crate) fn spawn(client: kube::Client, options: LeaseOptions, metrics: KubeMetrics) -> Self {
         let (tx, state) = watch::channel(Leadership::default());
+        let (stop, stopped) = oneshot::channel();
         let api = Api::namespaced(client, &options.namespace);
-        let task = tokio::spawn(Campaign::new(api, options, metrics, tx).run());
-        Self { state, task }
+        let task = tokio::spawn(Campaign::new(api, options, metrics, tx).run(stopped));
+        Self { state, stop: Some(stop), task }
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Leadership> {
         self.state.clone()
+    }
+
+    /// Stops campaigning; when we hold the Lease, steps down first (no status write after
+    /// this returns) and then releases it, within `bound`.
+    pub(crate) async fn release(&mut self, bound: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            if tokio::time::timeout(bound, &mut self.task).await.is_err() {
+                tracing::warn!("could not release the lease within {bound:?}; it will expire");
+            }
+        }
     }
 }
 
@@ -159,9 +173,12 @@ impl Campaign {
         Self { api, options, renew, metrics, state, observed: None, renewed: None, failing: false }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         loop {
-            let next = self.round().await;
+            let next = tokio::select! {
+                next = self.round() => next,
+                _ = &mut stop => break,
+            };
             // Holding on past the renew deadline would overlap with a successor.
             if let Some(renewed) = self.renewed
                 && Instant::now() >= renewed + (self.options.duration - self.renew)
@@ -170,7 +187,39 @@ impl Campaign {
                 self.renewed = None;
                 self.publish(false, None);
             }
-            tokio::time::sleep_until(next).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                _ = &mut stop => break,
+            }
+        }
+        self.step_down().await;
+    }
+
+    /// Stops writing status, then gives the Lease back if we hold it: an empty holder, which
+    /// every candidate (client-go's included) may take at once.
+    async fn step_down(&mut self) {
+        let held = self.state.borrow().leader;
+        self.publish(false, None);
+        if !held {
+            return;
+        }
+        let lease = match self.api.get_opt(&self.options.name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return,
+            Err(error) => return tracing::warn!(%error, "could not read the lease to release it"),
+        };
+        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        if holder != Some(self.options.identity.as_str()) {
+            return;
+        }
+        let mut released = lease;
+        let spec = released.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+        match self.api.replace(&self.options.name, &PostParams::default(), &released).await {
+            Ok(_) => tracing::info!(lease = %self.options.name, "released the lease"),
+            Err(error) => tracing::warn!(%error, "could not release the lease; it will expire"),
         }
     }
 

@@ -30,6 +30,7 @@ mod status;
 mod sync;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use kube::api::{Api, DynamicObject};
@@ -124,6 +125,14 @@ impl Cluster {
         match &self.election {
             Some(election) => election.subscribe(),
             None => watch::channel(Leadership::default()).1,
+        }
+    }
+
+    /// Steps down and releases the Lease if this appliance holds it, so a follower takes over
+    /// at once instead of after the Lease duration (for a graceful shutdown).
+    pub async fn release_lease(&mut self) {
+        if let Some(election) = self.election.as_mut() {
+            election.release(Duration::from_secs(2)).await;
         }
     }
 

@@ -716,3 +716,31 @@ async fn a_follower_takes_over_status_writes_within_the_bound_when_the_leader_di
     let status = b.wait_status(|s| s["kubernetes"]["leader"] == true).await;
     assert_eq!(status["kubernetes"]["holder"], "appliance-b");
 }
+
+#[tokio::test]
+async fn a_leader_stopping_gracefully_releases_the_lease_to_its_follower() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = shared_cluster(port, &one).await;
+    let mut a = start_member(&kube, "a", "127.0.0.1").await;
+    written_all(&kube, &a).await;
+    let b = start_member(&kube, "b", "127.0.0.2").await;
+    wait_for(&b, &format!("http://127.0.0.2:{port}/app"), Some("one")).await;
+    assert_eq!(lease_holder(&kube).await.as_deref(), Some("appliance-a"));
+
+    a.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(10)).await.success(), "{}", a.logs());
+    assert!(a.logs().contains("released the lease"), "{}", a.logs());
+    let writes = kube.lease_writes().await;
+    let release = writes.iter().rposition(|w| w.answered == 200 && w.holder.is_none());
+    assert!(release.is_some(), "no release among {writes:#?}");
+
+    // B takes the released Lease without waiting for it to expire, and writes status.
+    b.wait_status(|s| s["kubernetes"]["leader"] == true).await;
+    assert_eq!(lease_holder(&kube).await.as_deref(), Some("appliance-b"));
+    let gateway = written(&kube, &b, "Gateway", Some("default"), "web", |o| {
+        o["status"]["addresses"] == json!([{"type": "IPAddress", "value": "127.0.0.2"}])
+    })
+    .await;
+    assert!(is_true(&gateway["status"]["conditions"], "Programmed"), "{gateway:#}");
+}

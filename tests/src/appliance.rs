@@ -55,7 +55,8 @@ impl Appliance {
         let child = Command::new(gatehouse_bin())
             .args(["run", "--config", "gatehouse.toml", "--log-format", "json"])
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "debug")
+            // Benchmarks turn it down: debug logs on every reload cost time.
+            .env("RUST_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "debug".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -83,6 +84,11 @@ impl Appliance {
         let tmp = path.with_extension("tmp-write");
         std::fs::write(&tmp, contents).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// What the appliance has logged so far.

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use gatehouse_admin::AdminState;
 use gatehouse_kube::ClusterState;
@@ -14,6 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -21,11 +23,33 @@ use tokio::sync::watch;
 use crate::pipeline::{self, ConfigSource, Loaded};
 
 /// Reload counters and the current generation, on `/metrics`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ReloadMetrics {
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
     last_success: Gauge,
+    phases: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ReloadMetrics {
+    fn default() -> Self {
+        Self {
+            reloads: Family::default(),
+            generation: Gauge::default(),
+            last_success: Gauge::default(),
+            phases: Family::new_with_constructor(|| {
+                // 100 µs to ~3 s.
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+        }
+    }
+}
+
+/// A reload's phases: `load` (read sources, translate), `compile` (route table), `apply` (the
+/// data planes' swap), `status` (compute and publish).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,7 +72,18 @@ impl ReloadMetrics {
             "Unix time of the last successful reload",
             metrics.last_success.clone(),
         );
+        registry.register(
+            "config_reload_phase_duration_seconds",
+            "Time spent per reload phase (load, compile, apply, status)",
+            metrics.phases.clone(),
+        );
         metrics
+    }
+
+    fn observe(&self, phase: &'static str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.phases.get_or_create(&PhaseLabels { phase }).observe((now - since).as_secs_f64());
+        now
     }
 }
 
@@ -133,9 +168,11 @@ impl Reloader {
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
         // A copy: the watches keep updating while this reload translates.
+        let started = Instant::now();
         let cluster = self.cluster.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
         match pipeline::load(&self.source, cluster) {
             Ok(mut loaded) => {
+                self.metrics.observe("load", started);
                 if let Some(warning) = self.boot_only_change(&loaded) {
                     loaded.warnings.push(warning);
                 }
@@ -191,12 +228,16 @@ impl Reloader {
             api.translation.desired.generation = self.generation;
         }
 
+        let started = Instant::now();
         let (table, compile_problems) = gatehouse_proxy::compile(&desired);
+        let compiled = self.metrics.observe("compile", started);
+        let table = Arc::new(table);
+        let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        let applied = self.metrics.observe("apply", compiled);
         self.admin.publish_config(json!({
             "generation": self.generation,
             "routes": table.describe(),
         }));
-        let mut report = self.proxy.apply(Arc::new(table), self.generation).await;
         report.listener_problems.extend(compile_problems);
         for problem in &report.listener_problems {
             tracing::warn!(listener = %problem.listener, kind = ?problem.kind, "{}", problem.message);
@@ -222,6 +263,7 @@ impl Reloader {
         self.serving = Some(Serving { loaded, desired, report });
         self.publish_status();
         self.admin.set_ready(self.proxy.ready() && synced);
+        self.metrics.observe("status", applied);
     }
 
     fn publish_status(&mut self) {

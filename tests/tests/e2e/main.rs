@@ -5,6 +5,7 @@ mod gateway_api;
 mod kube;
 mod lifecycle;
 mod native;
+mod systemd;
 mod tls;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.

@@ -14,15 +14,17 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600}
 packages=(
   systemd systemd-sysv udev dbus kmod
   linux-image-amd64 initramfs-tools zstd
-  ca-certificates netbase iproute2
+  ca-certificates netbase iproute2 procps
   systemd-boot-efi
 )
 
 tmp="$out.partial"
-rm -f "$tmp"
+tar="$out.tar.partial"
+rm -f "$tmp" "$tar"
 mmdebstrap \
   --mode=root \
   --variant=minbase \
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --format=tar \
   --include="$(IFS=,; echo "${packages[*]}")" \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -30,9 +32,10 @@ mmdebstrap \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
+  --setup-hook="$here/initramfs-setup.sh \"\$1\"" \
   --customize-hook="$here/prune-base.sh \"\$1\"" \
   --skip=cleanup/apt/lists \
-  bookworm "${tmp%.zst}" </dev/null
+  bookworm "$tar" </dev/null
 # Pinned compression level and one thread: the same tar gives the same bytes.
-zstd -q -T1 -10 --rm -f "${tmp%.zst}" -o "$tmp"
+zstd -q -T1 -10 --rm -f "$tar" -o "$tmp"
 mv "$tmp" "$out"

@@ -37,13 +37,11 @@ for moddir in "$root"/lib/modules/*; do
   rmdir "$kept"
   # InfiniBand drivers other than the Mellanox core are not needed by a NIC.
   find "$moddir/kernel/drivers/infiniband/hw" -mindepth 1 -maxdepth 1 ! -name mlx5 -exec rm -rf {} + 2>/dev/null || true
+  # Wireless, Bluetooth and the kernel's self-tests have no place on a wired appliance.
+  rm -rf "$moddir"/kernel/net/{wireless,mac80211,bluetooth,nfc,6lowpan,ieee802154,mac802154} \
+    "$moddir"/kernel/lib/test_*.ko
   chroot "$root" depmod "$(basename "$moddir")"
 done
-
-# A small initramfs: zstd, only the modules that are left.
-mkdir -p "$root/etc/initramfs-tools/conf.d"
-printf 'MODULES=most\nCOMPRESS=zstd\n' > "$root/etc/initramfs-tools/conf.d/gatehouse.conf"
-chroot "$root" update-initramfs -u -k all >/dev/null
 
 # No installed-from host identity: the machine ID is made at first boot (empty file).
 : > "$root/etc/machine-id"

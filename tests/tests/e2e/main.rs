@@ -2,6 +2,7 @@
 
 mod cli;
 mod gateway_api;
+mod image;
 
 mod kube;
 mod lifecycle;

@@ -2,10 +2,14 @@
 # Every target installs what it needs first, idempotently.
 
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd
 BENCH_PACKAGES := nginx wrk util-linux procps
+# The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
+IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils
+# From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
+IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image bench-proxy bench-boot image clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -34,7 +38,36 @@ bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
 
-setup: setup-debian setup-toolchain
+## The appliance disk image (raw, qcow2, kernel + initrd) in target/image, from a release build.
+## The Debian base is built once (a few minutes) and cached under /var/tmp/gatehouse-image.
+image: setup
+	$(CARGO) build --release -p gatehouse
+	images/build.sh --binary $${CARGO_TARGET_DIR:-target}/release/gatehouse --out target/image
+
+## Boot-to-serving time of the image under qemu (release build; not part of the tests).
+bench-boot: setup
+	$(CARGO) build --release -p gatehouse
+	bench/boot
+
+setup: setup-debian setup-toolchain setup-image
+
+# qemu from bookworm-backports (the release's own conflicts with backports' qemu-utils). The
+# backports source reuses the mirror the machine's bookworm source already names.
+setup-image: setup-debian
+	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(IMAGE_PACKAGES)"
+	@missing=""; for p in $(IMAGE_BACKPORTS); do \
+	  dpkg-query -W -f='$${Status} $${Version}' $$p 2>/dev/null | grep -q "ok installed.*bpo" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if ! apt-get indextargets --format '$$(RELEASE)' | grep -qx bookworm-backports; then \
+	    uri=$$(apt-get indextargets --format '$$(REPO_URI) $$(RELEASE)' | awk '$$2=="bookworm" {print $$1; exit}'); \
+	    [ -n "$$uri" ] || { echo "no bookworm apt source to derive bookworm-backports from"; exit 1; }; \
+	    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$uri" \
+	      > /etc/apt/sources.list.d/bookworm-backports.sources; \
+	  fi; \
+	  echo "installing from bookworm-backports:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports $$missing) >/dev/null; \
+	fi
 
 setup-debian:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \

@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// The TOML config file; without it the embedded default config is used.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+    /// Served instead when `--config` is missing or invalid at boot (the errors show in
+    /// `/status` and the log), so a bad config never leaves the appliance down; fixing
+    /// `--config` then reloads as usual.
+    #[arg(long, requires = "config")]
+    pub fallback_config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -9,6 +9,7 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
+mod systemd;
 mod watch;
 
 use std::process::ExitCode;

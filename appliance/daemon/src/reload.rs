@@ -165,6 +165,35 @@ impl Reloader {
         &self.watch_paths
     }
 
+    /// Serves `fallback` because the configured source could not be served at boot: `errors`
+    /// (empty when the file is simply absent) and `note` show in `/status` under `last_reload`.
+    pub async fn serve_fallback(&mut self, fallback: Loaded, errors: Vec<String>, note: String) {
+        self.watch_paths = pipeline::watch_paths(&self.source, None);
+        self.apply(fallback).await;
+        if !errors.is_empty() {
+            self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
+        }
+        if let Some(last) = self.last_reload.as_mut() {
+            last.ok = errors.is_empty();
+            last.errors = errors;
+            last.warnings.push(note);
+        }
+        self.publish_status();
+    }
+
+    /// One line for systemd's `STATUS=`: the generation served and whether the last reload
+    /// worked.
+    pub fn summary(&self) -> String {
+        match &self.last_reload {
+            Some(last) if !last.ok => format!(
+                "serving generation {}; last reload failed: {}",
+                self.generation,
+                last.errors.first().map_or("", String::as_str)
+            ),
+            _ => format!("serving generation {}", self.generation),
+        }
+    }
+
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
         // A copy: the watches keep updating while this reload translates.

@@ -118,10 +118,22 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => ConfigSource::File(path),
         None => ConfigSource::Embedded,
     };
-    // The first load decides the boot-only settings; if it fails there is nothing to serve.
-    let first = pipeline::load(&source, None).map_err(|failure| {
-        anyhow::anyhow!("{}: invalid config:\n  {}", source.describe(), failure.errors.join("\n  "))
-    })?;
+    // The first load decides the boot-only settings; if it fails there is nothing to serve,
+    // unless a fallback config was given (an appliance must come up to be repaired).
+    let (first, fallback) = match pipeline::load(&source, None) {
+        Ok(first) => (first, None),
+        Err(failure) => match &args.fallback_config {
+            Some(path) => {
+                let (first, fallback) = load_fallback(&source, path, failure)?;
+                (first, Some(fallback))
+            }
+            None => anyhow::bail!(
+                "{}: invalid config:\n  {}",
+                source.describe(),
+                failure.errors.join("\n  ")
+            ),
+        },
+    };
     let admin_listen = first.config.admin_listen;
     let shutdown_grace = first.config.shutdown_grace;
 
@@ -166,7 +178,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
-    reloader.reload().await;
+    match fallback {
+        None => {
+            reloader.reload().await;
+        }
+        Some(Fallback { errors, note }) => reloader.serve_fallback(first, errors, note).await,
+    }
+    crate::systemd::ready(&reloader.summary());
+    let _watchdog = crate::systemd::spawn_watchdog();
     let mut seen = Fingerprint::of(reloader.watch_paths());
 
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
@@ -185,16 +204,22 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // Set when systemd was told RELOADING=1: the reload ends with READY=1.
+    let mut notify_ready = false;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                crate::systemd::reloading("reloading (SIGHUP)");
+                notify_ready = true;
             }
             Some(()) = changed_rx.recv() => {
                 // Let a burst of writes settle, then reload once.
                 tokio::time::sleep(DEBOUNCE).await;
                 while changed_rx.try_recv().is_ok() {}
                 tracing::info!("watched files changed: reloading");
+                crate::systemd::reloading("reloading (files changed)");
+                notify_ready = true;
             }
             changed = cluster_changed(cluster_changes.as_mut()) => {
                 if !changed {
@@ -222,12 +247,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
         seen = Fingerprint::of(reloader.watch_paths());
         reloader.reload().await;
+        if std::mem::take(&mut notify_ready) {
+            crate::systemd::ready(&reloader.summary());
+        }
         if let Some(watcher) = watcher.as_mut() {
             rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
         }
     }
 
     tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
+    crate::systemd::stopping("draining in-flight requests");
     admin_state.set_ready(false);
     // First, so that a follower writes status while this one drains.
     if let Some((cluster, _)) = cluster.as_mut() {
@@ -239,6 +268,52 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     drop(cluster);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Why the boot config is not the one served.
+struct Fallback {
+    errors: Vec<String>,
+    note: String,
+}
+
+/// The configured source failed at boot: loads the fallback config instead. A missing file is
+/// not an error (an image without a config drive); an invalid one is, and is logged.
+fn load_fallback(
+    source: &ConfigSource,
+    path: &std::path::Path,
+    failure: pipeline::LoadFailure,
+) -> anyhow::Result<(pipeline::Loaded, Fallback)> {
+    let missing = matches!(source, ConfigSource::File(config) if !config.exists());
+    let fallback_source = ConfigSource::File(path.to_path_buf());
+    let loaded = pipeline::load(&fallback_source, None).map_err(|fallback_failure| {
+        anyhow::anyhow!(
+            "{}: invalid config:\n  {}\nand the fallback {} is invalid too:\n  {}",
+            source.describe(),
+            failure.errors.join("\n  "),
+            fallback_source.describe(),
+            fallback_failure.errors.join("\n  ")
+        )
+    })?;
+    let (errors, note) = if missing {
+        tracing::info!(
+            config = %source.describe(),
+            fallback = %fallback_source.describe(),
+            "no config file: serving the fallback config"
+        );
+        (Vec::new(), format!("{} does not exist: serving {}", source.describe(), path.display()))
+    } else {
+        for error in &failure.errors {
+            tracing::error!(source = %source.describe(), "{error}");
+        }
+        tracing::error!(
+            errors = failure.errors.len(),
+            fallback = %fallback_source.describe(),
+            "invalid config at boot: serving the fallback config until it is fixed"
+        );
+        let note = format!("{} is invalid: serving {}", source.describe(), path.display());
+        (failure.errors, note)
+    };
+    Ok((loaded, Fallback { errors, note }))
 }
 
 /// Waits for the next change of the election; `false` when it is gone (or never ran: a

@@ -2,10 +2,14 @@
 
 mod cli;
 mod gateway_api;
+mod image;
+
 mod kube;
 mod lifecycle;
 mod native;
+mod systemd;
 mod tls;
+mod units;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.
 pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1

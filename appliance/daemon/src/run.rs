@@ -166,6 +166,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     reloader.reload().await;
     let mut seen = Fingerprint::of(reloader.watch_paths());
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use gatehouse_ipam::BlockError;
 use gatehouse_model::HostnameError;
 
 /// A 1-based line and column (in characters) inside a file.
@@ -197,6 +198,16 @@ pub enum Problem {
     BackendForm,
     #[error("request_redirect is only allowed in a rule's filters, not a backend's")]
     RedirectOnBackend,
+    #[error(transparent)]
+    InvalidBlock(#[from] BlockError),
+    #[error("a pool needs at least one entry in `cidrs` or `ranges`")]
+    PoolWithoutAddresses,
+    #[error("addresses {block} overlap {other} of pool {pool:?} (at {first})")]
+    PoolOverlap { block: String, other: String, pool: String, first: Position },
+    #[error("operator {0:?} is not one of In, NotIn, Exists, DoesNotExist")]
+    InvalidOperator(String),
+    #[error("operator {operator} needs `values` exactly when it is In or NotIn")]
+    SelectorValues { operator: String },
 }
 
 /// Collects errors while validating one file.

@@ -12,6 +12,7 @@
 
 mod default;
 mod error;
+mod ipam;
 mod native;
 mod schema;
 
@@ -24,7 +25,7 @@ use toml::Spanned;
 
 pub use default::{DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, parse_default};
 pub use error::{ConfigError, ConfigErrors, LEASE_DURATION_RANGE, Place, Position, Problem};
-pub use native::{MAX_WEIGHT, NAMESPACE};
+pub use native::{MAX_WEIGHT, NAMESPACE, NativeGateway};
 
 use error::Errors;
 
@@ -59,6 +60,11 @@ pub struct Config {
     pub kubernetes: Option<KubernetesSettings>,
     /// The native form, already converted (generation 0; the daemon numbers generations).
     pub native: Desired,
+    /// The native gateways and the addresses they name, for IPAM.
+    pub native_gateways: Vec<NativeGateway>,
+    /// `[[ipam.pools]]`; empty when IPAM is off (gateways without addresses then bind the
+    /// default address, as before). Hot-reloads.
+    pub ipam_pools: gatehouse_ipam::Pools,
 }
 
 impl Config {
@@ -169,7 +175,9 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         let has_manifests = gateway_api.as_ref().is_some_and(|g| !g.manifests.is_empty());
         kubernetes(k, has_manifests, base_dir, &mut errors)
     });
-    let native = native::convert(file.gateways, file.routes, base_dir, &mut errors);
+    let ipam_pools = ipam::convert(file.ipam, &mut errors);
+    let (native, native_gateways) =
+        native::convert(file.gateways, file.routes, base_dir, &mut errors);
     errors.finish(Config {
         admin_listen,
         shutdown_grace,
@@ -177,6 +185,8 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         gateway_api,
         kubernetes,
         native,
+        native_gateways,
+        ipam_pools,
     })
 }
 

@@ -38,11 +38,29 @@ pub(crate) fn convert(
     routes: Vec<schema::Route>,
     base_dir: &Path,
     errors: &mut Errors<'_>,
-) -> Desired {
+) -> (Desired, Vec<NativeGateway>) {
     let mut cx = Cx { errors, base_dir };
+    let native_gateways = gateways
+        .iter()
+        .map(|g| NativeGateway {
+            id: ObjectId::new("Gateway", NAMESPACE, g.name.get_ref()),
+            addresses: g
+                .addresses
+                .as_ref()
+                .map(|list| list.iter().filter_map(|a| parse_ip(a.get_ref()).ok()).collect()),
+        })
+        .collect();
     let listeners = cx.gateways(gateways);
     let http_routes = cx.routes(routes, &listeners);
-    Desired { generation: 0, listeners, http_routes }
+    (Desired { generation: 0, listeners, http_routes, ..Desired::default() }, native_gateways)
+}
+
+/// A native gateway and the addresses it names; `None` when it names none (IPAM may choose,
+/// else it binds the unspecified address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeGateway {
+    pub id: ObjectId,
+    pub addresses: Option<Vec<IpAddr>>,
 }
 
 struct Cx<'e, 'a> {

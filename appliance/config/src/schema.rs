@@ -16,6 +16,7 @@ pub(crate) struct File {
     pub runtime: Option<Runtime>,
     pub gateway_api: Option<GatewayApi>,
     pub kubernetes: Option<Spanned<Kubernetes>>,
+    pub ipam: Option<Ipam>,
     #[serde(default)]
     pub gateways: Vec<Gateway>,
     #[serde(default)]
@@ -204,4 +205,55 @@ pub(crate) struct Backend {
     pub weight: Option<Spanned<u32>>,
     #[serde(default)]
     pub filters: Vec<Spanned<Filter>>,
+}
+
+/// `[ipam]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ipam {
+    #[serde(default)]
+    pub pools: Vec<IpamPool>,
+}
+
+/// `[[ipam.pools]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IpamPool {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ranges: Vec<Spanned<Range>>,
+    pub auto_assign: Option<bool>,
+    #[serde(default)]
+    pub namespaces: Vec<Spanned<String>>,
+    pub selector: Option<Selector>,
+    pub namespace_selector: Option<Selector>,
+}
+
+/// An explicit address range, both ends included.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Range {
+    pub start: Spanned<String>,
+    pub end: Spanned<String>,
+}
+
+/// A Kubernetes-style label selector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Selector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<Spanned<Expression>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Expression {
+    pub key: String,
+    pub operator: Spanned<String>,
+    #[serde(default)]
+    pub values: Vec<String>,
 }

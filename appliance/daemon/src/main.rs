@@ -1,6 +1,7 @@
 //! `gatehouse`: the appliance binary. It only wires: CLI, logging, the reload loop that runs
 //! sources → model → compiled snapshot → data planes → status, signals and shutdown.
 
+mod addresses;
 mod cli;
 mod kube_manifests;
 mod logging;

@@ -59,8 +59,13 @@ fn build(
 ) -> Vec<Value> {
     let mut gateways: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut gateway_ok: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut addresses: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for listener in &native.listeners {
         let gateway = listener.id.gateway.name.as_str();
+        addresses.entry(gateway).or_insert_with(|| {
+            let ips = listener.addresses.iter();
+            ips.map(|ip| json!({"type": "IPAddress", "value": ip.to_string()})).collect()
+        });
         let attached =
             native.http_routes.iter().filter(|r| r.listeners.contains(&listener.id)).count();
         let attached = u32::try_from(attached).unwrap_or(u32::MAX);
@@ -80,6 +85,7 @@ fn build(
             "kind": "Gateway",
             "metadata": {"namespace": gatehouse_config::NAMESPACE, "name": name, "generation": generation},
             "status": {
+                "addresses": addresses.remove(name).unwrap_or_default(),
                 "conditions": [
                     condition("Accepted", true, "Accepted", "", generation),
                     if ok {

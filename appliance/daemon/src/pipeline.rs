@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use gatehouse_config::Config;
 use gatehouse_gateway::{Index, Settings, Translation};
+use gatehouse_ipam::{Allocation, Previous};
 use gatehouse_kube::ClusterState;
 use gatehouse_model::Desired;
+
+use crate::addresses;
 
 /// Where the TOML config comes from.
 #[derive(Clone, Debug)]
@@ -46,6 +49,8 @@ pub struct Loaded {
     /// In cluster mode, whether every watch has listed once; before that the appliance is
     /// not ready (it would serve half a cluster). Always true in file mode.
     pub sources_synced: bool,
+    /// The LB-IPAM allocation, when pools are configured.
+    pub ipam: Option<Allocation>,
 }
 
 /// A load that failed, with every error found and its place.
@@ -72,19 +77,27 @@ pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBu
 /// Kubernetes watches hold (cluster mode); without it a `[kubernetes]` config translates an
 /// empty index (as `gatehouse check` does).
 pub fn load(source: &ConfigSource, cluster: Option<ClusterState>) -> Result<Loaded, LoadFailure> {
+    load_with(source, cluster, &Previous::new())
+}
+
+/// [`load`], keeping the LB-IPAM allocations of `previous` where they are still valid.
+pub fn load_with(
+    source: &ConfigSource,
+    cluster: Option<ClusterState>,
+    previous: &Previous,
+) -> Result<Loaded, LoadFailure> {
     let config = match source {
         ConfigSource::File(path) => gatehouse_config::load(path),
         ConfigSource::Embedded => gatehouse_config::parse_default(),
     };
-    let config = config.map_err(|errors| {
+    let mut config = config.map_err(|errors| {
         let errors = errors.errors().iter().map(ToString::to_string).collect();
         LoadFailure { errors, config: None }
     })?;
 
-    let mut desired = config.native_desired();
     let mut warnings = Vec::new();
     let mut sources_synced = true;
-    let gateway_api = match (&config.kubernetes, &config.gateway_api) {
+    let api: Option<(Index, Settings)> = match (&config.kubernetes, &config.gateway_api) {
         (Some(kube), _) => {
             let index = match cluster {
                 Some(cluster) => {
@@ -100,9 +113,7 @@ pub fn load(source: &ConfigSource, cluster: Option<ClusterState>) -> Result<Load
                 controller_name: kube.controller_name.clone(),
                 default_address: kube.default_address,
             };
-            let translation = gatehouse_gateway::translate(&index, &settings);
-            desired.merge(translation.desired.clone());
-            Some(GatewayApi { index, settings, translation })
+            Some((index, settings))
         }
         (None, None) => None,
         (None, Some(api)) => {
@@ -118,10 +129,31 @@ pub fn load(source: &ConfigSource, cluster: Option<ClusterState>) -> Result<Load
                 controller_name: api.controller_name.clone(),
                 default_address: api.default_address,
             };
-            let translation = gatehouse_gateway::translate(&index, &settings);
-            desired.merge(translation.desired.clone());
-            Some(GatewayApi { index, settings, translation })
+            Some((index, settings))
         }
     };
-    Ok(Loaded { config, gateway_api, desired, warnings, sources_synced })
+
+    // LB-IPAM, once over every source's objects, when pools are configured.
+    let ipam = (!config.ipam_pools.is_empty()).then(|| {
+        let mut requests = addresses::native_requests(&config);
+        if let Some((index, settings)) = &api {
+            requests.extend(gatehouse_gateway::ipam::requests(index, settings));
+        }
+        gatehouse_ipam::allocate(&config.ipam_pools, &requests, previous)
+    });
+    if let Some(allocation) = &ipam {
+        addresses::apply_native(&mut config, allocation, &mut warnings);
+    }
+
+    let mut desired = config.native_desired();
+    let gateway_api = api.map(|(index, settings)| {
+        let translation =
+            gatehouse_gateway::translate_with_addresses(&index, &settings, ipam.as_ref());
+        desired.merge(translation.desired.clone());
+        GatewayApi { index, settings, translation }
+    });
+    if let Some(allocation) = &ipam {
+        desired.owned_addresses = addresses::owned(allocation);
+    }
+    Ok(Loaded { config, gateway_api, desired, warnings, sources_synced, ipam })
 }

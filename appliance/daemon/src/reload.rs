@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::addresses::IpamState;
 use crate::pipeline::{self, ConfigSource, Loaded};
 
 /// Reload counters and the current generation, on `/metrics`.
@@ -123,6 +124,8 @@ pub struct Reloader {
     status_writer: Option<gatehouse_kube::StatusWriter>,
     /// The Lease election, in cluster mode: shown in `/status` under `kubernetes`.
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
+    /// LB-IPAM allocations kept across reloads and restarts (`<state_dir>/ipam.json`).
+    ipam_state: Option<IpamState>,
 }
 
 impl Reloader {
@@ -147,7 +150,14 @@ impl Reloader {
             cluster,
             status_writer,
             leadership: None,
+            ipam_state: None,
         }
+    }
+
+    /// Keeps LB-IPAM allocations in `state`: reloads start from them, and every successful
+    /// load stores its allocation.
+    pub fn set_ipam_state(&mut self, state: IpamState) {
+        self.ipam_state = Some(state);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -199,7 +209,8 @@ impl Reloader {
         // A copy: the watches keep updating while this reload translates.
         let started = Instant::now();
         let cluster = self.cluster.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
-        match pipeline::load(&self.source, cluster) {
+        let previous = self.ipam_state.as_ref().map(|s| s.previous().clone()).unwrap_or_default();
+        match pipeline::load_with(&self.source, cluster, &previous) {
             Ok(mut loaded) => {
                 self.metrics.observe("load", started);
                 if let Some(warning) = self.boot_only_change(&loaded) {
@@ -288,6 +299,9 @@ impl Reloader {
             warnings: loaded.warnings.clone(),
             at: jiff::Timestamp::now(),
         });
+        if let (Some(state), Some(allocation)) = (self.ipam_state.as_mut(), &loaded.ipam) {
+            state.store(allocation);
+        }
         let synced = loaded.sources_synced;
         self.serving = Some(Serving { loaded, desired, report });
         self.publish_status();
@@ -372,6 +386,13 @@ fn status_objects(serving: &Serving) -> Vec<Value> {
             )
             .into_iter()
             .filter_map(|object| serde_json::to_value(object).ok()),
+        );
+    }
+    if let (Some(api), Some(allocation)) = (&serving.loaded.gateway_api, &serving.loaded.ipam) {
+        objects.extend(
+            gatehouse_gateway::ipam::service_status(&api.index, allocation, now)
+                .into_iter()
+                .filter_map(|object| serde_json::to_value(object).ok()),
         );
     }
     objects.extend(crate::native_status::objects(

@@ -178,6 +178,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     match fallback {
         None => {
             reloader.reload().await;

@@ -23,6 +23,7 @@ pub mod reason {
     pub const PENDING: &str = "Pending";
     pub const LISTENERS_NOT_VALID: &str = "ListenersNotValid";
     pub const UNSUPPORTED_ADDRESS: &str = "UnsupportedAddress";
+    pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
 
     // Listener.
     pub const PORT_UNAVAILABLE: &str = "PortUnavailable";

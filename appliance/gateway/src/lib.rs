@@ -18,7 +18,8 @@
 //!   API server sends it, through the same conversion as a YAML document (cluster mode).
 //! - [`Index`]: `apply(Object)`, `delete(Kind, ns, name)`, `reset(objects)`,
 //!   `reset_kind(Kind, objects)`. Pure, no I/O.
-//! - [`translate()`]`(&Index, &Settings) -> Translation`: pure.
+//! - [`translate()`]`(&Index, &Settings) -> Translation`: pure; [`translate_with_addresses`]
+//!   takes the LB-IPAM allocation whose requests [`ipam::requests`] collected.
 //! - [`status()`]`(&Index, &Settings, &Translation, &DataPlaneReport, jiff::Timestamp) ->
 //!   Vec<ObjectStatus>`: pure, serializes to the Gateway API status schema.
 //! - [`conditions`]: condition types and reasons as constants.
@@ -29,6 +30,7 @@
 
 pub mod conditions;
 pub mod index;
+pub mod ipam;
 pub mod loader;
 pub mod object;
 pub mod status;
@@ -43,4 +45,4 @@ pub use index::Index;
 pub use loader::{JsonError, LoadError, LoadWarning, Loaded, from_json};
 pub use object::{Kind, Object, ObjectRef};
 pub use status::{ListenerStatus, ObjectStatus, native_listener_status, status};
-pub use translate::{Problem, Report, Settings, Translation, translate};
+pub use translate::{Problem, Report, Settings, Translation, translate, translate_with_addresses};

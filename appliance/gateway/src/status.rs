@@ -44,6 +44,8 @@ pub enum Status {
     GatewayClass(GatewayClassStatus),
     Gateway(GatewayStatus),
     HttpRoute(HttpRouteStatus),
+    /// A LoadBalancer Service's addresses (LB-IPAM).
+    Service(crate::ipam::ServiceStatus),
 }
 
 /// A `metav1.Condition`.
@@ -245,6 +247,8 @@ pub fn status(
         };
         if !accepted {
             conds.push(c::PROGRAMMED, false, reason::INVALID, "the Gateway is not accepted");
+        } else if let Some(p) = &gateway_report.address_problem {
+            conds.push(c::PROGRAMMED, false, p.reason, p.message.clone());
         } else if programmed == 0 {
             conds.push(c::PROGRAMMED, false, reason::INVALID, "no listener is programmed");
         } else if !acked {

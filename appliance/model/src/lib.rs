@@ -20,6 +20,8 @@ pub use listener::{
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 /// Everything the data planes should serve, from every source, at one generation.
@@ -31,6 +33,17 @@ pub struct Desired {
     pub listeners: Vec<Listener>,
     /// Every accepted HTTP route with the listeners it attached to.
     pub http_routes: Vec<HttpRoute>,
+    /// Addresses the appliance owns on its network (handed out by LB-IPAM), with the object
+    /// each serves; shared addresses appear once per owner. Data planes that answer for
+    /// addresses (ARP/NDP) read this; the proxy binds listener addresses instead.
+    pub owned_addresses: Vec<OwnedAddress>,
+}
+
+/// An address the appliance owns, and the object it was handed to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct OwnedAddress {
+    pub address: IpAddr,
+    pub owner: ObjectId,
 }
 
 impl Desired {
@@ -38,5 +51,6 @@ impl Desired {
     pub fn merge(&mut self, other: Desired) {
         self.listeners.extend(other.listeners);
         self.http_routes.extend(other.http_routes);
+        self.owned_addresses.extend(other.owned_addresses);
     }
 }

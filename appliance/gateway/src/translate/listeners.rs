@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use gatehouse_ipam::{Allocation, Failure};
 use gatehouse_model::{
     Hostname, Listener as ModelListener, ListenerId, ListenerTls, ObjectId, Protocol,
 };
@@ -18,10 +19,17 @@ pub(super) fn translate(
     settings: &Settings,
     gateway: &Gateway,
     class: &Result<(), Problem>,
+    allocation: Option<&Allocation>,
 ) -> (GatewayReport, Vec<ModelListener>) {
     let gateway_id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
-    let (addresses, address_problem) = addresses(gateway, settings.default_address);
-    let accepted = match (class, address_problem) {
+    let (addresses, unsupported, not_assigned) = match allocation {
+        None => {
+            let (addresses, unsupported) = addresses(gateway, settings.default_address);
+            (addresses, unsupported, None)
+        }
+        Some(allocation) => assigned(gateway, &gateway_id, allocation),
+    };
+    let accepted = match (class, unsupported) {
         (Err(p), _) => Err(Problem::new(
             reason::INVALID,
             format!(
@@ -53,8 +61,11 @@ pub(super) fn translate(
             _ => Protocol::Https,
         };
         let has_certs = protocol == Protocol::Http || !certificates.is_empty();
-        report.in_desired =
-            accepted.is_ok() && report.accepted.is_ok() && report.conflicted.is_none() && has_certs;
+        report.in_desired = accepted.is_ok()
+            && report.accepted.is_ok()
+            && report.conflicted.is_none()
+            && has_certs
+            && !addresses.is_empty();
         if report.in_desired {
             model.push(ModelListener {
                 id: report.id.clone(),
@@ -66,7 +77,47 @@ pub(super) fn translate(
             });
         }
     }
-    (GatewayReport { accepted, addresses, listeners: reports }, model)
+    let address_problem = not_assigned;
+    (GatewayReport { accepted, addresses, address_problem, listeners: reports }, model)
+}
+
+/// The addresses LB-IPAM handed the Gateway, and its failures as problems: a requested
+/// address outside every pool (or not of type IPAddress) is `UnsupportedAddress` (not
+/// accepted); anything else the allocator could not do is `AddressNotAssigned` (not
+/// programmed).
+fn assigned(
+    gateway: &Gateway,
+    id: &ObjectId,
+    allocation: &Allocation,
+) -> (Vec<IpAddr>, Option<Problem>, Option<Problem>) {
+    let mut unsupported = Vec::new();
+    for address in &gateway.spec.addresses {
+        if address.kind != "IPAddress" {
+            unsupported.push(format!("address type {} is not supported", address.kind));
+        } else if !address.value.is_empty() && address.value.parse::<IpAddr>().is_err() {
+            unsupported.push(format!("{:?} is not an IP address", address.value));
+        }
+    }
+    let mut not_assigned = Vec::new();
+    let outcome = allocation.outcome(id);
+    for failure in outcome.map_or(&[][..], |o| o.failures.as_slice()) {
+        match failure {
+            Failure::UnsupportedAddress { .. } => unsupported.push(failure.to_string()),
+            _ => not_assigned.push(failure.to_string()),
+        }
+    }
+    let addresses = outcome.map(|o| o.ips()).unwrap_or_default();
+    if addresses.is_empty() && not_assigned.is_empty() && unsupported.is_empty() {
+        not_assigned.push("no address was assigned".to_owned());
+    }
+    let problem = |reason, list: Vec<String>| {
+        (!list.is_empty()).then(|| Problem::new(reason, list.join("; ")))
+    };
+    (
+        addresses,
+        problem(reason::UNSUPPORTED_ADDRESS, unsupported),
+        problem(reason::ADDRESS_NOT_ASSIGNED, not_assigned),
+    )
 }
 
 /// The IPs to bind: `spec.addresses` of type IPAddress, else the default.

@@ -81,6 +81,8 @@ pub struct GatewayReport {
     pub accepted: Result<(), Problem>,
     /// The addresses its listeners bind.
     pub addresses: Vec<IpAddr>,
+    /// Why (some of) its addresses could not be assigned (LB-IPAM): `Programmed=False`.
+    pub address_problem: Option<Problem>,
     pub listeners: Vec<ListenerReport>,
 }
 
@@ -120,6 +122,17 @@ pub struct ParentReport {
 
 /// Translates every object of ours into the model and the status report.
 pub fn translate(index: &Index, settings: &Settings) -> Translation {
+    translate_with_addresses(index, settings, None)
+}
+
+/// [`translate`], with Gateways' addresses from LB-IPAM: with `Some(allocation)` a Gateway
+/// binds what it was handed (requested or chosen) instead of its `spec.addresses` or the
+/// default, and the allocation's failures become its status.
+pub fn translate_with_addresses(
+    index: &Index,
+    settings: &Settings,
+    allocation: Option<&gatehouse_ipam::Allocation>,
+) -> Translation {
     let mut out = Translation::default();
 
     for (name, class) in &index.gateway_classes {
@@ -143,7 +156,8 @@ pub fn translate(index: &Index, settings: &Settings) -> Translation {
         let Some(class) = out.report.gateway_classes.get(&gateway.spec.gateway_class_name) else {
             continue;
         };
-        let (report, listeners) = listeners::translate(index, settings, gateway, &class.accepted);
+        let (report, listeners) =
+            listeners::translate(index, settings, gateway, &class.accepted, allocation);
         out.desired.listeners.extend(listeners);
         let id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
         out.report.gateways.insert(id, report);

@@ -55,6 +55,8 @@ impl Appliance {
         let child = Command::new(gatehouse_bin())
             .args(["run", "--config", "gatehouse.toml", "--log-format", "json"])
             .current_dir(self.dir.path())
+            // Never the machine's /var/lib/gatehouse: each appliance keeps its own state.
+            .env("STATE_DIRECTORY", self.dir.path().join("state"))
             // Benchmarks turn it down: debug logs on every reload cost time.
             .env("RUST_LOG", std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "debug".into()))
             .stdin(Stdio::null())

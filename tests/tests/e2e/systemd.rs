@@ -38,6 +38,7 @@ fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         .arg("run")
         .args(args)
         .current_dir(dir)
+        .env("STATE_DIRECTORY", dir.join("state"))
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")

@@ -178,6 +178,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    // Before READY=1: a SIGHUP right after readiness must reload, not kill.
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     match fallback {
         None => {
@@ -202,9 +206,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
     }
 
-    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     // Set when systemd was told RELOADING=1: the reload ends with READY=1.
     let mut notify_ready = false;
     loop {

@@ -92,7 +92,8 @@ async fn main() {
         kube.apply(route(i, "one")).await;
     }
 
-    let config = "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n";
+    let config =
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n";
     let started = Instant::now();
     let appliance = Appliance::start_ready(config, &[("kubeconfig", &kube.kubeconfig())]).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -102,7 +103,11 @@ async fn main() {
         if reply.is_ok_and(|r| r.status == 200) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "never served:\n{}", appliance.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never served:\n{}",
+            appliance.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let initial = started.elapsed();
@@ -156,6 +161,30 @@ async fn main() {
     let _ = load.await;
     latencies.sort_by(f64::total_cmp);
     let rss = rss_mib(pid);
+    // Where the time went, from the appliance's own reload histograms.
+    if let Ok(metrics) = client.get(&appliance.admin_url("/metrics")).await {
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        for phase in ["load", "compile", "apply", "status"] {
+            let sum = value(&format!(
+                "gatehouse_config_reload_phase_duration_seconds_sum{{phase=\"{phase}\"}}"
+            ));
+            let count = value(&format!(
+                "gatehouse_config_reload_phase_duration_seconds_count{{phase=\"{phase}\"}}"
+            ));
+            if count > 0.0 {
+                println!(
+                    "reload phase {phase}: {:.2} ms mean over {count} reloads",
+                    sum / count * 1000.0
+                );
+            }
+        }
+    }
     println!(
         "{changes} changes over {routes} routes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} requests, {} failed; rss {rss:.1} MiB",
         percentile(&latencies, 50.0),

@@ -35,8 +35,18 @@ pub enum AdminError {
 pub struct AdminState {
     ready: AtomicBool,
     status: ArcSwap<serde_json::Value>,
-    config: ArcSwap<serde_json::Value>,
+    config: ArcSwap<Rendered>,
     registry: Arc<Registry>,
+}
+
+/// A document rendered when it is asked for: describing a large snapshot on every reload
+/// would cost the reload path time that only a debugging `GET /config` needs.
+struct Rendered(Box<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rendered(..)")
+    }
 }
 
 impl AdminState {
@@ -46,7 +56,7 @@ impl AdminState {
         Self {
             ready: AtomicBool::new(false),
             status: ArcSwap::from_pointee(serde_json::json!({"generation": 0, "objects": []})),
-            config: ArcSwap::from_pointee(serde_json::Value::Null),
+            config: ArcSwap::from_pointee(Rendered(Box::new(|| serde_json::Value::Null))),
             registry,
         }
     }
@@ -68,7 +78,15 @@ impl AdminState {
 
     /// Publishes the compiled snapshot description served on `/config`.
     pub fn publish_config(&self, config: serde_json::Value) {
-        self.config.store(Arc::new(config));
+        self.publish_config_with(move || config.clone());
+    }
+
+    /// Publishes how to describe the snapshot on `/config`; `render` runs per request.
+    pub fn publish_config_with(
+        &self,
+        render: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        self.config.store(Arc::new(Rendered(Box::new(render))));
     }
 
     fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
@@ -145,7 +163,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/status" => json(&state.status.load()),
-        "/config" => json(&state.config.load()),
+        "/config" => json(&(state.config.load().0)()),
         "/metrics" => match state.encode_metrics() {
             Ok(body) => response(
                 StatusCode::OK,

@@ -10,6 +10,7 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
+mod status_task;
 mod systemd;
 mod watch;
 

@@ -147,9 +147,12 @@ pub fn load_with(
 
     let mut desired = config.native_desired();
     let gateway_api = api.map(|(index, settings)| {
-        let translation =
+        let mut translation =
             gatehouse_gateway::translate_with_addresses(&index, &settings, ipam.as_ref());
-        desired.merge(translation.desired.clone());
+        // Moved, not copied: status reads only the translation's report and generation.
+        let generation = translation.desired.generation;
+        desired.merge(std::mem::take(&mut translation.desired));
+        translation.desired.generation = generation;
         GatewayApi { index, settings, translation }
     });
     if let Some(allocation) = &ipam {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::addresses::IpamState;
 use crate::pipeline::{self, ConfigSource, Loaded};
+use crate::status_task::{StatusInput, StatusPublisher, StatusSource};
 
 /// Reload counters and the current generation, on `/metrics`.
 #[derive(Clone, Debug)]
@@ -113,15 +114,14 @@ pub struct Reloader {
     admin: Arc<AdminState>,
     metrics: ReloadMetrics,
     generation: u64,
-    serving: Option<Serving>,
+    serving: Option<Arc<Serving>>,
     last_reload: Option<LastReload>,
     watch_paths: Vec<PathBuf>,
-    /// The objects last published, so unchanged conditions keep their transition time.
-    published: Vec<Value>,
     /// What the cluster watches hold, and where they were started, in cluster mode.
     cluster: Option<(watch::Receiver<ClusterState>, gatehouse_kube::Options)>,
-    /// Writes our Gateway API status back to the cluster, in cluster mode.
-    status_writer: Option<gatehouse_kube::StatusWriter>,
+    /// Computes `/status` and the cluster's status (through its status writer) off the
+    /// reload path.
+    status: StatusPublisher<Serving>,
     /// The Lease election, in cluster mode: shown in `/status` under `kubernetes`.
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
     /// LB-IPAM allocations kept across reloads and restarts (`<state_dir>/ipam.json`).
@@ -140,15 +140,14 @@ impl Reloader {
         Self {
             source,
             proxy,
-            admin,
+            admin: admin.clone(),
             metrics,
             generation: 0,
             serving: None,
             last_reload: None,
             watch_paths: Vec::new(),
-            published: Vec::new(),
             cluster,
-            status_writer,
+            status: StatusPublisher::spawn(admin.clone(), status_writer),
             leadership: None,
             ipam_state: None,
         }
@@ -262,7 +261,7 @@ impl Reloader {
             tracing::warn!("{warning}");
         }
         self.generation += 1;
-        let mut desired = loaded.desired.clone();
+        let mut desired = std::mem::take(&mut loaded.desired);
         desired.generation = self.generation;
         if let Some(api) = loaded.gateway_api.as_mut() {
             api.translation.desired.generation = self.generation;
@@ -274,10 +273,10 @@ impl Reloader {
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
         let applied = self.metrics.observe("apply", compiled);
-        self.admin.publish_config(json!({
-            "generation": self.generation,
-            "routes": table.describe(),
-        }));
+        let (generation, described) = (self.generation, table.clone());
+        self.admin.publish_config_with(
+            move || json!({"generation": generation, "routes": described.describe()}),
+        );
         report.listener_problems.extend(compile_problems);
         for problem in &report.listener_problems {
             tracing::warn!(listener = %problem.listener, kind = ?problem.kind, "{}", problem.message);
@@ -303,20 +302,14 @@ impl Reloader {
             state.store(allocation);
         }
         let synced = loaded.sources_synced;
-        self.serving = Some(Serving { loaded, desired, report });
+        self.serving = Some(Arc::new(Serving { loaded, desired, report }));
         self.publish_status();
         self.admin.set_ready(self.proxy.ready() && synced);
         self.metrics.observe("status", applied);
     }
 
+    /// Hands the state to the status task; `/status` follows shortly after.
     fn publish_status(&mut self) {
-        let mut objects = match &self.serving {
-            None => Vec::new(),
-            Some(serving) => status_objects(serving),
-        };
-        gatehouse_gateway::transitions::preserve(&self.published, &mut objects);
-        self.published = objects.clone();
-        self.write_back(&objects);
         let last_reload = self.last_reload.as_ref().map_or(Value::Null, |last| {
             json!({
                 "ok": last.ok,
@@ -325,32 +318,33 @@ impl Reloader {
                 "at": last.at.to_string(),
             })
         });
-        let mut status = json!({
-            "generation": self.generation,
-            "last_reload": last_reload,
-            "objects": objects,
-        });
-        if let Some(leadership) = &self.leadership {
+        let kubernetes = self.leadership.as_ref().map(|leadership| {
             let leadership = leadership.borrow();
-            status["kubernetes"] =
-                json!({"leader": leadership.leader, "holder": leadership.holder});
-        }
-        self.admin.publish_status(status);
+            json!({"leader": leadership.leader, "holder": leadership.holder})
+        });
+        self.status.publish(StatusInput {
+            generation: self.generation,
+            serving: self.serving.clone(),
+            last_reload,
+            kubernetes,
+        });
     }
 }
 
-impl Reloader {
-    /// Hands the status to the cluster's status writer: the same objects `/status` shows
-    /// (the writer keeps only the Gateway API ones), computed after the data planes answered
-    /// for this generation. Never from a partial index (before every watch listed once), and
-    /// not when `write_status = false`.
-    fn write_back(&self, objects: &[Value]) {
-        let (Some(writer), Some(serving)) = (&self.status_writer, &self.serving) else { return };
-        let enabled = serving.loaded.config.kubernetes.as_ref().is_some_and(|k| k.write_status);
-        if !enabled || !serving.loaded.sources_synced {
+impl StatusSource for Serving {
+    fn objects(&self) -> Vec<Value> {
+        status_objects(self)
+    }
+
+    /// The same objects `/status` shows (the writer keeps only the Gateway API ones), computed
+    /// after the data planes answered for this generation. Never from a partial index (before
+    /// every watch listed once), and not when `write_status = false`.
+    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &[Value]) {
+        let enabled = self.loaded.config.kubernetes.as_ref().is_some_and(|k| k.write_status);
+        if !enabled || !self.loaded.sources_synced {
             return;
         }
-        if let Some(api) = &serving.loaded.gateway_api {
+        if let Some(api) = &self.loaded.gateway_api {
             writer.publish(&api.settings.controller_name, objects);
         }
     }

@@ -4,6 +4,7 @@
 //! calls later, so file mode and cluster mode share one translation path.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -21,16 +22,19 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub(crate) type Key = (String, String);
 
 /// Every object the translation reads, by kind and namespace/name.
+///
+/// Objects are shared (`Arc`): a reload takes a copy of the index while the watches go on
+/// updating theirs, and with thousands of objects a deep copy per event would dominate.
 #[derive(Clone, Debug, Default)]
 pub struct Index {
-    pub(crate) gateway_classes: BTreeMap<String, GatewayClass>,
-    pub(crate) gateways: BTreeMap<Key, Gateway>,
-    pub(crate) http_routes: BTreeMap<Key, HttpRoute>,
-    pub(crate) reference_grants: BTreeMap<Key, ReferenceGrant>,
-    pub(crate) namespaces: BTreeMap<String, Namespace>,
-    pub(crate) services: BTreeMap<Key, Service>,
-    pub(crate) endpoint_slices: BTreeMap<Key, EndpointSlice>,
-    pub(crate) secrets: BTreeMap<Key, Secret>,
+    pub(crate) gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
+    pub(crate) gateways: BTreeMap<Key, Arc<Gateway>>,
+    pub(crate) http_routes: BTreeMap<Key, Arc<HttpRoute>>,
+    pub(crate) reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    pub(crate) namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub(crate) services: BTreeMap<Key, Arc<Service>>,
+    pub(crate) endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
 }
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -47,11 +51,11 @@ impl Index {
     /// with an equal one changes nothing (a status-only write in the cluster, for instance,
     /// once the source has dropped status and resourceVersion).
     pub fn apply(&mut self, object: Object) -> bool {
-        fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: V) -> bool {
-            if map.get(&key) == Some(&value) {
+        fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, Arc<V>>, key: K, value: V) -> bool {
+            if map.get(&key).is_some_and(|old| **old == value) {
                 return false;
             }
-            map.insert(key, value);
+            map.insert(key, Arc::new(value));
             true
         }
         let r = object.object_ref();
@@ -192,7 +196,7 @@ impl Index {
         self.endpoint_slices
             .range(key(namespace, "")..)
             .take_while(move |((ns, _), _)| ns == namespace)
-            .map(|(_, slice)| slice)
+            .map(|(_, slice)| &**slice)
             .filter(move |slice| {
                 slice
                     .metadata

@@ -1,0 +1,100 @@
+//! Status, off the reload path: the reload loop hands each served state to one task, which
+//! computes `/status` (and the cluster's status) from it while the next reload already runs.
+//!
+//! Traffic follows a change as soon as the data planes swapped; computing and serialising the
+//! status of thousands of objects must not delay the next swap. A burst of reloads coalesces:
+//! the task always works on the latest state.
+
+use std::sync::Arc;
+
+use gatehouse_admin::AdminState;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One publication's input: everything `/status` shows, as of one reload.
+#[derive(Debug)]
+pub struct StatusInput<S> {
+    pub generation: u64,
+    /// The state being served; `None` before the first successful load.
+    pub serving: Option<Arc<S>>,
+    /// `last_reload` as `/status` shows it.
+    pub last_reload: Value,
+    /// `kubernetes` as `/status` shows it, in cluster mode.
+    pub kubernetes: Option<Value>,
+}
+
+/// How a served state becomes status objects, and where they go besides `/status`.
+pub trait StatusSource: Send + Sync + 'static {
+    /// The status objects of this state (pure).
+    fn objects(&self) -> Vec<Value>;
+    /// Hands the objects to the cluster's status writer, where that applies.
+    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &[Value]);
+}
+
+/// The running status task; dropping it stops the task.
+#[derive(Debug)]
+pub struct StatusPublisher<S> {
+    input: watch::Sender<Option<Arc<StatusInput<S>>>>,
+    task: JoinHandle<()>,
+}
+
+impl<S: StatusSource + std::fmt::Debug> StatusPublisher<S> {
+    pub fn spawn(admin: Arc<AdminState>, writer: Option<gatehouse_kube::StatusWriter>) -> Self {
+        let (input, rx) = watch::channel(None);
+        let task = tokio::spawn(run(rx, admin, writer));
+        Self { input, task }
+    }
+
+    /// Publishes `input` (replacing one not yet worked on).
+    pub fn publish(&self, input: StatusInput<S>) {
+        self.input.send_replace(Some(Arc::new(input)));
+    }
+}
+
+impl<S> Drop for StatusPublisher<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run<S: StatusSource>(
+    mut input: watch::Receiver<Option<Arc<StatusInput<S>>>>,
+    admin: Arc<AdminState>,
+    writer: Option<gatehouse_kube::StatusWriter>,
+) {
+    let writer = writer.map(Arc::new);
+    // The objects last published, so unchanged conditions keep their transition time.
+    let mut published: Vec<Value> = Vec::new();
+    while input.changed().await.is_ok() {
+        let Some(next) = input.borrow_and_update().clone() else { continue };
+        let previous = std::mem::take(&mut published);
+        let (writer, admin) = (writer.clone(), admin.clone());
+        // Pure CPU work on a blocking thread: the runtime keeps serving meanwhile.
+        let computed = tokio::task::spawn_blocking(move || {
+            let mut objects = next.serving.as_ref().map(|s| s.objects()).unwrap_or_default();
+            gatehouse_gateway::transitions::preserve(&previous, &mut objects);
+            if let (Some(writer), Some(serving)) = (&writer, &next.serving) {
+                serving.write_back(writer, &objects);
+            }
+            let mut status = json!({
+                "generation": next.generation,
+                "last_reload": next.last_reload,
+                "objects": objects,
+            });
+            if let Some(kubernetes) = &next.kubernetes {
+                status["kubernetes"] = kubernetes.clone();
+            }
+            admin.publish_status(status.clone());
+            match status["objects"].take() {
+                Value::Array(objects) => objects,
+                _ => Vec::new(),
+            }
+        })
+        .await;
+        match computed {
+            Ok(objects) => published = objects,
+            Err(error) => tracing::error!(%error, "status computation failed"),
+        }
+    }
+}

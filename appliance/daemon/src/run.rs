@@ -167,6 +167,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         reloader.set_leadership(leadership.clone());
     }
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
+    // Before the first reload reports ready: a SIGTERM right after readiness must drain, not
+    // kill the process with the default action.
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     reloader.reload().await;
     let mut seen = Fingerprint::of(reloader.watch_paths());
 
@@ -183,9 +188,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
     }
 
-    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {

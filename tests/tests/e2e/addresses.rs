@@ -124,7 +124,8 @@ async fn a_gateway_without_addresses_gets_one_from_a_pool_and_keeps_it_across_a_
     let stored = std::fs::read_to_string(state.path().join("ipam.json")).unwrap();
     assert!(stored.contains("127.0.10.1"), "{stored}");
     gh.signal("TERM");
-    assert!(gh.wait_exit(Duration::from_secs(10)).await.success());
+    let exit = gh.wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}; logs:\n{}", gh.logs());
     drop(gh);
 
     // After the restart Gateway "a" appears; it ranks before "b" (same age, name order) and
@@ -239,4 +240,83 @@ async fn pool_addresses_not_on_any_interface_are_bound_with_freebind() {
     let status = gh.wait_status(|s| condition(s, "far", "Programmed").is_some()).await;
     assert_eq!(addresses(&status, "far"), ["192.0.2.1"]);
     assert!(programmed(&status, "far"), "{status:#}");
+}
+
+#[tokio::test]
+async fn native_gateways_and_load_balancer_services_get_pool_addresses() {
+    let echo = EchoBackend::start("echo").await;
+    let (port_web, port_late) = (free_port(), free_port());
+    // Three addresses: the Service takes one by choice, "web" the next, "late" none is left
+    // after "reserved" (named, inside the pool) keeps its own.
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+[runtime]
+state_dir = "state"
+[gateway_api]
+manifests = ["manifests"]
+
+[[ipam.pools]]
+name = "small"
+ranges = [{{ start = "127.0.12.1", end = "127.0.12.3" }}]
+
+[[gateways]]
+name = "web"
+  [[gateways.listeners]]
+  name = "http"
+  port = {port_web}
+  protocol = "HTTP"
+
+[[gateways]]
+name = "reserved"
+addresses = ["127.0.12.3"]
+  [[gateways.listeners]]
+  name = "http"
+  port = {}
+  protocol = "HTTP"
+
+[[gateways]]
+name = "zz-late"
+  [[gateways.listeners]]
+  name = "http"
+  port = {port_late}
+  protocol = "HTTP"
+
+[[routes]]
+name = "app"
+parents = ["web"]
+  [[routes.rules]]
+  backends = [{{ address = "127.0.0.1:{}" }}]
+"#,
+        free_port(),
+        echo.port()
+    );
+    let lb_service = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: dns
+  namespace: default
+spec:
+  type: LoadBalancer
+  ports:
+  - port: 53
+    protocol: UDP
+"#;
+    let gh = Appliance::start_ready(&config, &[("manifests/svc.yaml", lb_service)]).await;
+    let status = gh.wait_status(|s| object(s, "Service", "dns").is_some()).await;
+    // "default" ranks before "toml": the Service chose first.
+    let dns = object(&status, "Service", "dns").unwrap();
+    assert_eq!(dns["status"]["loadBalancer"]["ingress"][0]["ip"], "127.0.12.1");
+    assert_eq!(addresses(&status, "web"), ["127.0.12.2"]);
+    assert_eq!(addresses(&status, "reserved"), ["127.0.12.3"]);
+    assert!(addresses(&status, "zz-late").is_empty());
+    assert_eq!(
+        condition(&status, "zz-late", "Programmed"),
+        Some(("False".into(), "AddressNotAssigned".into()))
+    );
+    let warnings = status["last_reload"]["warnings"].to_string();
+    assert!(warnings.contains("zz-late") && warnings.contains("no free address"), "{warnings}");
+    let url = format!("http://127.0.12.2:{port_web}/");
+    assert_eq!(get_backend(&url).await.as_deref(), Some("echo"));
 }

@@ -716,3 +716,47 @@ async fn a_follower_takes_over_status_writes_within_the_bound_when_the_leader_di
     let status = b.wait_status(|s| s["kubernetes"]["leader"] == true).await;
     assert_eq!(status["kubernetes"]["holder"], "appliance-b");
 }
+
+#[tokio::test]
+async fn load_balancer_services_get_pool_addresses_written_to_their_status() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 53, "protocol": "UDP"}]}
+    }))
+    .await;
+    let pools = "[[ipam.pools]]\nname = \"lb\"\ncidrs = [\"127.0.13.0/30\"]\n";
+    let config = format!("{}{pools}", config(None));
+    let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let path = "/api/v1/namespaces/default/services/dns/status";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let service = loop {
+        let accepted = kube.patches().await.iter().any(|p| p.path == path && p.answered == 200);
+        let object = kube.object("v1", "Service", "default", "dns").await;
+        if let Some(object) = object.filter(|o| accepted && o["status"]["loadBalancer"].is_object())
+        {
+            break object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Service status written; patches: {:#?}\nlogs:\n{}",
+            kube.patches().await,
+            appliance.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        service["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": "127.0.13.1", "ipMode": "VIP"}])
+    );
+    assert_eq!(service["spec"]["type"], "LoadBalancer", "the spec is left alone");
+    let patch = kube.patches().await.into_iter().find(|p| p.path == path).unwrap();
+    assert_eq!(patch.field_manager.as_deref(), Some(FIELD_MANAGER));
+    assert!(patch.body.get("spec").is_none(), "{patch:#?}");
+    assert!(!has_null(&patch.body), "{patch:#?}");
+    // The echo Service (ClusterIP) gets nothing and no status write.
+    assert!(!kube.patches().await.iter().any(|p| p.path.contains("/services/one/")));
+}

@@ -760,3 +760,47 @@ async fn load_balancer_services_get_pool_addresses_written_to_their_status() {
     // The echo Service (ClusterIP) gets nothing and no status write.
     assert!(!kube.patches().await.iter().any(|p| p.path.contains("/services/one/")));
 }
+
+/// `status.addresses` values of a Gateway as `/status` shows it.
+fn status_addresses(status: &Value, name: &str) -> Vec<String> {
+    status["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["kind"] == "Gateway" && o["metadata"]["name"] == name)
+        .flat_map(|o| o["status"]["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["value"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn gateway_addresses_recorded_in_the_cluster_survive_a_new_appliance() {
+    let kube = FakeKube::start().await;
+    let unaddressed = |name: &str, port: u16| {
+        json!({
+            "apiVersion": GATEWAY_API, "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "default", "generation": 1},
+            "spec": {"gatewayClassName": "gatehouse",
+                     "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}
+        })
+    };
+    for object in [namespace("default"), gateway_class(), unaddressed("web", free_port())] {
+        kube.apply(object).await;
+    }
+    let pools = "[[ipam.pools]]\nname = \"lb\"\ncidrs = [\"127.0.14.0/29\"]\n";
+    let config = format!("{}{pools}", config(None));
+    let first = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    written(&kube, &first, "Gateway", Some("default"), "web", |o| {
+        o["status"]["addresses"] == json!([{"type": "IPAddress", "value": "127.0.14.1"}])
+    })
+    .await;
+    drop(first);
+
+    // A new appliance with no state of its own, and a Gateway that ranks first by name: "web"
+    // keeps what the cluster records, the newcomer takes the next address.
+    kube.apply(unaddressed("a-first", free_port())).await;
+    let second = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let status = second.wait_status(|s| !status_addresses(s, "a-first").is_empty()).await;
+    assert_eq!(status_addresses(&status, "web"), ["127.0.14.1"], "{status:#}");
+    assert_eq!(status_addresses(&status, "a-first"), ["127.0.14.2"], "{status:#}");
+}

@@ -89,7 +89,7 @@ clean:
 ## Fuzz every parser of untrusted input, FUZZ_SECONDS each, one target after another (nightly).
 ## The examples seed the corpora; corpora and crashes stay in fuzz/corpus, fuzz/artifacts.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := manifests config route_table
+FUZZ_TARGETS := manifests config route_table ipam
 
 .PHONY: fuzz
 fuzz: setup

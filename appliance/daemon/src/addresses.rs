@@ -44,9 +44,10 @@ pub fn native_requests(config: &Config) -> Vec<Request> {
     out
 }
 
-/// Gives the native gateways without `addresses` what the allocation handed them; a gateway
-/// that got nothing loses its listeners (there is nowhere to bind) and the reason becomes a
-/// warning, as does a reserved address another object holds.
+/// Gives the native gateways without `addresses` what the allocation handed them. A gateway
+/// that got nothing keeps its listeners without an address (the proxy binds nothing for them
+/// and reports them; status says `AddressNotAssigned`); the reason becomes a warning, as does
+/// a reserved address another object holds.
 pub fn apply_native(config: &mut Config, allocation: &Allocation, warnings: &mut Vec<String>) {
     let mut addresses: BTreeMap<ObjectId, Vec<IpAddr>> = BTreeMap::new();
     for gateway in &config.native_gateways {
@@ -58,13 +59,11 @@ pub fn apply_native(config: &mut Config, allocation: &Allocation, warnings: &mut
             addresses.insert(gateway.id.clone(), outcome.ips());
         }
     }
-    config.native.listeners.retain_mut(|listener| match addresses.get(&listener.id.gateway) {
-        None => true,
-        Some(ips) => {
+    for listener in &mut config.native.listeners {
+        if let Some(ips) = addresses.get(&listener.id.gateway) {
             listener.addresses.clone_from(ips);
-            !ips.is_empty()
         }
-    });
+    }
 }
 
 /// Every address of the allocation with its owner, for `Desired::owned_addresses`.

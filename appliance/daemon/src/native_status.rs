@@ -77,6 +77,12 @@ fn build(
         gateways.entry(gateway).or_default().push(serde_json::to_value(status).unwrap_or_default());
     }
 
+    let unaddressed: Vec<&str> = native
+        .listeners
+        .iter()
+        .filter(|l| l.addresses.is_empty())
+        .map(|l| l.id.gateway.name.as_str())
+        .collect();
     let mut out = Vec::new();
     for (name, listeners) in gateways {
         let ok = gateway_ok.get(name).copied().unwrap_or(false);
@@ -88,7 +94,10 @@ fn build(
                 "addresses": addresses.remove(name).unwrap_or_default(),
                 "conditions": [
                     condition("Accepted", true, "Accepted", "", generation),
-                    if ok {
+                    if unaddressed.contains(&name) {
+                        // LB-IPAM had no address for it: the reason is in last_reload.warnings.
+                        condition("Programmed", false, "AddressNotAssigned", "no address could be assigned", generation)
+                    } else if ok {
                         condition("Programmed", true, "Programmed", "", generation)
                     } else {
                         condition("Programmed", false, "Invalid", "some listeners are not served", generation)

@@ -133,13 +133,18 @@ pub fn load_with(
         }
     };
 
-    // LB-IPAM, once over every source's objects, when pools are configured.
+    // LB-IPAM, once over every source's objects, when pools are configured. In cluster mode
+    // what the objects' status records wins over the local history.
     let ipam = (!config.ipam_pools.is_empty()).then(|| {
         let mut requests = addresses::native_requests(&config);
+        let mut previous = previous.clone();
         if let Some((index, settings)) = &api {
             requests.extend(gatehouse_gateway::ipam::requests(index, settings));
+            if config.kubernetes.is_some() {
+                previous.extend(gatehouse_gateway::ipam::previous_from_status(index));
+            }
         }
-        gatehouse_ipam::allocate(&config.ipam_pools, &requests, previous)
+        gatehouse_ipam::allocate(&config.ipam_pools, &requests, &previous)
     });
     if let Some(allocation) = &ipam {
         addresses::apply_native(&mut config, allocation, &mut warnings);

@@ -139,6 +139,45 @@ fn base_request(index: &Index, owner: ObjectId, meta: &ObjectMeta) -> Request {
     request
 }
 
+/// Addresses the cluster says objects hold: LoadBalancer Services' `status.loadBalancer.ingress`
+/// and Gateways' `status.addresses` (when the source kept them), for cluster mode, where the
+/// cluster's status is the record of what was handed out.
+pub fn previous_from_status(index: &Index) -> gatehouse_ipam::Previous {
+    let mut out = gatehouse_ipam::Previous::new();
+    for service in index.services.values() {
+        let ingress = service.status.as_ref().and_then(|s| s.load_balancer.as_ref());
+        let ips: Vec<IpAddr> = ingress
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref()?.parse().ok())
+            .collect();
+        if !ips.is_empty() {
+            let meta = &service.metadata;
+            let owner = ObjectId::new(
+                "Service",
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            out.insert(owner, ips);
+        }
+    }
+    for gateway in index.gateways.values() {
+        let addresses = gateway.status.as_ref().and_then(|s| s.get("addresses"));
+        let ips: Vec<IpAddr> = addresses
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.get("type").is_none_or(|t| t == "IPAddress"))
+            .filter_map(|a| a.get("value")?.as_str()?.parse().ok())
+            .collect();
+        if !ips.is_empty() {
+            out.insert(ObjectId::new("Gateway", gateway.namespace(), gateway.name()), ips);
+        }
+    }
+    out
+}
+
 /// `Service.status` as far as LB-IPAM sets it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -326,6 +365,29 @@ mod tests {
         assert_eq!(dns.namespace_labels["tier"], "edge");
         let sharing = dns.sharing.as_ref().unwrap();
         assert_eq!((sharing.key.as_str(), sharing.cross_namespace.len()), ("k", 2));
+    }
+
+    #[test]
+    fn the_cluster_status_seeds_previous_allocations() {
+        use k8s_openapi::api::core::v1::{
+            LoadBalancerIngress as Ingress, LoadBalancerStatus as Lb, ServiceStatus as Ss,
+        };
+        let Object::Service(mut dns) = lb_service("apps", "dns", &[]) else { panic!() };
+        dns.status = Some(Ss {
+            load_balancer: Some(Lb {
+                ingress: Some(vec![Ingress { ip: Some("10.0.0.5".into()), ..Ingress::default() }]),
+            }),
+            ..Ss::default()
+        });
+        let Object::Gateway(mut web) = gw("web", &[]) else { panic!() };
+        web.status = Some(json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.6"}]}));
+        let index =
+            index([Object::Service(dns), Object::Gateway(web), lb_service("apps", "new", &[])]);
+        let previous = previous_from_status(&index);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(previous.len(), 2);
+        assert_eq!(previous[&ObjectId::new("Service", "apps", "dns")], [ip("10.0.0.5")]);
+        assert_eq!(previous[&ObjectId::new("Gateway", "infra", "web")], [ip("10.0.0.6")]);
     }
 
     #[test]

@@ -156,11 +156,20 @@ mod tests {
                 "{kind}"
             );
         }
-        let writable: Vec<&Value> =
-            rules.iter().filter(|r| r["verbs"] == json!(STATUS_VERBS)).collect();
+        let writable: Vec<(&Value, &Value)> = rules
+            .iter()
+            .filter(|r| r["verbs"] == json!(STATUS_VERBS))
+            .map(|r| (&r["apiGroups"][0], &r["resources"]))
+            .collect();
         assert_eq!(
-            writable[0]["resources"],
-            json!(["gatewayclasses/status", "gateways/status", "httproutes/status"])
+            writable,
+            [
+                (&json!(""), &json!(["services/status"])),
+                (
+                    &json!("gateway.networking.k8s.io"),
+                    &json!(["gatewayclasses/status", "gateways/status", "httproutes/status"])
+                ),
+            ]
         );
         // No rule grants more than list/watch or get/patch on status.
         for rule in &rules {

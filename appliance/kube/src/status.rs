@@ -44,8 +44,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// client's long (watch-sized) read timeout.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The kinds whose status is written (`get` and `patch` on their `/status`).
-pub const STATUS_KINDS: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
+/// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
+/// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
+pub const STATUS_KINDS: [Kind; 4] =
+    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service];
 
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
@@ -74,8 +76,8 @@ impl StatusWriter {
     }
 
     /// Hands over the status objects of one applied generation (as `/status` shows them).
-    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API are taken; the native TOML
-    /// objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
+    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API and (LB-IPAM) Services are
+    /// taken; the native TOML objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
         let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
         let update = Update { controller_name: controller_name.to_owned(), objects };
@@ -91,7 +93,9 @@ impl Drop for StatusWriter {
 
 /// The identity of a status object we write, or `None` when it is not one of ours.
 fn target(object: &Value) -> Option<ObjectRef> {
-    if object["apiVersion"] != gatehouse_gateway::status::API_VERSION {
+    let gateway_api = object["apiVersion"] == gatehouse_gateway::status::API_VERSION;
+    let service = object["apiVersion"] == "v1" && object["kind"] == "Service";
+    if !gateway_api && !service {
         return None;
     }
     let kind = object["kind"].as_str()?;
@@ -433,6 +437,12 @@ mod tests {
         let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
                            "metadata": {"namespace": "a", "name": "g"}});
         assert_eq!(target(&grant), None);
+        // LB-IPAM's Services are written; no other core object is.
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+                             "metadata": {"namespace": "a", "name": "dns"}});
+        assert_eq!(target(&service), Some(ObjectRef::new(Kind::Service, "a", "dns")));
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}});
+        assert_eq!(target(&namespace), None);
     }
 
     #[test]

@@ -131,9 +131,25 @@ fn convert(kind: Kind, object: DynamicObject) -> Result<Object, (ObjectRef, Stri
             // and without it an unchanged object compares equal in the index.
             meta.remove("resourceVersion");
         }
-        // Our own status is output, never input; the gateway types would only ignore it.
+        // Our own status is output, never input; the gateway types would only ignore it. The
+        // `status.addresses` of a Gateway without `spec.addresses` is the exception: they were
+        // chosen here (LB-IPAM's record of what it handed out), read back so they survive
+        // restarts and leader changes. They only change when the choice does, so status
+        // writes still trigger no reload (but the first one, once).
         if resource.group == gatehouse_gateway::types::GROUP {
-            map.remove("status");
+            let chosen = kind == Kind::Gateway
+                && map
+                    .get("spec")
+                    .and_then(|spec| spec.get("addresses"))
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+            let addresses = map.remove("status").and_then(|mut status| {
+                let addresses = status.get_mut("addresses")?.take();
+                chosen.then(|| serde_json::json!({"addresses": addresses}))
+            });
+            if let Some(addresses) = addresses {
+                map.insert("status".into(), addresses);
+            }
         }
     }
     gatehouse_gateway::from_json(value).map_err(|e| {
@@ -258,6 +274,34 @@ mod tests {
         assert!(!stream.apply(&mut state, Event::Apply(written)));
         // A spec change still counts.
         assert!(stream.apply(&mut state, Event::Apply(route("a", "r", "/other"))));
+    }
+
+    #[test]
+    fn a_gateway_keeps_only_its_status_addresses() {
+        let gateway = |status: Value| {
+            object(json!({
+                "metadata": {"name": "web", "namespace": "a"},
+                "spec": {"gatewayClassName": "c", "listeners": []},
+                "status": status
+            }))
+        };
+        let mut state = ClusterState::default();
+        let mut stream = WatchReducer::new(scope(Kind::Gateway, None));
+        let addresses = json!([{"type": "IPAddress", "value": "10.0.0.1"}]);
+        let first = json!({"addresses": addresses, "conditions": [{"type": "Accepted"}]});
+        assert!(stream.apply(&mut state, Event::Apply(gateway(first))));
+        // Conditions change: nothing to reload.
+        let conditions = json!({"addresses": addresses, "conditions": [{"type": "Programmed"}]});
+        assert!(!stream.apply(&mut state, Event::Apply(gateway(conditions))));
+        // The addresses change: LB-IPAM must see it.
+        let moved = json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.2"}]});
+        assert!(stream.apply(&mut state, Event::Apply(gateway(moved))));
+        let previous = gatehouse_gateway::ipam::previous_from_status(&state.index);
+        let held: Vec<String> = previous
+            .iter()
+            .flat_map(|(id, ips)| ips.iter().map(move |ip| format!("{id} {ip}")))
+            .collect();
+        assert_eq!(held, ["Gateway a/web 10.0.0.2"]);
     }
 
     #[test]

@@ -744,3 +744,91 @@ async fn a_leader_stopping_gracefully_releases_the_lease_to_its_follower() {
     .await;
     assert!(is_true(&gateway["status"]["conditions"], "Programmed"), "{gateway:#}");
 }
+
+#[tokio::test]
+async fn load_balancer_services_get_pool_addresses_written_to_their_status() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 53, "protocol": "UDP"}]}
+    }))
+    .await;
+    let pools = "[[ipam.pools]]\nname = \"lb\"\ncidrs = [\"127.0.13.0/30\"]\n";
+    let config = format!("{}{pools}", config(None));
+    let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let path = "/api/v1/namespaces/default/services/dns/status";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let service = loop {
+        let accepted = kube.patches().await.iter().any(|p| p.path == path && p.answered == 200);
+        let object = kube.object("v1", "Service", "default", "dns").await;
+        if let Some(object) = object.filter(|o| accepted && o["status"]["loadBalancer"].is_object())
+        {
+            break object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Service status written; patches: {:#?}\nlogs:\n{}",
+            kube.patches().await,
+            appliance.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        service["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": "127.0.13.1", "ipMode": "VIP"}])
+    );
+    assert_eq!(service["spec"]["type"], "LoadBalancer", "the spec is left alone");
+    let patch = kube.patches().await.into_iter().find(|p| p.path == path).unwrap();
+    assert_eq!(patch.field_manager.as_deref(), Some(FIELD_MANAGER));
+    assert!(patch.body.get("spec").is_none(), "{patch:#?}");
+    assert!(!has_null(&patch.body), "{patch:#?}");
+    // The echo Service (ClusterIP) gets nothing and no status write.
+    assert!(!kube.patches().await.iter().any(|p| p.path.contains("/services/one/")));
+}
+
+/// `status.addresses` values of a Gateway as `/status` shows it.
+fn status_addresses(status: &Value, name: &str) -> Vec<String> {
+    status["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["kind"] == "Gateway" && o["metadata"]["name"] == name)
+        .flat_map(|o| o["status"]["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["value"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn gateway_addresses_recorded_in_the_cluster_survive_a_new_appliance() {
+    let kube = FakeKube::start().await;
+    let unaddressed = |name: &str, port: u16| {
+        json!({
+            "apiVersion": GATEWAY_API, "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "default", "generation": 1},
+            "spec": {"gatewayClassName": "gatehouse",
+                     "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}
+        })
+    };
+    for object in [namespace("default"), gateway_class(), unaddressed("web", free_port())] {
+        kube.apply(object).await;
+    }
+    let pools = "[[ipam.pools]]\nname = \"lb\"\ncidrs = [\"127.0.14.0/29\"]\n";
+    let config = format!("{}{pools}", config(None));
+    let first = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    written(&kube, &first, "Gateway", Some("default"), "web", |o| {
+        o["status"]["addresses"] == json!([{"type": "IPAddress", "value": "127.0.14.1"}])
+    })
+    .await;
+    drop(first);
+
+    // A new appliance with no state of its own, and a Gateway that ranks first by name: "web"
+    // keeps what the cluster records, the newcomer takes the next address.
+    kube.apply(unaddressed("a-first", free_port())).await;
+    let second = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let status = second.wait_status(|s| !status_addresses(s, "a-first").is_empty()).await;
+    assert_eq!(status_addresses(&status, "web"), ["127.0.14.1"], "{status:#}");
+    assert_eq!(status_addresses(&status, "a-first"), ["127.0.14.2"], "{status:#}");
+}

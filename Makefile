@@ -9,7 +9,7 @@ IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
 IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image bench-proxy bench-boot image clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image bench-proxy bench-boot bench-propagation image clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -32,6 +32,10 @@ fmt: setup-toolchain
 ## Validate a config file: make check CONFIG=examples/gatehouse.toml
 check: setup
 	$(CARGO) run -p gatehouse -- check --config $(CONFIG)
+
+## Propagation: watch event → traffic following, 5,000 routes (release build; not a test).
+bench-propagation: setup
+	bench/propagation
 
 ## Whole-system proxy benchmark against nginx (release build; not part of the tests).
 bench-proxy: setup

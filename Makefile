@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
 BENCH_PACKAGES := nginx wrk util-linux procps
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-ebpf bench-proxy clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -34,7 +34,7 @@ bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
 
-setup: setup-debian setup-toolchain
+setup: setup-debian setup-toolchain setup-ebpf
 
 setup-debian:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -49,6 +49,23 @@ setup-toolchain:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
 	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+## The XDP program (ebpf/xdp) is built by appliance/xdp's build.rs with the nightly toolchain,
+## its rust-src (core is rebuilt for the BPF target) and bpf-linker 0.13.0, which is built
+## against the nightly's own libLLVM 22 (LLVM_PREFIX: a directory whose lib/libLLVM.so is it).
+BPF_LINKER_VERSION := 0.13.0
+BPF_LLVM_PREFIX ?= $(HOME)/.cache/gatehouse/llvm-nightly
+setup-ebpf:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
+	@rustup run nightly bpf-linker --version 2>/dev/null | grep -q '$(BPF_LINKER_VERSION)' || { \
+	  llvm=$$(ls "$$(rustup run nightly rustc --print sysroot)"/lib/libLLVM.so.22* | head -n 1); \
+	  test -n "$$llvm" || { echo "the nightly toolchain has no libLLVM.so.22*"; exit 1; }; \
+	  mkdir -p $(BPF_LLVM_PREFIX)/lib && ln -sf "$$llvm" $(BPF_LLVM_PREFIX)/lib/libLLVM.so; \
+	  echo "building bpf-linker $(BPF_LINKER_VERSION) against $$llvm (a few minutes)"; \
+	  LLVM_PREFIX=$(BPF_LLVM_PREFIX) CARGO_TARGET_DIR=$${TMPDIR:-/tmp}/bpf-linker-build \
+	    rustup run nightly cargo install --locked --version $(BPF_LINKER_VERSION) \
+	    --no-default-features --features llvm-22 bpf-linker; }
 
 clean:
 	$(CARGO) clean

@@ -13,7 +13,7 @@ use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, OwnedKey, Settings, VIP_FLAG_IPIP, VipKey,
-    VipValue, mapped_v4,
+    VipValue, addr_from_octets, mapped_v4,
 };
 
 use crate::error::{XdpError, map_err};
@@ -24,7 +24,7 @@ use crate::plan::{Forwarding, Limits, Plan, VipAction};
 pub fn wire_addr(ip: IpAddr) -> Addr {
     match ip {
         IpAddr::V4(v4) => mapped_v4(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V6(v6) => addr_from_octets(v6.octets()),
     }
 }
 
@@ -245,7 +245,7 @@ pub(crate) fn apply(
     Ok(plan.generation)
 }
 
-fn key_bytes(k: &VipKey) -> ([u8; 16], u16, u8) {
+fn key_bytes(k: &VipKey) -> (Addr, u16, u8) {
     (k.addr, k.port, k.proto)
 }
 

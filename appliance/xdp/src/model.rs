@@ -7,7 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
-use gatehouse_ebpf_common::{Addr, FlowKey, VipKey, flow_hash, mapped_v4};
+use gatehouse_ebpf_common::{
+    Addr, FlowKey, VipKey, addr_from_octets, addr_octets, flow_hash, mapped_v4,
+};
 
 use crate::applier::{vip_key, wire_addr};
 use crate::plan::{Forwarding, Plan, VipAction};
@@ -148,6 +150,7 @@ impl Model {
         let mut dst = [0u8; 16];
         src.copy_from_slice(&h[8..24]);
         dst.copy_from_slice(&h[24..40]);
+        let (src, dst) = (addr_from_octets(src), addr_from_octets(dst));
         match h[6] {
             58 => {
                 let Some(i) = f.get(l3 + 40..l3 + 72) else {
@@ -155,14 +158,14 @@ impl Model {
                 };
                 let ok = h[7] == 255
                     && total == 72
-                    && src != [0; 16]
+                    && src != [0; 4]
                     && i[0] == 135
                     && i[1] == 0
                     && i[24] == 1
                     && i[25] == 1;
                 let mut target = [0u8; 16];
                 target.copy_from_slice(&i[8..24]);
-                if ok && self.owned.contains(&target) && self.has_mac {
+                if ok && self.owned.contains(&addr_from_octets(target)) && self.has_mac {
                     Decision::NdAdvert
                 } else {
                     Decision::Pass
@@ -221,6 +224,7 @@ impl Model {
 }
 
 fn prefix_match(net: &Addr, bits: u32, addr: &Addr) -> bool {
+    let (net, addr) = (addr_octets(net), addr_octets(addr));
     let bits = bits.min(128) as usize;
     let full = bits / 8;
     if net[..full] != addr[..full] {
@@ -241,6 +245,6 @@ mod tests {
         assert!(prefix_match(&net, 96 + 24, &mapped_v4([192, 0, 2, 77])));
         assert!(!prefix_match(&net, 96 + 24, &mapped_v4([192, 0, 3, 1])));
         assert!(prefix_match(&net, 96 + 23, &mapped_v4([192, 0, 3, 1])));
-        assert!(prefix_match(&net, 0, &[7; 16]));
+        assert!(prefix_match(&net, 0, &[7; 4]));
     }
 }

@@ -52,8 +52,11 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 pub const MAX_OWNED: u32 = 4096;
 pub const MAX_DROP: u32 = 65_536;
 
-/// An IP address, network order, IPv4 mapped into `::ffff:0:0/96`.
-pub type Addr = [u8; 16];
+/// An IP address, IPv4 mapped into `::ffff:0:0/96`, as four 32-bit words whose memory bytes
+/// are the wire bytes (network order; each word is a native-endian read of four wire bytes).
+/// Words rather than bytes keep the structs 4-aligned, so BPF copies and compares them a word
+/// at a time.
+pub type Addr = [u32; 4];
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -245,15 +248,13 @@ pub const COUNTERS: u32 = 10;
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
     let mut h: u32 = 0x9e37_79b9 ^ u32::from(key.proto);
-    let mut i = 0;
-    while i < 16 {
-        let s = u32::from_ne_bytes([key.src[i], key.src[i + 1], key.src[i + 2], key.src[i + 3]]);
-        h = mix(h, s);
-        i += 4;
-    }
+    h = mix(h, key.src[0]);
+    h = mix(h, key.src[1]);
+    h = mix(h, key.src[2]);
+    h = mix(h, key.src[3]);
     // The destination is the VIP: the same for every flow of a VIP, so only its last word
     // (which differs between VIPs) is mixed in.
-    h = mix(h, u32::from_ne_bytes([key.dst[12], key.dst[13], key.dst[14], key.dst[15]]));
+    h = mix(h, key.dst[3]);
     h = mix(h, u32::from(key.sport) | (u32::from(key.dport) << 16));
     finish(h)
 }
@@ -287,14 +288,45 @@ pub fn nat_port(hash: u32, attempt: u32) -> u16 {
     (NAT_PORT_BASE + h % (65_536 - NAT_PORT_BASE)) as u16
 }
 
+/// The third word of every IPv4-mapped address (`0000:ffff`).
+pub const MAPPED_V4_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The IPv4-mapped form of an IPv4 address given as its wire word.
+#[inline(always)]
+pub const fn mapped_v4_word(word: u32) -> Addr {
+    [0, 0, MAPPED_V4_WORD, word]
+}
+
 /// The IPv4-mapped form of an IPv4 address given in network order bytes.
 #[inline(always)]
 pub const fn mapped_v4(octets: [u8; 4]) -> Addr {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3]]
+    mapped_v4_word(u32::from_ne_bytes(octets))
+}
+
+/// An address from its 16 wire bytes.
+#[inline(always)]
+pub const fn addr_from_octets(o: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// The 16 wire bytes of an address.
+#[inline(always)]
+pub const fn addr_octets(a: &Addr) -> [u8; 16] {
+    let (w0, w1, w2, w3) =
+        (a[0].to_ne_bytes(), a[1].to_ne_bytes(), a[2].to_ne_bytes(), a[3].to_ne_bytes());
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
 }
 
 /// Whether a stored address is IPv4-mapped.
 #[inline(always)]
 pub fn is_mapped_v4(addr: &Addr) -> bool {
-    addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff
+    addr[0] == 0 && addr[1] == 0 && addr[2] == MAPPED_V4_WORD
 }

@@ -30,7 +30,7 @@ use gatehouse_ebpf_common::{
     SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4, nat_port,
 };
 
-use crate::packet::{Endpoints, Parsed, Verdict};
+use crate::packet::{Ctx, Parsed, Verdict};
 
 #[map]
 static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
@@ -85,9 +85,10 @@ pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
     }
     // SAFETY: the 60 bytes at `start` were bounds-checked just above.
     let saved: [u8; SAVED] = unsafe { core::ptr::read_unaligned(start as *const [u8; SAVED]) };
+    let before = ctx.data_end() - start;
     let action = process(&ctx);
-    let grown = start as i64 - ctx.data() as i64;
-    if grown != 0 {
+    let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
+    if grown > 0 && grown <= 64 {
         // SAFETY: a plain helper call on this program's own context.
         unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) };
     }
@@ -101,7 +102,8 @@ pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> u32 {
-    match packet::parse(ctx) {
+    let mut pkt = Parsed::default();
+    match packet::parse(ctx.ctx, &mut pkt) {
         Verdict::Miss => {
             count(COUNTER_MISS);
             xdp_action::XDP_PASS
@@ -116,7 +118,7 @@ fn process(ctx: &XdpContext) -> u32 {
         }
         Verdict::Arp(l3) => arp_reply(ctx.ctx, l3),
         Verdict::Solicit(l3) => nd_reply(ctx.ctx, l3),
-        Verdict::L4(pkt) => l4(ctx.ctx, &pkt),
+        Verdict::L4 => l4(ctx.ctx, &pkt),
     }
 }
 
@@ -133,8 +135,8 @@ fn count(index: u32) {
 #[inline(never)]
 fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
-    // SAFETY: map values are read by value right away.
-    let Some(vip) = (unsafe { GH_VIPS.get(&key) }).copied() else {
+    // SAFETY: map values stay valid for the whole program run (RCU).
+    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
         return not_a_vip(raw, pkt);
     };
     let Some(settings) = GH_SETTINGS.get(0) else {
@@ -152,14 +154,13 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         // SAFETY: per-CPU slot.
         unsafe {
             (*s).packets += 1;
-            (*s).bytes += pkt.ip_len as u64;
+            (*s).bytes += u64::from(pkt.ip_len);
         }
     }
-    if vip.action == ACTION_PASS {
-        count(COUNTER_VIP_PASS);
-        return xdp_action::XDP_PASS;
-    }
     if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
+        if vip.action == ACTION_PASS {
+            count(COUNTER_VIP_PASS);
+        }
         return xdp_action::XDP_PASS;
     }
     let flow = FlowKey {
@@ -170,80 +171,96 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let ipip = vip.flags & VIP_FLAG_IPIP != 0;
+    let mut pinned = FlowValue::default();
+    let mut hit = false;
     // SAFETY: read by value right away.
-    let pinned = (unsafe { GH_FLOWS.get(&flow) }).copied();
-    let mut chosen: Option<(u32, Backend, u16)> = None;
-    if let Some(entry) = pinned
-        && let Some(backend) = GH_BACKENDS.get(entry.backend).copied()
-        && backend.live != 0
-    {
-        chosen = Some((entry.backend, backend, entry.snat_port));
+    if let Some(entry) = unsafe { GH_FLOWS.get(&flow) } {
+        pinned = *entry;
+        hit = GH_BACKENDS.get(pinned.backend).is_some_and(|b| b.live != 0);
     }
-    let (backend_id, backend, snat_port) = match chosen {
-        Some(c) => c,
-        None => {
-            if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(&vip) {
-                if let Some(s) = stats {
-                    // SAFETY: per-CPU slot.
-                    unsafe { (*s).syn_drops += 1 };
-                }
-                return xdp_action::XDP_DROP;
-            }
-            let hash = flow_hash(&flow);
-            let slot = vip.ring_offset + hash % vip.ring_size;
-            let Some(id) = GH_RING.get(slot).copied() else {
-                count(COUNTER_NO_BACKEND);
-                return xdp_action::XDP_DROP;
-            };
-            let Some(backend) = GH_BACKENDS.get(id).copied() else {
-                count(COUNTER_NO_BACKEND);
-                return xdp_action::XDP_DROP;
-            };
-            if backend.live == 0 || is_mapped_v4(&backend.addr) != pkt.v4 {
-                count(COUNTER_NO_BACKEND);
-                return xdp_action::XDP_DROP;
-            }
-            let snat_port = if ipip {
-                0
-            } else {
-                let source = if pkt.v4 { settings.source_v4 } else { settings.source_v6 };
-                match reserve_nat_port(&flow, hash, &backend, &source, vip.index) {
-                    Some(p) => p,
-                    None => {
-                        count(COUNTER_NO_BACKEND);
-                        return xdp_action::XDP_DROP;
-                    }
-                }
-            };
-            let value = FlowValue { backend: id, snat_port, _pad: 0 };
-            let _ = GH_FLOWS.insert(&flow, &value, 0);
-            if let Some(s) = stats {
-                // SAFETY: per-CPU slot.
-                unsafe { (*s).new_flows += 1 };
-            }
-            (id, backend, snat_port)
+    if !hit {
+        match new_flow(vip, &flow, pkt, settings) {
+            Ok(v) => pinned = v,
+            Err(action) => return action,
         }
+        if let Some(s) = stats {
+            // SAFETY: per-CPU slot.
+            unsafe { (*s).new_flows += 1 };
+        }
+    }
+    let Some(backend) = GH_BACKENDS.get(pinned.backend) else {
+        return xdp_action::XDP_DROP;
     };
-    if let Some(s) = GH_BE_STATS.get_ptr_mut(backend_id) {
+    if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*s).packets += 1;
-            (*s).bytes += pkt.ip_len as u64;
+            (*s).bytes += u64::from(pkt.ip_len);
         }
     }
-    if ipip {
-        encapsulate(raw, pkt, &backend, settings)
-    } else {
-        let source = if pkt.v4 { settings.source_v4 } else { settings.source_v6 };
-        let to =
-            Endpoints { src: source, dst: backend.addr, sport: snat_port, dport: backend.port };
-        if !packet::rewrite(raw, pkt, &to) {
-            count(COUNTER_MALFORMED);
+    if vip.flags & VIP_FLAG_IPIP != 0 {
+        if !encapsulate(raw, pkt, backend, settings) {
+            count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        forward(raw, pkt, &backend.addr)
+        return forward(raw, pkt, &backend.addr, true);
     }
+    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+    let ports = packet::ports(pinned.snat_port, backend.port);
+    if !packet::rewrite(raw, pkt, source, &backend.addr, ports) {
+        count(COUNTER_MALFORMED);
+        return xdp_action::XDP_DROP;
+    }
+    forward(raw, pkt, &backend.addr, false)
+}
+
+/// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
+/// choice, NAT port, new entry. `Err` carries the action for a packet that goes no further.
+#[inline(never)]
+fn new_flow(
+    vip: &VipValue,
+    flow: &FlowKey,
+    pkt: &Parsed,
+    settings: &Settings,
+) -> Result<FlowValue, u32> {
+    if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
+        if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
+            // SAFETY: per-CPU slot.
+            unsafe { (*s).syn_drops += 1 };
+        }
+        return Err(xdp_action::XDP_DROP);
+    }
+    let hash = flow_hash(flow);
+    let Some(pos) = hash.checked_rem(vip.ring_size) else {
+        return Err(xdp_action::XDP_PASS);
+    };
+    let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    };
+    let Some(backend) = GH_BACKENDS.get(id) else {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    };
+    if backend.live == 0 || is_mapped_v4(&backend.addr) != pkt.v4 {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    }
+    let snat_port = if vip.flags & VIP_FLAG_IPIP != 0 {
+        0
+    } else {
+        let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+        match reserve_nat_port(flow, hash, backend, source, vip.index) {
+            Some(p) => p,
+            None => {
+                count(COUNTER_NO_BACKEND);
+                return Err(xdp_action::XDP_DROP);
+            }
+        }
+    };
+    let value = FlowValue { backend: id, snat_port, _pad: 0 };
+    let _ = GH_FLOWS.insert(flow, &value, 0);
+    Ok(value)
 }
 
 /// Picks a free NAT source port for a new flow and records the reverse mapping.
@@ -333,29 +350,30 @@ fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         _pad: [0; 3],
     };
     // SAFETY: read by value right away.
-    let Some(orig) = (unsafe { GH_NAT.get(&key) }).copied() else {
+    let Some(orig) = (unsafe { GH_NAT.get(&key) }) else {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
     };
     count(COUNTER_NAT_REVERSE);
-    let to = Endpoints {
-        src: orig.vip,
-        dst: orig.client,
-        sport: orig.vip_port,
-        dport: orig.client_port,
-    };
-    if !packet::rewrite(raw, pkt, &to) {
+    let ports = packet::ports(orig.vip_port, orig.client_port);
+    if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &orig.client)
+    forward(raw, pkt, &orig.client, false)
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the kernel's
 /// FIB knows the next hop's MAC, else through the kernel's stack (which resolves it).
+/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header.
 #[inline(never)]
-fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr) -> u32 {
-    let ctx = &XdpContext::new(raw);
+fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool) -> u32 {
+    let ctx = &Ctx::new(raw);
+    let (proto, ip_len) = match (encapsulated, pkt.v4) {
+        (false, _) => (pkt.proto, pkt.ip_len),
+        (true, true) => (IPPROTO_IPIP, pkt.ip_len + 20),
+        (true, false) => (IPPROTO_IPV6, pkt.ip_len + 40),
+    };
     if pkt.l3 != packet::ETH_HLEN {
         // VLAN-tagged: XDP cannot redirect into a VLAN device; the kernel forwards it.
         count(COUNTER_FIB_PASS);
@@ -363,24 +381,19 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr) -> u32 {
     }
     // SAFETY: the all-zero pattern is valid for this plain C struct.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.l4_protocol = pkt.proto;
-    fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_1.tot_len = pkt.ip_len;
+    fib.l4_protocol = proto;
+    fib.ifindex = ctx.ingress_ifindex();
+    fib.__bindgen_anon_1.tot_len = ip_len;
     if pkt.v4 {
         fib.family = AF_INET;
-        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
+        fib.__bindgen_anon_4.ipv4_dst = dst[3];
     } else {
         fib.family = AF_INET6;
-        fib.__bindgen_anon_4.ipv6_dst = [
-            u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]),
-            u32::from_ne_bytes([dst[4], dst[5], dst[6], dst[7]]),
-            u32::from_ne_bytes([dst[8], dst[9], dst[10], dst[11]]),
-            u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]),
-        ];
+        fib.__bindgen_anon_4.ipv6_dst = *dst;
     }
     // SAFETY: `fib` is a properly sized local struct; the helper writes only into it.
     let rc = unsafe {
-        fib_lookup(ctx.ctx.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
+        fib_lookup(ctx.raw.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS {
         count(COUNTER_FIB_PASS);
@@ -389,7 +402,7 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr) -> u32 {
     if !packet::set_macs(ctx, &fib.dmac, &fib.smac) {
         return xdp_action::XDP_PASS;
     }
-    if fib.ifindex == ctx.ingress_ifindex() as u32 {
+    if fib.ifindex == ctx.ingress_ifindex() {
         xdp_action::XDP_TX
     } else {
         // SAFETY: a plain helper call.
@@ -399,20 +412,19 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr) -> u32 {
 
 /// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return).
 #[inline(never)]
-fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Settings) -> u32 {
-    let ctx = &XdpContext::new(raw);
+fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Settings) -> bool {
+    let ctx = &Ctx::new(raw);
     let outer: i32 = if pkt.v4 { 20 } else { 40 };
     let l3 = pkt.l3;
     // SAFETY: a plain helper call on this program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -outer) } != 0 {
-        count(COUNTER_NO_BACKEND);
-        return xdp_action::XDP_DROP;
+    if unsafe { bpf_xdp_adjust_head(raw, -outer) } != 0 {
+        return false;
     }
     // Move the L2 header (with its VLAN tags) to the new start of the frame.
     if !packet::move_l2(ctx, l3, outer as usize) {
-        return xdp_action::XDP_DROP;
+        return false;
     }
-    let ok = if pkt.v4 {
+    if pkt.v4 {
         packet::write_outer_v4(
             ctx,
             l3,
@@ -430,22 +442,13 @@ fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Set
             &backend.addr,
             IPPROTO_IPV6,
         )
-    };
-    if !ok {
-        return xdp_action::XDP_DROP;
     }
-    let outer_pkt = Parsed {
-        ip_len: pkt.ip_len + outer as u16,
-        proto: if pkt.v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 },
-        ..*pkt
-    };
-    forward(raw, &outer_pkt, &backend.addr)
 }
 
 /// Answers an ARP request for an owned IPv4 address in place.
 #[inline(never)]
 fn arp_reply(raw: *mut xdp_md, l3: usize) -> u32 {
-    let ctx = &XdpContext::new(raw);
+    let ctx = &Ctx::new(raw);
     let Some(target) = packet::arp_request_target(ctx, l3) else {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
@@ -455,7 +458,7 @@ fn arp_reply(raw: *mut xdp_md, l3: usize) -> u32 {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
     }
-    let ifindex = ctx.ingress_ifindex() as u32;
+    let ifindex = ctx.ingress_ifindex();
     // SAFETY: read by value right away.
     let Some(mac) = (unsafe { GH_MACS.get(&ifindex) }).copied() else {
         count(COUNTER_MISS);
@@ -472,7 +475,7 @@ fn arp_reply(raw: *mut xdp_md, l3: usize) -> u32 {
 /// Answers a neighbour solicitation for an owned IPv6 address in place.
 #[inline(never)]
 fn nd_reply(raw: *mut xdp_md, l3: usize) -> u32 {
-    let ctx = &XdpContext::new(raw);
+    let ctx = &Ctx::new(raw);
     let Some(target) = packet::solicit_target(ctx, l3) else {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
@@ -482,7 +485,7 @@ fn nd_reply(raw: *mut xdp_md, l3: usize) -> u32 {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
     }
-    let ifindex = ctx.ingress_ifindex() as u32;
+    let ifindex = ctx.ingress_ifindex();
     // SAFETY: read by value right away.
     let Some(mac) = (unsafe { GH_MACS.get(&ifindex) }).copied() else {
         count(COUNTER_MISS);

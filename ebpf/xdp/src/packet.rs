@@ -2,10 +2,10 @@
 //! [`ptr_at`], which checks the whole object against the end of the frame first.
 
 use core::mem::size_of;
-use core::ptr::{read_unaligned, write_unaligned};
+use core::ptr::{read, write};
 
-use aya_ebpf::programs::XdpContext;
-use gatehouse_ebpf_common::{Addr, PROTO_TCP, PROTO_UDP, mapped_v4};
+use aya_ebpf::bindings::xdp_md;
+use gatehouse_ebpf_common::{Addr, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
 
 use crate::csum;
 
@@ -22,6 +22,39 @@ const ND_ADVERT: u8 = 136;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
+/// The program's context. Its fields are read with volatile loads, so they stay inside the
+/// function that uses them: were LLVM to hoist them into a caller and pass them as 32-bit
+/// arguments, the verifier would reject the widening of a packet pointer.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub raw: *mut xdp_md,
+}
+
+impl Ctx {
+    #[inline(always)]
+    pub fn new(raw: *mut xdp_md) -> Ctx {
+        Ctx { raw }
+    }
+
+    #[inline(always)]
+    pub fn data(&self) -> usize {
+        // SAFETY: `raw` is the context the kernel passed to the program.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw).data) as usize }
+    }
+
+    #[inline(always)]
+    pub fn data_end(&self) -> usize {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw).data_end) as usize }
+    }
+
+    #[inline(always)]
+    pub fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw).ingress_ifindex) }
+    }
+}
+
 /// What the parser found.
 pub enum Verdict {
     /// Not an IP/ARP frame we look at, or not TCP/UDP.
@@ -34,12 +67,12 @@ pub enum Verdict {
     Arp(usize),
     /// An ICMPv6 neighbour solicitation; its IPv6 header starts at this offset.
     Solicit(usize),
-    /// A TCP or UDP packet.
-    L4(Parsed),
+    /// A TCP or UDP packet (the `Parsed` given to [`parse`] describes it).
+    L4,
 }
 
 /// A parsed TCP/UDP packet: offsets into the frame and its 5-tuple in wire order.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Parsed {
     pub v4: bool,
     /// Offset of the IP header.
@@ -67,7 +100,7 @@ impl Parsed {
 }
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+fn ptr_at<T>(ctx: &Ctx, off: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + size_of::<T>() > end {
@@ -76,18 +109,23 @@ fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     Some((start + off) as *mut T)
 }
 
+// Packet loads and stores use plain (aligned) instructions although header fields sit at any
+// offset: BPF's LLVM backend splits unaligned accesses into single bytes (eight times the
+// instructions, and register spills past the 512-byte stack), while the kernel accepts
+// unaligned packet access on every architecture with efficient unaligned access (x86-64,
+// arm64) and its JIT emits plain loads and stores for them.
 #[inline(always)]
-fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
-    // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame.
-    ptr_at::<T>(ctx, off).map(|p| unsafe { read_unaligned(p) })
+fn load<T: Copy>(ctx: &Ctx, off: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame; see above on alignment.
+    ptr_at::<T>(ctx, off).map(|p| unsafe { read(p) })
 }
 
 #[inline(always)]
-fn store<T: Copy>(ctx: &XdpContext, off: usize, value: T) -> bool {
+fn store<T: Copy>(ctx: &Ctx, off: usize, value: T) -> bool {
     match ptr_at::<T>(ctx, off) {
         Some(p) => {
-            // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame.
-            unsafe { write_unaligned(p, value) };
+            // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame; see `load`.
+            unsafe { write(p, value) };
             true
         }
         None => false,
@@ -100,13 +138,14 @@ fn be16(b: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-fn frame_len(ctx: &XdpContext) -> usize {
+fn frame_len(ctx: &Ctx) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP.
-#[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Verdict {
+/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`.
+#[inline(never)]
+pub fn parse(raw: *mut xdp_md, pkt: &mut Parsed) -> Verdict {
+    let ctx = &Ctx::new(raw);
     let Some(et) = load::<[u8; 2]>(ctx, 12) else {
         return Verdict::Malformed;
     };
@@ -127,15 +166,15 @@ pub fn parse(ctx: &XdpContext) -> Verdict {
         }
     }
     match ethertype {
-        ETH_P_IP => parse_v4(ctx, l3),
-        ETH_P_IPV6 => parse_v6(ctx, l3),
+        ETH_P_IP => parse_v4(ctx, l3, pkt),
+        ETH_P_IPV6 => parse_v6(ctx, l3, pkt),
         ETH_P_ARP => Verdict::Arp(l3),
         _ => Verdict::Miss,
     }
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, l3: usize) -> Verdict {
+fn parse_v4(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
     let Some(h) = load::<[u8; 20]>(ctx, l3) else {
         return Verdict::Malformed;
     };
@@ -150,14 +189,22 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Verdict {
     if be16([h[6], h[7]]) & 0x3fff != 0 {
         return Verdict::Fragment;
     }
-    let src = mapped_v4([h[12], h[13], h[14], h[15]]);
-    let dst = mapped_v4([h[16], h[17], h[18], h[19]]);
-    transport(ctx, true, l3, l3 + ihl, total, h[9], src, dst)
+    let (Some(src), Some(dst)) = (load::<u32>(ctx, l3 + 12), load::<u32>(ctx, l3 + 16)) else {
+        return Verdict::Malformed;
+    };
+    pkt.src = mapped_v4_word(src);
+    pkt.dst = mapped_v4_word(dst);
+    pkt.v4 = true;
+    pkt.l3 = l3;
+    pkt.l4 = l3 + ihl;
+    pkt.ip_len = total as u16;
+    pkt.proto = h[9];
+    transport(ctx, pkt)
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, l3: usize) -> Verdict {
-    let Some(h) = load::<[u8; 40]>(ctx, l3) else {
+fn parse_v6(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
+    let Some(h) = load::<[u8; 8]>(ctx, l3) else {
         return Verdict::Malformed;
     };
     if h[0] >> 4 != 6 {
@@ -177,26 +224,23 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Verdict {
             _ => Verdict::Miss,
         };
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
-    transport(ctx, false, l3, l3 + 40, total, next, src, dst)
+    let (Some(src), Some(dst)) = (load::<Addr>(ctx, l3 + 8), load::<Addr>(ctx, l3 + 24)) else {
+        return Verdict::Malformed;
+    };
+    pkt.src = src;
+    pkt.dst = dst;
+    pkt.v4 = false;
+    pkt.l3 = l3;
+    pkt.l4 = l3 + 40;
+    pkt.ip_len = total as u16;
+    pkt.proto = next;
+    transport(ctx, pkt)
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transport(
-    ctx: &XdpContext,
-    v4: bool,
-    l3: usize,
-    l4: usize,
-    total: usize,
-    proto: u8,
-    src: Addr,
-    dst: Addr,
-) -> Verdict {
-    let end = l3 + total;
+fn transport(ctx: &Ctx, pkt: &mut Parsed) -> Verdict {
+    let (l4, proto) = (pkt.l4, pkt.proto);
+    let end = pkt.l3 + usize::from(pkt.ip_len);
     let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
         let Some(t) = load::<[u8; 20]>(ctx, l4) else {
             return Verdict::Malformed;
@@ -218,65 +262,66 @@ fn transport(
     } else {
         return Verdict::Miss;
     };
-    Verdict::L4(Parsed {
-        v4,
-        l3,
-        l4,
-        ip_len: total as u16,
-        proto,
-        tcp_flags,
-        src,
-        dst,
-        sport,
-        dport,
-    })
+    pkt.sport = sport;
+    pkt.dport = dport;
+    pkt.tcp_flags = tcp_flags;
+    Verdict::L4
 }
 
-/// New addresses and ports for [`rewrite`], wire order.
-pub struct Endpoints {
-    pub src: Addr,
-    pub dst: Addr,
-    pub sport: u16,
-    pub dport: u16,
+/// Source and destination port (wire order) packed as the 32-bit word they form on the wire.
+#[inline(always)]
+pub fn ports(sport: u16, dport: u16) -> u32 {
+    let s = sport.to_ne_bytes();
+    let d = dport.to_ne_bytes();
+    u32::from_ne_bytes([s[0], s[1], d[0], d[1]])
 }
 
 /// Rewrites addresses and ports (full NAT, either direction), updating every checksum.
+/// Works word by word on the packet to keep the stack small.
 #[inline(never)]
-pub fn rewrite(raw: *mut aya_ebpf::bindings::xdp_md, pkt: &Parsed, to: &Endpoints) -> bool {
-    let ctx = &XdpContext::new(raw);
-    let (src, dst, sport, dport) = (&to.src, &to.dst, to.sport, to.dport);
-    let mut delta;
+pub fn rewrite(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports: u32) -> bool {
+    let ctx = &Ctx::new(raw);
+    let mut delta: u64 = 0;
     if pkt.v4 {
-        let Some(old) = load::<[u8; 8]>(ctx, pkt.l3 + 12) else {
+        let new_src = src[3];
+        let new_dst = dst[3];
+        let (Some(old_src), Some(old_dst)) =
+            (load::<u32>(ctx, pkt.l3 + 12), load::<u32>(ctx, pkt.l3 + 16))
+        else {
             return false;
         };
-        let new = [src[12], src[13], src[14], src[15], dst[12], dst[13], dst[14], dst[15]];
-        delta = csum::sum_not_words(&old) + csum::sum_words(&new);
+        delta += csum::not32(old_src)
+            + csum::not32(old_dst)
+            + csum::add32(new_src)
+            + csum::add32(new_dst);
         let Some(ip_csum) = load::<u16>(ctx, pkt.l3 + 10) else {
             return false;
         };
-        if !store(ctx, pkt.l3 + 10, csum::update(ip_csum, delta)) || !store(ctx, pkt.l3 + 12, new) {
+        if !(store(ctx, pkt.l3 + 10, csum::update(ip_csum, delta))
+            && store(ctx, pkt.l3 + 12, new_src)
+            && store(ctx, pkt.l3 + 16, new_dst))
+        {
             return false;
         }
     } else {
-        let Some(old) = load::<[u8; 32]>(ctx, pkt.l3 + 8) else {
-            return false;
-        };
-        let mut new = [0u8; 32];
-        new[..16].copy_from_slice(src);
-        new[16..].copy_from_slice(dst);
-        delta = csum::sum_not_words(&old) + csum::sum_words(&new);
-        if !store(ctx, pkt.l3 + 8, new) {
-            return false;
+        let mut i = 0;
+        while i < 8 {
+            let new = if i < 4 { src[i & 3] } else { dst[i & 3] };
+            let off = pkt.l3 + 8 + 4 * i;
+            let Some(old) = load::<u32>(ctx, off) else {
+                return false;
+            };
+            delta += csum::not32(old) + csum::add32(new);
+            if !store(ctx, off, new) {
+                return false;
+            }
+            i += 1;
         }
     }
-    let Some(old_ports) = load::<[u8; 4]>(ctx, pkt.l4) else {
+    let Some(old_ports) = load::<u32>(ctx, pkt.l4) else {
         return false;
     };
-    let s = sport.to_ne_bytes();
-    let d = dport.to_ne_bytes();
-    let new_ports = [s[0], s[1], d[0], d[1]];
-    delta += csum::sum_not_words(&old_ports) + csum::sum_words(&new_ports);
+    delta += csum::not32(old_ports) + csum::add32(new_ports);
     if !store(ctx, pkt.l4, new_ports) {
         return false;
     }
@@ -297,13 +342,13 @@ pub fn rewrite(raw: *mut aya_ebpf::bindings::xdp_md, pkt: &Parsed, to: &Endpoint
 
 /// Sets the Ethernet destination and source.
 #[inline(always)]
-pub fn set_macs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> bool {
+pub fn set_macs(ctx: &Ctx, dst: &[u8; 6], src: &[u8; 6]) -> bool {
     store(ctx, 0, *dst) && store(ctx, 6, *src)
 }
 
 /// After growing the head by `by` bytes, moves the `l2`-byte link header to the new start.
 #[inline(always)]
-pub fn move_l2(ctx: &XdpContext, l2: usize, by: usize) -> bool {
+pub fn move_l2(ctx: &Ctx, l2: usize, by: usize) -> bool {
     match l2 {
         ETH_HLEN => match load::<[u8; 14]>(ctx, by) {
             Some(h) => store(ctx, 0, h),
@@ -323,7 +368,7 @@ pub fn move_l2(ctx: &XdpContext, l2: usize, by: usize) -> bool {
 /// Writes an outer IPv4 header at `l3` for an inner packet of `inner_len` bytes.
 #[inline(always)]
 pub fn write_outer_v4(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     l3: usize,
     inner_len: u16,
     src: &Addr,
@@ -334,9 +379,11 @@ pub fn write_outer_v4(
         return false;
     };
     let t = total.to_be_bytes();
+    let s = src[3].to_ne_bytes();
+    let d = dst[3].to_ne_bytes();
     let mut h = [
-        0x45, 0, t[0], t[1], 0, 0, 0x40, 0, 64, proto, 0, 0, src[12], src[13], src[14], src[15],
-        dst[12], dst[13], dst[14], dst[15],
+        0x45, 0, t[0], t[1], 0, 0, 0x40, 0, 64, proto, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1],
+        d[2], d[3],
     ];
     let c = (!csum::fold(csum::sum_words(&h))).to_ne_bytes();
     h[10] = c[0];
@@ -347,7 +394,7 @@ pub fn write_outer_v4(
 /// Writes an outer IPv6 header at `l3` for an inner packet of `inner_len` bytes.
 #[inline(always)]
 pub fn write_outer_v6(
-    ctx: &XdpContext,
+    ctx: &Ctx,
     l3: usize,
     inner_len: u16,
     src: &Addr,
@@ -355,20 +402,14 @@ pub fn write_outer_v6(
     next: u8,
 ) -> bool {
     let l = inner_len.to_be_bytes();
-    let mut h = [0u8; 40];
-    h[0] = 0x60;
-    h[4] = l[0];
-    h[5] = l[1];
-    h[6] = next;
-    h[7] = 64;
-    h[8..24].copy_from_slice(src);
-    h[24..40].copy_from_slice(dst);
-    store(ctx, l3, h)
+    store(ctx, l3, [0x60u8, 0, 0, 0, l[0], l[1], next, 64])
+        && store(ctx, l3 + 8, *src)
+        && store(ctx, l3 + 24, *dst)
 }
 
 /// The target of an IPv4-over-Ethernet ARP request (not a gratuitous one), IPv4-mapped.
 #[inline(always)]
-pub fn arp_request_target(ctx: &XdpContext, l3: usize) -> Option<Addr> {
+pub fn arp_request_target(ctx: &Ctx, l3: usize) -> Option<Addr> {
     let a = load::<[u8; 28]>(ctx, l3)?;
     let request = a[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 1];
     let gratuitous = a[14..18] == a[24..28];
@@ -380,7 +421,7 @@ pub fn arp_request_target(ctx: &XdpContext, l3: usize) -> Option<Addr> {
 
 /// Turns an ARP request into the reply from `mac`, in place.
 #[inline(always)]
-pub fn arp_to_reply(ctx: &XdpContext, l3: usize, mac: &[u8; 6]) -> bool {
+pub fn arp_to_reply(ctx: &Ctx, l3: usize, mac: &[u8; 6]) -> bool {
     let Some(a) = load::<[u8; 28]>(ctx, l3) else {
         return false;
     };
@@ -399,50 +440,69 @@ pub fn arp_to_reply(ctx: &XdpContext, l3: usize, mac: &[u8; 6]) -> bool {
 /// The target of a well-formed neighbour solicitation from a unicast source that carries a
 /// source link-layer address option (the form hosts send when resolving an address).
 #[inline(always)]
-pub fn solicit_target(ctx: &XdpContext, l3: usize) -> Option<Addr> {
-    let h = load::<[u8; 40]>(ctx, l3)?;
-    let i = load::<[u8; 32]>(ctx, l3 + 40)?;
-    let payload_32 = h[4] == 0 && h[5] == 32;
-    let unspecified = h[8..24] == [0; 16];
-    let shape = i[0] == ND_SOLICIT && i[1] == 0 && i[24] == 1 && i[25] == 1;
-    if h[7] != 255 || !payload_32 || unspecified || !shape {
+pub fn solicit_target(ctx: &Ctx, l3: usize) -> Option<Addr> {
+    let hop_limit = load::<u8>(ctx, l3 + 7)?;
+    let payload = load::<[u8; 2]>(ctx, l3 + 4)?;
+    let src_hi = load::<u64>(ctx, l3 + 8)?;
+    let src_lo = load::<u64>(ctx, l3 + 16)?;
+    let kind = load::<[u8; 2]>(ctx, l3 + 40)?;
+    let option = load::<[u8; 2]>(ctx, l3 + 64)?;
+    if hop_limit != 255
+        || payload != [0, 32]
+        || (src_hi | src_lo) == 0
+        || kind != [ND_SOLICIT, 0]
+        || option != [1, 1]
+    {
         return None;
     }
-    let mut target = [0u8; 16];
-    target.copy_from_slice(&i[8..24]);
-    Some(target)
+    load::<Addr>(ctx, l3 + 48)
 }
 
 /// Turns a neighbour solicitation into the solicited advertisement from `mac`, in place.
+/// `solicit_target` has checked the shape (payload of 32 bytes, one option).
 #[inline(always)]
-pub fn solicit_to_advert(ctx: &XdpContext, l3: usize, mac: &[u8; 6]) -> bool {
-    let Some(h) = load::<[u8; 40]>(ctx, l3) else {
+pub fn solicit_to_advert(ctx: &Ctx, l3: usize, mac: &[u8; 6]) -> bool {
+    let (Some(s0), Some(s1), Some(t0), Some(t1)) = (
+        load::<u64>(ctx, l3 + 8),
+        load::<u64>(ctx, l3 + 16),
+        load::<u64>(ctx, l3 + 48),
+        load::<u64>(ctx, l3 + 56),
+    ) else {
         return false;
     };
-    let Some(i) = load::<[u8; 32]>(ctx, l3 + 40) else {
-        return false;
-    };
-    let mut nh = h;
-    nh[7] = 255;
-    nh[8..24].copy_from_slice(&i[8..24]);
-    nh[24..40].copy_from_slice(&h[8..24]);
-    let mut na = [0u8; 32];
-    na[0] = ND_ADVERT;
-    // Flags: Solicited | Override.
-    na[4] = 0x60;
-    na[8..24].copy_from_slice(&i[8..24]);
-    na[24] = 2;
-    na[25] = 1;
-    na[26..32].copy_from_slice(mac);
-    let pseudo = [0u8, 0, 0, 32, 0, 0, 0, IPPROTO_ICMPV6];
-    let mut addrs = [0u8; 32];
-    addrs.copy_from_slice(&nh[8..40]);
-    let sum = csum::sum_words(&addrs) + csum::sum_words(&pseudo) + csum::sum_words(&na);
-    let c = (!csum::fold(sum)).to_ne_bytes();
-    na[2] = c[0];
-    na[3] = c[1];
     let Some(requester) = load::<[u8; 6]>(ctx, 6) else {
         return false;
     };
-    store(ctx, l3, nh) && store(ctx, l3 + 40, na) && set_macs(ctx, &requester, mac)
+    // IPv6: from the target, back to the solicitor, hop limit 255.
+    // ICMPv6: type 136, code 0, checksum 0 for now, flags Solicited | Override, the target,
+    // then the target link-layer address option.
+    let ok = store(ctx, l3 + 7, 255u8)
+        && store(ctx, l3 + 8, t0)
+        && store(ctx, l3 + 16, t1)
+        && store(ctx, l3 + 24, s0)
+        && store(ctx, l3 + 32, s1)
+        && store(ctx, l3 + 40, u32::from_ne_bytes([ND_ADVERT, 0, 0, 0]))
+        && store(ctx, l3 + 44, u32::from_ne_bytes([0x60, 0, 0, 0]))
+        && store(ctx, l3 + 64, [2u8, 1])
+        && store(ctx, l3 + 66, *mac)
+        && set_macs(ctx, &requester, mac);
+    if !ok {
+        return false;
+    }
+    // Pseudo header (addresses, length 32, next header 58), then the 32-byte message, from
+    // the values just written (the target appears twice: source address and target field).
+    let kind = u32::from_ne_bytes([ND_ADVERT, 0, 0, 0]);
+    let flags = u32::from_ne_bytes([0x60, 0, 0, 0]);
+    let opt_a = u32::from_ne_bytes([2, 1, mac[0], mac[1]]);
+    let opt_b = u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]);
+    let sum = csum::add32(u32::from_ne_bytes([0, 0, 0, 32]))
+        + csum::add32(u32::from_ne_bytes([0, 0, 0, IPPROTO_ICMPV6]))
+        + 2 * (csum::add64(t0) + csum::add64(t1))
+        + csum::add64(s0)
+        + csum::add64(s1)
+        + csum::add32(kind)
+        + csum::add32(flags)
+        + csum::add32(opt_a)
+        + csum::add32(opt_b);
+    store(ctx, l3 + 42, !csum::fold(sum))
 }

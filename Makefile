@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
 BENCH_PACKAGES := nginx wrk util-linux procps
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-ebpf bench-proxy clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-ebpf bench-proxy bench-xdp clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -33,6 +33,10 @@ check: setup
 bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
+
+## XDP program ns/packet via BPF_PROG_TEST_RUN (root; release build; not part of the tests).
+bench-xdp: setup
+	bench/xdp
 
 setup: setup-debian setup-toolchain setup-ebpf
 

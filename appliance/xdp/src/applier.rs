@@ -197,7 +197,7 @@ pub(crate) fn apply(
                 let value = VipValue {
                     action: ACTION_BALANCE,
                     flags: if *forwarding == Forwarding::Ipip { VIP_FLAG_IPIP } else { 0 },
-                    _pad: [0; 2],
+                    _pad: 0,
                     index,
                     ring_offset: (index * 2 + half) * limits.ring_size,
                     // An empty table (every weight 0) is a VIP without backends: PASS.

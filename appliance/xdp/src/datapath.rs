@@ -93,7 +93,7 @@ impl Datapath {
             .map_max_entries(common::MAP_FLOWS, limits.max_flows)
             .map_max_entries(common::MAP_NAT, limits.max_flows)
             .load(OBJECT)?;
-        for name in [common::PROGRAM_NAME, common::BENCH_PROGRAM_NAME] {
+        for name in [common::PROGRAM_NAME, common::BENCH_PROGRAM_NAME, common::FLOOR_PROGRAM_NAME] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(XdpError::MissingProgram(name))?
@@ -214,6 +214,15 @@ impl Datapath {
     /// The attached program, or its benchmark twin, for `BPF_PROG_TEST_RUN`.
     pub fn program(&self, bench: bool) -> Result<&Xdp, XdpError> {
         let name = if bench { common::BENCH_PROGRAM_NAME } else { common::PROGRAM_NAME };
+        self.named_program(name)
+    }
+
+    /// The trivial `XDP_PASS` program (the benchmark's floor).
+    pub fn floor_program(&self) -> Result<&Xdp, XdpError> {
+        self.named_program(common::FLOOR_PROGRAM_NAME)
+    }
+
+    fn named_program(&self, name: &'static str) -> Result<&Xdp, XdpError> {
         self.ebpf
             .program(name)
             .ok_or(XdpError::MissingProgram(name))?

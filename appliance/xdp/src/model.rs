@@ -217,7 +217,7 @@ impl Model {
         if vip.pass || vip.table.is_empty() {
             return Decision::Pass;
         }
-        let flow = FlowKey { src, dst, sport, dport, proto, _pad: [0; 3] };
+        let flow = FlowKey { src, dst, sport, dport, proto, _pad: 0, _pad2: 0 };
         let backend = vip.table[flow_hash(&flow) as usize % vip.table.len()];
         if vip.ipip { Decision::Ipip(backend) } else { Decision::Nat(backend) }
     }

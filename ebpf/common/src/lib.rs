@@ -43,6 +43,8 @@ pub const PROGRAM_NAME: &str = "gatehouse_xdp";
 /// A test-only variant that restores the frame after each run, so `BPF_PROG_TEST_RUN` with
 /// `repeat > 1` sees the original packet every time (benchmarks).
 pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
+/// A program that only returns `XDP_PASS`: the benchmark harness's floor.
+pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
 
 /// Default sizes; the loader overrides them from `[xdp]` settings before loading.
 pub const DEFAULT_MAX_VIPS: u32 = 256;
@@ -91,7 +93,7 @@ pub struct VipValue {
     pub action: u8,
     /// `VIP_FLAG_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
     /// Index into the per-VIP counters and SYN guard (host order).
     pub index: u32,
     /// First slot of this VIP's live Maglev table in [`MAP_RING`] (host order).
@@ -128,7 +130,9 @@ pub struct FlowKey {
     /// Destination port, network order.
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields rather than `[u8; 3]`: BPF's LLVM turns odd byte arrays into memset calls.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 /// Where an established flow goes.

@@ -50,8 +50,8 @@ impl Ctx {
 
     #[inline(always)]
     pub fn ingress_ifindex(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { core::ptr::read_volatile(&raw const (*self.raw).ingress_ifindex) }
+        // SAFETY: as above. A plain load: LLVM may not split it from its address.
+        unsafe { (*self.raw).ingress_ifindex }
     }
 }
 
@@ -143,8 +143,9 @@ fn frame_len(ctx: &Ctx) -> usize {
 }
 
 /// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`.
-#[inline(never)]
-pub fn parse(raw: *mut xdp_md, pkt: &mut Parsed) -> Verdict {
+#[inline(always)]
+/// `pkt` may be uninitialised: every field is written before `Verdict::L4` is returned.
+pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
     let ctx = &Ctx::new(raw);
     let Some(et) = load::<[u8; 2]>(ctx, 12) else {
         return Verdict::Malformed;
@@ -174,7 +175,7 @@ pub fn parse(raw: *mut xdp_md, pkt: &mut Parsed) -> Verdict {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
+fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     let Some(h) = load::<[u8; 20]>(ctx, l3) else {
         return Verdict::Malformed;
     };
@@ -192,18 +193,32 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
     let (Some(src), Some(dst)) = (load::<u32>(ctx, l3 + 12), load::<u32>(ctx, l3 + 16)) else {
         return Verdict::Malformed;
     };
-    pkt.src = mapped_v4_word(src);
-    pkt.dst = mapped_v4_word(dst);
-    pkt.v4 = true;
-    pkt.l3 = l3;
-    pkt.l4 = l3 + ihl;
-    pkt.ip_len = total as u16;
-    pkt.proto = h[9];
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).src = mapped_v4_word(src) };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dst = mapped_v4_word(dst) };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).v4 = true };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l3 = l3 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l4 = l3 + ihl };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).ip_len = total as u16 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).proto = h[9] };
     transport(ctx, pkt)
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
+fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     let Some(h) = load::<[u8; 8]>(ctx, l3) else {
         return Verdict::Malformed;
     };
@@ -227,20 +242,35 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: &mut Parsed) -> Verdict {
     let (Some(src), Some(dst)) = (load::<Addr>(ctx, l3 + 8), load::<Addr>(ctx, l3 + 24)) else {
         return Verdict::Malformed;
     };
-    pkt.src = src;
-    pkt.dst = dst;
-    pkt.v4 = false;
-    pkt.l3 = l3;
-    pkt.l4 = l3 + 40;
-    pkt.ip_len = total as u16;
-    pkt.proto = next;
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).src = src };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dst = dst };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).v4 = false };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l3 = l3 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l4 = l3 + 40 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).ip_len = total as u16 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).proto = next };
     transport(ctx, pkt)
 }
 
 #[inline(always)]
-fn transport(ctx: &Ctx, pkt: &mut Parsed) -> Verdict {
-    let (l4, proto) = (pkt.l4, pkt.proto);
-    let end = pkt.l3 + usize::from(pkt.ip_len);
+fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
+    // SAFETY: the IPv4/IPv6 parser wrote these fields before calling.
+    let (l4, proto, end) =
+        unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
     let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
         let Some(t) = load::<[u8; 20]>(ctx, l4) else {
             return Verdict::Malformed;
@@ -262,9 +292,15 @@ fn transport(ctx: &Ctx, pkt: &mut Parsed) -> Verdict {
     } else {
         return Verdict::Miss;
     };
-    pkt.sport = sport;
-    pkt.dport = dport;
-    pkt.tcp_flags = tcp_flags;
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).sport = sport };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dport = dport };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).tcp_flags = tcp_flags };
     Verdict::L4
 }
 

@@ -292,40 +292,21 @@ fn is_busy(e: &aya::programs::ProgramError) -> bool {
     }
 }
 
-/// An interface's index and MAC address, from sysfs.
+/// An interface's index and MAC address, asked of the kernel in this thread's network
+/// namespace (sysfs would show the namespace it was mounted in).
 fn interface_facts(interface: &str) -> Result<(u32, [u8; 6]), XdpError> {
-    let err = |source| XdpError::Interface { interface: interface.to_owned(), source };
-    if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
-        return Err(XdpError::UnknownInterface(interface.to_owned()));
+    let unknown = || XdpError::UnknownInterface(interface.to_owned());
+    if interface.is_empty() || interface.len() >= 16 || interface.contains(['/', '\0']) {
+        return Err(unknown());
     }
-    let dir = std::path::Path::new("/sys/class/net").join(interface);
-    if !dir.exists() {
-        return Err(XdpError::UnknownInterface(interface.to_owned()));
-    }
-    let ifindex = std::fs::read_to_string(dir.join("ifindex"))
-        .map_err(err)?
-        .trim()
-        .parse::<u32>()
-        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    let text = std::fs::read_to_string(dir.join("address")).map_err(err)?;
-    Ok((ifindex, parse_mac(text.trim()).unwrap_or_default()))
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn macs_parse() {
-        assert_eq!(super::parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 0x0a, 0xff, 0, 1]));
-        assert_eq!(super::parse_mac("02:00"), None);
-        assert_eq!(super::parse_mac("02:00:0a:ff:00:01:07"), None);
-    }
+    let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|_| unknown())?;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| XdpError::Interface {
+        interface: interface.to_owned(),
+        source: std::io::Error::from(e),
+    })?;
+    let mac = addrs
+        .filter(|a| a.interface_name == interface)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().and_then(|l| l.addr())))
+        .unwrap_or_default();
+    Ok((ifindex, mac))
 }

@@ -2,7 +2,7 @@
 # Every target installs what it needs first, idempotently.
 
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates iproute2 ethtool
 BENCH_PACKAGES := nginx wrk util-linux procps
 
 .PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-ebpf bench-proxy bench-xdp clean

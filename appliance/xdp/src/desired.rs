@@ -79,6 +79,10 @@ pub fn plan(desired: &Desired, l4_services: &[L4Service], settings: &PlanSetting
             }
         }
     }
+    // The NAT source address is answered for too (backends send their replies to it); it
+    // must not be assigned to an interface, or the kernel drops forwarded packets from it.
+    owned_addrs.extend(settings.source_v4.map(IpAddr::V4));
+    owned_addrs.extend(settings.source_v6.map(IpAddr::V6));
     Plan {
         generation: desired.generation,
         vips,
@@ -144,7 +148,7 @@ mod tests {
             ]
         );
         let owned: Vec<String> = plan.owned.iter().map(ToString::to_string).collect();
-        assert_eq!(owned, ["192.0.2.10", "192.0.2.20", "2001:db8::10"]);
+        assert_eq!(owned, ["10.0.0.254", "192.0.2.10", "192.0.2.20", "2001:db8::10"]);
         assert_eq!(plan.source_v4, settings.source_v4);
     }
 

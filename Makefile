@@ -2,21 +2,21 @@
 # Every target installs what it needs first, idempotently.
 
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iproute2 ethtool
 BENCH_PACKAGES := nginx wrk util-linux procps
 # The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
 IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
 IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image bench-proxy bench-boot bench-propagation image clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image setup-ebpf bench-proxy bench-boot bench-propagation bench-xdp image clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
 	$(CARGO) run -p gatehouse -- run
 
 ## Run the whole test suite (unit, integration, end-to-end against the real binary).
-test: setup
+test: setup setup-image
 	$(CARGO) build -p gatehouse   # the end-to-end tests run this binary
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
@@ -44,16 +44,15 @@ bench-proxy: setup
 
 ## The appliance disk image (raw, qcow2, kernel + initrd) in target/image, from a release build.
 ## The Debian base is built once (a few minutes) and cached under /var/tmp/gatehouse-image.
-image: setup
+image: setup setup-image
 	$(CARGO) build --release -p gatehouse
 	images/build.sh --binary $${CARGO_TARGET_DIR:-target}/release/gatehouse --out target/image
 
 ## Boot-to-serving time of the image under qemu (release build; not part of the tests).
-bench-boot: setup
+bench-boot: setup setup-image
 	$(CARGO) build --release -p gatehouse
 	bench/boot
 
-setup: setup-debian setup-toolchain setup-image
 
 # qemu from bookworm-backports (the release's own conflicts with backports' qemu-utils). The
 # backports source reuses the mirror the machine's bookworm source already names.
@@ -72,6 +71,12 @@ setup-image: setup-debian
 	  echo "installing from bookworm-backports:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports $$missing) >/dev/null; \
 	fi
+## XDP program ns/packet via BPF_PROG_TEST_RUN (root; release build; not part of the tests).
+bench-xdp: setup
+	bench/xdp
+
+# What building needs; the test suite also needs the image tools (setup-image).
+setup: setup-debian setup-toolchain setup-ebpf
 
 setup-debian:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -86,6 +91,23 @@ setup-toolchain:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
 	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+## The XDP program (ebpf/xdp) is built by appliance/xdp's build.rs with the nightly toolchain,
+## its rust-src (core is rebuilt for the BPF target) and bpf-linker 0.13.0, which is built
+## against the nightly's own libLLVM 22 (LLVM_PREFIX: a directory whose lib/libLLVM.so is it).
+BPF_LINKER_VERSION := 0.13.0
+BPF_LLVM_PREFIX ?= $(HOME)/.cache/gatehouse/llvm-nightly
+setup-ebpf:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
+	@rustup run nightly bpf-linker --version 2>/dev/null | grep -q '$(BPF_LINKER_VERSION)' || { \
+	  llvm=$$(ls "$$(rustup run nightly rustc --print sysroot)"/lib/libLLVM.so.22* | head -n 1); \
+	  test -n "$$llvm" || { echo "the nightly toolchain has no libLLVM.so.22*"; exit 1; }; \
+	  mkdir -p $(BPF_LLVM_PREFIX)/lib && ln -sf "$$llvm" $(BPF_LLVM_PREFIX)/lib/libLLVM.so; \
+	  echo "building bpf-linker $(BPF_LINKER_VERSION) against $$llvm (a few minutes)"; \
+	  LLVM_PREFIX=$(BPF_LLVM_PREFIX) CARGO_TARGET_DIR=$${TMPDIR:-/tmp}/bpf-linker-build \
+	    rustup run nightly cargo install --locked --version $(BPF_LINKER_VERSION) \
+	    --no-default-features --features llvm-22 bpf-linker; }
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,344 @@
+//! The map applier: writes a [`Plan`] into the XDP maps without ever exposing a half-written
+//! VIP to the program.
+//!
+//! Each VIP owns two halves of `GH_RING`. A new Maglev table is written into the half the
+//! program is not reading, then the VIP's entry (one atomic hash-map update) switches to it.
+//! Backends get stable ids (so pinned flows keep them); an id leaves service by being marked
+//! dead and is reused only one generation later. The generation is written last.
+
+use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use aya::maps::lpm_trie::Key as LpmKey;
+use aya::maps::{Array, HashMap, LpmTrie, MapData};
+use gatehouse_ebpf_common::{
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, OwnedKey, Settings, VIP_FLAG_IPIP, VipKey,
+    VipValue, addr_from_octets, mapped_v4,
+};
+
+use crate::error::{XdpError, map_err};
+use crate::maglev::{self, Member};
+use crate::plan::{Forwarding, Limits, Plan, VipAction};
+
+/// An address as the maps store it (network order, IPv4-mapped).
+pub fn wire_addr(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => mapped_v4(v4.octets()),
+        IpAddr::V6(v6) => addr_from_octets(v6.octets()),
+    }
+}
+
+/// The VIP table key of an address, port and protocol number.
+pub fn vip_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
+    VipKey { addr: wire_addr(addr), port: port.to_be(), proto, _pad: 0 }
+}
+
+/// The maps the applier writes.
+pub(crate) struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipValue>,
+    pub backends: Array<MapData, Backend>,
+    pub ring: Array<MapData, u32>,
+    pub settings: Array<MapData, Settings>,
+    pub owned: HashMap<MapData, OwnedKey, u32>,
+    pub drop: LpmTrie<MapData, Addr, u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct VipSlot {
+    index: u32,
+    /// The half the program reads now.
+    half: u32,
+    /// What the live half holds: (backend id, weight) in table order, and the table itself.
+    members: Vec<(u32, u32)>,
+    table: Vec<u32>,
+}
+
+/// What the applier remembers between generations.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    vips: StdHashMap<VipKey, VipSlot>,
+    free_vip_indexes: Vec<u32>,
+    next_vip_index: u32,
+    backend_ids: StdHashMap<SocketAddr, u32>,
+    free_backend_ids: Vec<u32>,
+    /// Ids marked dead in the last generation, free from the next one on.
+    quarantine: Vec<u32>,
+    next_backend_id: u32,
+    owned: BTreeSet<Addr>,
+    drop: BTreeSet<(Addr, u32)>,
+    applied: Option<u64>,
+}
+
+impl State {
+    /// The Maglev table (backend addresses, slot by slot) the program reads for a VIP.
+    pub fn table(&self, key: &VipKey) -> Option<Vec<SocketAddr>> {
+        let slot = self.vips.get(key)?;
+        let by_id: StdHashMap<u32, SocketAddr> =
+            self.backend_ids.iter().map(|(a, id)| (*id, *a)).collect();
+        slot.table.iter().map(|id| by_id.get(id).copied()).collect()
+    }
+
+    pub fn applied(&self) -> Option<u64> {
+        self.applied
+    }
+
+    pub fn vip_index(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).map(|s| s.index)
+    }
+
+    /// Live backends and their ids.
+    pub fn backends(&self) -> Vec<(SocketAddr, u32)> {
+        self.backend_ids.iter().map(|(a, id)| (*a, *id)).collect()
+    }
+}
+
+/// Writes `plan` into the maps; returns the generation now live.
+pub(crate) fn apply(
+    maps: &mut Maps,
+    state: &mut State,
+    limits: &Limits,
+    plan: &Plan,
+) -> Result<u64, XdpError> {
+    validate(plan, limits)?;
+    // Ids that were dead for a whole generation can serve again.
+    state.free_backend_ids.append(&mut state.quarantine);
+
+    let mut settings =
+        maps.settings.get(&0, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
+    settings.source_v4 = plan.source_v4.map(|a| wire_addr(a.into())).unwrap_or_default();
+    settings.source_v6 = plan.source_v6.map(|a| wire_addr(a.into())).unwrap_or_default();
+    // Sources first: a new VIP may forward as soon as it appears.
+    maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
+
+    // Backends in use at this generation.
+    let mut in_use: StdHashMap<SocketAddr, u32> = StdHashMap::new();
+    for vip in &plan.vips {
+        if let VipAction::Balance { backends, .. } = &vip.action {
+            for b in backends {
+                if in_use.contains_key(&b.addr) {
+                    continue;
+                }
+                let id = match state.backend_ids.get(&b.addr) {
+                    Some(id) => *id,
+                    None => {
+                        let id = match state.free_backend_ids.pop() {
+                            Some(id) => id,
+                            None => {
+                                if state.next_backend_id >= limits.max_backends {
+                                    return Err(XdpError::TooManyBackends(limits.max_backends));
+                                }
+                                state.next_backend_id += 1;
+                                state.next_backend_id - 1
+                            }
+                        };
+                        state.backend_ids.insert(b.addr, id);
+                        id
+                    }
+                };
+                let value = Backend {
+                    addr: wire_addr(b.addr.ip()),
+                    port: b.addr.port().to_be(),
+                    live: 1,
+                    _pad: 0,
+                };
+                maps.backends
+                    .set(id, value, 0)
+                    .map_err(map_err(gatehouse_ebpf_common::MAP_BACKENDS))?;
+                in_use.insert(b.addr, id);
+            }
+        }
+    }
+
+    // VIPs: new tables into the idle half, then one atomic switch per VIP.
+    let mut wanted = BTreeSet::new();
+    for vip in &plan.vips {
+        let key = vip_key(vip.addr, vip.port, vip.protocol.number());
+        wanted.insert(key_bytes(&key));
+        let previous = state.vips.get(&key).cloned();
+        let index = match &previous {
+            Some(s) => s.index,
+            None => match state.free_vip_indexes.pop() {
+                Some(i) => i,
+                None => {
+                    if state.next_vip_index >= limits.max_vips {
+                        return Err(XdpError::TooManyVips(limits.max_vips));
+                    }
+                    state.next_vip_index += 1;
+                    state.next_vip_index - 1
+                }
+            },
+        };
+        let (value, slot) = match &vip.action {
+            VipAction::Pass => (
+                VipValue { action: ACTION_PASS, index, ..VipValue::default() },
+                VipSlot { index, half: 0, members: Vec::new(), table: Vec::new() },
+            ),
+            VipAction::Balance { backends, forwarding, syn_limit } => {
+                let members: Vec<(u32, u32)> = backends
+                    .iter()
+                    .map(|b| (in_use.get(&b.addr).copied().unwrap_or(0), b.weight))
+                    .collect();
+                let (half, table) = match &previous {
+                    Some(p) if p.members == members && !p.table.is_empty() => {
+                        (p.half, p.table.clone())
+                    }
+                    _ => {
+                        let half = previous.as_ref().map_or(0, |p| 1 - p.half);
+                        let table = build_table(backends, &members, limits.ring_size)?;
+                        let base = (index * 2 + half) * limits.ring_size;
+                        for (i, id) in table.iter().enumerate() {
+                            maps.ring
+                                .set(base + i as u32, *id, 0)
+                                .map_err(map_err(gatehouse_ebpf_common::MAP_RING))?;
+                        }
+                        (half, table)
+                    }
+                };
+                let value = VipValue {
+                    action: ACTION_BALANCE,
+                    flags: if *forwarding == Forwarding::Ipip { VIP_FLAG_IPIP } else { 0 },
+                    _pad: 0,
+                    index,
+                    ring_offset: (index * 2 + half) * limits.ring_size,
+                    // An empty table (every weight 0) is a VIP without backends: PASS.
+                    ring_size: if table.is_empty() { 0 } else { limits.ring_size },
+                    syn_limit: *syn_limit,
+                };
+                (value, VipSlot { index, half, members, table })
+            }
+        };
+        maps.vips.insert(key, value, 0).map_err(map_err(gatehouse_ebpf_common::MAP_VIPS))?;
+        state.vips.insert(key, slot);
+    }
+    let gone: Vec<VipKey> =
+        state.vips.keys().filter(|k| !wanted.contains(&key_bytes(k))).copied().collect();
+    for key in gone {
+        if let Err(e) = maps.vips.remove(&key)
+            && !is_not_found(&e)
+        {
+            return Err(map_err(gatehouse_ebpf_common::MAP_VIPS)(e));
+        }
+        if let Some(slot) = state.vips.remove(&key) {
+            state.free_vip_indexes.push(slot.index);
+        }
+    }
+
+    // Backends no VIP uses any more: dead now, reusable next generation.
+    let dead: Vec<SocketAddr> =
+        state.backend_ids.keys().filter(|a| !in_use.contains_key(a)).copied().collect();
+    for addr in dead {
+        if let Some(id) = state.backend_ids.remove(&addr) {
+            maps.backends
+                .set(id, Backend::default(), 0)
+                .map_err(map_err(gatehouse_ebpf_common::MAP_BACKENDS))?;
+            state.quarantine.push(id);
+        }
+    }
+
+    sync_owned(maps, state, plan)?;
+    sync_drop(maps, state, plan)?;
+
+    settings.generation = plan.generation;
+    settings.drop_entries = state.drop.len() as u32;
+    maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
+    state.applied = Some(plan.generation);
+    Ok(plan.generation)
+}
+
+fn key_bytes(k: &VipKey) -> (Addr, u16, u8) {
+    (k.addr, k.port, k.proto)
+}
+
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::KeyNotFound)
+        || matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(2))
+}
+
+fn build_table(
+    backends: &[crate::plan::WeightedAddr],
+    members: &[(u32, u32)],
+    size: u32,
+) -> Result<Vec<u32>, XdpError> {
+    let input: Vec<Member> = backends
+        .iter()
+        .map(|b| Member { id: maglev::identity(b.addr.to_string().as_bytes()), weight: b.weight })
+        .collect();
+    let slots = maglev::table(&input, size)?;
+    Ok(slots.iter().map(|i| members[*i as usize].0).collect())
+}
+
+fn validate(plan: &Plan, limits: &Limits) -> Result<(), XdpError> {
+    if !maglev::is_prime(limits.ring_size) {
+        return Err(maglev::MaglevError::NotPrime(limits.ring_size).into());
+    }
+    for vip in &plan.vips {
+        let VipAction::Balance { backends, forwarding: _, syn_limit: _ } = &vip.action else {
+            continue;
+        };
+        let name = format!("{}:{}", vip.addr, vip.port);
+        for b in backends {
+            if b.addr.is_ipv4() != vip.addr.is_ipv4() {
+                return Err(XdpError::FamilyMismatch { vip: name, backend: b.addr.to_string() });
+            }
+        }
+        if vip.addr.is_ipv4() && plan.source_v4.is_none() {
+            return Err(XdpError::NoSource { vip: name, family: "IPv4" });
+        }
+        if vip.addr.is_ipv6() && plan.source_v6.is_none() {
+            return Err(XdpError::NoSource { vip: name, family: "IPv6" });
+        }
+    }
+    for (addr, len) in &plan.drop_sources {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if *len > max {
+            return Err(XdpError::BadPrefix { addr: *addr, len: *len });
+        }
+    }
+    Ok(())
+}
+
+fn sync_owned(maps: &mut Maps, state: &mut State, plan: &Plan) -> Result<(), XdpError> {
+    let wanted: BTreeSet<Addr> = plan.owned.iter().map(|a| wire_addr(*a)).collect();
+    for addr in wanted.difference(&state.owned) {
+        maps.owned
+            .insert(OwnedKey { addr: *addr }, 0, 0)
+            .map_err(map_err(gatehouse_ebpf_common::MAP_OWNED))?;
+    }
+    for addr in state.owned.difference(&wanted) {
+        if let Err(e) = maps.owned.remove(&OwnedKey { addr: *addr })
+            && !is_not_found(&e)
+        {
+            return Err(map_err(gatehouse_ebpf_common::MAP_OWNED)(e));
+        }
+    }
+    state.owned = wanted;
+    Ok(())
+}
+
+fn sync_drop(maps: &mut Maps, state: &mut State, plan: &Plan) -> Result<(), XdpError> {
+    let wanted: BTreeSet<(Addr, u32)> = plan
+        .drop_sources
+        .iter()
+        .map(|(a, len)| {
+            let bits = match a {
+                IpAddr::V4(_) => 96 + u32::from(*len),
+                IpAddr::V6(_) => u32::from(*len),
+            };
+            (wire_addr(*a), bits)
+        })
+        .collect();
+    for (addr, bits) in wanted.difference(&state.drop) {
+        maps.drop
+            .insert(&LpmKey::new(*bits, *addr), 1, 0)
+            .map_err(map_err(gatehouse_ebpf_common::MAP_DROP))?;
+    }
+    for (addr, bits) in state.drop.difference(&wanted) {
+        if let Err(e) = maps.drop.remove(&LpmKey::new(*bits, *addr))
+            && !is_not_found(&e)
+        {
+            return Err(map_err(gatehouse_ebpf_common::MAP_DROP)(e));
+        }
+    }
+    state.drop = wanted;
+    Ok(())
+}

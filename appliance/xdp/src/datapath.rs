@@ -1,0 +1,312 @@
+//! Loading the XDP object, attaching it to interfaces, applying plans, reading counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use gatehouse_ebpf_common::{
+    self as common, BackendStats, COUNTERS, Mac, NAT_PORT_TRIES, VipKey, VipStats,
+};
+use tracing::warn;
+
+use crate::applier::{self, Maps, State};
+use crate::error::{XdpError, map_err};
+use crate::plan::{Limits, Plan};
+
+/// The compiled XDP object (built by build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatehouse-ebpf"));
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode; falls back to generic mode with a warning.
+    Driver,
+    /// Generic (SKB) mode.
+    Generic,
+}
+
+/// Where the program ended up attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    pub ifindex: u32,
+    /// True when driver mode was asked for but only generic mode worked.
+    pub fell_back: bool,
+    pub mode: AttachMode,
+}
+
+/// Counters summed over every CPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per VIP (address:port/protocol number).
+    pub vips: BTreeMap<String, VipStats>,
+    /// Per backend address.
+    pub backends: BTreeMap<SocketAddr, BackendStats>,
+    /// The global `COUNTER_*` counters, by index.
+    pub counters: Vec<u64>,
+}
+
+/// The XDP data plane: the loaded program, its maps and what has been applied.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: Maps,
+    macs: HashMap<MapData, u32, Mac>,
+    vip_stats: PerCpuArray<MapData, VipStats>,
+    backend_stats: PerCpuArray<MapData, BackendStats>,
+    counters: PerCpuArray<MapData, u64>,
+    state: State,
+    limits: Limits,
+    attached: Vec<Attachment>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("limits", &self.limits)
+            .field("attached", &self.attached)
+            .field("applied", &self.state.applied())
+            .finish_non_exhaustive()
+    }
+}
+
+fn take<K, V>(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpError> {
+    let _ = std::marker::PhantomData::<(K, V)>;
+    ebpf.take_map(name).ok_or(XdpError::MissingMap(name))
+}
+
+impl Datapath {
+    /// Loads the program and creates its maps with the given sizes (nothing is attached yet).
+    pub fn load(limits: Limits) -> Result<Self, XdpError> {
+        if !crate::maglev::is_prime(limits.ring_size) {
+            return Err(crate::maglev::MaglevError::NotPrime(limits.ring_size).into());
+        }
+        let ring = limits.max_vips.saturating_mul(2).saturating_mul(limits.ring_size);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(common::MAP_VIPS, limits.max_vips)
+            .map_max_entries(common::MAP_VIP_STATS, limits.max_vips)
+            .map_max_entries(common::MAP_SYN, limits.max_vips)
+            .map_max_entries(common::MAP_BACKENDS, limits.max_backends)
+            .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
+            .map_max_entries(common::MAP_RING, ring)
+            .map_max_entries(common::MAP_FLOWS, limits.max_flows)
+            .map_max_entries(common::MAP_NAT, limits.max_flows)
+            .load(OBJECT)?;
+        for name in [common::PROGRAM_NAME, common::BENCH_PROGRAM_NAME, common::FLOOR_PROGRAM_NAME] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| XdpError::Program { name, source })?;
+            program.load().map_err(|source| XdpError::Program { name, source })?;
+        }
+        let maps = Maps {
+            vips: HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIPS)?)
+                .map_err(map_err(common::MAP_VIPS))?,
+            backends: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_BACKENDS)?)
+                .map_err(map_err(common::MAP_BACKENDS))?,
+            ring: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_RING)?)
+                .map_err(map_err(common::MAP_RING))?,
+            settings: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_SETTINGS)?)
+                .map_err(map_err(common::MAP_SETTINGS))?,
+            owned: HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_OWNED)?)
+                .map_err(map_err(common::MAP_OWNED))?,
+            drop: aya::maps::LpmTrie::try_from(take::<(), ()>(&mut ebpf, common::MAP_DROP)?)
+                .map_err(map_err(common::MAP_DROP))?,
+        };
+        let macs = HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_MACS)?)
+            .map_err(map_err(common::MAP_MACS))?;
+        let vip_stats = PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIP_STATS)?)
+            .map_err(map_err(common::MAP_VIP_STATS))?;
+        let backend_stats =
+            PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_BACKEND_STATS)?)
+                .map_err(map_err(common::MAP_BACKEND_STATS))?;
+        let counters = PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_COUNTERS)?)
+            .map_err(map_err(common::MAP_COUNTERS))?;
+        Ok(Datapath {
+            ebpf,
+            maps,
+            macs,
+            vip_stats,
+            backend_stats,
+            counters,
+            state: State::default(),
+            limits,
+            attached: Vec::new(),
+        })
+    }
+
+    /// The table sizes this program was loaded with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Attaches to an interface; its MAC is recorded for ARP/NDP answers. A second attach
+    /// to an interface that already runs an XDP program fails with [`XdpError::Busy`].
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attachment, XdpError> {
+        let (ifindex, mac) = interface_facts(interface)?;
+        let program = self.program_mut(common::PROGRAM_NAME)?;
+        let first = match mode {
+            AttachMode::Driver => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        let mut attachment =
+            Attachment { interface: interface.to_owned(), ifindex, fell_back: false, mode };
+        match program.attach_to_if_index(ifindex, first) {
+            Ok(_) => {}
+            Err(e) if is_busy(&e) => return Err(XdpError::Busy(interface.to_owned())),
+            Err(e) if mode == AttachMode::Driver => {
+                warn!(
+                    interface,
+                    error = %e,
+                    "XDP driver mode unavailable; falling back to generic mode (slower)"
+                );
+                match program.attach_to_if_index(ifindex, XdpMode::Skb) {
+                    Ok(_) => {}
+                    Err(e) if is_busy(&e) => return Err(XdpError::Busy(interface.to_owned())),
+                    Err(source) => {
+                        return Err(XdpError::Attach { interface: interface.to_owned(), source });
+                    }
+                }
+                attachment.fell_back = true;
+                attachment.mode = AttachMode::Generic;
+            }
+            Err(source) => {
+                return Err(XdpError::Attach { interface: interface.to_owned(), source });
+            }
+        }
+        self.macs
+            .insert(ifindex, Mac { addr: mac, _pad: [0; 2] }, 0)
+            .map_err(map_err(common::MAP_MACS))?;
+        self.attached.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    /// Records an interface's MAC without attaching (tests run the program through
+    /// `BPF_PROG_TEST_RUN`, whose ingress interface is `lo`).
+    pub fn set_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), XdpError> {
+        self.macs
+            .insert(ifindex, Mac { addr: mac, _pad: [0; 2] }, 0)
+            .map_err(map_err(common::MAP_MACS))
+    }
+
+    /// Interfaces the program is attached to.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attached
+    }
+
+    /// Writes a plan into the maps; returns the generation now live (the acknowledgement).
+    pub fn apply(&mut self, plan: &Plan) -> Result<u64, XdpError> {
+        applier::apply(&mut self.maps, &mut self.state, &self.limits, plan)
+    }
+
+    /// The generation last applied.
+    pub fn applied(&self) -> Option<u64> {
+        self.state.applied()
+    }
+
+    /// The Maglev table live for a VIP, slot by slot (for the reference model and tests).
+    pub fn table(&self, key: &VipKey) -> Option<Vec<SocketAddr>> {
+        self.state.table(key)
+    }
+
+    /// The attached program, or its benchmark twin, for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self, bench: bool) -> Result<&Xdp, XdpError> {
+        let name = if bench { common::BENCH_PROGRAM_NAME } else { common::PROGRAM_NAME };
+        self.named_program(name)
+    }
+
+    /// The trivial `XDP_PASS` program (the benchmark's floor).
+    pub fn floor_program(&self) -> Result<&Xdp, XdpError> {
+        self.named_program(common::FLOOR_PROGRAM_NAME)
+    }
+
+    fn named_program(&self, name: &'static str) -> Result<&Xdp, XdpError> {
+        self.ebpf
+            .program(name)
+            .ok_or(XdpError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(XdpError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| XdpError::Program { name, source })
+    }
+
+    /// Every counter, summed over CPUs.
+    pub fn stats(&self, plan: &Plan) -> Result<Stats, XdpError> {
+        let mut stats = Stats::default();
+        for vip in &plan.vips {
+            let key = applier::vip_key(vip.addr, vip.port, vip.protocol.number());
+            let Some(index) = self.state.vip_index(&key) else {
+                continue;
+            };
+            let per_cpu = self.vip_stats.get(&index, 0).map_err(map_err(common::MAP_VIP_STATS))?;
+            let mut sum = VipStats::default();
+            for s in per_cpu.iter() {
+                sum.packets += s.packets;
+                sum.bytes += s.bytes;
+                sum.new_flows += s.new_flows;
+                sum.syn_drops += s.syn_drops;
+            }
+            let name = format!(
+                "{}/{}",
+                SocketAddr::new(vip.addr, vip.port),
+                match vip.protocol {
+                    crate::plan::L4Protocol::Tcp => "tcp",
+                    crate::plan::L4Protocol::Udp => "udp",
+                }
+            );
+            stats.vips.insert(name, sum);
+        }
+        for (addr, id) in self.state.backends() {
+            let per_cpu =
+                self.backend_stats.get(&id, 0).map_err(map_err(common::MAP_BACKEND_STATS))?;
+            let mut sum = BackendStats::default();
+            for s in per_cpu.iter() {
+                sum.packets += s.packets;
+                sum.bytes += s.bytes;
+            }
+            stats.backends.insert(addr, sum);
+        }
+        for i in 0..COUNTERS {
+            let per_cpu = self.counters.get(&i, 0).map_err(map_err(common::MAP_COUNTERS))?;
+            stats.counters.push(per_cpu.iter().sum());
+        }
+        Ok(stats)
+    }
+}
+
+// Keep the contract's constant visible from the user side: the reference model mirrors it.
+const _: u32 = NAT_PORT_TRIES;
+
+fn is_busy(e: &aya::programs::ProgramError) -> bool {
+    match e {
+        aya::programs::ProgramError::SyscallError(s) => s.io_error.raw_os_error() == Some(16),
+        other => other.to_string().contains("busy"),
+    }
+}
+
+/// An interface's index and MAC address, asked of the kernel in this thread's network
+/// namespace (sysfs would show the namespace it was mounted in).
+fn interface_facts(interface: &str) -> Result<(u32, [u8; 6]), XdpError> {
+    let unknown = || XdpError::UnknownInterface(interface.to_owned());
+    if interface.is_empty() || interface.len() >= 16 || interface.contains(['/', '\0']) {
+        return Err(unknown());
+    }
+    let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|_| unknown())?;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| XdpError::Interface {
+        interface: interface.to_owned(),
+        source: std::io::Error::from(e),
+    })?;
+    let mac = addrs
+        .filter(|a| a.interface_name == interface)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().and_then(|l| l.addr())))
+        .unwrap_or_default();
+    Ok((ifindex, mac))
+}

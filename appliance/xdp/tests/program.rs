@@ -1,0 +1,520 @@
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+
+//! The real XDP program, verified and run by the kernel through `BPF_PROG_TEST_RUN` on
+//! crafted frames. Needs root and a BPF-capable kernel (hence `_needs_root`); without root
+//! each test says so and returns.
+
+mod frames;
+
+use std::net::{IpAddr, SocketAddr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use frames::{Frame, OUR_MAC, TCP_ACK, TCP_SYN, arp_request, seen, solicit};
+use gatehouse_xdp::model::{Decision, Model};
+use gatehouse_xdp::{
+    Datapath, Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr, vip_key,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+/// `BPF_PROG_TEST_RUN` runs XDP with `lo` as the ingress interface.
+const LO_IFINDEX: u32 = 1;
+
+fn root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root =
+        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        eprintln!("skipped: needs root and a BPF-capable kernel");
+    }
+    root
+}
+
+fn balance(backends: &[&str], forwarding: Forwarding, syn_limit: u32) -> VipAction {
+    VipAction::Balance {
+        backends: backends
+            .iter()
+            .map(|b| WeightedAddr { addr: b.parse().unwrap(), weight: 1 })
+            .collect(),
+        forwarding,
+        syn_limit,
+    }
+}
+
+fn vip(addr: &str, port: u16, protocol: L4Protocol, action: VipAction) -> Vip {
+    Vip { addr: addr.parse().unwrap(), port, protocol, action }
+}
+
+fn plan() -> Plan {
+    Plan {
+        generation: 1,
+        vips: vec![
+            vip(
+                "10.0.0.1",
+                80,
+                L4Protocol::Tcp,
+                balance(&["10.1.0.1:8080", "10.1.0.2:8080"], Forwarding::Nat, 0),
+            ),
+            vip(
+                "10.0.0.1",
+                53,
+                L4Protocol::Udp,
+                balance(&["10.1.0.1:53", "10.1.0.2:53"], Forwarding::Nat, 0),
+            ),
+            vip("10.0.0.2", 443, L4Protocol::Tcp, VipAction::Pass),
+            vip(
+                "2001:db8::1",
+                80,
+                L4Protocol::Tcp,
+                balance(&["[2001:db8:1::1]:8080", "[2001:db8:1::2]:8080"], Forwarding::Nat, 0),
+            ),
+            vip("10.0.0.3", 80, L4Protocol::Tcp, balance(&["10.2.0.1:80"], Forwarding::Ipip, 0)),
+            vip(
+                "10.0.0.4",
+                80,
+                L4Protocol::Tcp,
+                balance(&["10.1.0.3:80", "10.1.0.4:80"], Forwarding::Nat, 3),
+            ),
+        ],
+        owned: vec!["10.0.0.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        drop_sources: vec![("192.0.2.0".parse().unwrap(), 24)],
+        source_v4: Some("10.9.9.9".parse().unwrap()),
+        source_v6: Some("2001:db8:9::9".parse().unwrap()),
+    }
+}
+
+fn loaded() -> Datapath {
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4096 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    dp.set_mac(LO_IFINDEX, OUR_MAC).unwrap();
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp
+}
+
+/// Runs the program once; returns its action and the frame it left.
+fn run(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = dp
+        .program(false)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn forwarded(action: u32) -> bool {
+    matches!(action, XDP_PASS | XDP_TX | XDP_REDIRECT)
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn tcp_hit_is_full_nat_to_a_backend_and_the_reply_is_rewritten_back_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let syn = Frame::tcp("203.0.113.7", 40000, "10.0.0.1", 80, TCP_SYN).bytes();
+    let (action, out) = run(&dp, &syn);
+    assert!(forwarded(action), "action {action}");
+    let s = seen(&out, 0);
+    assert!(s.checksums_ok, "{s:?}");
+    assert_eq!(s.src, "10.9.9.9".parse::<IpAddr>().unwrap());
+    assert!(s.sport >= 1024);
+    let backend = SocketAddr::new(s.dst, s.dport);
+    assert!([sock("10.1.0.1:8080"), sock("10.1.0.2:8080")].contains(&backend));
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    assert_eq!(model.decide(&syn), Decision::Nat(backend));
+
+    // The same flow again: the connection table answers, same backend, same NAT port.
+    let ack = Frame::tcp("203.0.113.7", 40000, "10.0.0.1", 80, TCP_ACK).bytes();
+    let (action, out2) = run(&dp, &ack);
+    assert!(forwarded(action));
+    let s2 = seen(&out2, 0);
+    assert_eq!((s2.dst, s2.dport, s2.sport), (s.dst, s.dport, s.sport));
+
+    // The backend's reply to the NAT address goes back as from the VIP to the client.
+    let reply =
+        Frame::tcp(&s.dst.to_string(), s.dport, "10.9.9.9", s.sport, TCP_SYN | TCP_ACK).bytes();
+    let (action, out3) = run(&dp, &reply);
+    assert!(forwarded(action));
+    let r = seen(&out3, 0);
+    assert!(r.checksums_ok);
+    assert_eq!(r.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(r.sport, 80);
+    assert_eq!(r.dst, "203.0.113.7".parse::<IpAddr>().unwrap());
+    assert_eq!(r.dport, 40000);
+    let stats = dp.stats(&plan()).unwrap();
+    let v = &stats.vips["10.0.0.1:80/tcp"];
+    assert_eq!((v.packets, v.new_flows), (2, 1));
+    assert_eq!(stats.backends[&backend].packets, 2);
+}
+
+#[test]
+fn udp_and_ipv6_hits_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    let udp = Frame::udp("203.0.113.8", 5353, "10.0.0.1", 53).bytes();
+    let (action, out) = run(&dp, &udp);
+    assert!(forwarded(action));
+    let s = seen(&out, 0);
+    assert!(s.checksums_ok && s.proto == 17 && s.dport == 53);
+    assert_eq!(model.decide(&udp), Decision::Nat(SocketAddr::new(s.dst, s.dport)));
+
+    let v6 = Frame::tcp("2001:db8:ff::7", 40001, "2001:db8::1", 80, TCP_SYN).bytes();
+    let (action, out) = run(&dp, &v6);
+    assert!(forwarded(action));
+    let s = seen(&out, 0);
+    assert!(s.checksums_ok, "{s:?}");
+    assert_eq!(s.src, "2001:db8:9::9".parse::<IpAddr>().unwrap());
+    assert_eq!(model.decide(&v6), Decision::Nat(SocketAddr::new(s.dst, s.dport)));
+}
+
+#[test]
+fn misses_and_l7_vips_pass_untouched_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    for frame in [
+        Frame::tcp("203.0.113.7", 40000, "10.0.0.9", 80, TCP_SYN).bytes(),
+        // Right address and port, wrong protocol.
+        Frame::udp("203.0.113.7", 40000, "10.0.0.1", 80).bytes(),
+        Frame::tcp("203.0.113.7", 40000, "10.0.0.1", 81, TCP_SYN).bytes(),
+        // The L7 listener's VIP.
+        Frame::tcp("203.0.113.7", 40000, "10.0.0.2", 443, TCP_SYN).bytes(),
+        // A reply to the NAT address without a NAT entry.
+        Frame::tcp("10.1.0.1", 8080, "10.9.9.9", 5555, TCP_ACK).bytes(),
+    ] {
+        let (action, out) = run(&dp, &frame);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, frame);
+    }
+    let stats = dp.stats(&plan()).unwrap();
+    assert_eq!(stats.vips["10.0.0.2:443/tcp"].packets, 1);
+}
+
+#[test]
+fn ip_options_and_vlan_tags_are_parsed_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    let mut with_options = Frame::tcp("203.0.113.9", 40002, "10.0.0.1", 80, TCP_SYN);
+    // Two NOPs, then a 6-byte timestamp-like option: 8 bytes of options (IHL 7).
+    with_options.options = vec![1, 1, 68, 6, 5, 0, 0, 0];
+    let frame = with_options.bytes();
+    let (action, out) = run(&dp, &frame);
+    assert!(forwarded(action));
+    let s = seen(&out, 0);
+    assert!(s.checksums_ok);
+    assert_eq!(out[34..42], frame[34..42], "options intact");
+    assert_eq!(model.decide(&frame), Decision::Nat(SocketAddr::new(s.dst, s.dport)));
+
+    for vlans in [1, 2] {
+        let mut tagged = Frame::tcp("203.0.113.10", 40003, "10.0.0.1", 80, TCP_SYN);
+        tagged.vlans = vlans;
+        let frame = tagged.bytes();
+        let (action, out) = run(&dp, &frame);
+        // Tagged frames are rewritten, then forwarded by the kernel.
+        assert_eq!(action, XDP_PASS);
+        let s = seen(&out, vlans);
+        assert!(s.checksums_ok);
+        assert_eq!(out[12..14], frame[12..14], "tags intact");
+        assert_eq!(model.decide(&frame), Decision::Nat(SocketAddr::new(s.dst, s.dport)));
+    }
+}
+
+#[test]
+fn fragments_truncations_and_bad_lengths_pass_untouched_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let mut frames = Vec::new();
+    for frag in [0x2000u16, 0x0001, 0x2010] {
+        let mut f = Frame::tcp("203.0.113.7", 40000, "10.0.0.1", 80, TCP_SYN);
+        f.frag = frag;
+        frames.push(f.bytes());
+    }
+    let good = Frame::tcp("203.0.113.7", 40000, "10.0.0.1", 80, TCP_SYN);
+    let mut v6 = Frame::tcp("2001:db8:ff::7", 40001, "2001:db8::1", 80, TCP_SYN);
+    v6.pad_to = 0;
+    let v6 = v6.bytes();
+    for cut in 14..54 {
+        let mut f = good.bytes();
+        f.truncate(cut);
+        frames.push(f);
+    }
+    for cut in 14..v6.len() {
+        frames.push(v6[..cut].to_vec());
+    }
+    let base = good.bytes();
+    let mut bad = |at: usize, value: u8| {
+        let mut f = base.clone();
+        f[at] = value;
+        frames.push(f);
+    };
+    bad(14, 0x44); // IHL 4
+    bad(14, 0x4f); // IHL 15: options beyond the packet
+    bad(14, 0x65); // version 6 in an IPv4 frame
+    bad(16, 0x01); // total length 256+ beyond the frame
+    bad(17, 19); // total length shorter than the header
+    bad(46, 0x40); // TCP data offset 4
+    bad(46, 0xf0); // TCP data offset 15: beyond the packet
+    let mut u = Frame::udp("203.0.113.8", 5353, "10.0.0.1", 53).bytes();
+    u[38] = 0;
+    u[39] = 7; // UDP length 7
+    frames.push(u.clone());
+    u[39] = 200; // UDP length beyond the packet
+    frames.push(u);
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    for frame in frames {
+        let (action, out) = run(&dp, &frame);
+        assert_eq!(action, XDP_PASS, "{frame:02x?}");
+        assert_eq!(out, frame);
+        assert_eq!(model.decide(&frame), Decision::Pass);
+    }
+    let stats = dp.stats(&plan()).unwrap();
+    assert!(stats.counters[gatehouse_xdp::common::COUNTER_FRAGMENT as usize] >= 3);
+    assert!(stats.counters[gatehouse_xdp::common::COUNTER_MALFORMED as usize] > 40);
+}
+
+#[test]
+fn syn_flood_guard_and_drop_list_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    // The VIP allows 3 new connections per second per CPU (test runs stay on one CPU and
+    // well within a second of each other: the window is 1 s).
+    let mut actions = Vec::new();
+    for port in 0..5u16 {
+        let syn = Frame::tcp("203.0.113.20", 41000 + port, "10.0.0.4", 80, TCP_SYN).bytes();
+        actions.push(run(&dp, &syn).0);
+    }
+    assert_eq!(actions.iter().filter(|a| **a == XDP_DROP).count(), 2, "{actions:?}");
+    // New flows without SYN (e.g. after a restart) are not counted as SYNs.
+    let ack = Frame::tcp("203.0.113.20", 42000, "10.0.0.4", 80, TCP_ACK).bytes();
+    assert!(forwarded(run(&dp, &ack).0));
+    let stats = dp.stats(&plan()).unwrap();
+    assert_eq!(stats.vips["10.0.0.4:80/tcp"].syn_drops, 2);
+
+    let blocked = Frame::tcp("192.0.2.7", 40000, "10.0.0.1", 80, TCP_SYN).bytes();
+    assert_eq!(run(&dp, &blocked).0, XDP_DROP);
+    let l7 = Frame::tcp("192.0.2.7", 40000, "10.0.0.2", 443, TCP_SYN).bytes();
+    assert_eq!(run(&dp, &l7).0, XDP_DROP);
+    let allowed = Frame::tcp("192.0.3.7", 40000, "10.0.0.1", 80, TCP_SYN).bytes();
+    assert!(forwarded(run(&dp, &allowed).0));
+    // Not for a VIP: the drop list does not apply.
+    let other = Frame::tcp("192.0.2.7", 40000, "10.0.0.99", 80, TCP_SYN).bytes();
+    assert_eq!(run(&dp, &other).0, XDP_PASS);
+}
+
+#[test]
+fn ipip_encapsulates_the_original_packet_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let frame = Frame::tcp("203.0.113.7", 40000, "10.0.0.3", 80, TCP_SYN).bytes();
+    let (action, out) = run(&dp, &frame);
+    assert!(forwarded(action));
+    assert_eq!(out.len(), frame.len() + 20);
+    let outer = seen(&out, 0);
+    assert!(outer.checksums_ok);
+    assert_eq!(outer.proto, 4);
+    assert_eq!(outer.src, "10.9.9.9".parse::<IpAddr>().unwrap());
+    assert_eq!(outer.dst, "10.2.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(out[34..], frame[14..], "inner packet unchanged");
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    assert_eq!(model.decide(&frame), Decision::Ipip(sock("10.2.0.1:80")));
+}
+
+#[test]
+fn arp_and_ndp_are_answered_for_owned_addresses_only_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let request = arp_request([10, 0, 0, 50], [10, 0, 0, 1]);
+    let (action, out) = run(&dp, &request);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out[0..6], frames::CLIENT_MAC);
+    assert_eq!(out[6..12], OUR_MAC);
+    assert_eq!(out[20..22], [0, 2], "ARP reply");
+    assert_eq!(out[22..28], OUR_MAC);
+    assert_eq!(out[28..32], [10, 0, 0, 1]);
+    assert_eq!(out[32..38], frames::CLIENT_MAC);
+    assert_eq!(out[38..42], [10, 0, 0, 50]);
+    for other in
+        [arp_request([10, 0, 0, 50], [10, 0, 0, 77]), arp_request([10, 0, 0, 1], [10, 0, 0, 1])]
+    {
+        let (action, out) = run(&dp, &other);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, other);
+    }
+
+    let ns = solicit("fe80::1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+    let (action, out) = run(&dp, &ns);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out[0..6], frames::CLIENT_MAC);
+    assert_eq!(out[6..12], OUR_MAC);
+    assert_eq!(out[54], 136, "neighbour advertisement");
+    assert_eq!(out[58], 0x60, "solicited + override");
+    assert_eq!(out[38..54], ns[22..38], "sent back to the solicitor");
+    assert_eq!(out[80..86], OUR_MAC, "target link-layer address");
+    assert!(frames::icmp6_checksum_ok(&out));
+    let other = solicit("fe80::1".parse().unwrap(), "2001:db8::77".parse().unwrap());
+    assert_eq!(run(&dp, &other).0, XDP_PASS);
+}
+
+#[test]
+fn flows_keep_their_backend_when_a_backend_is_added_needs_root() {
+    if !root() {
+        return;
+    }
+    let mut dp = loaded();
+    let mut pinned = Vec::new();
+    for port in 0..200u16 {
+        let f = Frame::tcp("203.0.113.30", 30000 + port, "10.0.0.1", 80, TCP_SYN).bytes();
+        let (_, out) = run(&dp, &f);
+        let s = seen(&out, 0);
+        pinned.push((port, SocketAddr::new(s.dst, s.dport)));
+    }
+    let mut grown = plan();
+    grown.generation = 2;
+    grown.vips[0].action =
+        balance(&["10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.5:8080"], Forwarding::Nat, 0);
+    assert_eq!(dp.apply(&grown).unwrap(), 2);
+    let model = Model::new(&grown, |k| dp.table(k), true);
+    let mut moved_by_table = 0;
+    for (port, backend) in pinned {
+        let f = Frame::tcp("203.0.113.30", 30000 + port, "10.0.0.1", 80, TCP_ACK).bytes();
+        let (_, out) = run(&dp, &f);
+        let s = seen(&out, 0);
+        assert_eq!(SocketAddr::new(s.dst, s.dport), backend, "flow {port} moved");
+        if model.decide(&f) != Decision::Nat(backend) {
+            moved_by_table += 1;
+        }
+    }
+    // The new table would have sent about a third of them elsewhere.
+    assert!(moved_by_table > 20, "{moved_by_table}");
+    // New flows do reach the new backend.
+    let table = dp.table(&vip_key("10.0.0.1".parse().unwrap(), 80, 6)).unwrap();
+    assert!(table.contains(&sock("10.1.0.5:8080")));
+}
+
+fn tags(frame: &[u8]) -> usize {
+    let tagged = |at: usize| matches!(frame.get(at..at + 2), Some([0x81, 0x00] | [0x88, 0xa8]));
+    match (tagged(12), tagged(16)) {
+        (true, true) => 2,
+        (true, false) => 1,
+        _ => 0,
+    }
+}
+
+/// Random frames, biased towards the interesting corners, through the program and the
+/// reference model: the decisions must agree on every one.
+#[test]
+fn differential_against_the_reference_model_needs_root() {
+    if !root() {
+        return;
+    }
+    let dp = loaded();
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    let mut rng = StdRng::seed_from_u64(0x6a7e_4017);
+    let dsts_v4 = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9", "10.0.0.1"];
+    let ports = [80u16, 53, 443, 8080, 80];
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..5000u32 {
+        let v6 = rng.random_ratio(1, 5);
+        let src = if v6 {
+            format!("2001:db8:ff::{:x}", rng.random::<u16>())
+        } else if rng.random_ratio(1, 10) {
+            format!("192.0.2.{}", rng.random::<u8>())
+        } else {
+            format!("198.51.{}.{}", rng.random::<u8>(), rng.random::<u8>())
+        };
+        let dst = if v6 {
+            if rng.random_ratio(3, 4) { "2001:db8::1" } else { "2001:db8::2" }.to_owned()
+        } else {
+            dsts_v4[rng.random_range(0..dsts_v4.len())].to_owned()
+        };
+        let sport = rng.random_range(1024..65535);
+        let dport = ports[rng.random_range(0..ports.len())];
+        let mut f = if rng.random_ratio(1, 4) {
+            Frame::udp(&src, sport, &dst, dport)
+        } else {
+            let flags = [TCP_SYN, TCP_ACK, TCP_SYN | TCP_ACK, 0x04, 0x01][rng.random_range(0..5)];
+            Frame::tcp(&src, sport, &dst, dport, flags)
+        };
+        f.vlans = [0, 0, 0, 1, 2][rng.random_range(0..5)];
+        if !v6 && rng.random_ratio(1, 5) {
+            f.options = vec![1; 4 * rng.random_range(1..=10)];
+        }
+        if !v6 && rng.random_ratio(1, 20) {
+            f.frag = rng.random_range(1..0x4000);
+        }
+        let mut bytes = f.bytes();
+        if rng.random_ratio(1, 10) {
+            let cut = rng.random_range(14..bytes.len());
+            bytes.truncate(cut);
+        }
+        if rng.random_ratio(1, 10) {
+            let at = rng.random_range(12..bytes.len());
+            bytes[at] = rng.random();
+        }
+        let want = model.decide(&bytes);
+        let (action, out) = run(&dp, &bytes);
+        assert_ne!(action, XDP_ABORTED);
+        // Corrupted bytes may have changed the tags; count them as the parser does.
+        let vlans = tags(&bytes);
+        match want {
+            Decision::Pass => {
+                assert_eq!(action, XDP_PASS, "frame {i}: {bytes:02x?}");
+                assert_eq!(out, bytes, "frame {i} was modified");
+            }
+            Decision::Drop => assert_eq!(action, XDP_DROP, "frame {i}"),
+            Decision::ArpReply | Decision::NdAdvert => assert_eq!(action, XDP_TX),
+            Decision::Nat(backend) => {
+                assert!(forwarded(action), "frame {i}: action {action}");
+                let s = seen(&out, vlans);
+                // A frame whose checksums were broken before stays broken; a good one stays good.
+                let input_ok = seen(&bytes, vlans).checksums_ok;
+                assert_eq!(s.checksums_ok, input_ok, "frame {i}: {s:?}");
+                assert_eq!(SocketAddr::new(s.dst, s.dport), backend, "frame {i}");
+            }
+            Decision::Ipip(backend) => {
+                assert!(forwarded(action));
+                let s = seen(&out, vlans);
+                assert_eq!(s.dst, backend.ip(), "frame {i}");
+                assert_eq!(out.len(), bytes.len() + 20);
+            }
+        }
+        *counts
+            .entry(format!("{:?}", want).split('(').next().unwrap_or("").to_owned())
+            .or_insert(0u32) += 1;
+    }
+    eprintln!("decisions: {counts:?}");
+    assert!(counts.get("Nat").copied().unwrap_or(0) > 500, "{counts:?}");
+    assert!(counts.get("Pass").copied().unwrap_or(0) > 1000, "{counts:?}");
+    assert!(counts.get("Drop").copied().unwrap_or(0) > 50, "{counts:?}");
+    assert!(counts.get("Ipip").copied().unwrap_or(0) > 100, "{counts:?}");
+}

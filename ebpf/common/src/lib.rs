@@ -1,0 +1,336 @@
+//! The contract between the XDP program (`ebpf/xdp`, kernel side) and its loader and map
+//! applier (`appliance/xdp`, user side): map names, key and value layouts, action codes and
+//! the flow hash both sides must agree on.
+//!
+//! Every type is `#[repr(C)]`, `Copy`, with explicit padding fields so the kernel and user
+//! space see the same bytes. Byte order: addresses and ports are kept exactly as they appear on
+//! the wire (network order). IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) in 16-byte
+//! fields so one key type serves both families.
+#![no_std]
+
+#[cfg(feature = "user")]
+mod pod;
+
+/// VIP table: [`VipKey`] → [`VipValue`] (hash map).
+pub const MAP_VIPS: &str = "GH_VIPS";
+/// Backends: backend id (`u32`) → [`Backend`] (array).
+pub const MAP_BACKENDS: &str = "GH_BACKENDS";
+/// Maglev lookup tables of every VIP, two halves per VIP (array of backend ids, `u32`).
+pub const MAP_RING: &str = "GH_RING";
+/// Connection table: [`FlowKey`] as received from the client → [`FlowValue`] (LRU hash).
+pub const MAP_FLOWS: &str = "GH_FLOWS";
+/// Full-NAT reverse path: [`FlowKey`] of a backend's reply → [`NatReverse`] (LRU hash).
+pub const MAP_NAT: &str = "GH_NAT";
+/// Index 0: the [`Settings`] (array of one).
+pub const MAP_SETTINGS: &str = "GH_SETTINGS";
+/// Addresses this appliance answers ARP/NDP for: [`OwnedKey`] → `u32` (reserved, 0) (hash).
+pub const MAP_OWNED: &str = "GH_OWNED";
+/// Interface MAC addresses: ifindex (`u32`) → [`Mac`] (hash).
+pub const MAP_MACS: &str = "GH_MACS";
+/// Per-source drop list: LPM trie of [`Addr`] (IPv4 as `::ffff:0:0/96` + prefix) → `u32`.
+pub const MAP_DROP: &str = "GH_DROP";
+/// Per-CPU [`VipStats`] by VIP index.
+pub const MAP_VIP_STATS: &str = "GH_VIP_STATS";
+/// Per-CPU [`BackendStats`] by backend id.
+pub const MAP_BACKEND_STATS: &str = "GH_BE_STATS";
+/// Per-CPU global counters (`u64`) indexed by the `COUNTER_*` constants.
+pub const MAP_COUNTERS: &str = "GH_COUNTERS";
+/// Per-CPU [`SynWindow`] by VIP index: the SYN-flood guard's state.
+pub const MAP_SYN: &str = "GH_SYN";
+
+/// The XDP program that is attached to interfaces.
+pub const PROGRAM_NAME: &str = "gatehouse_xdp";
+/// A test-only variant that restores the frame after each run, so `BPF_PROG_TEST_RUN` with
+/// `repeat > 1` sees the original packet every time (benchmarks).
+pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
+/// A program that only returns `XDP_PASS`: the benchmark harness's floor.
+pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
+
+/// Default sizes; the loader overrides them from `[xdp]` settings before loading.
+pub const DEFAULT_MAX_VIPS: u32 = 256;
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+pub const DEFAULT_RING_SIZE: u32 = 16_381;
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+pub const MAX_OWNED: u32 = 4096;
+pub const MAX_DROP: u32 = 65_536;
+
+/// An IP address, IPv4 mapped into `::ffff:0:0/96`, as four 32-bit words whose memory bytes
+/// are the wire bytes (network order; each word is a native-endian read of four wire bytes).
+/// Words rather than bytes keep the structs 4-aligned, so BPF copies and compares them a word
+/// at a time.
+pub type Addr = [u32; 4];
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Hand the packet to the local stack (an L7 listener of the proxy).
+pub const ACTION_PASS: u8 = 1;
+/// Balance over the VIP's Maglev table and forward.
+pub const ACTION_BALANCE: u8 = 2;
+
+/// [`VipValue::flags`]: forward by IPIP (IPv6-in-IPv6 for IPv6) encapsulation (DSR) instead
+/// of full NAT.
+pub const VIP_FLAG_IPIP: u8 = 1;
+
+/// Key of the VIP table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    /// VIP address, network order, IPv4-mapped.
+    pub addr: Addr,
+    /// Destination port, network order.
+    pub port: u16,
+    /// IP protocol number ([`PROTO_TCP`] or [`PROTO_UDP`]).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What to do with packets for a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipValue {
+    /// [`ACTION_PASS`] or [`ACTION_BALANCE`].
+    pub action: u8,
+    /// `VIP_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: u16,
+    /// Index into the per-VIP counters and SYN guard (host order).
+    pub index: u32,
+    /// First slot of this VIP's live Maglev table in [`MAP_RING`] (host order).
+    pub ring_offset: u32,
+    /// Length of the Maglev table, a prime (host order); 0 for PASS.
+    pub ring_size: u32,
+    /// New TCP connections (SYN without a flow entry) allowed per second per CPU; 0 = no limit.
+    pub syn_limit: u32,
+}
+
+/// A real server behind a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Address, network order, IPv4-mapped for IPv4.
+    pub addr: Addr,
+    /// Port, network order.
+    pub port: u16,
+    /// 1 while the backend is in some VIP's table; flows pinned to a dead backend are rebalanced.
+    pub live: u8,
+    pub _pad: u8,
+}
+
+/// A flow's 5-tuple as received.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address, network order, IPv4-mapped.
+    pub src: Addr,
+    /// Destination address, network order, IPv4-mapped.
+    pub dst: Addr,
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    pub proto: u8,
+    // Two fields rather than `[u8; 3]`: BPF's LLVM turns odd byte arrays into memset calls.
+    pub _pad: u8,
+    pub _pad2: u16,
+}
+
+/// Where an established flow goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// Backend id (host order).
+    pub backend: u32,
+    /// Source port chosen for full NAT, network order (0 for IPIP).
+    pub snat_port: u16,
+    pub _pad: u16,
+}
+
+/// The original addresses of a full-NAT flow, to rewrite a backend's reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatReverse {
+    /// The client's address, network order, IPv4-mapped.
+    pub client: Addr,
+    /// The VIP, network order, IPv4-mapped.
+    pub vip: Addr,
+    /// The client's port, network order.
+    pub client_port: u16,
+    /// The VIP's port, network order.
+    pub vip_port: u16,
+    /// The VIP's counter index (host order).
+    pub vip_index: u32,
+}
+
+/// Program-wide settings (index 0 of [`MAP_SETTINGS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Source address for full NAT and IPIP outer headers to IPv4 backends, IPv4-mapped.
+    pub source_v4: Addr,
+    /// Source address for full NAT and outer headers to IPv6 backends.
+    pub source_v6: Addr,
+    /// The generation the applier last finished writing (host order).
+    pub generation: u64,
+    /// Entries in the drop list; 0 skips its lookup (host order).
+    pub drop_entries: u32,
+    pub _pad: u32,
+}
+
+/// Key of the owned-address table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct OwnedKey {
+    /// Address, network order, IPv4-mapped.
+    pub addr: Addr,
+}
+
+/// An interface's MAC address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Mac {
+    pub addr: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Per-VIP counters (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows that were not in the connection table.
+    pub new_flows: u64,
+    /// SYNs dropped by the SYN-flood guard.
+    pub syn_drops: u64,
+}
+
+/// Per-backend counters (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// SYN-flood guard state of one VIP on one CPU (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynWindow {
+    /// Start of the current one-second window, `bpf_ktime_get_ns`.
+    pub start_ns: u64,
+    /// SYNs seen in it.
+    pub count: u64,
+}
+
+/// Packets not for us (no VIP, not owned ARP/NDP): passed untouched.
+pub const COUNTER_MISS: u32 = 0;
+/// Dropped by the per-source drop list.
+pub const COUNTER_DROP_LIST: u32 = 1;
+/// Headers truncated or inconsistent: passed untouched for the kernel to judge.
+pub const COUNTER_MALFORMED: u32 = 2;
+/// IP fragments: passed untouched (the kernel reassembles).
+pub const COUNTER_FRAGMENT: u32 = 3;
+/// ARP replies sent.
+pub const COUNTER_ARP_REPLY: u32 = 4;
+/// NDP neighbour advertisements sent.
+pub const COUNTER_ND_REPLY: u32 = 5;
+/// Backend replies rewritten on the full-NAT reverse path.
+pub const COUNTER_NAT_REVERSE: u32 = 6;
+/// Packets dropped because no NAT source port was free or the VIP had no live backend.
+pub const COUNTER_NO_BACKEND: u32 = 7;
+/// Forwarded by the kernel stack after the rewrite (no FIB/neighbour entry yet).
+pub const COUNTER_FIB_PASS: u32 = 8;
+/// Passed to the local stack for an L7 VIP.
+pub const COUNTER_VIP_PASS: u32 = 9;
+/// Number of global counters.
+pub const COUNTERS: u32 = 10;
+
+/// The flow hash used to index Maglev tables and choose NAT source ports. Both sides use this
+/// exact function: the XDP program to forward, the user side's reference model to check it.
+/// Inputs are the raw wire-order values as stored in [`FlowKey`].
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let mut h: u32 = 0x9e37_79b9 ^ u32::from(key.proto);
+    h = mix(h, key.src[0]);
+    h = mix(h, key.src[1]);
+    h = mix(h, key.src[2]);
+    h = mix(h, key.src[3]);
+    // The destination is the VIP: the same for every flow of a VIP, so only its last word
+    // (which differs between VIPs) is mixed in.
+    h = mix(h, key.dst[3]);
+    h = mix(h, u32::from(key.sport) | (u32::from(key.dport) << 16));
+    finish(h)
+}
+
+/// One round of a multiply-rotate mixer (murmur3's block step).
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+/// murmur3's finaliser: every input bit affects every output bit.
+#[inline(always)]
+pub fn finish(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// NAT source ports are chosen from `NAT_PORT_BASE..=65535`.
+pub const NAT_PORT_BASE: u32 = 1024;
+/// How many source ports the program tries for a new full-NAT flow before giving up.
+pub const NAT_PORT_TRIES: u32 = 4;
+
+/// The `attempt`-th candidate NAT source port (host order) for a flow hash.
+#[inline(always)]
+pub fn nat_port(hash: u32, attempt: u32) -> u16 {
+    let h = finish(hash ^ attempt.wrapping_mul(0x2545_f491));
+    (NAT_PORT_BASE + h % (65_536 - NAT_PORT_BASE)) as u16
+}
+
+/// The third word of every IPv4-mapped address (`0000:ffff`).
+pub const MAPPED_V4_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The IPv4-mapped form of an IPv4 address given as its wire word.
+#[inline(always)]
+pub const fn mapped_v4_word(word: u32) -> Addr {
+    [0, 0, MAPPED_V4_WORD, word]
+}
+
+/// The IPv4-mapped form of an IPv4 address given in network order bytes.
+#[inline(always)]
+pub const fn mapped_v4(octets: [u8; 4]) -> Addr {
+    mapped_v4_word(u32::from_ne_bytes(octets))
+}
+
+/// An address from its 16 wire bytes.
+#[inline(always)]
+pub const fn addr_from_octets(o: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// The 16 wire bytes of an address.
+#[inline(always)]
+pub const fn addr_octets(a: &Addr) -> [u8; 16] {
+    let (w0, w1, w2, w3) =
+        (a[0].to_ne_bytes(), a[1].to_ne_bytes(), a[2].to_ne_bytes(), a[3].to_ne_bytes());
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
+
+/// Whether a stored address is IPv4-mapped.
+#[inline(always)]
+pub fn is_mapped_v4(addr: &Addr) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == MAPPED_V4_WORD
+}

@@ -1,0 +1,537 @@
+//! Gatehouse's XDP program: the first stop of every frame on the configured interface.
+//!
+//! It reads only maps that the user side (`appliance/xdp`) fills from the compiled snapshot:
+//! packets for an L7 VIP pass to the local proxy, packets for an L4 VIP are balanced over the
+//! VIP's Maglev table (flows pinned in an LRU connection table) and forwarded by full NAT or
+//! IPIP encapsulation, backend replies of full-NAT flows are rewritten back, ARP requests and
+//! NDP neighbour solicitations for owned addresses are answered. Everything else passes
+//! untouched. Unsafe code is inherent here: packet and map memory are raw pointers whose
+//! bounds the verifier checks.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod packet;
+
+use aya_ebpf::bindings::{bpf_fib_lookup, xdp_action, xdp_md};
+use aya_ebpf::helpers::generated::{
+    bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+};
+use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::lpm_trie::Key as LpmKey;
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray};
+use aya_ebpf::programs::XdpContext;
+use gatehouse_ebpf_common::{
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, COUNTER_ARP_REPLY, COUNTER_DROP_LIST,
+    COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS, COUNTER_NAT_REVERSE,
+    COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, MAX_DROP,
+    MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP, Settings,
+    SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4, nat_port,
+};
+
+use crate::packet::{Ctx, Parsed, Verdict};
+
+#[map]
+static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+#[map]
+static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+#[map]
+static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
+#[map]
+static GH_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+static GH_NAT: LruHashMap<FlowKey, NatReverse> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+static GH_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+#[map]
+static GH_OWNED: HashMap<OwnedKey, u32> = HashMap::with_max_entries(MAX_OWNED, 0);
+#[map]
+static GH_MACS: HashMap<u32, Mac> = HashMap::with_max_entries(256, 0);
+#[map]
+static GH_DROP: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_DROP, 0);
+#[map]
+static GH_VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+#[map]
+static GH_BE_STATS: PerCpuArray<BackendStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+#[map]
+static GH_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map]
+static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+
+/// The program attached to interfaces.
+#[xdp]
+pub fn gatehouse_xdp(ctx: XdpContext) -> u32 {
+    process(&ctx)
+}
+
+/// Benchmark-only twin: restores the first 60 bytes (and the head, after an encapsulation)
+/// so that `BPF_PROG_TEST_RUN` with `repeat > 1` runs every repetition on the original frame.
+#[xdp]
+pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
+    // 60 bytes as 7 words + 1: byte arrays would be copied a byte at a time.
+    type Saved = ([u64; 7], u32);
+    const SAVED: usize = 60;
+    let start = ctx.data();
+    if start + SAVED > ctx.data_end() {
+        return process(&ctx);
+    }
+    // SAFETY: the 60 bytes at `start` were bounds-checked just above; unaligned packet access
+    // is accepted (see packet.rs).
+    let saved: Saved = unsafe {
+        (core::ptr::read(start as *const [u64; 7]), core::ptr::read((start + 56) as *const u32))
+    };
+    let before = ctx.data_end() - start;
+    let action = process(&ctx);
+    let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
+    if grown > 0 && grown <= 64 {
+        // SAFETY: a plain helper call on this program's own context.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) };
+    }
+    let start = ctx.data();
+    if start + SAVED <= ctx.data_end() {
+        // SAFETY: bounds-checked just above.
+        unsafe {
+            core::ptr::write(start as *mut [u64; 7], saved.0);
+            core::ptr::write((start + 56) as *mut u32, saved.1);
+        }
+    }
+    action
+}
+
+/// Benchmark floor: the cheapest possible XDP program, to measure the test harness itself.
+#[xdp]
+pub fn gatehouse_xdp_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> u32 {
+    // Not zeroed: zeroing 72 bytes costs a byte-wise memset call per packet in BPF.
+    let mut pkt = core::mem::MaybeUninit::<Parsed>::uninit();
+    match packet::parse(ctx.ctx, pkt.as_mut_ptr()) {
+        Verdict::Miss => {
+            count(COUNTER_MISS);
+            xdp_action::XDP_PASS
+        }
+        Verdict::Malformed => {
+            count(COUNTER_MALFORMED);
+            xdp_action::XDP_PASS
+        }
+        Verdict::Fragment => {
+            count(COUNTER_FRAGMENT);
+            xdp_action::XDP_PASS
+        }
+        Verdict::Arp(l3) => arp_reply(ctx.ctx, l3),
+        Verdict::Solicit(l3) => nd_reply(ctx.ctx, l3),
+        // SAFETY: `parse` wrote every field before returning `Verdict::L4`.
+        Verdict::L4 => l4(ctx.ctx, unsafe { pkt.assume_init_ref() }),
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = GH_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+// Out of line (here and below): each BPF function gets its own stack frame, which keeps every
+// call chain within the verifier's 512-byte stack limit. The common path (`l4`) is inlined.
+#[inline(always)]
+fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
+    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
+    // SAFETY: map values stay valid for the whole program run (RCU).
+    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
+        return not_a_vip(raw, pkt);
+    };
+    let Some(settings) = GH_SETTINGS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if settings.drop_entries != 0 {
+        let probe = LpmKey::new(128, pkt.src);
+        if GH_DROP.get(&probe).is_some() {
+            count(COUNTER_DROP_LIST);
+            return xdp_action::XDP_DROP;
+        }
+    }
+    let stats = GH_VIP_STATS.get_ptr_mut(vip.index);
+    if let Some(s) = stats {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += u64::from(pkt.ip_len);
+        }
+    }
+    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
+        if vip.action == ACTION_PASS {
+            count(COUNTER_VIP_PASS);
+        }
+        return xdp_action::XDP_PASS;
+    }
+    let flow = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        _pad: 0,
+        _pad2: 0,
+    };
+    let mut pinned = FlowValue::default();
+    let mut hit = false;
+    // SAFETY: read by value right away.
+    if let Some(entry) = unsafe { GH_FLOWS.get(&flow) } {
+        pinned = *entry;
+        hit = GH_BACKENDS.get(pinned.backend).is_some_and(|b| b.live != 0);
+    }
+    if !hit {
+        match new_flow(vip, &flow, pkt, settings) {
+            Ok(v) => pinned = v,
+            Err(action) => return action,
+        }
+        if let Some(s) = stats {
+            // SAFETY: per-CPU slot.
+            unsafe { (*s).new_flows += 1 };
+        }
+    }
+    let Some(backend) = GH_BACKENDS.get(pinned.backend) else {
+        return xdp_action::XDP_DROP;
+    };
+    if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += u64::from(pkt.ip_len);
+        }
+    }
+    if vip.flags & VIP_FLAG_IPIP != 0 {
+        if !encapsulate(raw, pkt, backend, settings) {
+            count(COUNTER_NO_BACKEND);
+            return xdp_action::XDP_DROP;
+        }
+        return forward(raw, pkt, &backend.addr, true);
+    }
+    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+    let ports = packet::ports(pinned.snat_port, backend.port);
+    if !packet::rewrite(raw, pkt, source, &backend.addr, ports) {
+        count(COUNTER_MALFORMED);
+        return xdp_action::XDP_DROP;
+    }
+    forward(raw, pkt, &backend.addr, false)
+}
+
+/// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
+/// choice, NAT port, new entry. `Err` carries the action for a packet that goes no further.
+#[inline(never)]
+fn new_flow(
+    vip: &VipValue,
+    flow: &FlowKey,
+    pkt: &Parsed,
+    settings: &Settings,
+) -> Result<FlowValue, u32> {
+    if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
+        if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
+            // SAFETY: per-CPU slot.
+            unsafe { (*s).syn_drops += 1 };
+        }
+        return Err(xdp_action::XDP_DROP);
+    }
+    let hash = flow_hash(flow);
+    let Some(pos) = hash.checked_rem(vip.ring_size) else {
+        return Err(xdp_action::XDP_PASS);
+    };
+    let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    };
+    let Some(backend) = GH_BACKENDS.get(id) else {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    };
+    if backend.live == 0 || is_mapped_v4(&backend.addr) != pkt.v4 {
+        count(COUNTER_NO_BACKEND);
+        return Err(xdp_action::XDP_DROP);
+    }
+    let snat_port = if vip.flags & VIP_FLAG_IPIP != 0 {
+        0
+    } else {
+        let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+        match reserve_nat_port(flow, hash, backend, source, vip.index) {
+            Some(p) => p,
+            None => {
+                count(COUNTER_NO_BACKEND);
+                return Err(xdp_action::XDP_DROP);
+            }
+        }
+    };
+    let value = FlowValue { backend: id, snat_port, _pad: 0 };
+    let _ = GH_FLOWS.insert(flow, &value, 0);
+    Ok(value)
+}
+
+/// Picks a free NAT source port for a new flow and records the reverse mapping.
+#[inline(always)]
+fn reserve_nat_port(
+    flow: &FlowKey,
+    hash: u32,
+    backend: &Backend,
+    source: &Addr,
+    vip_index: u32,
+) -> Option<u16> {
+    let reverse = NatReverse {
+        client: flow.src,
+        vip: flow.dst,
+        client_port: flow.sport,
+        vip_port: flow.dport,
+        vip_index,
+    };
+    let mut attempt = 0;
+    while attempt < NAT_PORT_TRIES {
+        let port = nat_port(hash, attempt).to_be();
+        let key = FlowKey {
+            src: backend.addr,
+            dst: *source,
+            sport: backend.port,
+            dport: port,
+            proto: flow.proto,
+            _pad: 0,
+            _pad2: 0,
+        };
+        // BPF_NOEXIST: a port already mapped for another flow is not taken over. A port of this
+        // very flow (its forward entry was evicted) is reused.
+        const BPF_NOEXIST: u64 = 1;
+        if GH_NAT.insert(&key, &reverse, BPF_NOEXIST).is_ok() {
+            return Some(port);
+        }
+        // SAFETY: read by value right away.
+        if let Some(existing) = unsafe { GH_NAT.get(&key) }
+            && existing.client == reverse.client
+            && existing.client_port == reverse.client_port
+            && existing.vip == reverse.vip
+            && existing.vip_port == reverse.vip_port
+        {
+            return Some(port);
+        }
+        attempt += 1;
+    }
+    None
+}
+
+/// Whether this SYN exceeds the VIP's per-CPU budget of new connections per second.
+#[inline(always)]
+fn syn_flood(vip: &VipValue) -> bool {
+    let Some(w) = GH_SYN.get_ptr_mut(vip.index) else {
+        return false;
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot.
+    unsafe {
+        if now.wrapping_sub((*w).start_ns) >= NS_PER_SEC {
+            (*w).start_ns = now;
+            (*w).count = 0;
+        }
+        (*w).count += 1;
+        (*w).count > u64::from(vip.syn_limit)
+    }
+}
+
+/// Not a VIP: a backend's reply to a full-NAT flow, or none of our business.
+#[inline(never)]
+fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
+    let Some(settings) = GH_SETTINGS.get(0) else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    let ours = if pkt.v4 { pkt.dst == settings.source_v4 } else { pkt.dst == settings.source_v6 };
+    if !ours {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    }
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        _pad: 0,
+        _pad2: 0,
+    };
+    // SAFETY: read by value right away.
+    let Some(orig) = (unsafe { GH_NAT.get(&key) }) else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    count(COUNTER_NAT_REVERSE);
+    let ports = packet::ports(orig.vip_port, orig.client_port);
+    if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
+        count(COUNTER_MALFORMED);
+        return xdp_action::XDP_DROP;
+    }
+    forward(raw, pkt, &orig.client, false)
+}
+
+/// Sends a rewritten packet on its way: straight out of the right interface when the kernel's
+/// FIB knows the next hop's MAC, else through the kernel's stack (which resolves it).
+/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header.
+#[inline(never)]
+fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool) -> u32 {
+    let ctx = &Ctx::new(raw);
+    // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
+    let ingress = ctx.ingress_ifindex();
+    let (proto, ip_len) = match (encapsulated, pkt.v4) {
+        (false, _) => (pkt.proto, pkt.ip_len),
+        (true, true) => (IPPROTO_IPIP, pkt.ip_len + 20),
+        (true, false) => (IPPROTO_IPV6, pkt.ip_len + 40),
+    };
+    if pkt.l3 != packet::ETH_HLEN {
+        // VLAN-tagged: XDP cannot redirect into a VLAN device; the kernel forwards it.
+        count(COUNTER_FIB_PASS);
+        return xdp_action::XDP_PASS;
+    }
+    let v4 = pkt.v4;
+    // Zeroed as eight aligned words: `mem::zeroed` or byte arrays become a memset call.
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
+    let mut words = [0u64; 8];
+    // SAFETY: 64 zeroed, 8-aligned bytes are a valid `bpf_fib_lookup` (a plain C struct).
+    let fib = unsafe { &mut *(words.as_mut_ptr() as *mut bpf_fib_lookup) };
+    fib.family = if v4 { AF_INET } else { AF_INET6 };
+    fib.l4_protocol = proto;
+    fib.__bindgen_anon_1.tot_len = ip_len;
+    fib.ifindex = ingress;
+    if v4 {
+        fib.__bindgen_anon_4.ipv4_dst = dst[3];
+    } else {
+        fib.__bindgen_anon_4.ipv6_dst = *dst;
+    }
+    // SAFETY: `fib` is a properly sized local struct; the helper writes only into it.
+    let rc = unsafe {
+        fib_lookup(ctx.raw.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        count(COUNTER_FIB_PASS);
+        return xdp_action::XDP_PASS;
+    }
+    if !packet::set_macs(ctx, &fib.dmac, &fib.smac) {
+        return xdp_action::XDP_PASS;
+    }
+    if fib.ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: a plain helper call.
+        unsafe { bpf_redirect(fib.ifindex, 0) as u32 }
+    }
+}
+
+/// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return).
+#[inline(never)]
+fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Settings) -> bool {
+    let ctx = &Ctx::new(raw);
+    let outer: i32 = if pkt.v4 { 20 } else { 40 };
+    let l3 = pkt.l3;
+    // SAFETY: a plain helper call on this program's own context.
+    if unsafe { bpf_xdp_adjust_head(raw, -outer) } != 0 {
+        return false;
+    }
+    // Move the L2 header (with its VLAN tags) to the new start of the frame.
+    if !packet::move_l2(ctx, l3, outer as usize) {
+        return false;
+    }
+    if pkt.v4 {
+        packet::write_outer_v4(
+            ctx,
+            l3,
+            pkt.ip_len,
+            &settings.source_v4,
+            &backend.addr,
+            IPPROTO_IPIP,
+        )
+    } else {
+        packet::write_outer_v6(
+            ctx,
+            l3,
+            pkt.ip_len,
+            &settings.source_v6,
+            &backend.addr,
+            IPPROTO_IPV6,
+        )
+    }
+}
+
+/// Answers an ARP request for an owned IPv4 address in place.
+#[inline(never)]
+fn arp_reply(raw: *mut xdp_md, l3: usize) -> u32 {
+    let ctx = &Ctx::new(raw);
+    let Some(target) = packet::arp_request_target(ctx, l3) else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: read by value right away.
+    if unsafe { GH_OWNED.get(&OwnedKey { addr: target }) }.is_none() {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    }
+    let ifindex = ctx.ingress_ifindex();
+    // SAFETY: read by value right away.
+    let Some(mac) = (unsafe { GH_MACS.get(&ifindex) }).copied() else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    if packet::arp_to_reply(ctx, l3, &mac.addr) {
+        count(COUNTER_ARP_REPLY);
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Answers a neighbour solicitation for an owned IPv6 address in place.
+#[inline(never)]
+fn nd_reply(raw: *mut xdp_md, l3: usize) -> u32 {
+    let ctx = &Ctx::new(raw);
+    let Some(target) = packet::solicit_target(ctx, l3) else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: read by value right away.
+    if unsafe { GH_OWNED.get(&OwnedKey { addr: target }) }.is_none() {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    }
+    let ifindex = ctx.ingress_ifindex();
+    // SAFETY: read by value right away.
+    let Some(mac) = (unsafe { GH_MACS.get(&ifindex) }).copied() else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    if packet::solicit_to_advert(ctx, l3, &mac.addr) {
+        count(COUNTER_ND_REPLY);
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// Keep `PROTO_UDP` referenced for readers: UDP flows take the same path as TCP.
+const _: u8 = PROTO_UDP;

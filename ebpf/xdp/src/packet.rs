@@ -1,0 +1,544 @@
+//! Bounds-checked parsing and in-place rewriting of frames. Every access goes through
+//! [`ptr_at`], which checks the whole object against the end of the frame first.
+
+use core::mem::size_of;
+use core::ptr::{read, write};
+
+use aya_ebpf::bindings::xdp_md;
+use gatehouse_ebpf_common::{Addr, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
+
+use crate::csum;
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_SOLICIT: u8 = 135;
+const ND_ADVERT: u8 = 136;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// The program's context. Its fields are read with volatile loads, so they stay inside the
+/// function that uses them: were LLVM to hoist them into a caller and pass them as 32-bit
+/// arguments, the verifier would reject the widening of a packet pointer.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub raw: *mut xdp_md,
+}
+
+impl Ctx {
+    #[inline(always)]
+    pub fn new(raw: *mut xdp_md) -> Ctx {
+        Ctx { raw }
+    }
+
+    #[inline(always)]
+    pub fn data(&self) -> usize {
+        // SAFETY: `raw` is the context the kernel passed to the program.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw).data) as usize }
+    }
+
+    #[inline(always)]
+    pub fn data_end(&self) -> usize {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw).data_end) as usize }
+    }
+
+    #[inline(always)]
+    pub fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: as above. A plain load: LLVM may not split it from its address.
+        unsafe { (*self.raw).ingress_ifindex }
+    }
+}
+
+/// What the parser found.
+pub enum Verdict {
+    /// Not an IP/ARP frame we look at, or not TCP/UDP.
+    Miss,
+    /// Truncated or inconsistent headers.
+    Malformed,
+    /// An IP fragment.
+    Fragment,
+    /// An ARP frame; its header starts at this offset.
+    Arp(usize),
+    /// An ICMPv6 neighbour solicitation; its IPv6 header starts at this offset.
+    Solicit(usize),
+    /// A TCP or UDP packet (the `Parsed` given to [`parse`] describes it).
+    L4,
+}
+
+/// A parsed TCP/UDP packet: offsets into the frame and its 5-tuple in wire order.
+#[derive(Clone, Copy, Default)]
+pub struct Parsed {
+    pub v4: bool,
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    /// Length of the IP packet (header and payload), host order.
+    pub ip_len: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub src: Addr,
+    pub dst: Addr,
+    /// Network order.
+    pub sport: u16,
+    /// Network order.
+    pub dport: u16,
+}
+
+impl Parsed {
+    /// A TCP SYN opening a connection (SYN without ACK).
+    #[inline(always)]
+    pub fn syn_only(&self) -> bool {
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &Ctx, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+// Packet loads and stores use plain (aligned) instructions although header fields sit at any
+// offset: BPF's LLVM backend splits unaligned accesses into single bytes (eight times the
+// instructions, and register spills past the 512-byte stack), while the kernel accepts
+// unaligned packet access on every architecture with efficient unaligned access (x86-64,
+// arm64) and its JIT emits plain loads and stores for them.
+#[inline(always)]
+fn load<T: Copy>(ctx: &Ctx, off: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame; see above on alignment.
+    ptr_at::<T>(ctx, off).map(|p| unsafe { read(p) })
+}
+
+#[inline(always)]
+fn store<T: Copy>(ctx: &Ctx, off: usize, value: T) -> bool {
+    match ptr_at::<T>(ctx, off) {
+        Some(p) => {
+            // SAFETY: `ptr_at` checked that the whole `T` lies inside the frame; see `load`.
+            unsafe { write(p, value) };
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &Ctx) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`.
+#[inline(always)]
+/// `pkt` may be uninitialised: every field is written before `Verdict::L4` is returned.
+pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
+    let ctx = &Ctx::new(raw);
+    let Some(et) = load::<[u8; 2]>(ctx, 12) else {
+        return Verdict::Malformed;
+    };
+    let mut ethertype = be16(et);
+    let mut l3 = ETH_HLEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Some(et) = load::<[u8; 2]>(ctx, l3 + 2) else {
+            return Verdict::Malformed;
+        };
+        ethertype = be16(et);
+        l3 += 4;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let Some(et) = load::<[u8; 2]>(ctx, l3 + 2) else {
+                return Verdict::Malformed;
+            };
+            ethertype = be16(et);
+            l3 += 4;
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_v4(ctx, l3, pkt),
+        ETH_P_IPV6 => parse_v6(ctx, l3, pkt),
+        ETH_P_ARP => Verdict::Arp(l3),
+        _ => Verdict::Miss,
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+    let Some(h) = load::<[u8; 20]>(ctx, l3) else {
+        return Verdict::Malformed;
+    };
+    if h[0] >> 4 != 4 {
+        return Verdict::Malformed;
+    }
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(be16([h[2], h[3]]));
+    if ihl < 20 || total < ihl || l3 + total > frame_len(ctx) {
+        return Verdict::Malformed;
+    }
+    if be16([h[6], h[7]]) & 0x3fff != 0 {
+        return Verdict::Fragment;
+    }
+    let (Some(src), Some(dst)) = (load::<u32>(ctx, l3 + 12), load::<u32>(ctx, l3 + 16)) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).src = mapped_v4_word(src) };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dst = mapped_v4_word(dst) };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).v4 = true };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l3 = l3 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l4 = l3 + ihl };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).ip_len = total as u16 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).proto = h[9] };
+    transport(ctx, pkt)
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+    let Some(h) = load::<[u8; 8]>(ctx, l3) else {
+        return Verdict::Malformed;
+    };
+    if h[0] >> 4 != 6 {
+        return Verdict::Malformed;
+    }
+    let total = 40 + usize::from(be16([h[4], h[5]]));
+    if l3 + total > frame_len(ctx) {
+        return Verdict::Malformed;
+    }
+    let next = h[6];
+    if next == IPPROTO_FRAGMENT {
+        return Verdict::Fragment;
+    }
+    if next == IPPROTO_ICMPV6 {
+        return match load::<u8>(ctx, l3 + 40) {
+            Some(ND_SOLICIT) => Verdict::Solicit(l3),
+            _ => Verdict::Miss,
+        };
+    }
+    let (Some(src), Some(dst)) = (load::<Addr>(ctx, l3 + 8), load::<Addr>(ctx, l3 + 24)) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).src = src };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dst = dst };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).v4 = false };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l3 = l3 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).l4 = l3 + 40 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).ip_len = total as u16 };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).proto = next };
+    transport(ctx, pkt)
+}
+
+#[inline(always)]
+fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
+    // SAFETY: the IPv4/IPv6 parser wrote these fields before calling.
+    let (l4, proto, end) =
+        unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
+    let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
+        let Some(t) = load::<[u8; 20]>(ctx, l4) else {
+            return Verdict::Malformed;
+        };
+        let doff = usize::from(t[12] >> 4) * 4;
+        if doff < 20 || l4 + doff > end {
+            return Verdict::Malformed;
+        }
+        (u16::from_ne_bytes([t[0], t[1]]), u16::from_ne_bytes([t[2], t[3]]), t[13])
+    } else if proto == PROTO_UDP {
+        let Some(u) = load::<[u8; 8]>(ctx, l4) else {
+            return Verdict::Malformed;
+        };
+        let len = usize::from(be16([u[4], u[5]]));
+        if len < 8 || l4 + len > end {
+            return Verdict::Malformed;
+        }
+        (u16::from_ne_bytes([u[0], u[1]]), u16::from_ne_bytes([u[2], u[3]]), 0)
+    } else {
+        return Verdict::Miss;
+    };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).sport = sport };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).dport = dport };
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
+    // Copy field never reads it.
+    unsafe { (*pkt).tcp_flags = tcp_flags };
+    Verdict::L4
+}
+
+/// Source and destination port (wire order) packed as the 32-bit word they form on the wire.
+#[inline(always)]
+pub fn ports(sport: u16, dport: u16) -> u32 {
+    let s = sport.to_ne_bytes();
+    let d = dport.to_ne_bytes();
+    u32::from_ne_bytes([s[0], s[1], d[0], d[1]])
+}
+
+/// Rewrites addresses and ports (full NAT, either direction), updating every checksum.
+/// Works word by word on the packet to keep the stack small.
+#[inline(never)]
+pub fn rewrite(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports: u32) -> bool {
+    let ctx = &Ctx::new(raw);
+    let mut delta: u64 = 0;
+    if pkt.v4 {
+        let new_src = src[3];
+        let new_dst = dst[3];
+        let (Some(old_src), Some(old_dst)) =
+            (load::<u32>(ctx, pkt.l3 + 12), load::<u32>(ctx, pkt.l3 + 16))
+        else {
+            return false;
+        };
+        delta += csum::not32(old_src)
+            + csum::not32(old_dst)
+            + csum::add32(new_src)
+            + csum::add32(new_dst);
+        let Some(ip_csum) = load::<u16>(ctx, pkt.l3 + 10) else {
+            return false;
+        };
+        if !(store(ctx, pkt.l3 + 10, csum::update(ip_csum, delta))
+            && store(ctx, pkt.l3 + 12, new_src)
+            && store(ctx, pkt.l3 + 16, new_dst))
+        {
+            return false;
+        }
+    } else {
+        let mut i = 0;
+        while i < 8 {
+            let new = if i < 4 { src[i & 3] } else { dst[i & 3] };
+            let off = pkt.l3 + 8 + 4 * i;
+            let Some(old) = load::<u32>(ctx, off) else {
+                return false;
+            };
+            delta += csum::not32(old) + csum::add32(new);
+            if !store(ctx, off, new) {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    let Some(old_ports) = load::<u32>(ctx, pkt.l4) else {
+        return false;
+    };
+    delta += csum::not32(old_ports) + csum::add32(new_ports);
+    if !store(ctx, pkt.l4, new_ports) {
+        return false;
+    }
+    let csum_off = if pkt.proto == PROTO_TCP { pkt.l4 + 16 } else { pkt.l4 + 6 };
+    let Some(old) = load::<u16>(ctx, csum_off) else {
+        return false;
+    };
+    if pkt.proto == PROTO_UDP && old == 0 {
+        // IPv4 UDP without a checksum stays without one.
+        return true;
+    }
+    let mut new = csum::update(old, delta);
+    if pkt.proto == PROTO_UDP && new == 0 {
+        new = 0xffff;
+    }
+    store(ctx, csum_off, new)
+}
+
+/// Sets the Ethernet destination and source.
+#[inline(always)]
+pub fn set_macs(ctx: &Ctx, dst: &[u8; 6], src: &[u8; 6]) -> bool {
+    store(ctx, 0, *dst) && store(ctx, 6, *src)
+}
+
+/// After growing the head by `by` bytes, moves the `l2`-byte link header to the new start.
+#[inline(always)]
+pub fn move_l2(ctx: &Ctx, l2: usize, by: usize) -> bool {
+    match l2 {
+        ETH_HLEN => match load::<[u8; 14]>(ctx, by) {
+            Some(h) => store(ctx, 0, h),
+            None => false,
+        },
+        18 => match load::<[u8; 18]>(ctx, by) {
+            Some(h) => store(ctx, 0, h),
+            None => false,
+        },
+        _ => match load::<[u8; 22]>(ctx, by) {
+            Some(h) => store(ctx, 0, h),
+            None => false,
+        },
+    }
+}
+
+/// Writes an outer IPv4 header at `l3` for an inner packet of `inner_len` bytes.
+#[inline(always)]
+pub fn write_outer_v4(
+    ctx: &Ctx,
+    l3: usize,
+    inner_len: u16,
+    src: &Addr,
+    dst: &Addr,
+    proto: u8,
+) -> bool {
+    let Some(total) = inner_len.checked_add(20) else {
+        return false;
+    };
+    let t = total.to_be_bytes();
+    let s = src[3].to_ne_bytes();
+    let d = dst[3].to_ne_bytes();
+    let mut h = [
+        0x45, 0, t[0], t[1], 0, 0, 0x40, 0, 64, proto, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1],
+        d[2], d[3],
+    ];
+    let c = (!csum::fold(csum::sum_words(&h))).to_ne_bytes();
+    h[10] = c[0];
+    h[11] = c[1];
+    store(ctx, l3, h)
+}
+
+/// Writes an outer IPv6 header at `l3` for an inner packet of `inner_len` bytes.
+#[inline(always)]
+pub fn write_outer_v6(
+    ctx: &Ctx,
+    l3: usize,
+    inner_len: u16,
+    src: &Addr,
+    dst: &Addr,
+    next: u8,
+) -> bool {
+    let l = inner_len.to_be_bytes();
+    store(ctx, l3, [0x60u8, 0, 0, 0, l[0], l[1], next, 64])
+        && store(ctx, l3 + 8, *src)
+        && store(ctx, l3 + 24, *dst)
+}
+
+/// The target of an IPv4-over-Ethernet ARP request (not a gratuitous one), IPv4-mapped.
+#[inline(always)]
+pub fn arp_request_target(ctx: &Ctx, l3: usize) -> Option<Addr> {
+    let a = load::<[u8; 28]>(ctx, l3)?;
+    let request = a[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 1];
+    let gratuitous = a[14..18] == a[24..28];
+    if !request || gratuitous {
+        return None;
+    }
+    Some(mapped_v4([a[24], a[25], a[26], a[27]]))
+}
+
+/// Turns an ARP request into the reply from `mac`, in place.
+#[inline(always)]
+pub fn arp_to_reply(ctx: &Ctx, l3: usize, mac: &[u8; 6]) -> bool {
+    let Some(a) = load::<[u8; 28]>(ctx, l3) else {
+        return false;
+    };
+    let mut r = a;
+    r[7] = 2;
+    r[8..14].copy_from_slice(mac);
+    r[14..18].copy_from_slice(&a[24..28]);
+    r[18..24].copy_from_slice(&a[8..14]);
+    r[24..28].copy_from_slice(&a[14..18]);
+    let Some(requester) = load::<[u8; 6]>(ctx, 6) else {
+        return false;
+    };
+    store(ctx, l3, r) && set_macs(ctx, &requester, mac)
+}
+
+/// The target of a well-formed neighbour solicitation from a unicast source that carries a
+/// source link-layer address option (the form hosts send when resolving an address).
+#[inline(always)]
+pub fn solicit_target(ctx: &Ctx, l3: usize) -> Option<Addr> {
+    let hop_limit = load::<u8>(ctx, l3 + 7)?;
+    let payload = load::<[u8; 2]>(ctx, l3 + 4)?;
+    let src_hi = load::<u64>(ctx, l3 + 8)?;
+    let src_lo = load::<u64>(ctx, l3 + 16)?;
+    let kind = load::<[u8; 2]>(ctx, l3 + 40)?;
+    let option = load::<[u8; 2]>(ctx, l3 + 64)?;
+    if hop_limit != 255
+        || payload != [0, 32]
+        || (src_hi | src_lo) == 0
+        || kind != [ND_SOLICIT, 0]
+        || option != [1, 1]
+    {
+        return None;
+    }
+    load::<Addr>(ctx, l3 + 48)
+}
+
+/// Turns a neighbour solicitation into the solicited advertisement from `mac`, in place.
+/// `solicit_target` has checked the shape (payload of 32 bytes, one option).
+#[inline(always)]
+pub fn solicit_to_advert(ctx: &Ctx, l3: usize, mac: &[u8; 6]) -> bool {
+    let (Some(s0), Some(s1), Some(t0), Some(t1)) = (
+        load::<u64>(ctx, l3 + 8),
+        load::<u64>(ctx, l3 + 16),
+        load::<u64>(ctx, l3 + 48),
+        load::<u64>(ctx, l3 + 56),
+    ) else {
+        return false;
+    };
+    let Some(requester) = load::<[u8; 6]>(ctx, 6) else {
+        return false;
+    };
+    // IPv6: from the target, back to the solicitor, hop limit 255.
+    // ICMPv6: type 136, code 0, checksum 0 for now, flags Solicited | Override, the target,
+    // then the target link-layer address option.
+    let ok = store(ctx, l3 + 7, 255u8)
+        && store(ctx, l3 + 8, t0)
+        && store(ctx, l3 + 16, t1)
+        && store(ctx, l3 + 24, s0)
+        && store(ctx, l3 + 32, s1)
+        && store(ctx, l3 + 40, u32::from_ne_bytes([ND_ADVERT, 0, 0, 0]))
+        && store(ctx, l3 + 44, u32::from_ne_bytes([0x60, 0, 0, 0]))
+        && store(ctx, l3 + 64, [2u8, 1])
+        && store(ctx, l3 + 66, *mac)
+        && set_macs(ctx, &requester, mac);
+    if !ok {
+        return false;
+    }
+    // Pseudo header (addresses, length 32, next header 58), then the 32-byte message, from
+    // the values just written (the target appears twice: source address and target field).
+    let kind = u32::from_ne_bytes([ND_ADVERT, 0, 0, 0]);
+    let flags = u32::from_ne_bytes([0x60, 0, 0, 0]);
+    let opt_a = u32::from_ne_bytes([2, 1, mac[0], mac[1]]);
+    let opt_b = u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]);
+    let sum = csum::add32(u32::from_ne_bytes([0, 0, 0, 32]))
+        + csum::add32(u32::from_ne_bytes([0, 0, 0, IPPROTO_ICMPV6]))
+        + 2 * (csum::add64(t0) + csum::add64(t1))
+        + csum::add64(s0)
+        + csum::add64(s1)
+        + csum::add32(kind)
+        + csum::add32(flags)
+        + csum::add32(opt_a)
+        + csum::add32(opt_b);
+    store(ctx, l3 + 42, !csum::fold(sum))
+}

@@ -122,6 +122,7 @@ mod tests {
                 listener(&["2001:db8::10"], 443),
             ],
             http_routes: vec![],
+            ..Desired::default()
         };
         let service = L4Service {
             addr: "192.0.2.20".parse().unwrap(),
@@ -158,6 +159,7 @@ mod tests {
             generation: 1,
             listeners: vec![listener(&["192.0.2.10"], 80)],
             http_routes: vec![],
+            ..Desired::default()
         };
         let service = L4Service {
             addr: "192.0.2.10".parse().unwrap(),

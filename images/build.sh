@@ -79,7 +79,7 @@ systemctl --root="$root" mask --quiet \
   fstrim.timer systemd-firstboot.service 2>/dev/null || true
 # No logins: root has no password and the console shows the log. (A rescue shell is one
 # `systemd.unit=rescue.target` on the kernel command line away.)
-systemctl --root="$root" mask --quiet getty@.service serial-getty@.service
+systemctl --root="$root" mask --quiet getty@.service serial-getty@.service systemd-logind.service
 echo gatehouse > "$root/etc/hostname"
 : > "$root/etc/machine-id"
 

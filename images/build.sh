@@ -91,6 +91,16 @@ systemctl --root="$root" mask --quiet \
 # No logins: root has no password and the console shows the log. (A rescue shell is one
 # `systemd.unit=rescue.target` on the kernel command line away.)
 systemctl --root="$root" mask --quiet getty@.service serial-getty@.service systemd-logind.service
+# Each process a unit starts costs a lot on a slow (emulated) CPU; these do nothing useful on a
+# read-only appliance whose /var is memory: debug/trace/hugepage/config file systems, modules it
+# never uses, a random seed and utmp records it cannot keep, the journal flush to a volatile /var.
+systemctl --root="$root" mask --quiet \
+  sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount dev-hugepages.mount \
+  proc-sys-fs-binfmt_misc.automount systemd-pstore.service \
+  modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@fuse.service modprobe@loop.service \
+  modprobe@configfs.service systemd-random-seed.service systemd-journal-flush.service \
+  systemd-update-utmp.service systemd-update-utmp-runlevel.service \
+  systemd-tmpfiles-clean.timer dpkg-db-backup.timer
 echo gatehouse > "$root/etc/hostname"
 : > "$root/etc/machine-id"
 

@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iproute2 ethtool
 BENCH_PACKAGES := nginx wrk util-linux procps
 # The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
-IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils
+IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils fdisk mtools dosfstools
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
 IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
@@ -42,11 +42,12 @@ bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
 
-## The appliance disk image (raw, qcow2, kernel + initrd) in target/image, from a release build.
+## The appliance disk image in target/image, from a release build: raw + qcow2 (direct kernel
+## boot with vmlinuz + initrd.img) and gatehouse-efi.raw (GPT, systemd-boot, for UEFI machines).
 ## The Debian base is built once (a few minutes) and cached under /var/tmp/gatehouse-image.
 image: setup setup-image
 	$(CARGO) build --release -p gatehouse
-	images/build.sh --binary $${CARGO_TARGET_DIR:-target}/release/gatehouse --out target/image
+	images/build.sh --binary $${CARGO_TARGET_DIR:-target}/release/gatehouse --strip --efi --out target/image
 
 ## Boot-to-serving time of the image under qemu (release build; not part of the tests).
 bench-boot: setup setup-image

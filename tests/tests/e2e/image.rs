@@ -95,7 +95,7 @@ impl Vm {
                  guestfwd=tcp:{HOST_BACKEND}-cmd:{} {backend_port}",
                 relay_command()
             ))
-            .args(["-device", "virtio-net-pci,netdev=net0"])
+            .args(["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"])
             .args(["-serial"])
             .arg(format!("file:{}", console.display()))
             .args(["-monitor", "none"])

@@ -2,7 +2,7 @@
 # Every target installs what it needs first, idempotently.
 
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates pebble bind9 bind9-dnsutils
 BENCH_PACKAGES := nginx wrk util-linux procps
 
 .PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean

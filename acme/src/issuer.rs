@@ -295,7 +295,13 @@ impl Issuer {
             pending.push(target.clone());
             self.store.save_pending(&self.spec.name, &pending)?;
             published.push(target.clone());
-            self.dns.present(&target).await?;
+            if let Err(e) = self.dns.present(&target).await {
+                // A refusal means nothing was written; a lost answer may hide a write.
+                if e.nothing_written() {
+                    published.pop();
+                }
+                return Err(e.into());
+            }
             targets.push(target);
         }
         phases.dns_publish = started.elapsed();

@@ -68,6 +68,19 @@ pub enum DnsError {
     Settings { provider: &'static str, message: String },
 }
 
+impl DnsError {
+    /// Whether the failed call certainly changed nothing on the server.
+    pub fn nothing_written(&self) -> bool {
+        matches!(
+            self,
+            DnsError::TsigRejected { .. }
+                | DnsError::UpdateRefused { .. }
+                | DnsError::NoZone(_)
+                | DnsError::Settings { .. }
+        )
+    }
+}
+
 /// Builds the provider an issuer's settings describe.
 pub fn provider(spec: &Spec) -> Result<Arc<dyn DnsProvider>, DnsError> {
     Ok(match spec {

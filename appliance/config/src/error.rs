@@ -197,6 +197,9 @@ pub enum Problem {
     BackendForm,
     #[error("request_redirect is only allowed in a rule's filters, not a backend's")]
     RedirectOnBackend,
+    /// An `[acme]` setting or a listener's `tls.acme` is unusable.
+    #[error("{0}")]
+    Acme(String),
 }
 
 /// Collects errors while validating one file.

@@ -10,6 +10,7 @@
 //! Syntax and schema errors (bad TOML, unknown keys, wrong types) stop at the first; every
 //! semantic error (names, hostnames, regexes, references, files) is collected and reported at once.
 
+mod acme;
 mod default;
 mod error;
 mod native;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use gatehouse_model::Desired;
 use toml::Spanned;
 
+pub use acme::{AcmeSettings, DEFAULT_CLOUDFLARE_API, DEFAULT_EXEC_TIMEOUT};
 pub use default::{DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, parse_default};
 pub use error::{ConfigError, ConfigErrors, LEASE_DURATION_RANGE, Place, Position, Problem};
 pub use native::{MAX_WEIGHT, NAMESPACE};
@@ -59,6 +61,8 @@ pub struct Config {
     pub kubernetes: Option<KubernetesSettings>,
     /// The native form, already converted (generation 0; the daemon numbers generations).
     pub native: Desired,
+    /// `[acme]` issuers and the native listeners they certify (hot-reloaded).
+    pub acme: AcmeSettings,
 }
 
 impl Config {
@@ -169,7 +173,11 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         let has_manifests = gateway_api.as_ref().is_some_and(|g| !g.manifests.is_empty());
         kubernetes(k, has_manifests, base_dir, &mut errors)
     });
-    let native = native::convert(file.gateways, file.routes, base_dir, &mut errors);
+    let mut acme = AcmeSettings {
+        issuers: acme::issuers(file.acme, base_dir, &mut errors),
+        requests: Vec::new(),
+    };
+    let native = native::convert(file.gateways, file.routes, base_dir, &mut acme, &mut errors);
     errors.finish(Config {
         admin_listen,
         shutdown_grace,
@@ -177,6 +185,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         gateway_api,
         kubernetes,
         native,
+        acme,
     })
 }
 

@@ -16,6 +16,7 @@ pub(crate) struct File {
     pub runtime: Option<Runtime>,
     pub gateway_api: Option<GatewayApi>,
     pub kubernetes: Option<Spanned<Kubernetes>>,
+    pub acme: Option<crate::acme::schema::Acme>,
     #[serde(default)]
     pub gateways: Vec<Gateway>,
     #[serde(default)]
@@ -90,6 +91,8 @@ pub(crate) enum Protocol {
 pub(crate) struct Tls {
     #[serde(default)]
     pub certificates: Vec<CertificateFiles>,
+    /// The listener's hostname certified by an ACME issuer.
+    pub acme: Option<Spanned<crate::acme::schema::ListenerAcme>>,
 }
 
 #[derive(Debug, Deserialize)]

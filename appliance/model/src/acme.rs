@@ -165,3 +165,10 @@ pub struct CertificateRequest {
     /// `renew-before`).
     pub renew_before: Option<Duration>,
 }
+
+/// A listener whose certificate comes from ACME.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ListenerCertificateRequest {
+    pub listener: crate::ListenerId,
+    pub request: CertificateRequest,
+}

@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates pebble bind9 bind9-dnsutils
 BENCH_PACKAGES := nginx wrk util-linux procps
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain bench-proxy bench-acme clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -33,6 +33,10 @@ check: setup
 bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
+
+## ACME issuance benchmark against local pebble + bind9 (release build; not part of the tests).
+bench-acme: setup
+	bench/acme
 
 setup: setup-debian setup-toolchain
 

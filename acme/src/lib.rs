@@ -17,10 +17,12 @@ pub mod dns;
 mod error;
 mod http;
 mod issuer;
+mod manager;
 pub mod renew;
 mod store;
 
 pub use cert::{LeafInfo, leaf_info};
 pub use error::AcmeError;
 pub use issuer::{Issued, Issuer, Phases};
+pub use manager::{BASE_BACKOFF, CertKey, Certs, Entry, Failure, MAX_BACKOFF, Manager, Wanted};
 pub use store::{CertMeta, Store, StoreError, StoredCert, write_atomic};

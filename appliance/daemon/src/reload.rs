@@ -88,6 +88,8 @@ pub struct Reloader {
     status_writer: Option<gatehouse_kube::StatusWriter>,
     /// The Lease election, in cluster mode: shown in `/status` under `kubernetes`.
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
+    /// The ACME certificate manager: told what to certify, its certificates merged in.
+    acme: Option<gatehouse_acme::Manager>,
 }
 
 impl Reloader {
@@ -112,7 +114,13 @@ impl Reloader {
             cluster,
             status_writer,
             leadership: None,
+            acme: None,
         }
+    }
+
+    /// Lets the ACME manager certify listeners; its certificates join every apply.
+    pub fn set_acme(&mut self, acme: gatehouse_acme::Manager) {
+        self.acme = Some(acme);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -140,6 +148,9 @@ impl Reloader {
                     loaded.warnings.push(warning);
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
+                if let Some(acme) = &self.acme {
+                    acme.want(crate::acme::wanted(&loaded.config));
+                }
                 self.apply(loaded).await;
                 true
             }
@@ -191,6 +202,12 @@ impl Reloader {
             api.translation.desired.generation = self.generation;
         }
 
+        let acme_problems = match &self.acme {
+            Some(acme) => {
+                crate::acme::merge(&mut desired, &loaded.config.acme.requests, &acme.certs())
+            }
+            None => Vec::new(),
+        };
         let (table, compile_problems) = gatehouse_proxy::compile(&desired);
         self.admin.publish_config(json!({
             "generation": self.generation,
@@ -198,6 +215,8 @@ impl Reloader {
         }));
         let mut report = self.proxy.apply(Arc::new(table), self.generation).await;
         report.listener_problems.extend(compile_problems);
+        // First, so a listener waiting for ACME shows the ACME reason, not "no certificate".
+        report.listener_problems.splice(0..0, acme_problems);
         for problem in &report.listener_problems {
             tracing::warn!(listener = %problem.listener, kind = ?problem.kind, "{}", problem.message);
         }
@@ -245,6 +264,9 @@ impl Reloader {
             "last_reload": last_reload,
             "objects": objects,
         });
+        if let Some(acme) = &self.acme {
+            status["acme"] = acme.certs().describe();
+        }
         if let Some(leadership) = &self.leadership {
             let leadership = leadership.borrow();
             status["kubernetes"] =

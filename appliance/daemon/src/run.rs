@@ -128,6 +128,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("gatehouse");
     let proxy = Arc::new(Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
+    let acme = gatehouse_acme::Manager::start(&first.config.state_dir, &mut registry);
+    let mut acme_changes = acme.subscribe();
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
     let cluster = match &first.config.kubernetes {
         None => None,
@@ -166,6 +168,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    reloader.set_acme(acme);
     reloader.reload().await;
     let mut seen = Fingerprint::of(reloader.watch_paths());
 
@@ -216,6 +219,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 }
                 reloader.leadership_changed();
                 continue;
+            }
+            Ok(()) = acme_changes.changed() => {
+                tracing::debug!("ACME certificates changed: reloading");
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

@@ -277,3 +277,28 @@ async fn a_record_that_never_appears_times_out_and_is_cleaned_with_pebble_and_bi
     assert_eq!(err.reason(), "PropagationTimeout");
     assert_eq!(std::fs::read_to_string(calls).expect("calls"), "present\ncleanup\n");
 }
+
+#[tokio::test]
+async fn records_left_by_an_interrupted_run_are_removed_with_pebble_and_bind9() {
+    require_peers!();
+    let bind = Bind9::start(&["www.example.test"], "");
+    let pebble = Pebble::start(&bind.addr(), &PebbleOptions::default());
+    let state = tempfile::tempdir().expect("state");
+    let spec = issuer_spec(&pebble, &bind, rfc2136(&bind, &bind.secret));
+    // A run that published a record and died before removing it.
+    let record = gatehouse_acme::dns::TxtRecord {
+        fqdn: "_acme-challenge.www.example.test.".into(),
+        value: "left-over".into(),
+    };
+    let provider = gatehouse_acme::dns::provider(&spec.dns).expect("provider");
+    bounded(provider.present(&record)).await.expect("present");
+    let store = Store::new(state.path());
+    store.save_pending("pebble", std::slice::from_ref(&record)).expect("pending");
+    assert_eq!(bind.txt_values("_acme-challenge.www.example.test."), vec!["left-over"]);
+
+    // The next run's issuer removes it before anything else.
+    let issuer = Issuer::new(&spec, store.clone()).expect("issuer");
+    bounded(issuer.clean_pending()).await.expect("cleaned");
+    assert!(bind.txt_values("_acme-challenge.www.example.test.").is_empty());
+    assert!(store.pending("pebble").expect("pending").is_empty());
+}

@@ -236,3 +236,48 @@ async fn renewal_swaps_the_certificate_without_a_failed_request_with_pebble_and_
     // The renewed certificate serves.
     wait_https(&root, port, "www.example.test", &appliance).await;
 }
+
+#[tokio::test]
+async fn dns_down_at_renewal_keeps_the_old_certificate_serving_with_pebble_and_bind9() {
+    assert!(acme_peers_installed(), "pebble and bind9 are required: run make setup");
+    let mut bind = Bind9::start(&["www.example.test", "example.test"], "");
+    let options = PebbleOptions { validity_seconds: Some(24), ..Default::default() };
+    let pebble = Pebble::start(&bind.addr(), &options);
+    let echo = EchoBackend::start("echo").await;
+    let port = free_port();
+    let appliance = Appliance::start(&config(&pebble, &bind, &bind.secret, port, echo.port()), &[]);
+    let first = appliance.wait_status(|s| all_issued(s, 2)).await;
+    let root = pebble.issuing_root_pem().await;
+    wait_https(&root, port, "www.example.test", &appliance).await;
+    let first_expiry = first["acme"][0]["not_after"].as_u64().unwrap_or(0);
+
+    // The DNS server goes away before the renewal is due: renewal fails with a clear reason.
+    bind.stop();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let failed = loop {
+        let status = appliance.status().await;
+        if status["acme"][0]["last_error"]["reason"] == "DNSError" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "renewal never failed: {status:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let entry = &failed["acme"][0];
+    assert!(entry["next_attempt"].is_u64(), "a retry is planned: {entry}");
+    // The listener still has its certificate: resolved, and HTTPS still answers with it.
+    assert_eq!(condition(listener(&failed, "www"), "ResolvedRefs")["status"], "True");
+    wait_https(&root, port, "www.example.test", &appliance).await;
+
+    // DNS back: the retry renews, and nothing is left in the zone.
+    bind.restart();
+    let renewed = appliance
+        .wait_status(|s| {
+            s["acme"][0]["not_after"].as_u64().is_some_and(|t| t > first_expiry)
+                && s["acme"][0]["last_error"].is_null()
+        })
+        .await;
+    assert!(renewed["acme"][0]["failures"] == 0, "{}", renewed["acme"][0]);
+    wait_https(&root, port, "www.example.test", &appliance).await;
+    assert!(bind.txt_values("_acme-challenge.www.example.test.").is_empty());
+    assert!(bind.txt_values("_acme-challenge.example.test.").is_empty());
+}

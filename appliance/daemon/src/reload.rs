@@ -90,6 +90,8 @@ pub struct Reloader {
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
     /// The ACME certificate manager: told what to certify, its certificates merged in.
     acme: Option<gatehouse_acme::Manager>,
+    /// Listeners certified through cert-manager annotations on Gateways, at the last load.
+    acme_requests: Vec<gatehouse_model::acme::ListenerCertificateRequest>,
 }
 
 impl Reloader {
@@ -115,6 +117,7 @@ impl Reloader {
             status_writer,
             leadership: None,
             acme: None,
+            acme_requests: Vec::new(),
         }
     }
 
@@ -149,7 +152,8 @@ impl Reloader {
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
                 if let Some(acme) = &self.acme {
-                    acme.want(crate::acme::wanted(&loaded.config));
+                    self.acme_requests = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    acme.want(crate::acme::wanted(&loaded.config, &self.acme_requests));
                 }
                 self.apply(loaded).await;
                 true
@@ -204,7 +208,15 @@ impl Reloader {
 
         let acme_problems = match &self.acme {
             Some(acme) => {
-                crate::acme::merge(&mut desired, &loaded.config.acme.requests, &acme.certs())
+                let requests: Vec<_> = loaded
+                    .config
+                    .acme
+                    .requests
+                    .iter()
+                    .chain(&self.acme_requests)
+                    .cloned()
+                    .collect();
+                crate::acme::merge(&mut desired, &requests, &acme.certs())
             }
             None => Vec::new(),
         };

@@ -281,3 +281,87 @@ async fn dns_down_at_renewal_keeps_the_old_certificate_serving_with_pebble_and_b
     assert!(bind.txt_values("_acme-challenge.www.example.test.").is_empty());
     assert!(bind.txt_values("_acme-challenge.example.test.").is_empty());
 }
+
+#[tokio::test]
+async fn cert_manager_annotations_on_a_gateway_get_certificates_with_pebble_and_bind9() {
+    assert!(acme_peers_installed(), "pebble and bind9 are required: run make setup");
+    let bind = Bind9::start(&["www.example.test", "example.test"], "");
+    let pebble = Pebble::start(&bind.addr(), &PebbleOptions::default());
+    let echo = EchoBackend::start("echo").await;
+    let port = free_port();
+    // A manifest written for cert-manager, unchanged: the annotation names our issuer.
+    let manifests = format!(
+        r#"{class}apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: default
+  annotations:
+    cert-manager.io/cluster-issuer: pebble
+    cert-manager.io/renew-before: 360h
+spec:
+  gatewayClassName: gatehouse
+  addresses: [{{ type: IPAddress, value: 127.0.0.1 }}]
+  listeners:
+  - name: www
+    port: {port}
+    protocol: HTTPS
+    hostname: www.example.test
+    tls:
+      certificateRefs: [{{ name: web-tls }}]
+  - name: wildcard
+    port: {port}
+    protocol: HTTPS
+    hostname: "*.example.test"
+    tls:
+      certificateRefs: [{{ name: web-tls }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+  namespace: default
+spec:
+  parentRefs: [{{ name: web }}]
+  rules:
+  - backendRefs: [{{ name: echo, port: 80 }}]
+{service}"#,
+        class = crate::GATEWAY_CLASS,
+        service = crate::service("echo", "default", echo.port()),
+    );
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+[runtime]
+state_dir = "state"
+[gateway_api]
+manifests = ["manifests"]
+[[acme.issuers]]
+name = "pebble"
+directory_url = "{directory}"
+ca_roots = "{ca_roots}"
+dns = {{ provider = "rfc2136", server = "{dns}", key_name = "{key}", secret = "{secret}" }}
+propagation = {{ timeout_seconds = 10, interval_ms = 50, resolvers = ["{dns}"] }}
+"#,
+        directory = pebble.directory_url(),
+        ca_roots = pebble.https_ca_path.display(),
+        dns = bind.addr(),
+        key = bind.key_name,
+        secret = bind.secret,
+    );
+    let appliance = Appliance::start(&config, &[("manifests/web.yaml", &manifests)]);
+    // One certificate for the Secret both listeners name, with both hostnames.
+    let status = appliance.wait_status(|s| all_issued(s, 1)).await;
+    assert_eq!(
+        status["acme"][0]["names"],
+        serde_json::json!(["www.example.test", "*.example.test"])
+    );
+    let root = pebble.issuing_root_pem().await;
+    wait_https(&root, port, "www.example.test", &appliance).await;
+    wait_https(&root, port, "api.example.test", &appliance).await;
+    let status = appliance
+        .wait_status(|s| condition(listener(s, "www"), "ResolvedRefs")["status"] == "True")
+        .await;
+    assert_eq!(condition(listener(&status, "wildcard"), "Programmed")["status"], "True");
+}

@@ -1,5 +1,8 @@
 //! gatehouse-acme against real peers: Debian's pebble (ACME CA) and bind9 (RFC 2136 + TSIG)
-//! on loopback, started per test and killed at its end (`make setup` installs both).
+//! on loopback, started per test and killed at its end (`make setup` installs both); and a
+//! faulty CA on a loopback socket for the answers pebble never gives (500, rateLimited).
+
+mod faulty_ca;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

@@ -24,7 +24,7 @@ use crate::http::CaClient;
 use crate::store::{CertMeta, Store, StoredCert};
 
 /// Whole orders tried when the CA keeps rejecting nonces (instant-acme retries a request 3×).
-const NONCE_ATTEMPTS: u32 = 5;
+const NONCE_ATTEMPTS: u32 = 8;
 /// How long the CA may take to validate, and then to issue.
 const CA_TIMEOUT: Duration = Duration::from_secs(90);
 

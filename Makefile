@@ -2,14 +2,14 @@
 # Every target installs what it needs first, idempotently.
 
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iproute2 ethtool
+DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iproute2 ethtool pebble bind9 bind9-dnsutils
 BENCH_PACKAGES := nginx wrk util-linux procps
 # The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
 IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils fdisk mtools dosfstools
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
 IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image setup-ebpf bench-proxy bench-boot bench-propagation bench-xdp image clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image setup-ebpf bench-proxy bench-acme bench-boot bench-propagation bench-xdp image clean
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
@@ -41,6 +41,11 @@ bench-propagation: setup
 bench-proxy: setup
 	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
 	bench/proxy
+
+## ACME issuance benchmark against local pebble + bind9 (release build; not part of the tests).
+bench-acme: setup
+	bench/acme
+
 
 ## The appliance disk image in target/image, from a release build: raw + qcow2 (direct kernel
 ## boot with vmlinuz + initrd.img) and gatehouse-efi.raw (GPT, systemd-boot, for UEFI machines).

@@ -4,12 +4,14 @@
 //! Every process and socket a test makes lives on 127.0.0.1 and ends with the test (drop
 //! kills the appliance; backends stop with the runtime).
 
+mod acme_peers;
 mod appliance;
 mod client;
 mod echo;
 mod fake_kube;
 mod pki;
 
+pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed};
 pub use appliance::{Appliance, gatehouse_bin};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;

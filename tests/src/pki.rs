@@ -28,6 +28,11 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         (cert.pem(), key.serialize_pem())
     }
+
+    /// Signs `params` for `key`; the certificate's PEM.
+    pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> String {
+        params.signed_by(key, &self.issuer).expect("sign").pem()
+    }
 }
 
 impl Default for TestCa {

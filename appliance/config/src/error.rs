@@ -208,6 +208,9 @@ pub enum Problem {
     InvalidOperator(String),
     #[error("operator {operator} needs `values` exactly when it is In or NotIn")]
     SelectorValues { operator: String },
+    /// An `[acme]` setting or a listener's `tls.acme` is unusable.
+    #[error("{0}")]
+    Acme(String),
 }
 
 /// Collects errors while validating one file.

@@ -10,6 +10,7 @@
 //! Syntax and schema errors (bad TOML, unknown keys, wrong types) stop at the first; every
 //! semantic error (names, hostnames, regexes, references, files) is collected and reported at once.
 
+mod acme;
 mod default;
 mod error;
 mod ipam;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use gatehouse_model::Desired;
 use toml::Spanned;
 
+pub use acme::{AcmeSettings, DEFAULT_CLOUDFLARE_API, DEFAULT_EXEC_TIMEOUT};
 pub use default::{DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, parse_default};
 pub use error::{ConfigError, ConfigErrors, LEASE_DURATION_RANGE, Place, Position, Problem};
 pub use native::{MAX_WEIGHT, NAMESPACE, NativeGateway};
@@ -65,6 +67,8 @@ pub struct Config {
     /// `[[ipam.pools]]`; empty when IPAM is off (gateways without addresses then bind the
     /// default address, as before). Hot-reloads.
     pub ipam_pools: gatehouse_ipam::Pools,
+    /// `[acme]` issuers and the native listeners they certify (hot-reloaded).
+    pub acme: AcmeSettings,
 }
 
 impl Config {
@@ -176,8 +180,12 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         kubernetes(k, has_manifests, base_dir, &mut errors)
     });
     let ipam_pools = ipam::convert(file.ipam, &mut errors);
+    let mut acme = AcmeSettings {
+        issuers: acme::issuers(file.acme, base_dir, &mut errors),
+        requests: Vec::new(),
+    };
     let (native, native_gateways) =
-        native::convert(file.gateways, file.routes, base_dir, &mut errors);
+        native::convert(file.gateways, file.routes, base_dir, &mut acme, &mut errors);
     errors.finish(Config {
         admin_listen,
         shutdown_grace,
@@ -187,6 +195,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         native,
         native_gateways,
         ipam_pools,
+        acme,
     })
 }
 

@@ -37,9 +37,10 @@ pub(crate) fn convert(
     gateways: Vec<schema::Gateway>,
     routes: Vec<schema::Route>,
     base_dir: &Path,
+    acme: &mut crate::acme::AcmeSettings,
     errors: &mut Errors<'_>,
 ) -> (Desired, Vec<NativeGateway>) {
-    let mut cx = Cx { errors, base_dir };
+    let mut cx = Cx { errors, base_dir, acme };
     let native_gateways = gateways
         .iter()
         .map(|g| NativeGateway {
@@ -66,6 +67,8 @@ pub struct NativeGateway {
 struct Cx<'e, 'a> {
     errors: &'e mut Errors<'a>,
     base_dir: &'e Path,
+    /// Issuers known (read) and listeners certified by them (written).
+    acme: &'e mut crate::acme::AcmeSettings,
 }
 
 /// Remembers where each name was first defined, to report duplicates.
@@ -124,8 +127,15 @@ impl Cx<'_, '_> {
             }
             (schema::Protocol::Https, Some(tls)) => {
                 let span = tls.span();
-                let files = tls.into_inner().certificates;
-                if files.is_empty() {
+                let tls = tls.into_inner();
+                let files = tls.certificates;
+                if let Some(acme) = tls.acme {
+                    let id = ListenerId {
+                        gateway: gateway.clone(),
+                        name: listener.name.get_ref().clone(),
+                    };
+                    self.acme_listener(acme, id, hostname.clone().flatten());
+                } else if files.is_empty() {
                     self.errors.push(&span, Problem::MissingCertificates);
                 }
                 let certificates = files.iter().filter_map(|f| self.certificate(f)).collect();
@@ -140,6 +150,36 @@ impl Cx<'_, '_> {
             hostname: hostname.flatten(),
             tls,
         }
+    }
+
+    /// A listener certified by an ACME issuer: its hostname, from a configured issuer.
+    fn acme_listener(
+        &mut self,
+        acme: Spanned<crate::acme::schema::ListenerAcme>,
+        listener: ListenerId,
+        hostname: Option<Hostname>,
+    ) {
+        let span = acme.span();
+        let acme = acme.into_inner();
+        let issuer = acme.issuer.get_ref();
+        if !self.acme.issuers.iter().any(|i| &i.name == issuer) {
+            let problem = Problem::Acme(format!("no [[acme.issuers]] named {issuer:?}"));
+            self.errors.push(&acme.issuer.span(), problem);
+        }
+        let Some(hostname) = hostname else {
+            let problem =
+                Problem::Acme("tls.acme certifies the listener's hostname: set hostname".into());
+            self.errors.push(&span, problem);
+            return;
+        };
+        self.acme.requests.push(gatehouse_model::acme::ListenerCertificateRequest {
+            listener,
+            request: gatehouse_model::acme::CertificateRequest {
+                issuer: issuer.clone(),
+                names: vec![hostname],
+                renew_before: acme.renew_before_seconds.map(std::time::Duration::from_secs),
+            },
+        });
     }
 
     /// Reads a certificate chain and its key; checks both hold what they should.

@@ -17,6 +17,7 @@ pub(crate) struct File {
     pub gateway_api: Option<GatewayApi>,
     pub kubernetes: Option<Spanned<Kubernetes>>,
     pub ipam: Option<Ipam>,
+    pub acme: Option<crate::acme::schema::Acme>,
     #[serde(default)]
     pub gateways: Vec<Gateway>,
     #[serde(default)]
@@ -91,6 +92,8 @@ pub(crate) enum Protocol {
 pub(crate) struct Tls {
     #[serde(default)]
     pub certificates: Vec<CertificateFiles>,
+    /// The listener's hostname certified by an ACME issuer.
+    pub acme: Option<Spanned<crate::acme::schema::ListenerAcme>>,
 }
 
 #[derive(Debug, Deserialize)]

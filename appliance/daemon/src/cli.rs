@@ -18,6 +18,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Cluster mode helpers.
     Kube(KubeArgs),
+    /// List ACME certificates in the state directory: names, issuer, expiry, renewal.
+    Certs(CertsArgs),
     /// Print the version.
     Version,
 }
@@ -67,6 +69,13 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The TOML config file (for the state directory and the issuers).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]

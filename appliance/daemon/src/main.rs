@@ -1,6 +1,7 @@
 //! `gatehouse`: the appliance binary. It only wires: CLI, logging, the reload loop that runs
 //! sources → model → compiled snapshot → data planes → status, signals and shutdown.
 
+mod acme;
 mod addresses;
 mod cli;
 mod kube_manifests;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cli::Command::Check(args) => run::check(&args),
+        cli::Command::Certs(args) => acme::list(&args),
         cli::Command::Kube(cli::KubeArgs { command: cli::KubeCommand::Manifests(args) }) => {
             match kube_manifests::render(&args) {
                 Ok(yaml) => {

@@ -126,6 +126,10 @@ pub struct Reloader {
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
     /// LB-IPAM allocations kept across reloads and restarts (`<state_dir>/ipam.json`).
     ipam_state: Option<IpamState>,
+    /// The ACME certificate manager: told what to certify, its certificates merged in.
+    acme: Option<gatehouse_acme::Manager>,
+    /// Listeners certified through cert-manager annotations on Gateways, at the last load.
+    acme_requests: Vec<gatehouse_model::acme::ListenerCertificateRequest>,
 }
 
 impl Reloader {
@@ -150,6 +154,8 @@ impl Reloader {
             status: StatusPublisher::spawn(admin.clone(), status_writer),
             leadership: None,
             ipam_state: None,
+            acme: None,
+            acme_requests: Vec::new(),
         }
     }
 
@@ -157,6 +163,11 @@ impl Reloader {
     /// load stores its allocation.
     pub fn set_ipam_state(&mut self, state: IpamState) {
         self.ipam_state = Some(state);
+    }
+
+    /// Lets the ACME manager certify listeners; its certificates join every apply.
+    pub fn set_acme(&mut self, acme: gatehouse_acme::Manager) {
+        self.acme = Some(acme);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -216,6 +227,10 @@ impl Reloader {
                     loaded.warnings.push(warning);
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
+                if let Some(acme) = &self.acme {
+                    self.acme_requests = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    acme.want(crate::acme::wanted(&loaded.config, &self.acme_requests));
+                }
                 self.apply(loaded).await;
                 true
             }
@@ -267,6 +282,20 @@ impl Reloader {
             api.translation.desired.generation = self.generation;
         }
 
+        let acme_problems = match &self.acme {
+            Some(acme) => {
+                let requests: Vec<_> = loaded
+                    .config
+                    .acme
+                    .requests
+                    .iter()
+                    .chain(&self.acme_requests)
+                    .cloned()
+                    .collect();
+                crate::acme::merge(&mut desired, &requests, &acme.certs())
+            }
+            None => Vec::new(),
+        };
         let started = Instant::now();
         let (table, compile_problems) = gatehouse_proxy::compile(&desired);
         let compiled = self.metrics.observe("compile", started);
@@ -278,6 +307,8 @@ impl Reloader {
             move || json!({"generation": generation, "routes": described.describe()}),
         );
         report.listener_problems.extend(compile_problems);
+        // First, so a listener waiting for ACME shows the ACME reason, not "no certificate".
+        report.listener_problems.splice(0..0, acme_problems);
         for problem in &report.listener_problems {
             tracing::warn!(listener = %problem.listener, kind = ?problem.kind, "{}", problem.message);
         }
@@ -322,11 +353,13 @@ impl Reloader {
             let leadership = leadership.borrow();
             json!({"leader": leadership.leader, "holder": leadership.holder})
         });
+        let acme = self.acme.as_ref().map(|acme| acme.certs().describe());
         self.status.publish(StatusInput {
             generation: self.generation,
             serving: self.serving.clone(),
             last_reload,
             kubernetes,
+            acme,
         });
     }
 }

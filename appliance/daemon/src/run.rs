@@ -140,6 +140,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("gatehouse");
     let proxy = Arc::new(Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
+    let acme = gatehouse_acme::Manager::start(&first.config.state_dir, &mut registry);
+    let mut acme_changes = acme.subscribe();
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
     let mut cluster = match &first.config.kubernetes {
         None => None,
@@ -183,6 +185,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
+    reloader.set_acme(acme);
     match fallback {
         None => {
             reloader.reload().await;
@@ -243,6 +246,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 }
                 reloader.leadership_changed();
                 continue;
+            }
+            Ok(()) = acme_changes.changed() => {
+                tracing::debug!("ACME certificates changed: reloading");
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

@@ -22,6 +22,8 @@ pub struct StatusInput<S> {
     pub last_reload: Value,
     /// `kubernetes` as `/status` shows it, in cluster mode.
     pub kubernetes: Option<Value>,
+    /// `acme` (certificates, expiry, next renewal) as `/status` shows it, with ACME issuers.
+    pub acme: Option<Value>,
 }
 
 /// How a served state becomes status objects, and where they go besides `/status`.
@@ -84,6 +86,9 @@ async fn run<S: StatusSource>(
             });
             if let Some(kubernetes) = &next.kubernetes {
                 status["kubernetes"] = kubernetes.clone();
+            }
+            if let Some(acme) = &next.acme {
+                status["acme"] = acme.clone();
             }
             admin.publish_status(status.clone());
             match status["objects"].take() {

@@ -175,6 +175,17 @@ impl Index {
         self.len() == 0
     }
 
+    /// Every Gateway, by namespace and name (read by the ACME wiring for cert-manager
+    /// annotations).
+    pub fn gateways(&self) -> impl Iterator<Item = &Gateway> {
+        self.gateways.values().map(|g| &**g)
+    }
+
+    /// The GatewayClass named `name`, if present.
+    pub fn gateway_class(&self, name: &str) -> Option<&GatewayClass> {
+        self.gateway_classes.get(name).map(|c| &**c)
+    }
+
     /// Labels of a namespace. Every namespace carries `kubernetes.io/metadata.name`; one that
     /// is referenced but not declared exists with that label only.
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {

@@ -5,6 +5,7 @@
 //! compiles a `Desired` into its immutable route table, and reports back what it applied as a
 //! [`DataPlaneReport`]. This crate depends on no source crate (no TOML, YAML or kube types).
 
+pub mod acme;
 mod http;
 mod id;
 mod listener;

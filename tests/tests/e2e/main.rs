@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `gatehouse` binary, real backends and clients on 127.0.0.1.
 
+mod acme;
 mod addresses;
 mod cli;
 mod gateway_api;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
@@ -35,6 +35,7 @@ pub struct Index {
     pub(crate) services: BTreeMap<Key, Arc<Service>>,
     pub(crate) endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
+    pub(crate) nodes: BTreeMap<String, Arc<Node>>,
 }
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -69,6 +70,7 @@ impl Index {
             Object::Service(o) => put(&mut self.services, k, o),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
             Object::Secret(o) => put(&mut self.secrets, k, o),
+            Object::Node(o) => put(&mut self.nodes, r.name, *o),
         }
     }
 
@@ -85,6 +87,7 @@ impl Index {
             Kind::Service => self.services.remove(&k).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
+            Kind::Node => self.nodes.remove(name).is_some(),
         }
     }
 
@@ -108,6 +111,7 @@ impl Index {
             Kind::Service => self.services.clear(),
             Kind::EndpointSlice => self.endpoint_slices.clear(),
             Kind::Secret => self.secrets.clear(),
+            Kind::Node => self.nodes.clear(),
         }
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(object);
@@ -127,7 +131,9 @@ impl Index {
             map.retain(|(ns, _), _| ns != namespace);
         }
         match kind {
-            Kind::GatewayClass | Kind::Namespace => return self.reset_kind(kind, objects),
+            Kind::GatewayClass | Kind::Namespace | Kind::Node => {
+                return self.reset_kind(kind, objects);
+            }
             Kind::Gateway => keep_others(&mut self.gateways, namespace),
             Kind::HttpRoute => keep_others(&mut self.http_routes, namespace),
             Kind::ReferenceGrant => keep_others(&mut self.reference_grants, namespace),
@@ -155,6 +161,7 @@ impl Index {
             Kind::Service => self.services.contains_key(&k),
             Kind::EndpointSlice => self.endpoint_slices.contains_key(&k),
             Kind::Secret => self.secrets.contains_key(&k),
+            Kind::Node => self.nodes.contains_key(&r.name),
         }
     }
 
@@ -168,6 +175,7 @@ impl Index {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.nodes.len()
     }
 
     /// Whether the index holds nothing.

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 pub use lease::{Leadership, LeaseOptions, default_identity};
 pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
 pub use metrics::KubeMetrics;
-pub use resources::{Scope, api_resource, field_selector, scopes};
+pub use resources::{Scope, api_resource, field_selector, scopes, watched_kinds};
 pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
 
@@ -55,6 +55,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// Leader election for status writes; `None`: this appliance never writes status.
     pub lease: Option<LeaseOptions>,
+    /// Nodes are watched only for [`gatehouse_gateway::BackendAddressing::NodePort`].
+    pub backend_addressing: gatehouse_gateway::BackendAddressing,
 }
 
 /// Why cluster mode could not start.
@@ -102,7 +104,7 @@ impl Cluster {
             None => kube::Config::incluster()?,
         };
         let client = kube::Client::try_from(config)?;
-        let scopes = scopes(&options.namespaces);
+        let scopes = scopes(&options.namespaces, options.backend_addressing);
         let (tx, rx) = watch::channel(ClusterState::new(scopes.iter().cloned()));
         let tasks = scopes
             .into_iter()

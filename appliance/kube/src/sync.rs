@@ -305,6 +305,27 @@ mod tests {
     }
 
     #[test]
+    fn nodes_go_through_the_reducer_as_a_cluster_scoped_kind() {
+        let node = |ready: &str| {
+            object(json!({
+                "metadata": {"name": "n1", "resourceVersion": "7"},
+                "status": {"conditions": [{"type": "Ready", "status": ready}],
+                           "addresses": [{"type": "InternalIP", "address": "10.1.0.1"}]}
+            }))
+        };
+        let mut state = ClusterState::new([scope(Kind::Node, None)]);
+        let mut stream = WatchReducer::new(scope(Kind::Node, None));
+        stream.apply(&mut state, Event::Init);
+        stream.apply(&mut state, Event::InitApply(node("True")));
+        assert!(stream.apply(&mut state, Event::InitDone));
+        assert!(state.synced());
+        assert!(has(&state, Kind::Node, "", "n1"));
+        assert!(stream.apply(&mut state, Event::Apply(node("False"))), "readiness counts");
+        assert!(stream.apply(&mut state, Event::Delete(node("False"))));
+        assert!(state.index.is_empty());
+    }
+
+    #[test]
     fn cluster_objects_convert_like_files_without_managed_fields() {
         let mut state = ClusterState::default();
         WatchReducer::new(scope(Kind::HttpRoute, None))

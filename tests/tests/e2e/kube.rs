@@ -832,3 +832,128 @@ async fn gateway_addresses_recorded_in_the_cluster_survive_a_new_appliance() {
     assert_eq!(status_addresses(&status, "web"), ["127.0.14.1"], "{status:#}");
     assert_eq!(status_addresses(&status, "a-first"), ["127.0.14.2"], "{status:#}");
 }
+
+fn node(name: &str, ip: &str, ready: bool, cordoned: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"unschedulable": cordoned},
+        "status": {
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]
+        }
+    })
+}
+
+fn node_port_service(node_port: Option<u16>) -> Value {
+    let mut port = json!({"port": 80, "targetPort": 8080});
+    if let Some(node_port) = node_port {
+        port["nodePort"] = node_port.into();
+    }
+    let type_ = if node_port.is_some() { "NodePort" } else { "ClusterIP" };
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"type": type_, "ports": [port]}
+    })
+}
+
+/// Waits (10 s at most) until requests to `url` are answered by exactly the `want` backends.
+async fn wait_for_set(appliance: &Appliance, url: &str, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut failed = 0;
+        for _ in 0..20 {
+            match Client::http1().get(url).await {
+                Ok(reply) if reply.status == 200 => {
+                    seen.extend(reply.backend().map(str::to_owned));
+                }
+                _ => failed += 1,
+            }
+        }
+        let want: std::collections::BTreeSet<String> =
+            want.iter().map(|s| (*s).to_owned()).collect();
+        if seen == want && failed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: answered by {seen:?} ({failed} failed), want {want:?}\nlogs:\n{}",
+            appliance.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn nodeport_addressing_sends_to_ready_uncordoned_nodes_and_their_node_port() {
+    // Two "nodes" on 127.0.0.2 and 127.0.0.3, each with a backend on the same nodePort.
+    let a = EchoBackend::start_on("127.0.0.2:0".parse().unwrap(), "node-a").await;
+    let b =
+        EchoBackend::start_on(format!("127.0.0.3:{}", a.port()).parse().unwrap(), "node-b").await;
+    let node_port = a.port();
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    for object in [
+        namespace("default"),
+        gateway_class(),
+        gateway(port),
+        node("node-a", "127.0.0.2", true, false),
+        node("node-b", "127.0.0.3", true, false),
+        node("node-down", "127.0.0.4", false, false),
+        node_port_service(Some(node_port)),
+        route("default", "app", "/app", "app"),
+    ] {
+        kube.apply(object).await;
+    }
+    let config = format!("{}backend_addressing = \"nodeport\"\n", config(None));
+    let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for_set(&appliance, &url, &["node-a", "node-b"]).await;
+    assert!(
+        kube.requests().await.iter().any(|r| r.starts_with("LIST") && r.contains("/nodes")),
+        "Nodes are listed in nodeport mode"
+    );
+
+    // Cordoned: drained from the backends; NotReady likewise.
+    kube.apply(node("node-b", "127.0.0.3", true, true)).await;
+    wait_for_set(&appliance, &url, &["node-a"]).await;
+    kube.apply(node("node-b", "127.0.0.3", true, false)).await;
+    kube.apply(node("node-a", "127.0.0.2", false, false)).await;
+    wait_for_set(&appliance, &url, &["node-b"]).await;
+
+    // A ClusterIP Service has no nodePort: the route's ResolvedRefs turns False, with why.
+    kube.apply(node_port_service(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = appliance.status().await;
+        let route = status["objects"]
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["kind"] == "HTTPRoute"))
+            .cloned()
+            .unwrap_or_default();
+        let resolved = condition(&route["status"]["parents"][0]["conditions"], "ResolvedRefs");
+        if resolved["status"] == "False" {
+            assert_eq!(resolved["reason"], "BackendNotFound", "{resolved}");
+            let message = resolved["message"].as_str().unwrap_or_default();
+            assert!(message.contains("has no nodePort (type ClusterIP)"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "ResolvedRefs never False: {route:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+}
+
+#[tokio::test]
+async fn endpoints_addressing_does_not_watch_nodes() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    wait_for(&appliance, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
+    let requests = kube.requests().await;
+    assert!(!requests.iter().any(|r| r.contains("/nodes")), "{requests:#?}");
+}

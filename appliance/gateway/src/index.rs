@@ -3,7 +3,7 @@
 //! The YAML loader replays `apply` calls into it; a Kubernetes watch will feed the very same
 //! calls later, so file mode and cluster mode share one translation path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
@@ -195,6 +195,26 @@ impl Index {
         labels
     }
 
+    /// Namespaces some Gateway listener's `certificateRefs` point into (the Gateway's own when
+    /// the ref names none), whatever the class and whether or not a ReferenceGrant allows it:
+    /// where a source must look for Secrets so the translation can judge every ref.
+    pub fn certificate_namespaces(&self) -> BTreeSet<String> {
+        let mut namespaces = BTreeSet::new();
+        for ((gateway_ns, _), gateway) in &self.gateways {
+            let refs = gateway
+                .spec
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref())
+                .flat_map(|tls| &tls.certificate_refs)
+                .filter(|r| (r.group.is_empty() || r.group == "core") && r.kind == "Secret");
+            for r in refs {
+                namespaces.insert(r.namespace.clone().unwrap_or_else(|| gateway_ns.clone()));
+            }
+        }
+        namespaces
+    }
+
     /// The EndpointSlices of a Service (by the `kubernetes.io/service-name` label).
     pub(crate) fn endpoint_slices_of<'a>(
         &'a self,
@@ -283,6 +303,26 @@ mod tests {
         assert!(index.contains(&svc("b", "kept")));
         assert!(!index.contains(&svc("b", "ignored")));
         assert!(index.contains(&ObjectRef::new(Kind::Namespace, "", "a")));
+    }
+
+    #[test]
+    fn certificate_namespaces_are_where_listeners_point() {
+        let mut index = Index::new();
+        assert!(index.certificate_namespaces().is_empty());
+        let listeners = vec![
+            listener("http", 80, "HTTP"),
+            https_listener("own", 443, &[(None, "own-cert")]),
+            https_listener("shared", 8443, &[(Some("certs"), "wildcard"), (Some("certs"), "b")]),
+        ];
+        index.apply(Object::Gateway(gateway("edge", "web", "any", listeners)));
+        index.apply(Object::Gateway(gateway(
+            "plain",
+            "web",
+            "any",
+            vec![listener("h", 80, "HTTP")],
+        )));
+        let namespaces: Vec<String> = index.certificate_namespaces().into_iter().collect();
+        assert_eq!(namespaces, ["certs", "edge"]);
     }
 
     #[test]

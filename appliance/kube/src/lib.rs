@@ -26,6 +26,7 @@ mod lease;
 mod manifests;
 mod metrics;
 mod resources;
+mod secrets;
 mod status;
 mod sync;
 
@@ -43,6 +44,7 @@ pub use lease::{Leadership, LeaseOptions, default_identity};
 pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
 pub use metrics::KubeMetrics;
 pub use resources::{Scope, api_resource, field_selector, scopes, watched_kinds};
+pub use secrets::wanted as secret_namespaces;
 pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
 
@@ -105,11 +107,17 @@ impl Cluster {
         };
         let client = kube::Client::try_from(config)?;
         let scopes = scopes(&options.namespaces, options.backend_addressing);
-        let (tx, rx) = watch::channel(ClusterState::new(scopes.iter().cloned()));
-        let tasks = scopes
+        let (tx, rx) = watch::channel(ClusterState::awaiting_secrets(scopes.iter().cloned()));
+        let mut tasks: Vec<JoinHandle<()>> = scopes
             .into_iter()
             .map(|scope| tokio::spawn(run(client.clone(), scope, tx.clone(), metrics.clone())))
             .collect();
+        tasks.push(tokio::spawn(secrets::supervise(
+            client.clone(),
+            options.namespaces.clone(),
+            tx.clone(),
+            metrics.clone(),
+        )));
         let election = options
             .lease
             .clone()
@@ -161,7 +169,7 @@ impl Drop for Cluster {
 }
 
 /// One watch, forever: list, watch, relist when the watcher must (410 Gone), back off on errors.
-async fn run(
+pub(crate) async fn run(
     client: kube::Client,
     scope: Scope,
     state: watch::Sender<ClusterState>,

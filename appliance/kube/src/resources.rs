@@ -61,11 +61,12 @@ pub fn watched_kinds(addressing: BackendAddressing) -> impl Iterator<Item = Kind
         .filter(move |kind| *kind != Kind::Node || addressing == BackendAddressing::NodePort)
 }
 
-/// Every watch for a namespace filter (empty: every namespace). Cluster-scoped kinds are
-/// always watched cluster-wide.
+/// Every watch started at once for a namespace filter (empty: every namespace). Cluster-scoped
+/// kinds are always watched cluster-wide. Secrets are not among them: they are watched only in
+/// the namespaces listeners reference (see `secrets`).
 pub fn scopes(namespaces: &[String], addressing: BackendAddressing) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    for kind in watched_kinds(addressing) {
+    for kind in watched_kinds(addressing).filter(|kind| *kind != Kind::Secret) {
         if !kind.is_namespaced() || namespaces.is_empty() {
             scopes.push(Scope { kind, namespace: None });
         } else {
@@ -82,12 +83,12 @@ mod tests {
     #[test]
     fn namespace_filter_splits_namespaced_kinds_only() {
         let endpoints = BackendAddressing::Endpoints;
-        assert_eq!(scopes(&[], endpoints).len(), Kind::ALL.len() - 1, "no Nodes");
+        assert_eq!(scopes(&[], endpoints).len(), Kind::ALL.len() - 2, "no Nodes, no Secrets");
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, six namespaced kinds twice.
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        // GatewayClass and Namespace once, five namespaced kinds twice (Secrets come later).
+        assert_eq!(filtered.len(), 2 + 5 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));

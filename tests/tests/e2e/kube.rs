@@ -957,3 +957,106 @@ async fn endpoints_addressing_does_not_watch_nodes() {
     let requests = kube.requests().await;
     assert!(!requests.iter().any(|r| r.contains("/nodes")), "{requests:#?}");
 }
+
+fn tls_secret(namespace: &str, name: &str, ca: &gatehouse_tests::TestCa) -> Value {
+    use base64::Engine as _;
+    let (chain, key) = ca.leaf(&["app.example"]);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"tls.crt": b64(&chain), "tls.key": b64(&key)}
+    })
+}
+
+fn https_gateway(port: u16, cert_namespace: &str) -> Value {
+    json!({
+        "apiVersion": GATEWAY_API, "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "default", "generation": 1},
+        "spec": {
+            "gatewayClassName": "gatehouse",
+            "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "listeners": [{"name": "https", "port": port, "protocol": "HTTPS",
+                           "tls": {"certificateRefs": [
+                               {"name": "cert", "namespace": cert_namespace}]}}]
+        }
+    })
+}
+
+/// The appliance's `/status` `ResolvedRefs` of the Gateway's first listener.
+async fn listener_resolved(appliance: &Appliance) -> Value {
+    let status = appliance.status().await;
+    let gateway = status["objects"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["kind"] == "Gateway"))
+        .cloned()
+        .unwrap_or_default();
+    gateway["status"]["listeners"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "ResolvedRefs"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn secret_lists(kube: &FakeKube) -> Vec<String> {
+    kube.requests()
+        .await
+        .into_iter()
+        .filter(|r| r.starts_with("LIST") && r.contains("secrets"))
+        .collect()
+}
+
+#[tokio::test]
+async fn secrets_are_watched_only_in_namespaces_listeners_reference() {
+    let ca = gatehouse_tests::TestCa::new();
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    let grant = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "gateways", "namespace": "certs"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                           "namespace": "default"}],
+                 "to": [{"group": "", "kind": "Secret"}]}
+    });
+    for object in [
+        namespace("default"),
+        namespace("certs"),
+        namespace("other"),
+        gateway_class(),
+        https_gateway(port, "certs"),
+        grant,
+        tls_secret("certs", "cert", &ca),
+        tls_secret("default", "cert", &ca),
+        tls_secret("other", "cert", &ca),
+    ] {
+        kube.apply(object).await;
+    }
+    let appliance = start(&kube, None).await;
+    // Ready means the Secret watch listed: the certificate is there from the first moment.
+    let resolved = listener_resolved(&appliance).await;
+    assert_eq!(resolved["status"], "True", "{resolved}\n{}", appliance.logs());
+    let lists = secret_lists(&kube).await;
+    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|r| r.contains("/namespaces/certs/secrets")), "{lists:#?}");
+
+    // The listener now points into its own namespace: a watch there, none in "certs" any more.
+    kube.apply(https_gateway(port, "default")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !secret_lists(&kube).await.iter().any(|r| r.contains("/namespaces/default/secrets")) {
+        assert!(Instant::now() < deadline, "no Secret watch in default:\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The Secret in "default" arrives and resolves the listener.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resolved = listener_resolved(&appliance).await;
+        if resolved["status"] == "True" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{resolved}\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lists = secret_lists(&kube).await;
+    assert!(!lists.iter().any(|r| r.contains("/namespaces/other/")), "{lists:#?}");
+    assert!(!lists.iter().any(|r| r.contains("LIST /api/v1/secrets")), "{lists:#?}");
+}

@@ -1060,3 +1060,91 @@ async fn secrets_are_watched_only_in_namespaces_listeners_reference() {
     assert!(!lists.iter().any(|r| r.contains("/namespaces/other/")), "{lists:#?}");
     assert!(!lists.iter().any(|r| r.contains("LIST /api/v1/secrets")), "{lists:#?}");
 }
+
+#[tokio::test]
+async fn a_watch_stream_cut_mid_event_loses_nothing() {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one, &two]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for(&appliance, &url, Some("one")).await;
+    let watches_before = route_watches(&kube).await;
+
+    // The MODIFIED event arrives as half a JSON line, then the connection is aborted.
+    kube.cut_next_event(GATEWAY_API, "HTTPRoute").await;
+    kube.apply(route("default", "app", "/app", "two")).await;
+    wait_for(&appliance, &url, Some("two")).await;
+    assert!(route_watches(&kube).await > watches_before, "{:#?}", kube.requests().await);
+
+    // Watching again afterwards: later changes still arrive.
+    kube.apply(route("default", "app", "/app", "one")).await;
+    wait_for(&appliance, &url, Some("one")).await;
+}
+
+async fn route_watches(kube: &FakeKube) -> usize {
+    kube.requests()
+        .await
+        .iter()
+        .filter(|r| r.starts_with("WATCH") && r.contains("httproutes"))
+        .count()
+}
+
+/// Slow (about 45 s): the API server is down for 30 s.
+#[tokio::test]
+async fn api_server_down_30s_then_back_keeps_serving_and_resyncs_slow() {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one, &two]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for(&appliance, &url, Some("one")).await;
+
+    kube.set_down(true);
+    let down_at = Instant::now();
+    // Changed while the appliance cannot see it.
+    kube.apply(route("default", "app", "/app", "two")).await;
+    let mut served = 0;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        let reply = Client::http1().get(&url).await.expect("request");
+        assert_eq!((reply.status, reply.backend()), (200, Some("one")), "{}", appliance.logs());
+        let ready = Client::http1().get(&appliance.admin_url("/readyz")).await.expect("/readyz");
+        assert_eq!(ready.status, 200, "ready on the last good state");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(served > 0);
+    let text = metrics(&appliance).await;
+    assert!(metric(&text, "gatehouse_kube_stale_seconds") > 0.0, "{text}");
+    assert!(metric(&text, "gatehouse_kube_failing_watches") > 0.0, "{text}");
+    assert!(appliance.logs().contains("API server unreachable: serving the last good state"));
+
+    // Back: the change made meanwhile is picked up without a restart, and staleness clears.
+    kube.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = Client::http1().get(&url).await.expect("request");
+        assert_eq!(reply.status, 200, "{}", appliance.logs());
+        if reply.backend() == Some("two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no resync:\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(&appliance).await;
+        if metric(&text, "gatehouse_kube_stale_seconds") == 0.0
+            && metric(&text, "gatehouse_kube_failing_watches") == 0.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still stale:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(appliance.logs().contains("watch recovered; resynced from the API server"));
+}

@@ -22,6 +22,7 @@
 //! Losing the API server stops nothing: the last state stays published while the watchers back
 //! off and retry; the metrics tell how stale it is.
 
+mod crds;
 mod lease;
 mod manifests;
 mod metrics;
@@ -40,6 +41,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crds::{CRDS, GROUP as OUR_GROUP, crd_manifests, crd_rules, crds};
 pub use lease::{Leadership, LeaseOptions, default_identity};
 pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
 pub use metrics::KubeMetrics;

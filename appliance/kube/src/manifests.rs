@@ -53,23 +53,24 @@ pub fn cluster_rules(addressing: BackendAddressing) -> Vec<Value> {
         resources.dedup();
         json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
     };
-    let mut rules: Vec<Value> = watched
-        .into_iter()
-        .map(|(group, resources)| rule(group, resources, &WATCH_VERBS))
-        .collect();
+    let mut rules: Vec<Value> = crate::crds::crd_rules(&crate::crds::crds());
+    rules
+        .extend(watched.into_iter().map(|(group, resources)| rule(group, resources, &WATCH_VERBS)));
     rules
         .extend(status.into_iter().map(|(group, resources)| rule(group, resources, &STATUS_VERBS)));
     rules
 }
 
-/// Every object to apply, in order: namespace first, GatewayClass last.
+/// Every object to apply, in order: our CRDs, the namespace, …, the GatewayClass last.
 pub fn manifests(m: &Manifests) -> Vec<Value> {
     let labels = json!({"app.kubernetes.io/name": "gatehouse"});
     let subject = json!([{
         "kind": "ServiceAccount", "name": m.service_account, "namespace": m.namespace
     }]);
     let lease = api_resource_lease();
-    vec![
+    // Our CRDs first: a kind must exist before anything of it is applied.
+    let mut objects = crate::crds::crd_manifests(&crate::crds::crds());
+    objects.extend([
         json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": m.namespace, "labels": labels},
@@ -122,7 +123,8 @@ pub fn manifests(m: &Manifests) -> Vec<Value> {
             "metadata": {"name": m.gateway_class},
             "spec": {"controllerName": m.controller_name},
         }),
-    ]
+    ]);
+    objects
 }
 
 /// The Lease's API group and plural.

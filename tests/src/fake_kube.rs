@@ -9,6 +9,9 @@
 //! precondition, 409 when stale; resourceVersion bumped, generation not, MODIFIED on watches).
 //! Lease objects (coordination.k8s.io/v1): GET, POST (create; 409 AlreadyExists) and PUT
 //! (replace; 409 Conflict when `metadata.resourceVersion` is stale), each recorded.
+//! Faults: the server can go down and come back with its state ([`FakeKube::set_down`]: open
+//! connections cut, new ones closed at once), and cut a watch mid-event
+//! ([`FakeKube::cut_next_event`]: half a JSON line, then the connection aborted).
 //! No discovery: clients use known resources.
 
 use std::collections::BTreeMap;
@@ -47,6 +50,8 @@ pub struct FakeKube {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// While true every connection is refused (accepted and dropped) and open ones are cut.
+    down: watch::Sender<bool>,
     /// Bumped on every change, so open watches look again.
     changed: watch::Sender<u64>,
 }
@@ -97,6 +102,9 @@ struct State {
     floor: u64,
     /// Bumped to end every open watch with 410 Gone.
     epoch: u64,
+    /// The next event a watch of this resource (`group/plural`) sends is cut in half, then
+    /// the connection is aborted.
+    cut_next_event: Option<String>,
     requests: Vec<String>,
 }
 
@@ -115,13 +123,28 @@ impl FakeKube {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake API server");
         let addr = listener.local_addr().expect("local addr");
         let (changed, _) = watch::channel(0);
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed });
+        let (down, _) = watch::channel(false);
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed, down });
         let server = shared.clone();
         let task = tokio::spawn(async move {
             // Connections and watch streams live in this set: aborting the task ends them all.
             let mut connections = JoinSet::new();
+            let mut down = server.down.subscribe();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    Ok(()) = down.changed() => {
+                        if *down.borrow_and_update() {
+                            connections.abort_all();
+                        }
+                        continue;
+                    }
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                if *down.borrow() {
+                    drop(stream);
+                    continue;
+                }
                 let shared = server.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| {
@@ -182,6 +205,18 @@ users:
         state.epoch += 1;
         drop(state);
         self.shared.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Takes the server down (`true`: open connections cut, new ones closed at once) or brings
+    /// it back with its state, as an API server that restarts or a network that heals.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.send_replace(down);
+    }
+
+    /// The next event a watch of `api_version`/`kind` sends is cut in half (half a JSON line),
+    /// then the connection is aborted; the event stays in the history for the re-watch.
+    pub async fn cut_next_event(&self, api_version: &str, kind: &str) {
+        self.shared.state.lock().await.cut_next_event = Some(resource(api_version, kind));
     }
 
     /// Deletes an object (DELETED on open watches).
@@ -391,10 +426,12 @@ fn selected(object: &Value, selector: Option<&String>) -> bool {
     })
 }
 
-type ResponseBody = BoxBody<Bytes, Infallible>;
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -472,7 +509,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
     tokio::spawn(async move {
         let mut cursor = from;
         loop {
-            let state = shared.state.lock().await;
+            let mut state = shared.state.lock().await;
             let lines: Vec<Bytes> = state
                 .log
                 .iter()
@@ -481,8 +518,17 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
                 .collect();
             let expired = state.epoch != epoch;
             let latest = state.rv;
+            let cut = !lines.is_empty() && state.cut_next_event.as_ref() == Some(&filter.resource);
+            if cut {
+                state.cut_next_event = None;
+            }
             drop(state);
             cursor = latest;
+            if let (true, Some(line)) = (cut, lines.first()) {
+                let _ = tx.send(line.slice(..line.len() / 2)).await;
+                let _ = tx.send(Bytes::new()).await;
+                return;
+            }
             for line in lines {
                 if tx.send(line).await.is_err() {
                     return;
@@ -731,18 +777,27 @@ fn bookmark_type(resource: &str) -> (String, String) {
     (api_version, plural.to_owned())
 }
 
-/// A chunked body fed line by line.
+/// A chunked body fed line by line; an empty chunk aborts the connection mid-body.
 struct WatchBody(mpsc::Receiver<Bytes>);
 
 impl Body for WatchBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|line| line.map(|line| Ok(Frame::data(line))))
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        // An empty chunk is never sent as data: it stands for "cut the connection here".
+        self.0.poll_recv(cx).map(|line| {
+            line.map(|line| {
+                if line.is_empty() {
+                    Err(std::io::Error::other("watch cut"))
+                } else {
+                    Ok(Frame::data(line))
+                }
+            })
+        })
     }
 }
 

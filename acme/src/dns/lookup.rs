@@ -15,7 +15,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use super::DnsError;
 
 /// How long one query may take before the server counts as unreachable.
-pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parses an absolute DNS name.
 pub(crate) fn name(raw: &str) -> Result<Name, DnsError> {

@@ -106,6 +106,19 @@ pub struct KubernetesSettings {
     pub write_status: bool,
     /// The coordination.k8s.io Lease that elects the one appliance writing status.
     pub lease: LeaseSettings,
+    /// How Service backendRefs become addresses (boot-only: nodeport mode watches Nodes).
+    pub backend_addressing: BackendAddressing,
+}
+
+/// `[kubernetes] backend_addressing`: how a Service backendRef becomes socket addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendAddressing {
+    /// `"endpoints"` (default): pod addresses from EndpointSlices; the appliance routes to pods.
+    #[default]
+    Endpoints,
+    /// `"nodeport"`: every usable Node's address with the Service port's `nodePort`.
+    NodePort,
 }
 
 /// `[kubernetes]` `lease_*` and `identity`: leader election among appliances watching one
@@ -257,6 +270,7 @@ fn kubernetes(
         namespaces,
         default_address: default_address(settings.default_address, errors),
         write_status: settings.write_status.unwrap_or(true),
+        backend_addressing: settings.backend_addressing.unwrap_or_default(),
         lease: lease(
             settings.lease_namespace,
             settings.lease_name,

@@ -58,6 +58,7 @@ pub(crate) struct Kubernetes {
     pub lease_name: Option<Spanned<String>>,
     pub identity: Option<Spanned<String>>,
     pub lease_duration_seconds: Option<Spanned<u64>>,
+    pub backend_addressing: Option<crate::BackendAddressing>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -635,6 +635,7 @@ fn kubernetes_defaults() {
             namespaces: Vec::new(),
             default_address: DEFAULT_ADDRESS,
             write_status: true,
+            backend_addressing: BackendAddressing::Endpoints,
             lease: LeaseSettings {
                 namespace: "gatehouse-system".into(),
                 name: "gatehouse".into(),
@@ -661,6 +662,7 @@ lease_namespace = "infra"
 lease_name = "edge.gatehouse"
 identity = "edge-1"
 lease_duration_seconds = 3
+backend_addressing = "nodeport"
 "#);
     assert_eq!(
         config.kubernetes,
@@ -670,6 +672,7 @@ lease_duration_seconds = 3
             namespaces: vec!["team-a".into(), "b".into()],
             default_address: "192.0.2.1".parse().unwrap(),
             write_status: false,
+            backend_addressing: BackendAddressing::NodePort,
             lease: LeaseSettings {
                 namespace: "infra".into(),
                 name: "edge.gatehouse".into(),
@@ -712,6 +715,10 @@ default_address = "x"
             "5:26: lease_duration_seconds must be between 2 and 3600",
         ]
     );
+    let addressing = errors("[kubernetes]\nbackend_addressing = \"pods\"\n");
+    assert_eq!(addressing.len(), 1, "{addressing:?}");
+    assert!(addressing[0].starts_with("2:22: "), "{addressing:?}");
+    assert!(addressing[0].contains("expected `endpoints` or `nodeport`"), "{addressing:?}");
     let wrong_type = errors("[kubernetes]\nwrite_status = \"no\"\n");
     assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
     assert!(wrong_type[0].starts_with("2:16: "), "{wrong_type:?}");

@@ -54,6 +54,18 @@ pub struct ManifestsArgs {
     /// Name of the ServiceAccount, its roles and bindings.
     #[arg(long, default_value = "gatehouse")]
     pub service_account: String,
+    /// The config's `backend_addressing`: `nodeport` also grants list/watch on Nodes.
+    #[arg(long, value_enum, default_value = "endpoints")]
+    pub backend_addressing: BackendAddressingArg,
+}
+
+/// `--backend-addressing`, as the config's `[kubernetes] backend_addressing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendAddressingArg {
+    /// Pod addresses from EndpointSlices.
+    Endpoints,
+    /// Node addresses and the Service's nodePort (needs Nodes).
+    Nodeport,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use crate::cli::ManifestsArgs;
+use crate::cli::{BackendAddressingArg, ManifestsArgs};
 
 /// The objects (from the kube crate, which derives the RBAC from what it watches and
 /// writes) as YAML, after a comment with the kubeconfig recipe.
@@ -13,6 +13,10 @@ pub fn render(args: &ManifestsArgs) -> anyhow::Result<String> {
         namespace: args.namespace.clone(),
         lease_name: args.lease_name.clone(),
         service_account: args.service_account.clone(),
+        backend_addressing: match args.backend_addressing {
+            BackendAddressingArg::Endpoints => gatehouse_gateway::BackendAddressing::Endpoints,
+            BackendAddressingArg::Nodeport => gatehouse_gateway::BackendAddressing::NodePort,
+        },
     };
     let objects = gatehouse_kube::manifests(&names);
     let yaml = serde_saphyr::to_string_multiple(&objects).context("cannot write YAML")?;
@@ -62,6 +66,7 @@ mod tests {
             namespace: "infra".into(),
             lease_name: "edge".into(),
             service_account: "gatehouse".into(),
+            backend_addressing: BackendAddressingArg::Endpoints,
         }
     }
 
@@ -92,10 +97,16 @@ mod tests {
                 namespace: "infra".into(),
                 lease_name: "edge".into(),
                 service_account: "gatehouse".into(),
+                backend_addressing: gatehouse_gateway::BackendAddressing::Endpoints,
             })
         );
         let cluster_role = &docs[3];
-        assert_eq!(cluster_role["rules"], Value::Array(gatehouse_kube::cluster_rules()));
+        assert_eq!(
+            cluster_role["rules"],
+            Value::Array(gatehouse_kube::cluster_rules(
+                gatehouse_gateway::BackendAddressing::Endpoints
+            ))
+        );
         let verbs: Vec<&str> = docs
             .iter()
             .flat_map(|d| d["rules"].as_array().into_iter().flatten())

@@ -112,6 +112,7 @@ pub fn load_with(
             let settings = Settings {
                 controller_name: kube.controller_name.clone(),
                 default_address: kube.default_address,
+                backend_addressing: crate::reload::backend_addressing(kube.backend_addressing),
             };
             Some((index, settings))
         }
@@ -128,6 +129,7 @@ pub fn load_with(
             let settings = Settings {
                 controller_name: api.controller_name.clone(),
                 default_address: api.default_address,
+                backend_addressing: gatehouse_gateway::BackendAddressing::Endpoints,
             };
             Some((index, settings))
         }

@@ -265,7 +265,7 @@ impl Reloader {
         let now = loaded.config.kubernetes.as_ref().map(cluster_options);
         let boot = self.cluster.as_ref().map(|(_, options)| options);
         (now.as_ref() != boot).then(|| {
-            "[kubernetes] kubeconfig, namespaces, write_status, the lease settings (or the section \
+            "[kubernetes] kubeconfig, namespaces, write_status, backend_addressing, the lease settings (or the section \
              itself) changed: the watches and the election keep their boot settings until a restart"
                 .to_owned()
         })
@@ -396,6 +396,21 @@ pub fn cluster_options(k: &gatehouse_config::KubernetesSettings) -> gatehouse_ku
         kubeconfig: k.kubeconfig.clone(),
         namespaces: k.namespaces.clone(),
         lease,
+        backend_addressing: backend_addressing(k.backend_addressing),
+    }
+}
+
+/// The config's `backend_addressing` as the translation reads it.
+pub fn backend_addressing(
+    addressing: gatehouse_config::BackendAddressing,
+) -> gatehouse_gateway::BackendAddressing {
+    match addressing {
+        gatehouse_config::BackendAddressing::Endpoints => {
+            gatehouse_gateway::BackendAddressing::Endpoints
+        }
+        gatehouse_config::BackendAddressing::NodePort => {
+            gatehouse_gateway::BackendAddressing::NodePort
+        }
     }
 }
 

@@ -3,10 +3,10 @@
 //! The YAML loader replays `apply` calls into it; a Kubernetes watch will feed the very same
 //! calls later, so file mode and cluster mode share one translation path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
@@ -35,6 +35,7 @@ pub struct Index {
     pub(crate) services: BTreeMap<Key, Arc<Service>>,
     pub(crate) endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
+    pub(crate) nodes: BTreeMap<String, Arc<Node>>,
 }
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -69,6 +70,7 @@ impl Index {
             Object::Service(o) => put(&mut self.services, k, o),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
             Object::Secret(o) => put(&mut self.secrets, k, o),
+            Object::Node(o) => put(&mut self.nodes, r.name, *o),
         }
     }
 
@@ -85,6 +87,7 @@ impl Index {
             Kind::Service => self.services.remove(&k).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
+            Kind::Node => self.nodes.remove(name).is_some(),
         }
     }
 
@@ -108,6 +111,7 @@ impl Index {
             Kind::Service => self.services.clear(),
             Kind::EndpointSlice => self.endpoint_slices.clear(),
             Kind::Secret => self.secrets.clear(),
+            Kind::Node => self.nodes.clear(),
         }
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(object);
@@ -127,7 +131,9 @@ impl Index {
             map.retain(|(ns, _), _| ns != namespace);
         }
         match kind {
-            Kind::GatewayClass | Kind::Namespace => return self.reset_kind(kind, objects),
+            Kind::GatewayClass | Kind::Namespace | Kind::Node => {
+                return self.reset_kind(kind, objects);
+            }
             Kind::Gateway => keep_others(&mut self.gateways, namespace),
             Kind::HttpRoute => keep_others(&mut self.http_routes, namespace),
             Kind::ReferenceGrant => keep_others(&mut self.reference_grants, namespace),
@@ -155,6 +161,7 @@ impl Index {
             Kind::Service => self.services.contains_key(&k),
             Kind::EndpointSlice => self.endpoint_slices.contains_key(&k),
             Kind::Secret => self.secrets.contains_key(&k),
+            Kind::Node => self.nodes.contains_key(&r.name),
         }
     }
 
@@ -168,6 +175,7 @@ impl Index {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.nodes.len()
     }
 
     /// Whether the index holds nothing.
@@ -196,6 +204,26 @@ impl Index {
             .unwrap_or_default();
         labels.insert(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
         labels
+    }
+
+    /// Namespaces some Gateway listener's `certificateRefs` point into (the Gateway's own when
+    /// the ref names none), whatever the class and whether or not a ReferenceGrant allows it:
+    /// where a source must look for Secrets so the translation can judge every ref.
+    pub fn certificate_namespaces(&self) -> BTreeSet<String> {
+        let mut namespaces = BTreeSet::new();
+        for ((gateway_ns, _), gateway) in &self.gateways {
+            let refs = gateway
+                .spec
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref())
+                .flat_map(|tls| &tls.certificate_refs)
+                .filter(|r| (r.group.is_empty() || r.group == "core") && r.kind == "Secret");
+            for r in refs {
+                namespaces.insert(r.namespace.clone().unwrap_or_else(|| gateway_ns.clone()));
+            }
+        }
+        namespaces
     }
 
     /// The EndpointSlices of a Service (by the `kubernetes.io/service-name` label).
@@ -286,6 +314,26 @@ mod tests {
         assert!(index.contains(&svc("b", "kept")));
         assert!(!index.contains(&svc("b", "ignored")));
         assert!(index.contains(&ObjectRef::new(Kind::Namespace, "", "a")));
+    }
+
+    #[test]
+    fn certificate_namespaces_are_where_listeners_point() {
+        let mut index = Index::new();
+        assert!(index.certificate_namespaces().is_empty());
+        let listeners = vec![
+            listener("http", 80, "HTTP"),
+            https_listener("own", 443, &[(None, "own-cert")]),
+            https_listener("shared", 8443, &[(Some("certs"), "wildcard"), (Some("certs"), "b")]),
+        ];
+        index.apply(Object::Gateway(gateway("edge", "web", "any", listeners)));
+        index.apply(Object::Gateway(gateway(
+            "plain",
+            "web",
+            "any",
+            vec![listener("h", 80, "HTTP")],
+        )));
+        let namespaces: Vec<String> = index.certificate_namespaces().into_iter().collect();
+        assert_eq!(namespaces, ["certs", "edge"]);
     }
 
     #[test]

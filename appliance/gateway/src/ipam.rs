@@ -285,6 +285,7 @@ mod tests {
         Settings {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            backend_addressing: Default::default(),
         }
     }
 

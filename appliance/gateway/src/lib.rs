@@ -45,4 +45,6 @@ pub use index::Index;
 pub use loader::{JsonError, LoadError, LoadWarning, Loaded, from_json};
 pub use object::{Kind, Object, ObjectRef};
 pub use status::{ListenerStatus, ObjectStatus, native_listener_status, status};
-pub use translate::{Problem, Report, Settings, Translation, translate, translate_with_addresses};
+pub use translate::{
+    BackendAddressing, Problem, Report, Settings, Translation, translate, translate_with_addresses,
+};

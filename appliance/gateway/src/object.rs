@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -19,6 +19,8 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     Secret(Secret),
+    /// Boxed: a Node is several times larger than the other kinds.
+    Node(Box<Node>),
 }
 
 /// The kinds the index holds.
@@ -32,11 +34,13 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    /// Watched only when backends are addressed by node and nodePort.
+    Node,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -45,6 +49,7 @@ impl Kind {
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::Node,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -58,12 +63,13 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::Node => "Node",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::GatewayClass | Kind::Namespace)
+        !matches!(self, Kind::GatewayClass | Kind::Namespace | Kind::Node)
     }
 }
 
@@ -111,6 +117,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::Node(_) => Kind::Node,
         }
     }
 
@@ -125,6 +132,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
         }
     }
 

@@ -430,6 +430,7 @@ mod tests {
         Settings {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            backend_addressing: Default::default(),
         }
     }
 

@@ -22,10 +22,12 @@
 //! Losing the API server stops nothing: the last state stays published while the watchers back
 //! off and retry; the metrics tell how stale it is.
 
+mod crds;
 mod lease;
 mod manifests;
 mod metrics;
 mod resources;
+mod secrets;
 mod status;
 mod sync;
 
@@ -39,10 +41,12 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crds::{CRDS, GROUP as OUR_GROUP, crd_manifests, crd_rules, crds};
 pub use lease::{Leadership, LeaseOptions, default_identity};
 pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
 pub use metrics::KubeMetrics;
-pub use resources::{Scope, api_resource, field_selector, scopes};
+pub use resources::{Scope, api_resource, field_selector, scopes, watched_kinds};
+pub use secrets::wanted as secret_namespaces;
 pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
 
@@ -55,6 +59,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// Leader election for status writes; `None`: this appliance never writes status.
     pub lease: Option<LeaseOptions>,
+    /// Nodes are watched only for [`gatehouse_gateway::BackendAddressing::NodePort`].
+    pub backend_addressing: gatehouse_gateway::BackendAddressing,
 }
 
 /// Why cluster mode could not start.
@@ -102,12 +108,19 @@ impl Cluster {
             None => kube::Config::incluster()?,
         };
         let client = kube::Client::try_from(config)?;
-        let scopes = scopes(&options.namespaces);
-        let (tx, rx) = watch::channel(ClusterState::new(scopes.iter().cloned()));
-        let tasks = scopes
+        let scopes = scopes(&options.namespaces, options.backend_addressing);
+        let (tx, rx) = watch::channel(ClusterState::awaiting_secrets(scopes.iter().cloned()));
+        let mut tasks: Vec<JoinHandle<()>> = scopes
             .into_iter()
             .map(|scope| tokio::spawn(run(client.clone(), scope, tx.clone(), metrics.clone())))
             .collect();
+        tasks.push(tokio::spawn(track_staleness(metrics.clone())));
+        tasks.push(tokio::spawn(secrets::supervise(
+            client.clone(),
+            options.namespaces.clone(),
+            tx.clone(),
+            metrics.clone(),
+        )));
         let election = options
             .lease
             .clone()
@@ -158,8 +171,14 @@ impl Drop for Cluster {
     }
 }
 
-/// One watch, forever: list, watch, relist when the watcher must (410 Gone), back off on errors.
-async fn run(
+/// Longest wait between two attempts of a failing watch.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// One watch, forever: list, then watch. Any error (API server gone, a stream cut mid-event,
+/// 410 Gone) ends the stream; after a backoff (0.5 s doubling to [`MAX_BACKOFF`]) the watch
+/// starts over with a fresh list, which both resyncs whatever changed meanwhile and proves the
+/// API server answers again (a resumed watch says nothing until an object changes).
+pub(crate) async fn run(
     client: kube::Client,
     scope: Scope,
     state: watch::Sender<ClusterState>,
@@ -175,45 +194,108 @@ async fn run(
         config = config.fields(&selector);
     }
     let labels = metrics::KindLabels { kind: scope.kind.as_str() };
-    let mut events = watcher(api, config)
-        .modify(|object| object.metadata.managed_fields = None)
-        .default_backoff()
-        .boxed();
     let mut stream = WatchReducer::new(scope.clone());
-    let mut failing = false;
-    while let Some(event) = events.next().await {
-        let now = jiff::Timestamp::now().as_second();
-        match event {
-            Ok(event) => {
-                if failing {
-                    tracing::info!(watch = %scope, "watch recovered");
-                    failing = false;
+    let mut failing = Failing { metrics: metrics.clone(), since: None };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut events = watcher(api.clone(), config.clone())
+            .modify(|object| object.metadata.managed_fields = None)
+            .boxed();
+        while let Some(event) = events.next().await {
+            let now = jiff::Timestamp::now().as_second();
+            match event {
+                Ok(event) => {
+                    // `Init` comes before the list request: only what follows proves contact.
+                    let contact = !matches!(event, watcher::Event::Init);
+                    if let Some(since) = contact.then(|| failing.recovered(now)).flatten() {
+                        tracing::info!(
+                            watch = %scope,
+                            stale_seconds = now - since,
+                            "watch recovered; resynced from the API server"
+                        );
+                        backoff = Duration::from_millis(500);
+                    }
+                    metrics.events.get_or_create(&labels).inc();
+                    metrics.last_event.set(now);
+                    state.send_if_modified(|state| {
+                        let changed = stream.apply(state, event);
+                        let rejected = i64::try_from(state.rejected.len()).unwrap_or(i64::MAX);
+                        metrics.rejected.set(rejected);
+                        changed
+                    });
                 }
-                metrics.events.get_or_create(&labels).inc();
-                metrics.last_event.set(now);
-                state.send_if_modified(|state| {
-                    let changed = stream.apply(state, event);
-                    metrics.rejected.set(i64::try_from(state.rejected.len()).unwrap_or(i64::MAX));
-                    changed
-                });
-            }
-            Err(error) => {
-                metrics.errors.get_or_create(&labels).inc();
-                metrics.last_error.set(now);
-                let last_event = metrics.last_event.get();
-                // The first error of a run is a warning; the retries that follow are noise.
-                if failing {
-                    tracing::debug!(watch = %scope, %error, "watch still failing");
-                } else {
-                    tracing::warn!(
-                        watch = %scope,
-                        %error,
-                        stale_seconds = if last_event > 0 { now - last_event } else { 0 },
-                        "watch failed; retrying with backoff, the last good state keeps serving"
-                    );
+                Err(error) => {
+                    metrics.errors.get_or_create(&labels).inc();
+                    metrics.last_error.set(now);
+                    let last_event = metrics.last_event.get();
+                    // The first error of a run is a warning; the retries that follow are noise.
+                    if failing.since.is_some() {
+                        tracing::debug!(watch = %scope, %error, "watch still failing");
+                    } else {
+                        tracing::warn!(
+                            watch = %scope,
+                            %error,
+                            stale_seconds = if last_event > 0 { now - last_event } else { 0 },
+                            "watch failed; retrying with backoff, the last good state keeps serving"
+                        );
+                    }
+                    failing.failing(now);
+                    break;
                 }
-                failing = true;
             }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One watch's part in the staleness metrics; dropped (the watch stopped) it counts as
+/// recovered, so a stopped watch leaves no outage behind.
+struct Failing {
+    metrics: KubeMetrics,
+    /// When this watch started failing.
+    since: Option<i64>,
+}
+
+impl Failing {
+    fn failing(&mut self, now: i64) {
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.metrics.watch_failing(now);
+        }
+    }
+
+    /// Returns since when it had been failing, if it was.
+    fn recovered(&mut self, now: i64) -> Option<i64> {
+        let since = self.since.take()?;
+        self.metrics.watch_recovered(now);
+        Some(since)
+    }
+}
+
+impl Drop for Failing {
+    fn drop(&mut self) {
+        self.recovered(jiff::Timestamp::now().as_second());
+    }
+}
+
+/// Keeps `stale_seconds` current during an outage (errors alone come only once per backoff,
+/// up to 30 s apart) and says in the log, every 30 s, how stale the served state is.
+async fn track_staleness(metrics: KubeMetrics) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut logged = 0;
+    loop {
+        tick.tick().await;
+        let stale = metrics.update_staleness(jiff::Timestamp::now().as_second());
+        if stale == 0 {
+            logged = 0;
+        } else if stale >= logged + 30 {
+            logged = stale - stale % 30;
+            tracing::warn!(
+                stale_seconds = stale,
+                failing_watches = metrics.failing.get(),
+                "API server unreachable: serving the last good state"
+            );
         }
     }
 }

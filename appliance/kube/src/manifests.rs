@@ -1,15 +1,15 @@
 //! What a cluster needs for an appliance: `gatehouse kube manifests` prints these objects.
 //!
 //! The RBAC rules are derived from the tables the code itself reads — the watched kinds
-//! ([`gatehouse_gateway::Kind::ALL`] through [`api_resource`]), the status kinds
+//! ([`watched_kinds`] through [`api_resource`]; Nodes only in nodeport mode), the status kinds
 //! ([`STATUS_KINDS`]) and the Lease — so the permissions granted are exactly those used.
 
 use std::collections::BTreeMap;
 
-use gatehouse_gateway::Kind;
+use gatehouse_gateway::BackendAddressing;
 use serde_json::{Value, json};
 
-use crate::resources::api_resource;
+use crate::resources::{api_resource, watched_kinds};
 use crate::status::STATUS_KINDS;
 
 /// The names the printed objects use.
@@ -25,6 +25,8 @@ pub struct Manifests {
     pub lease_name: String,
     /// The ServiceAccount, ClusterRole, Role and bindings.
     pub service_account: String,
+    /// The config's `backend_addressing`: `NodePort` adds list/watch on Nodes.
+    pub backend_addressing: BackendAddressing,
 }
 
 /// Verbs on every watched kind: a watcher lists, then watches.
@@ -35,9 +37,9 @@ pub const STATUS_VERBS: [&str; 2] = ["get", "patch"];
 pub const LEASE_VERBS: [&str; 3] = ["get", "create", "update"];
 
 /// The ClusterRole's rules: one per API group, resources sorted.
-pub fn cluster_rules() -> Vec<Value> {
+pub fn cluster_rules(addressing: BackendAddressing) -> Vec<Value> {
     let mut watched: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for kind in Kind::ALL {
+    for kind in watched_kinds(addressing) {
         let resource = api_resource(kind);
         watched.entry(resource.group).or_default().push(resource.plural);
     }
@@ -51,23 +53,24 @@ pub fn cluster_rules() -> Vec<Value> {
         resources.dedup();
         json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
     };
-    let mut rules: Vec<Value> = watched
-        .into_iter()
-        .map(|(group, resources)| rule(group, resources, &WATCH_VERBS))
-        .collect();
+    let mut rules: Vec<Value> = crate::crds::crd_rules(&crate::crds::crds());
+    rules
+        .extend(watched.into_iter().map(|(group, resources)| rule(group, resources, &WATCH_VERBS)));
     rules
         .extend(status.into_iter().map(|(group, resources)| rule(group, resources, &STATUS_VERBS)));
     rules
 }
 
-/// Every object to apply, in order: namespace first, GatewayClass last.
+/// Every object to apply, in order: our CRDs, the namespace, …, the GatewayClass last.
 pub fn manifests(m: &Manifests) -> Vec<Value> {
     let labels = json!({"app.kubernetes.io/name": "gatehouse"});
     let subject = json!([{
         "kind": "ServiceAccount", "name": m.service_account, "namespace": m.namespace
     }]);
     let lease = api_resource_lease();
-    vec![
+    // Our CRDs first: a kind must exist before anything of it is applied.
+    let mut objects = crate::crds::crd_manifests(&crate::crds::crds());
+    objects.extend([
         json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": m.namespace, "labels": labels},
@@ -87,7 +90,7 @@ pub fn manifests(m: &Manifests) -> Vec<Value> {
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": m.service_account, "labels": labels},
-            "rules": cluster_rules(),
+            "rules": cluster_rules(m.backend_addressing),
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -116,11 +119,12 @@ pub fn manifests(m: &Manifests) -> Vec<Value> {
             "subjects": subject,
         }),
         json!({
-            "apiVersion": api_resource(Kind::GatewayClass).api_version, "kind": "GatewayClass",
+            "apiVersion": api_resource(gatehouse_gateway::Kind::GatewayClass).api_version, "kind": "GatewayClass",
             "metadata": {"name": m.gateway_class},
             "spec": {"controllerName": m.controller_name},
         }),
-    ]
+    ]);
+    objects
 }
 
 /// The Lease's API group and plural.
@@ -131,6 +135,7 @@ fn api_resource_lease() -> (&'static str, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_gateway::Kind;
 
     fn names() -> Manifests {
         Manifests {
@@ -139,12 +144,13 @@ mod tests {
             namespace: "gatehouse-system".into(),
             lease_name: "gatehouse".into(),
             service_account: "gatehouse".into(),
+            backend_addressing: BackendAddressing::Endpoints,
         }
     }
 
     #[test]
     fn every_watched_kind_is_listable_and_only_status_is_writable() {
-        let rules = cluster_rules();
+        let rules = cluster_rules(BackendAddressing::NodePort);
         for kind in Kind::ALL {
             let resource = api_resource(kind);
             assert!(
@@ -176,6 +182,18 @@ mod tests {
             let verbs = &rule["verbs"];
             assert!(*verbs == json!(WATCH_VERBS) || *verbs == json!(STATUS_VERBS), "{rule}");
         }
+    }
+
+    #[test]
+    fn nodes_are_listable_only_in_nodeport_mode() {
+        let grants_nodes = |rules: Vec<Value>| {
+            rules.iter().any(|r| {
+                r["apiGroups"][0] == ""
+                    && r["resources"].as_array().is_some_and(|rs| rs.contains(&json!("nodes")))
+            })
+        };
+        assert!(!grants_nodes(cluster_rules(BackendAddressing::Endpoints)));
+        assert!(grants_nodes(cluster_rules(BackendAddressing::NodePort)));
     }
 
     #[test]

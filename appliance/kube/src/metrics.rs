@@ -17,6 +17,12 @@ pub struct KubeMetrics {
     pub(crate) rejected: Gauge,
     pub(crate) status_writes: Family<WriteLabels, Counter>,
     pub(crate) leader: Gauge,
+    /// Watches failing now (each backing off and retrying).
+    pub(crate) failing: Gauge,
+    /// Unix time the current outage began (the first of the failing watches); 0 if none.
+    pub(crate) outage_since: Gauge,
+    /// Seconds the published state may be behind the cluster; 0 while every watch is healthy.
+    pub(crate) stale: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,6 +38,27 @@ pub(crate) struct WriteLabels {
 }
 
 impl KubeMetrics {
+    /// A watch started failing: the outage begins now if it is the first.
+    pub(crate) fn watch_failing(&self, now: i64) {
+        if self.failing.inc() == 0 {
+            self.outage_since.set(now);
+        }
+        self.update_staleness(now);
+    }
+
+    /// A failing watch recovered (or stopped).
+    pub(crate) fn watch_recovered(&self, now: i64) {
+        self.failing.dec();
+        self.update_staleness(now);
+    }
+
+    /// Sets `stale_seconds` for `now`; returns it.
+    pub(crate) fn update_staleness(&self, now: i64) -> i64 {
+        let stale = if self.failing.get() > 0 { (now - self.outage_since.get()).max(0) } else { 0 };
+        self.stale.set(stale);
+        stale
+    }
+
     /// Registers the metrics under the `kube` prefix of `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
@@ -61,6 +88,17 @@ impl KubeMetrics {
             "status_writes",
             "Status write attempts by result: written, unchanged, conflict, error",
             metrics.status_writes.clone(),
+        );
+        registry.register(
+            "failing_watches",
+            "Watches failing now, each retrying with backoff while the last state keeps serving",
+            metrics.failing.clone(),
+        );
+        registry.register(
+            "stale_seconds",
+            "Seconds since the oldest failing watch last worked (how stale the served state may \
+             be); 0 while every watch is healthy",
+            metrics.stale.clone(),
         );
         registry.register(
             "leader",

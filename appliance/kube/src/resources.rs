@@ -1,9 +1,9 @@
 //! Which API resources are watched, and in which scopes.
 
-use gatehouse_gateway::Kind;
 use gatehouse_gateway::loader::TLS_SECRET_TYPE;
 use gatehouse_gateway::types::GROUP;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use gatehouse_gateway::{BackendAddressing, Kind};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::ApiResource;
 
@@ -27,6 +27,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
+        Kind::Node => ApiResource::erase::<Node>(&()),
     }
 }
 
@@ -52,11 +53,20 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// Every watch for a namespace filter (empty: every namespace). Cluster-scoped kinds are
-/// always watched cluster-wide.
-pub fn scopes(namespaces: &[String]) -> Vec<Scope> {
+/// The kinds watched: every kind the index holds, but Nodes only when backends are addressed
+/// by node and nodePort (so the endpoints mode needs no access to Nodes).
+pub fn watched_kinds(addressing: BackendAddressing) -> impl Iterator<Item = Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(move |kind| *kind != Kind::Node || addressing == BackendAddressing::NodePort)
+}
+
+/// Every watch started at once for a namespace filter (empty: every namespace). Cluster-scoped
+/// kinds are always watched cluster-wide. Secrets are not among them: they are watched only in
+/// the namespaces listeners reference (see `secrets`).
+pub fn scopes(namespaces: &[String], addressing: BackendAddressing) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    for kind in Kind::ALL {
+    for kind in watched_kinds(addressing).filter(|kind| *kind != Kind::Secret) {
         if !kind.is_namespaced() || namespaces.is_empty() {
             scopes.push(Scope { kind, namespace: None });
         } else {
@@ -72,10 +82,13 @@ mod tests {
 
     #[test]
     fn namespace_filter_splits_namespaced_kinds_only() {
-        assert_eq!(scopes(&[]).len(), Kind::ALL.len());
-        let filtered = scopes(&["a".into(), "b".into()]);
-        // GatewayClass and Namespace once, six namespaced kinds twice.
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        let endpoints = BackendAddressing::Endpoints;
+        assert_eq!(scopes(&[], endpoints).len(), Kind::ALL.len() - 2, "no Nodes, no Secrets");
+        let nodeport = scopes(&[], BackendAddressing::NodePort);
+        assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
+        let filtered = scopes(&["a".into(), "b".into()], endpoints);
+        // GatewayClass and Namespace once, five namespaced kinds twice (Secrets come later).
+        assert_eq!(filtered.len(), 2 + 5 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));

@@ -20,7 +20,10 @@ pub struct ClusterState {
     /// Objects the cluster holds that could not be read, with why. They are not in the index.
     pub rejected: BTreeMap<ObjectRef, String>,
     /// Watches that have not completed their first list yet.
-    unsynced: BTreeSet<Scope>,
+    pub(crate) unsynced: BTreeSet<Scope>,
+    /// Set until the Secret watches the listeners need are known (they can only be chosen
+    /// once the Gateways are listed) and added to `unsynced`.
+    pub(crate) secrets_pending: bool,
 }
 
 impl ClusterState {
@@ -29,10 +32,48 @@ impl ClusterState {
         Self { unsynced: scopes.into_iter().collect(), ..Self::default() }
     }
 
+    /// As [`ClusterState::new`], and not synced until the Secret watches are chosen
+    /// ([`ClusterState::choose_secret_namespaces`]).
+    pub fn awaiting_secrets(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self { secrets_pending: true, ..Self::new(scopes) }
+    }
+
     /// Whether every watch has listed at least once: before that the index is partial and
     /// translating it would route (and report) from half a cluster.
     pub fn synced(&self) -> bool {
-        self.unsynced.is_empty()
+        self.unsynced.is_empty() && !self.secrets_pending
+    }
+
+    /// Whether every watch but the Secret watches has listed once: the Gateways are known.
+    pub fn gateways_synced(&self) -> bool {
+        self.unsynced.iter().all(|scope| scope.kind == Kind::Secret)
+    }
+
+    /// Records a new set of Secret watches (pure; the caller starts and stops the watches):
+    /// Secrets of namespaces no longer watched leave the index; the first set chosen must list
+    /// before the state is synced, later additions do not hold back reloads (an unreachable
+    /// namespace must not freeze every other change). Returns whether the index changed.
+    pub fn choose_secret_namespaces(
+        &mut self,
+        added: &BTreeSet<String>,
+        removed: &BTreeSet<String>,
+    ) -> bool {
+        let mut changed = false;
+        for ns in removed {
+            let before = self.index.len();
+            self.index.reset_kind_in(Kind::Secret, ns, []);
+            changed |= self.index.len() != before;
+            self.rejected.retain(|r, _| r.kind != Kind::Secret || r.namespace != *ns);
+            self.unsynced.remove(&Scope { kind: Kind::Secret, namespace: Some(ns.clone()) });
+        }
+        if self.secrets_pending {
+            self.unsynced.extend(
+                added.iter().map(|ns| Scope { kind: Kind::Secret, namespace: Some(ns.clone()) }),
+            );
+            self.secrets_pending = false;
+            changed = true;
+        }
+        changed
     }
 }
 
@@ -302,6 +343,55 @@ mod tests {
             .flat_map(|(id, ips)| ips.iter().map(move |ip| format!("{id} {ip}")))
             .collect();
         assert_eq!(held, ["Gateway a/web 10.0.0.2"]);
+    }
+
+    #[test]
+    fn secret_namespaces_chosen_first_must_list_later_ones_need_not() {
+        let set = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>();
+        let gateways = scope(Kind::Gateway, None);
+        let mut state = ClusterState::awaiting_secrets([gateways.clone()]);
+        WatchReducer::new(gateways).apply(&mut state, Event::InitDone);
+        assert!(state.gateways_synced() && !state.synced(), "Secrets not chosen yet");
+        assert!(state.choose_secret_namespaces(&set(&["a"]), &set(&[])));
+        assert!(!state.synced(), "the first Secret watch must list");
+        let mut a = WatchReducer::new(scope(Kind::Secret, Some("a")));
+        let secret = |ns: &str| {
+            object(
+                json!({"metadata": {"name": "cert", "namespace": ns}, "type": "kubernetes.io/tls",
+                          "data": {"tls.crt": "", "tls.key": ""}}),
+            )
+        };
+        a.apply(&mut state, Event::InitApply(secret("a")));
+        a.apply(&mut state, Event::InitDone);
+        assert!(state.synced());
+        assert!(has(&state, Kind::Secret, "a", "cert"));
+
+        // A Gateway now points into "b" instead: "a"'s Secrets leave, "b" does not hold back.
+        assert!(state.choose_secret_namespaces(&set(&["b"]), &set(&["a"])));
+        assert!(!has(&state, Kind::Secret, "a", "cert"));
+        assert!(state.synced());
+        assert!(!state.choose_secret_namespaces(&set(&[]), &set(&[])));
+    }
+
+    #[test]
+    fn nodes_go_through_the_reducer_as_a_cluster_scoped_kind() {
+        let node = |ready: &str| {
+            object(json!({
+                "metadata": {"name": "n1", "resourceVersion": "7"},
+                "status": {"conditions": [{"type": "Ready", "status": ready}],
+                           "addresses": [{"type": "InternalIP", "address": "10.1.0.1"}]}
+            }))
+        };
+        let mut state = ClusterState::new([scope(Kind::Node, None)]);
+        let mut stream = WatchReducer::new(scope(Kind::Node, None));
+        stream.apply(&mut state, Event::Init);
+        stream.apply(&mut state, Event::InitApply(node("True")));
+        assert!(stream.apply(&mut state, Event::InitDone));
+        assert!(state.synced());
+        assert!(has(&state, Kind::Node, "", "n1"));
+        assert!(stream.apply(&mut state, Event::Apply(node("False"))), "readiness counts");
+        assert!(stream.apply(&mut state, Event::Delete(node("False"))));
+        assert!(state.index.is_empty());
     }
 
     #[test]

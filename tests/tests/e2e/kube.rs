@@ -832,3 +832,319 @@ async fn gateway_addresses_recorded_in_the_cluster_survive_a_new_appliance() {
     assert_eq!(status_addresses(&status, "web"), ["127.0.14.1"], "{status:#}");
     assert_eq!(status_addresses(&status, "a-first"), ["127.0.14.2"], "{status:#}");
 }
+
+fn node(name: &str, ip: &str, ready: bool, cordoned: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"unschedulable": cordoned},
+        "status": {
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]
+        }
+    })
+}
+
+fn node_port_service(node_port: Option<u16>) -> Value {
+    let mut port = json!({"port": 80, "targetPort": 8080});
+    if let Some(node_port) = node_port {
+        port["nodePort"] = node_port.into();
+    }
+    let type_ = if node_port.is_some() { "NodePort" } else { "ClusterIP" };
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"type": type_, "ports": [port]}
+    })
+}
+
+/// Waits (10 s at most) until requests to `url` are answered by exactly the `want` backends.
+async fn wait_for_set(appliance: &Appliance, url: &str, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut failed = 0;
+        for _ in 0..20 {
+            match Client::http1().get(url).await {
+                Ok(reply) if reply.status == 200 => {
+                    seen.extend(reply.backend().map(str::to_owned));
+                }
+                _ => failed += 1,
+            }
+        }
+        let want: std::collections::BTreeSet<String> =
+            want.iter().map(|s| (*s).to_owned()).collect();
+        if seen == want && failed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: answered by {seen:?} ({failed} failed), want {want:?}\nlogs:\n{}",
+            appliance.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn nodeport_addressing_sends_to_ready_uncordoned_nodes_and_their_node_port() {
+    // Two "nodes" on 127.0.0.2 and 127.0.0.3, each with a backend on the same nodePort.
+    let a = EchoBackend::start_on("127.0.0.2:0".parse().unwrap(), "node-a").await;
+    let b =
+        EchoBackend::start_on(format!("127.0.0.3:{}", a.port()).parse().unwrap(), "node-b").await;
+    let node_port = a.port();
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    for object in [
+        namespace("default"),
+        gateway_class(),
+        gateway(port),
+        node("node-a", "127.0.0.2", true, false),
+        node("node-b", "127.0.0.3", true, false),
+        node("node-down", "127.0.0.4", false, false),
+        node_port_service(Some(node_port)),
+        route("default", "app", "/app", "app"),
+    ] {
+        kube.apply(object).await;
+    }
+    let config = format!("{}backend_addressing = \"nodeport\"\n", config(None));
+    let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for_set(&appliance, &url, &["node-a", "node-b"]).await;
+    assert!(
+        kube.requests().await.iter().any(|r| r.starts_with("LIST") && r.contains("/nodes")),
+        "Nodes are listed in nodeport mode"
+    );
+
+    // Cordoned: drained from the backends; NotReady likewise.
+    kube.apply(node("node-b", "127.0.0.3", true, true)).await;
+    wait_for_set(&appliance, &url, &["node-a"]).await;
+    kube.apply(node("node-b", "127.0.0.3", true, false)).await;
+    kube.apply(node("node-a", "127.0.0.2", false, false)).await;
+    wait_for_set(&appliance, &url, &["node-b"]).await;
+
+    // A ClusterIP Service has no nodePort: the route's ResolvedRefs turns False, with why.
+    kube.apply(node_port_service(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = appliance.status().await;
+        let route = status["objects"]
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["kind"] == "HTTPRoute"))
+            .cloned()
+            .unwrap_or_default();
+        let resolved = condition(&route["status"]["parents"][0]["conditions"], "ResolvedRefs");
+        if resolved["status"] == "False" {
+            assert_eq!(resolved["reason"], "BackendNotFound", "{resolved}");
+            let message = resolved["message"].as_str().unwrap_or_default();
+            assert!(message.contains("has no nodePort (type ClusterIP)"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "ResolvedRefs never False: {route:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+}
+
+#[tokio::test]
+async fn endpoints_addressing_does_not_watch_nodes() {
+    let one = EchoBackend::start("one").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    wait_for(&appliance, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
+    let requests = kube.requests().await;
+    assert!(!requests.iter().any(|r| r.contains("/nodes")), "{requests:#?}");
+}
+
+fn tls_secret(namespace: &str, name: &str, ca: &gatehouse_tests::TestCa) -> Value {
+    use base64::Engine as _;
+    let (chain, key) = ca.leaf(&["app.example"]);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"tls.crt": b64(&chain), "tls.key": b64(&key)}
+    })
+}
+
+fn https_gateway(port: u16, cert_namespace: &str) -> Value {
+    json!({
+        "apiVersion": GATEWAY_API, "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "default", "generation": 1},
+        "spec": {
+            "gatewayClassName": "gatehouse",
+            "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "listeners": [{"name": "https", "port": port, "protocol": "HTTPS",
+                           "tls": {"certificateRefs": [
+                               {"name": "cert", "namespace": cert_namespace}]}}]
+        }
+    })
+}
+
+/// The appliance's `/status` `ResolvedRefs` of the Gateway's first listener.
+async fn listener_resolved(appliance: &Appliance) -> Value {
+    let status = appliance.status().await;
+    let gateway = status["objects"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["kind"] == "Gateway"))
+        .cloned()
+        .unwrap_or_default();
+    gateway["status"]["listeners"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "ResolvedRefs"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn secret_lists(kube: &FakeKube) -> Vec<String> {
+    kube.requests()
+        .await
+        .into_iter()
+        .filter(|r| r.starts_with("LIST") && r.contains("secrets"))
+        .collect()
+}
+
+#[tokio::test]
+async fn secrets_are_watched_only_in_namespaces_listeners_reference() {
+    let ca = gatehouse_tests::TestCa::new();
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    let grant = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "gateways", "namespace": "certs"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                           "namespace": "default"}],
+                 "to": [{"group": "", "kind": "Secret"}]}
+    });
+    for object in [
+        namespace("default"),
+        namespace("certs"),
+        namespace("other"),
+        gateway_class(),
+        https_gateway(port, "certs"),
+        grant,
+        tls_secret("certs", "cert", &ca),
+        tls_secret("default", "cert", &ca),
+        tls_secret("other", "cert", &ca),
+    ] {
+        kube.apply(object).await;
+    }
+    let appliance = start(&kube, None).await;
+    // Ready means the Secret watch listed: the certificate is there from the first moment.
+    let resolved = listener_resolved(&appliance).await;
+    assert_eq!(resolved["status"], "True", "{resolved}\n{}", appliance.logs());
+    let lists = secret_lists(&kube).await;
+    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|r| r.contains("/namespaces/certs/secrets")), "{lists:#?}");
+
+    // The listener now points into its own namespace: a watch there, none in "certs" any more.
+    kube.apply(https_gateway(port, "default")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !secret_lists(&kube).await.iter().any(|r| r.contains("/namespaces/default/secrets")) {
+        assert!(Instant::now() < deadline, "no Secret watch in default:\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The Secret in "default" arrives and resolves the listener.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resolved = listener_resolved(&appliance).await;
+        if resolved["status"] == "True" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{resolved}\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lists = secret_lists(&kube).await;
+    assert!(!lists.iter().any(|r| r.contains("/namespaces/other/")), "{lists:#?}");
+    assert!(!lists.iter().any(|r| r.contains("LIST /api/v1/secrets")), "{lists:#?}");
+}
+
+#[tokio::test]
+async fn a_watch_stream_cut_mid_event_loses_nothing() {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one, &two]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for(&appliance, &url, Some("one")).await;
+    let watches_before = route_watches(&kube).await;
+
+    // The MODIFIED event arrives as half a JSON line, then the connection is aborted.
+    kube.cut_next_event(GATEWAY_API, "HTTPRoute").await;
+    kube.apply(route("default", "app", "/app", "two")).await;
+    wait_for(&appliance, &url, Some("two")).await;
+    assert!(route_watches(&kube).await > watches_before, "{:#?}", kube.requests().await);
+
+    // Watching again afterwards: later changes still arrive.
+    kube.apply(route("default", "app", "/app", "one")).await;
+    wait_for(&appliance, &url, Some("one")).await;
+}
+
+async fn route_watches(kube: &FakeKube) -> usize {
+    kube.requests()
+        .await
+        .iter()
+        .filter(|r| r.starts_with("WATCH") && r.contains("httproutes"))
+        .count()
+}
+
+/// Slow (about 45 s): the API server is down for 30 s.
+#[tokio::test]
+async fn api_server_down_30s_then_back_keeps_serving_and_resyncs_slow() {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let port = free_port();
+    let kube = cluster(port, &[&one, &two]).await;
+    kube.apply(route("default", "app", "/app", "one")).await;
+    let appliance = start(&kube, None).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    wait_for(&appliance, &url, Some("one")).await;
+
+    kube.set_down(true);
+    let down_at = Instant::now();
+    // Changed while the appliance cannot see it.
+    kube.apply(route("default", "app", "/app", "two")).await;
+    let mut served = 0;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        let reply = Client::http1().get(&url).await.expect("request");
+        assert_eq!((reply.status, reply.backend()), (200, Some("one")), "{}", appliance.logs());
+        let ready = Client::http1().get(&appliance.admin_url("/readyz")).await.expect("/readyz");
+        assert_eq!(ready.status, 200, "ready on the last good state");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(served > 0);
+    let text = metrics(&appliance).await;
+    assert!(metric(&text, "gatehouse_kube_stale_seconds") > 0.0, "{text}");
+    assert!(metric(&text, "gatehouse_kube_failing_watches") > 0.0, "{text}");
+    assert!(appliance.logs().contains("API server unreachable: serving the last good state"));
+
+    // Back: the change made meanwhile is picked up without a restart, and staleness clears.
+    kube.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = Client::http1().get(&url).await.expect("request");
+        assert_eq!(reply.status, 200, "{}", appliance.logs());
+        if reply.backend() == Some("two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no resync:\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(&appliance).await;
+        if metric(&text, "gatehouse_kube_stale_seconds") == 0.0
+            && metric(&text, "gatehouse_kube_failing_watches") == 0.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still stale:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(appliance.logs().contains("watch recovered; resynced from the API server"));
+}

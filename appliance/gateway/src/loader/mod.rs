@@ -296,6 +296,9 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         ("", "Namespace") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Namespace)),
         ("", "Service") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Service)),
         ("", "Secret") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Secret)),
+        ("", "Node") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(|n| Object::Node(Box::new(n))))
+        }
         ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
             Ok(|v, l| typed(v, l).map(Object::EndpointSlice))
         }
@@ -303,7 +306,7 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
             "gateway.networking.k8s.io",
             "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
         )
-        | ("", "Namespace" | "Service" | "Secret")
+        | ("", "Namespace" | "Service" | "Secret" | "Node")
         | ("discovery.k8s.io", "EndpointSlice") => {
             Err(Unread::BadVersion(format!("{api_version} is not a supported version of {kind}")))
         }
@@ -465,7 +468,7 @@ fn default_namespace(object: &mut Object) {
         Object::Service(o) => &mut o.metadata,
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
-        Object::GatewayClass(_) | Object::Namespace(_) => return,
+        Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());
 }

@@ -1,23 +1,31 @@
-//! backendRefs to Services, resolved through EndpointSlices the way Kubernetes does.
+//! backendRefs to Services, resolved through EndpointSlices the way Kubernetes does, or to
+//! every usable node and the Service port's nodePort (see [`BackendAddressing`]).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use gatehouse_model::{Backend, BackendEndpoints, UnresolvedBackend};
+use k8s_openapi::api::core::v1::Node;
 
-use super::Problem;
 use super::grants::{self, From, To};
+use super::{BackendAddressing, Problem};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{BackendRef, GROUP};
 
 /// The model backend for a backendRef, and the problem when it does not resolve.
-pub(super) fn resolve(index: &Index, route_ns: &str, r: &BackendRef) -> (Backend, Option<Problem>) {
+pub(super) fn resolve(
+    index: &Index,
+    addressing: BackendAddressing,
+    route_ns: &str,
+    r: &BackendRef,
+) -> (Backend, Option<Problem>) {
     let ns = r.namespace.as_deref().unwrap_or(route_ns);
     let name = match r.port {
         Some(port) => format!("{ns}/{}:{port}", r.name),
         None => format!("{ns}/{}", r.name),
     };
-    match resolve_service(index, route_ns, ns, r) {
+    match resolve_service(index, addressing, route_ns, ns, r) {
         Ok(addrs) => (Backend::Endpoints(BackendEndpoints { name, addrs }), None),
         Err(problem) => {
             let backend =
@@ -29,6 +37,7 @@ pub(super) fn resolve(index: &Index, route_ns: &str, r: &BackendRef) -> (Backend
 
 fn resolve_service(
     index: &Index,
+    addressing: BackendAddressing,
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
@@ -72,6 +81,40 @@ fn resolve_service(
     let port_name = service_port.name.as_deref().unwrap_or_default();
     let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
 
+    if addressing == BackendAddressing::NodePort {
+        let node_port = service_port
+            .node_port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                let type_ = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
+                not_found(format!(
+                    "Service {ns}/{} port {port} has no nodePort (type {type_}); \
+                     backend_addressing = \"nodeport\" needs a NodePort or LoadBalancer Service",
+                    r.name
+                ))
+            })?;
+        // With externalTrafficPolicy Local a node forwards only to its own pods: only nodes
+        // that run a ready endpoint of the Service answer.
+        let local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let hosting = local.then(|| nodes_with_ready_endpoints(index, ns, &r.name));
+        let mut addrs: Vec<SocketAddr> = index
+            .nodes
+            .values()
+            .filter(|node| usable(node))
+            .filter(|node| {
+                hosting.as_ref().is_none_or(|h| {
+                    node.metadata.name.as_deref().is_some_and(|name| h.contains(name))
+                })
+            })
+            .flat_map(|node| node_addresses(node))
+            .map(|ip| SocketAddr::new(ip, node_port))
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        return Ok(addrs);
+    }
+
     let mut addrs = Vec::new();
     for slice in index.endpoint_slices_of(ns, &r.name) {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
@@ -102,4 +145,46 @@ fn resolve_service(
     addrs.sort();
     addrs.dedup();
     Ok(addrs)
+}
+
+/// The label that keeps a node out of external load balancers' backends.
+pub const EXCLUDE_FROM_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// Whether traffic may be sent to a node: Ready, not cordoned (`spec.unschedulable`, so that
+/// cordoning before maintenance drains the appliance's traffic too), not being deleted, and
+/// not labelled [`EXCLUDE_FROM_LB_LABEL`].
+fn usable(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    let excluded =
+        node.metadata.labels.as_ref().is_some_and(|l| l.contains_key(EXCLUDE_FROM_LB_LABEL));
+    ready && !cordoned && !excluded && node.metadata.deletion_timestamp.is_none()
+}
+
+/// A node's InternalIPs, or its ExternalIPs when it has no InternalIP.
+fn node_addresses(node: &Node) -> Vec<IpAddr> {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default();
+    let of = |type_: &str| -> Vec<IpAddr> {
+        addresses
+            .iter()
+            .filter(|a| a.type_ == type_)
+            .filter_map(|a| a.address.parse().ok())
+            .collect()
+    };
+    let internal = of("InternalIP");
+    if internal.is_empty() { of("ExternalIP") } else { internal }
+}
+
+/// Nodes (by name) that run a ready endpoint of the Service.
+fn nodes_with_ready_endpoints(index: &Index, ns: &str, service: &str) -> BTreeSet<String> {
+    index
+        .endpoint_slices_of(ns, service)
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.node_name.clone())
+        .collect()
 }

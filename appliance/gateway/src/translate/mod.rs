@@ -27,6 +27,20 @@ pub struct Settings {
     pub controller_name: String,
     /// Where listeners of Gateways without `spec.addresses` bind.
     pub default_address: IpAddr,
+    /// How a Service backendRef becomes socket addresses.
+    pub backend_addressing: BackendAddressing,
+}
+
+/// How a Service backendRef becomes socket addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendAddressing {
+    /// Pod addresses and target ports from the Service's EndpointSlices: the appliance can
+    /// route to pods.
+    #[default]
+    Endpoints,
+    /// Every usable Node's address (InternalIP, else ExternalIP) with the Service port's
+    /// `nodePort`: the appliance reaches only nodes, and kube-proxy forwards to pods.
+    NodePort,
 }
 
 /// The model to serve and the facts status is computed from.
@@ -164,12 +178,17 @@ pub fn translate_with_addresses(
     }
 
     for route in index.http_routes.values() {
-        translate_route(index, route, &mut out);
+        translate_route(index, settings, route, &mut out);
     }
     out
 }
 
-fn translate_route(index: &Index, route: &crate::types::HttpRoute, out: &mut Translation) {
+fn translate_route(
+    index: &Index,
+    settings: &Settings,
+    route: &crate::types::HttpRoute,
+    out: &mut Translation,
+) {
     let route_ns = route.namespace();
     let mut parents = Vec::new();
     for parent_ref in &route.spec.parent_refs {
@@ -196,7 +215,7 @@ fn translate_route(index: &Index, route: &crate::types::HttpRoute, out: &mut Tra
             Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
         }
     }
-    let rules = rules::translate(index, route);
+    let rules = rules::translate(index, settings.backend_addressing, route);
     if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
         let mut all = Problem::merge(&rules.dropped)
             .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));

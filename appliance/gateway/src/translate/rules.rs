@@ -7,7 +7,7 @@ use gatehouse_model::{
     PathModifier, QueryMatch, Redirect, Rewrite, StringMatch, UnresolvedBackend, WeightedBackend,
 };
 
-use super::{Problem, backends};
+use super::{BackendAddressing, Problem, backends};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{
@@ -23,14 +23,14 @@ pub(super) struct Rules {
     pub unresolved: Vec<Problem>,
 }
 
-pub(super) fn translate(index: &Index, route: &HttpRoute) -> Rules {
+pub(super) fn translate(index: &Index, addressing: BackendAddressing, route: &HttpRoute) -> Rules {
     let mut out = Rules::default();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         let label = match &rule.name {
             Some(name) => format!("rule {i} ({name})"),
             None => format!("rule {i}"),
         };
-        match translate_rule(index, route.namespace(), rule, &mut out.unresolved) {
+        match translate_rule(index, addressing, route.namespace(), rule, &mut out.unresolved) {
             Ok(r) => out.rules.push(r),
             Err(p) => out.dropped.push(Problem::new(p.reason, format!("{label}: {}", p.message))),
         }
@@ -44,6 +44,7 @@ fn unsupported(message: impl Into<String>) -> Problem {
 
 fn translate_rule(
     index: &Index,
+    addressing: BackendAddressing,
     route_ns: &str,
     rule: &HttpRule,
     unresolved: &mut Vec<Problem>,
@@ -58,7 +59,7 @@ fn translate_rule(
     let mut problems = Vec::new();
     for r in &rule.backend_refs {
         let backend_filters = translate_filters(&r.filters, all_prefix, &mut extension)?;
-        let (backend, problem) = backends::resolve(index, route_ns, r);
+        let (backend, problem) = backends::resolve(index, addressing, route_ns, r);
         problems.extend(problem);
         backends.push(WeightedBackend { weight: r.weight, backend, filters: backend_filters });
     }

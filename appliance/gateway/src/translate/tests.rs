@@ -15,6 +15,7 @@ fn settings() -> Settings {
     Settings {
         controller_name: CONTROLLER.into(),
         default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        backend_addressing: Default::default(),
     }
 }
 
@@ -655,4 +656,159 @@ fn creation_timestamp_and_matches_are_carried() {
     assert_eq!(m.headers[0].name, "x-env");
     assert_eq!(m.method.as_deref(), Some("GET"));
     assert_eq!(m.path, PathMatch::Prefix("/".into()));
+}
+
+fn node(name: &str, ready: &str, addresses: &[(&str, &str)], extra: serde_json::Value) -> Object {
+    let addresses: Vec<_> = addresses
+        .iter()
+        .map(|(type_, address)| serde_json::json!({"type": type_, "address": address}))
+        .collect();
+    let mut value = serde_json::json!({
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready}],
+            "addresses": addresses
+        }
+    });
+    if let (Some(value), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            value.insert(k.clone(), v.clone());
+        }
+    }
+    Object::Node(Box::new(serde_json::from_value(value).unwrap()))
+}
+
+fn node_port_service(name: &str, node_port: Option<i32>, local: bool) -> Object {
+    let mut port = serde_json::json!({"name": "http", "port": 80, "targetPort": 8080});
+    if let Some(node_port) = node_port {
+        port["nodePort"] = node_port.into();
+    }
+    let type_ = if node_port.is_some() { "NodePort" } else { "ClusterIP" };
+    let mut spec = serde_json::json!({"type": type_, "ports": [port]});
+    if local {
+        spec["externalTrafficPolicy"] = "Local".into();
+    }
+    Object::Service(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "infra"}, "spec": spec
+        }))
+        .unwrap(),
+    )
+}
+
+fn run_nodeport(objects: Vec<Object>) -> Translation {
+    let settings = Settings { backend_addressing: BackendAddressing::NodePort, ..settings() };
+    translate(&index(objects), &settings)
+}
+
+fn nodes() -> Vec<Object> {
+    use serde_json::json;
+    vec![
+        node("a", "True", &[("InternalIP", "10.1.0.1"), ("ExternalIP", "192.0.2.1")], json!({})),
+        // No InternalIP: its ExternalIP.
+        node("b", "True", &[("Hostname", "b"), ("ExternalIP", "192.0.2.2")], json!({})),
+        node("not-ready", "False", &[("InternalIP", "10.1.0.3")], json!({})),
+        node(
+            "cordoned",
+            "True",
+            &[("InternalIP", "10.1.0.4")],
+            json!({"spec": {"unschedulable": true}}),
+        ),
+        node(
+            "excluded",
+            "True",
+            &[("InternalIP", "10.1.0.5")],
+            json!({"metadata": {"name": "excluded", "labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": ""}}}),
+        ),
+        node("dual", "True", &[("InternalIP", "10.1.0.6"), ("InternalIP", "fd00::6")], json!({})),
+    ]
+}
+
+#[test]
+fn nodeport_addressing_sends_to_every_usable_node_and_the_node_port() {
+    let mut objects = vec![
+        ours(),
+        gw(vec![listener("http", 80, "HTTP")]),
+        node_port_service("echo", Some(30080), false),
+        // Pod endpoints are not used in this mode.
+        endpoint_slice("infra", "echo-a", "echo", &[("http", 8080)], &[("10.0.0.1", None)]),
+        route("infra", "r")
+            .parent(parent(None, "web"))
+            .rule(rule(vec![backend(None, "echo", Some(80), 1)]))
+            .build(),
+    ];
+    objects.extend(nodes());
+    let t = run_nodeport(objects);
+    let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+    match &t.desired.http_routes[0].rules[0].backends[0].backend {
+        Backend::Endpoints(e) => assert_eq!(
+            e.addrs,
+            [
+                sa("10.1.0.1:30080"),
+                sa("10.1.0.6:30080"),
+                sa("192.0.2.2:30080"),
+                sa("[fd00::6]:30080")
+            ]
+        ),
+        other => panic!("unresolved: {other:?}"),
+    }
+    assert_eq!(parent_result(&t, "infra", "r"), Ok(()));
+}
+
+#[test]
+fn nodeport_addressing_without_a_node_port_is_an_unresolved_ref() {
+    let mut objects = vec![
+        ours(),
+        gw(vec![listener("http", 80, "HTTP")]),
+        node_port_service("echo", None, false),
+        route("infra", "r")
+            .parent(parent(None, "web"))
+            .rule(rule(vec![backend(None, "echo", Some(80), 1)]))
+            .build(),
+    ];
+    objects.extend(nodes());
+    let t = run_nodeport(objects);
+    let resolved = &t.report.routes[&route_id("infra", "r")].parents[0].resolved_refs;
+    assert_eq!(reason_of(resolved), "BackendNotFound");
+    let message = &resolved.as_ref().unwrap_err().message;
+    assert!(message.contains("has no nodePort (type ClusterIP)"), "{message}");
+    assert!(matches!(
+        &t.desired.http_routes[0].rules[0].backends[0].backend,
+        Backend::Unresolved(_)
+    ));
+}
+
+#[test]
+fn nodeport_addressing_with_local_traffic_policy_keeps_nodes_with_ready_pods() {
+    let mut slice = endpoint_slice(
+        "infra",
+        "echo-a",
+        "echo",
+        &[("http", 8080)],
+        &[("10.0.0.1", Some(true)), ("10.0.0.2", Some(false))],
+    );
+    if let Object::EndpointSlice(slice) = &mut slice {
+        let endpoints = slice.endpoints.as_mut().unwrap();
+        endpoints[0].node_name = Some("b".into());
+        endpoints[1].node_name = Some("a".into());
+    }
+    let mut objects = vec![
+        ours(),
+        gw(vec![listener("http", 80, "HTTP")]),
+        node_port_service("echo", Some(30080), true),
+        slice,
+        route("infra", "r")
+            .parent(parent(None, "web"))
+            .rule(rule(vec![backend(None, "echo", Some(80), 1)]))
+            .build(),
+    ];
+    objects.extend(nodes());
+    let t = run_nodeport(objects);
+    match &t.desired.http_routes[0].rules[0].backends[0].backend {
+        Backend::Endpoints(e) => {
+            assert_eq!(e.addrs, ["192.0.2.2:30080".parse::<SocketAddr>().unwrap()]);
+        }
+        other => panic!("unresolved: {other:?}"),
+    }
 }

@@ -1,0 +1,82 @@
+//! CustomResourceDefinitions of our own kinds (group [`GROUP`]), generated from the Rust types:
+//! each kind is a serde type deriving kube's `CustomResource` and schemars' `JsonSchema`, so the
+//! CRD's OpenAPI schema is the one the code deserializes. `gatehouse kube manifests` prints
+//! them first, and the ClusterRole grants list/watch on each.
+//!
+//! A kind joins with one line in [`CRDS`]: `WasmPlugin::crd,` for a type declared with
+//! `#[kube(group = "gatehouse.dev", version = "v1alpha1", kind = "WasmPlugin", namespaced)]`.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Value, json};
+
+/// The API group of our own kinds.
+pub const GROUP: &str = "gatehouse.dev";
+
+/// Every kind of ours, as its `CustomResourceExt::crd` function.
+pub const CRDS: &[fn() -> CustomResourceDefinition] = &[];
+
+/// The CRDs of [`CRDS`].
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    CRDS.iter().map(|crd| crd()).collect()
+}
+
+/// The CRDs as objects to apply.
+pub fn crd_manifests(crds: &[CustomResourceDefinition]) -> Vec<Value> {
+    crds.iter().filter_map(|crd| serde_json::to_value(crd).ok()).collect()
+}
+
+/// `list`/`watch` on every CRD's resource, one rule per group.
+pub fn crd_rules(crds: &[CustomResourceDefinition]) -> Vec<Value> {
+    let mut by_group: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for crd in crds {
+        by_group.entry(&crd.spec.group).or_default().push(&crd.spec.names.plural);
+    }
+    by_group
+        .into_iter()
+        .map(|(group, mut plurals)| {
+            plurals.sort_unstable();
+            json!({"apiGroups": [group], "resources": plurals, "verbs": crate::WATCH_VERBS})
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::{CustomResource, CustomResourceExt as _};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    /// A kind of ours as a test fixture, declared the way real ones are.
+    #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema)]
+    #[kube(group = "gatehouse.dev", version = "v1alpha1", kind = "Example", namespaced)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct ExampleSpec {
+        url: String,
+        #[serde(default)]
+        fail_open: Option<bool>,
+    }
+
+    #[test]
+    fn a_derived_kind_becomes_a_crd_and_a_watch_rule() {
+        let crds = [Example::crd()];
+        let objects = crd_manifests(&crds);
+        let crd = &objects[0];
+        assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+        assert_eq!(crd["kind"], "CustomResourceDefinition");
+        assert_eq!(crd["metadata"]["name"], "examples.gatehouse.dev");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["url"]["type"], "string");
+        assert_eq!(spec["required"], json!(["url"]));
+        assert_eq!(
+            crd_rules(&crds),
+            [json!({"apiGroups": ["gatehouse.dev"], "resources": ["examples"],
+                    "verbs": ["list", "watch"]})]
+        );
+        assert_eq!(crd_rules(&[]), Vec::<Value>::new());
+    }
+}

@@ -72,8 +72,8 @@ impl AdminState {
     }
 
     /// Publishes the status document served on `/status`.
-    pub fn publish_status(&self, status: serde_json::Value) {
-        self.status.store(Arc::new(status));
+    pub fn publish_status(&self, status: impl Into<Arc<serde_json::Value>>) {
+        self.status.store(status.into());
     }
 
     /// Publishes the compiled snapshot description served on `/config`.

@@ -66,16 +66,18 @@ async fn run<S: StatusSource>(
     writer: Option<gatehouse_kube::StatusWriter>,
 ) {
     let writer = writer.map(Arc::new);
-    // The objects last published, so unchanged conditions keep their transition time.
-    let mut published: Vec<Value> = Vec::new();
+    // The document last published, so unchanged conditions keep their transition time. Shared
+    // with `/status` rather than copied: it holds every object.
+    let mut published: Arc<Value> = Arc::new(Value::Null);
     while input.changed().await.is_ok() {
         let Some(next) = input.borrow_and_update().clone() else { continue };
-        let previous = std::mem::take(&mut published);
+        let previous = published.clone();
         let (writer, admin) = (writer.clone(), admin.clone());
         // Pure CPU work on a blocking thread: the runtime keeps serving meanwhile.
         let computed = tokio::task::spawn_blocking(move || {
             let mut objects = next.serving.as_ref().map(|s| s.objects()).unwrap_or_default();
-            gatehouse_gateway::transitions::preserve(&previous, &mut objects);
+            let before = previous["objects"].as_array().map_or(&[][..], Vec::as_slice);
+            gatehouse_gateway::transitions::preserve(before, &mut objects);
             if let (Some(writer), Some(serving)) = (&writer, &next.serving) {
                 serving.write_back(writer, &objects);
             }
@@ -90,15 +92,13 @@ async fn run<S: StatusSource>(
             if let Some(acme) = &next.acme {
                 status["acme"] = acme.clone();
             }
+            let status = Arc::new(status);
             admin.publish_status(status.clone());
-            match status["objects"].take() {
-                Value::Array(objects) => objects,
-                _ => Vec::new(),
-            }
+            status
         })
         .await;
         match computed {
-            Ok(objects) => published = objects,
+            Ok(status) => published = status,
             Err(error) => tracing::error!(%error, "status computation failed"),
         }
     }

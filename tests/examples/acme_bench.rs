@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{Appliance, Bind9, Client, EchoBackend, Pebble, PebbleOptions, free_port};
+use gatehouse_tests::{
+    Appliance, Bind9, Client, EchoBackend, Pebble, PebbleOptions, free_port, pebble_issuer_toml,
+};
 
 const PHASES: [&str; 6] =
     ["account_ms", "order_ms", "dns_publish_ms", "propagation_ms", "validation_ms", "finalize_ms"];
@@ -38,13 +40,7 @@ fn config(pebble: &Pebble, bind: &Bind9, port: u16, echo: u16, acme: bool) -> St
 listen = "127.0.0.1:{{admin}}"
 [runtime]
 state_dir = "state"
-[[acme.issuers]]
-name = "pebble"
-directory_url = "{dir}"
-ca_roots = "{ca}"
-dns = {{ provider = "rfc2136", server = "{dns}", zone = "example.test", key_name = "{key}", secret = "{secret}" }}
-propagation = {{ timeout_seconds = 10, interval_ms = 20, resolvers = ["{dns}"] }}
-[[gateways]]
+{issuer}[[gateways]]
 name = "web"
 addresses = ["127.0.0.1"]
   [[gateways.listeners]]
@@ -57,11 +53,7 @@ parents = ["web"]
   [[routes.rules]]
   backends = [{{ address = "127.0.0.1:{echo}" }}]
 "#,
-        dir = pebble.directory_url(),
-        ca = pebble.https_ca_path.display(),
-        dns = bind.addr(),
-        key = bind.key_name,
-        secret = bind.secret,
+        issuer = pebble_issuer_toml(pebble, bind, &bind.secret, 20),
         plain = free_port(),
     )
 }

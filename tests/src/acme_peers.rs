@@ -161,6 +161,26 @@ impl Drop for Bind9 {
     }
 }
 
+/// The `[[acme.issuers]]` entry named `pebble` that tests and benchmarks use: `pebble` as the
+/// CA, `bind` (zone `example.test`) updated with TSIG `secret`, propagation checked on `bind`
+/// every `interval_ms`.
+pub fn pebble_issuer_toml(pebble: &Pebble, bind: &Bind9, secret: &str, interval_ms: u64) -> String {
+    format!(
+        r#"[[acme.issuers]]
+name = "pebble"
+directory_url = "{directory}"
+contact = ["mailto:ops@example.test"]
+ca_roots = "{ca_roots}"
+dns = {{ provider = "rfc2136", server = "{dns}", zone = "example.test", key_name = "{key}", secret = "{secret}" }}
+propagation = {{ timeout_seconds = 10, interval_ms = {interval_ms}, resolvers = ["{dns}"] }}
+"#,
+        directory = pebble.directory_url(),
+        ca_roots = pebble.https_ca_path.display(),
+        dns = bind.addr(),
+        key = bind.key_name,
+    )
+}
+
 /// Debian's `pebble` on loopback with its own HTTPS certificate, validating DNS-01 against a
 /// given DNS server.
 #[derive(Debug)]

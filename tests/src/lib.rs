@@ -11,7 +11,7 @@ mod echo;
 mod fake_kube;
 mod pki;
 
-pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed};
+pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;

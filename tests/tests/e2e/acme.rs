@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::{
     Appliance, Bind9, Client, EchoBackend, Pebble, PebbleOptions, acme_peers_installed, free_port,
+    pebble_issuer_toml,
 };
 
 fn config(pebble: &Pebble, bind: &Bind9, secret: &str, port: u16, echo: u16) -> String {
@@ -17,14 +18,7 @@ listen = "127.0.0.1:{{admin}}"
 [runtime]
 state_dir = "state"
 
-[[acme.issuers]]
-name = "pebble"
-directory_url = "{directory}"
-contact = ["mailto:ops@example.test"]
-ca_roots = "{ca_roots}"
-dns = {{ provider = "rfc2136", server = "{dns}", zone = "example.test", key_name = "{key}", secret = "{secret}" }}
-propagation = {{ timeout_seconds = 10, interval_ms = 50, resolvers = ["{dns}"] }}
-
+{issuer}
 [[gateways]]
 name = "web"
 addresses = ["127.0.0.1"]
@@ -47,10 +41,7 @@ parents = ["web"]
   [[routes.rules]]
   backends = [{{ address = "127.0.0.1:{echo}" }}]
 "#,
-        directory = pebble.directory_url(),
-        ca_roots = pebble.https_ca_path.display(),
-        dns = bind.addr(),
-        key = bind.key_name,
+        issuer = pebble_issuer_toml(pebble, bind, secret, 50),
     )
 }
 

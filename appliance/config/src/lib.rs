@@ -13,6 +13,7 @@
 mod default;
 mod error;
 mod native;
+mod plugins;
 mod schema;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -169,7 +170,11 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         let has_manifests = gateway_api.as_ref().is_some_and(|g| !g.manifests.is_empty());
         kubernetes(k, has_manifests, base_dir, &mut errors)
     });
-    let native = native::convert(file.gateways, file.routes, base_dir, &mut errors);
+    let wasm_plugins = plugins::convert(file.plugins, base_dir, &mut errors);
+    let plugin_names: Vec<&str> = wasm_plugins.iter().map(|p| p.name.as_str()).collect();
+    let mut native =
+        native::convert(file.gateways, file.routes, &plugin_names, base_dir, &mut errors);
+    native.wasm_plugins = wasm_plugins;
     errors.finish(Config {
         admin_listen,
         shutdown_grace,

@@ -11,8 +11,9 @@ use std::path::Path;
 
 use gatehouse_model::{
     Backend, BackendEndpoints, Certificate, Desired, HeaderMatch, HeaderModifier, Hostname,
-    HttpFilter, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId, ListenerTls, ObjectId,
-    PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
+    HttpFilter, HttpMatch, HttpRoute, HttpRule, Listener, ListenerFilters, ListenerId, ListenerTls,
+    ObjectId, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Rewrite, StringMatch,
+    WeightedBackend,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -36,18 +37,23 @@ const METHODS: [&str; 9] =
 pub(crate) fn convert(
     gateways: Vec<schema::Gateway>,
     routes: Vec<schema::Route>,
+    plugins: &[&str],
     base_dir: &Path,
     errors: &mut Errors<'_>,
 ) -> Desired {
-    let mut cx = Cx { errors, base_dir };
+    let mut cx = Cx { errors, base_dir, plugins, listener_filters: Vec::new() };
     let listeners = cx.gateways(gateways);
     let http_routes = cx.routes(routes, &listeners);
-    Desired { generation: 0, listeners, http_routes }
+    let listener_filters = cx.listener_filters;
+    Desired { generation: 0, listeners, http_routes, listener_filters, ..Default::default() }
 }
 
 struct Cx<'e, 'a> {
     errors: &'e mut Errors<'a>,
     base_dir: &'e Path,
+    /// Names of the `[[plugins]]`, which `wasm` filters and listeners refer to.
+    plugins: &'e [&'e str],
+    listener_filters: Vec<ListenerFilters>,
 }
 
 /// Remembers where each name was first defined, to report duplicates.
@@ -114,8 +120,14 @@ impl Cx<'_, '_> {
                 (Protocol::Https, Some(ListenerTls { certificates }))
             }
         };
+        let id = ListenerId { gateway: gateway.clone(), name: listener.name.into_inner() };
+        let filters: Vec<HttpFilter> =
+            listener.plugins.iter().map(|p| self.wasm_filter(p)).collect();
+        if !filters.is_empty() {
+            self.listener_filters.push(ListenerFilters { listener: id.clone(), filters });
+        }
         Listener {
-            id: ListenerId { gateway: gateway.clone(), name: listener.name.into_inner() },
+            id,
             addresses: addresses.to_vec(),
             port,
             protocol,
@@ -352,6 +364,11 @@ impl Cx<'_, '_> {
                 schema::Filter::UrlRewrite(r) => {
                     ("url_rewrite", HttpFilter::UrlRewrite(self.rewrite(r, matches)))
                 }
+                // Several plugins may filter one rule, in order.
+                schema::Filter::Wasm(w) => {
+                    out.push((span, self.wasm_filter(&w.plugin)));
+                    continue;
+                }
             };
             if seen.contains(&kind) {
                 self.errors.push(&span, Problem::DuplicateFilter(kind));
@@ -364,6 +381,14 @@ impl Cx<'_, '_> {
             out.push((span, converted));
         }
         out
+    }
+
+    /// A reference to a `[[plugins]]` entry.
+    fn wasm_filter(&mut self, plugin: &Spanned<String>) -> HttpFilter {
+        if !self.plugins.contains(&plugin.get_ref().as_str()) {
+            self.errors.push(&plugin.span(), Problem::UnknownPlugin(plugin.get_ref().clone()));
+        }
+        HttpFilter::Wasm { plugin: plugin.get_ref().clone() }
     }
 
     fn header_modifier(&mut self, m: schema::HeaderModifier) -> HeaderModifier {

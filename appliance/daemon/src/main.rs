@@ -9,6 +9,7 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
+mod wasm_plugins;
 mod watch;
 
 use std::process::ExitCode;

@@ -10,6 +10,7 @@ use gatehouse_admin::AdminState;
 use gatehouse_kube::ClusterState;
 use gatehouse_model::{DataPlaneReport, Desired};
 use gatehouse_proxy::Proxy;
+use gatehouse_wasm::Plugins;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +19,8 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::pipeline::{self, ConfigSource, Loaded};
+use crate::pipeline::{self, ConfigSource, LoadFailure, Loaded};
+use crate::wasm_plugins::WasmPlugins;
 
 /// Reload counters and the current generation, on `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -88,6 +90,8 @@ pub struct Reloader {
     status_writer: Option<gatehouse_kube::StatusWriter>,
     /// The Lease election, in cluster mode: shown in `/status` under `kubernetes`.
     leadership: Option<watch::Receiver<gatehouse_kube::Leadership>>,
+    /// Prepares WASM plugins before each swap.
+    wasm: Option<WasmPlugins>,
 }
 
 impl Reloader {
@@ -112,7 +116,13 @@ impl Reloader {
             cluster,
             status_writer,
             leadership: None,
+            wasm: None,
         }
+    }
+
+    /// Enables `[[plugins]]`: each reload prepares them before the swap.
+    pub fn set_wasm(&mut self, wasm: WasmPlugins) {
+        self.wasm = Some(wasm);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -140,32 +150,52 @@ impl Reloader {
                     loaded.warnings.push(warning);
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
-                self.apply(loaded).await;
-                true
+                // Modules compile before the swap: a bad one fails this reload, not traffic.
+                let plugins = match self.wasm.as_mut() {
+                    Some(wasm) => wasm.prepare(&loaded.desired.wasm_plugins).await,
+                    None if loaded.desired.wasm_plugins.is_empty() => Ok(Plugins::default()),
+                    None => Err(vec!["wasm plugins are not available in this mode".to_owned()]),
+                };
+                match plugins {
+                    Ok(plugins) => {
+                        self.apply(loaded, &plugins).await;
+                        true
+                    }
+                    Err(errors) => {
+                        let config = Some(Box::new(loaded.config));
+                        self.reload_failed(LoadFailure { errors, config });
+                        false
+                    }
+                }
             }
             Err(failure) => {
                 let fallback = self.serving.as_ref().map(|s| &s.loaded.config);
                 self.watch_paths =
                     pipeline::watch_paths(&self.source, failure.config.as_deref().or(fallback));
-                for error in &failure.errors {
-                    tracing::error!(source = %self.source.describe(), "{error}");
-                }
-                tracing::error!(
-                    errors = failure.errors.len(),
-                    generation = self.generation,
-                    "reload failed; the last good config keeps serving"
-                );
-                self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
-                self.last_reload = Some(LastReload {
-                    ok: false,
-                    errors: failure.errors,
-                    warnings: Vec::new(),
-                    at: jiff::Timestamp::now(),
-                });
-                self.publish_status();
+                self.reload_failed(failure);
                 false
             }
         }
+    }
+
+    /// Records a failed reload; what serves does not change.
+    fn reload_failed(&mut self, failure: LoadFailure) {
+        for error in &failure.errors {
+            tracing::error!(source = %self.source.describe(), "{error}");
+        }
+        tracing::error!(
+            errors = failure.errors.len(),
+            generation = self.generation,
+            "reload failed; the last good config keeps serving"
+        );
+        self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
+        self.last_reload = Some(LastReload {
+            ok: false,
+            errors: failure.errors,
+            warnings: Vec::new(),
+            at: jiff::Timestamp::now(),
+        });
+        self.publish_status();
     }
 
     /// The watches were started with the boot config: a changed `kubeconfig` or `namespaces`
@@ -180,7 +210,7 @@ impl Reloader {
         })
     }
 
-    async fn apply(&mut self, mut loaded: Loaded) {
+    async fn apply(&mut self, mut loaded: Loaded, plugins: &Plugins) {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
@@ -191,7 +221,7 @@ impl Reloader {
             api.translation.desired.generation = self.generation;
         }
 
-        let (table, compile_problems) = gatehouse_proxy::compile(&desired);
+        let (table, compile_problems) = gatehouse_proxy::compile_with_plugins(&desired, plugins);
         self.admin.publish_config(json!({
             "generation": self.generation,
             "routes": table.describe(),

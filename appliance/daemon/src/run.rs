@@ -128,6 +128,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("gatehouse");
     let proxy = Arc::new(Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
+    let wasm = crate::wasm_plugins::WasmPlugins::new(&first.config.state_dir, &mut registry);
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
     let cluster = match &first.config.kubernetes {
         None => None,
@@ -166,6 +167,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    reloader.set_wasm(wasm);
     reloader.reload().await;
     let mut seen = Fingerprint::of(reloader.watch_paths());
 

@@ -8,6 +8,7 @@
 mod http;
 mod id;
 mod listener;
+mod wasm;
 
 pub use http::{
     Backend, BackendEndpoints, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRoute,
@@ -20,6 +21,8 @@ pub use listener::{
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
+pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
+
 use serde::Serialize;
 
 /// Everything the data planes should serve, from every source, at one generation.
@@ -31,6 +34,10 @@ pub struct Desired {
     pub listeners: Vec<Listener>,
     /// Every accepted HTTP route with the listeners it attached to.
     pub http_routes: Vec<HttpRoute>,
+    /// Every proxy-wasm plugin that filters may refer to (by name).
+    pub wasm_plugins: Vec<WasmPlugin>,
+    /// Filters that run on every request of a listener, before the route's.
+    pub listener_filters: Vec<ListenerFilters>,
 }
 
 impl Desired {
@@ -38,5 +45,7 @@ impl Desired {
     pub fn merge(&mut self, other: Desired) {
         self.listeners.extend(other.listeners);
         self.http_routes.extend(other.http_routes);
+        self.wasm_plugins.extend(other.wasm_plugins);
+        self.listener_filters.extend(other.listener_filters);
     }
 }

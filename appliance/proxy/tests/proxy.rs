@@ -261,7 +261,8 @@ impl Harness {
     }
 
     async fn apply(&self, listeners: Vec<Listener>, routes: Vec<HttpRoute>) -> DataPlaneReport {
-        let desired = Desired { generation: 1, listeners, http_routes: routes };
+        let desired =
+            Desired { generation: 1, listeners, http_routes: routes, ..Default::default() };
         let (table, _) = compile(&desired);
         self.proxy.apply(Arc::new(table), desired.generation).await
     }
@@ -793,7 +794,8 @@ async fn port_in_use_is_reported_not_fatal() {
         // failures only.
         let conflict = tls_listener("zz-conflict", port, None, &cert(&["localhost"]).model);
         let listeners = vec![listener("busy", busy, None), listener("ok", port, None), conflict];
-        let desired = Desired { generation: 1, listeners, http_routes: vec![] };
+        let desired =
+            Desired { generation: 1, listeners, http_routes: vec![], ..Default::default() };
         let (table, compiled) = compile(&desired);
         assert_eq!(compiled.len(), 1);
         assert_eq!(compiled[0].kind, ListenerProblemKind::ProtocolConflict);
@@ -826,8 +828,12 @@ async fn shutdown_finishes_in_flight_and_stops_accepting() {
         let mut registry = Registry::default();
         let options = ProxyOptions { upstream_timeout: Duration::from_secs(5), ..test_options() };
         let proxy = Proxy::with_options(&mut registry, options);
-        let (table, _) =
-            compile(&Desired { generation: 3, listeners: vec![l], http_routes: routes });
+        let (table, _) = compile(&Desired {
+            generation: 3,
+            listeners: vec![l],
+            http_routes: routes,
+            ..Default::default()
+        });
         proxy.apply(Arc::new(table), 3).await;
 
         let slow = tokio::spawn(h1(port, get("/slow", "h")));

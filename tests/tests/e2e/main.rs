@@ -6,6 +6,7 @@ mod kube;
 mod lifecycle;
 mod native;
 mod tls;
+mod wasm;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.
 pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1

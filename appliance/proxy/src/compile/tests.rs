@@ -11,7 +11,7 @@ use crate::fixtures::*;
 use crate::matching::RequestView;
 
 fn desired(listeners: Vec<gatehouse_model::Listener>, routes: Vec<HttpRoute>) -> Desired {
-    Desired { generation: 7, listeners, http_routes: routes }
+    Desired { generation: 7, listeners, http_routes: routes, ..Default::default() }
 }
 
 struct Req<'a> {

@@ -157,10 +157,10 @@ memory_limit = "8MiB"
     let gh = Appliance::start_ready(&config(port, &plugins, &routes), &[]).await;
     let url = format!("http://127.0.0.1:{port}/");
     for mode in ["trap", "loop", "oom"] {
-        let closed = Client::http1().header("x-misbehave", mode).get_host(&url, "closed.example");
-        assert_eq!(closed.await.unwrap().status, 500, "{mode}: {}", gh.logs());
-        let open = Client::http1().header("x-misbehave", mode).get_host(&url, "open.example");
-        let reply = open.await.unwrap();
+        let client = Client::http1().header("x-misbehave", mode);
+        let closed = client.get_host(&url, "closed.example").await.unwrap();
+        assert_eq!(closed.status, 500, "{mode}: {}", gh.logs());
+        let reply = client.get_host(&url, "open.example").await.unwrap();
         assert_eq!(reply.status, 200, "{mode}");
         assert_eq!(reply.backend(), Some("echo"));
         // And the next well-behaved request is served by a fresh instance.

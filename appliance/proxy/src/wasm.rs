@@ -72,6 +72,7 @@ pub(crate) async fn request(
     if body.size_hint().lower() > limit as u64 {
         return Err(status_response(StatusCode::PAYLOAD_TOO_LARGE));
     }
+    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
     let mut bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(_) => return Err(status_response(StatusCode::PAYLOAD_TOO_LARGE)),
@@ -141,6 +142,7 @@ impl Chain {
         if eos || !self.contexts.iter().any(HttpContext::active) || hint.lower() > limit as u64 {
             return Ok(ProxyBody::Upstream(body));
         }
+        #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
         let mut bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
             Err(_) => return Err(status_response(StatusCode::BAD_GATEWAY)),

@@ -9,14 +9,19 @@ IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils fdisk mtools dosfstools
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
 IMAGE_BACKPORTS := qemu-system-x86 qemu-utils
 
-.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image setup-ebpf bench-proxy bench-acme bench-boot bench-propagation bench-xdp image clean
+.PHONY: run test check lint fmt setup setup-debian setup-toolchain setup-image setup-ebpf plugins bench-proxy bench-acme bench-boot bench-propagation bench-xdp bench-wasm image clean
+
+# proxy-wasm filters (plugins/, its own workspace) and the SDK's own example, built for
+# wasm32-wasip1; the tests find them through GATEHOUSE_PLUGINS_DIR. Never committed.
+PLUGINS_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/plugins
+export GATEHOUSE_PLUGINS_DIR := $(PLUGINS_TARGET)/wasm32-wasip1/release
 
 ## Run the appliance on its embedded default config (standalone, loopback, no cluster).
 run: setup
 	$(CARGO) run -p gatehouse -- run
 
 ## Run the whole test suite (unit, integration, end-to-end against the real binary).
-test: setup setup-image
+test: setup setup-image plugins
 	$(CARGO) build -p gatehouse   # the end-to-end tests run this binary
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
@@ -81,7 +86,27 @@ setup-image: setup-debian
 bench-xdp: setup
 	bench/xdp
 
-# What building needs; the test suite also needs the image tools (setup-image).
+
+## Build the WASM plugins and the proxy-wasm SDK's http_headers example (from the published
+## crate's source, unmodified) into $(GATEHOUSE_PLUGINS_DIR).
+plugins: setup
+	cd plugins && $(CARGO) build --release --target wasm32-wasip1 --target-dir $(PLUGINS_TARGET)
+	@src=$$($(CARGO) metadata --manifest-path plugins/sdk-example/Cargo.toml --format-version 1 \
+	  | grep -o '"manifest_path":"[^"]*/proxy-wasm-0\.2\.0/Cargo\.toml"' | cut -d'"' -f4); \
+	test -n "$$src" || { echo "proxy-wasm 0.2.0 source not found"; exit 1; }; \
+	rm -rf $(PLUGINS_TARGET)/sdk-src && mkdir -p $(PLUGINS_TARGET)/sdk-src && \
+	cp -r "$$(dirname $$src)" $(PLUGINS_TARGET)/sdk-src/proxy-wasm && \
+	cd $(PLUGINS_TARGET)/sdk-src/proxy-wasm && \
+	printf '\n# its own workspace, even under this repository'"'"'s target/\n[workspace]\n' >> Cargo.toml && \
+	$(CARGO) build --release --target wasm32-wasip1 --example http_headers --target-dir $(PLUGINS_TARGET) && \
+	cp $(PLUGINS_TARGET)/wasm32-wasip1/release/examples/http_headers.wasm $(GATEHOUSE_PLUGINS_DIR)/sdk_http_headers.wasm
+
+## WASM filter cost: no filter vs native header modifier vs the header-modifier plugin (release).
+bench-wasm: setup
+	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
+	bench/wasm
+
+# What building needs; the test suite also needs the image tools (setup-image) and the plugins.
 setup: setup-debian setup-toolchain setup-ebpf
 
 setup-debian:
@@ -97,6 +122,7 @@ setup-toolchain:
 	@command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
 	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt clippy
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 ## The XDP program (ebpf/xdp) is built by appliance/xdp's build.rs with the nightly toolchain,
 ## its rust-src (core is rebuilt for the BPF target) and bpf-linker 0.13.0, which is built
@@ -121,7 +147,7 @@ clean:
 ## Fuzz every parser of untrusted input, FUZZ_SECONDS each, one target after another (nightly).
 ## The examples seed the corpora; corpora and crashes stay in fuzz/corpus, fuzz/artifacts.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := manifests config route_table ipam
+FUZZ_TARGETS := manifests config route_table ipam wasm_abi
 
 .PHONY: fuzz
 fuzz: setup

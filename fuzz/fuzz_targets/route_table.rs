@@ -280,6 +280,7 @@ fuzz_target!(|input: Input| {
         generation: input.generation,
         listeners: input.listeners.into_iter().map(listener).collect(),
         http_routes: input.routes.into_iter().map(route).collect(),
+        ..Default::default()
     };
     let (table, problems) = gatehouse_proxy::compile(&desired);
     assert_eq!(table.problems(), problems.as_slice());

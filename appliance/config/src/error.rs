@@ -211,6 +211,18 @@ pub enum Problem {
     /// An `[acme]` setting or a listener's `tls.acme` is unusable.
     #[error("{0}")]
     Acme(String),
+    #[error("no [[plugins]] entry is named {0:?}")]
+    UnknownPlugin(String),
+    #[error("sha256 {0:?} is not 64 hexadecimal digits")]
+    InvalidSha256(String),
+    #[error("a module fetched from a URL needs sha256")]
+    PluginUrlNeedsSha256,
+    #[error("timeout_ms must be between 1 and 60000")]
+    PluginTimeout,
+    #[error(
+        "memory_limit {0:?} must be between 1MiB and 1GiB (bytes, or a number with KiB, MiB or GiB)"
+    )]
+    PluginMemoryLimit(String),
 }
 
 /// Collects errors while validating one file.

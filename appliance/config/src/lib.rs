@@ -15,6 +15,7 @@ mod default;
 mod error;
 mod ipam;
 mod native;
+mod plugins;
 mod schema;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -197,8 +198,17 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         issuers: acme::issuers(file.acme, base_dir, &mut errors),
         requests: Vec::new(),
     };
-    let (native, native_gateways) =
-        native::convert(file.gateways, file.routes, base_dir, &mut acme, &mut errors);
+    let wasm_plugins = plugins::convert(file.plugins, base_dir, &mut errors);
+    let plugin_names: Vec<&str> = wasm_plugins.iter().map(|p| p.name.as_str()).collect();
+    let (mut native, native_gateways) = native::convert(
+        file.gateways,
+        file.routes,
+        &plugin_names,
+        base_dir,
+        &mut acme,
+        &mut errors,
+    );
+    native.wasm_plugins = wasm_plugins;
     errors.finish(Config {
         admin_listen,
         shutdown_grace,

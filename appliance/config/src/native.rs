@@ -11,8 +11,9 @@ use std::path::Path;
 
 use gatehouse_model::{
     Backend, BackendEndpoints, Certificate, Desired, HeaderMatch, HeaderModifier, Hostname,
-    HttpFilter, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId, ListenerTls, ObjectId,
-    PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
+    HttpFilter, HttpMatch, HttpRoute, HttpRule, Listener, ListenerFilters, ListenerId, ListenerTls,
+    ObjectId, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Rewrite, StringMatch,
+    WeightedBackend,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -36,11 +37,12 @@ const METHODS: [&str; 9] =
 pub(crate) fn convert(
     gateways: Vec<schema::Gateway>,
     routes: Vec<schema::Route>,
+    plugins: &[&str],
     base_dir: &Path,
     acme: &mut crate::acme::AcmeSettings,
     errors: &mut Errors<'_>,
 ) -> (Desired, Vec<NativeGateway>) {
-    let mut cx = Cx { errors, base_dir, acme };
+    let mut cx = Cx { errors, base_dir, acme, plugins, listener_filters: Vec::new() };
     let native_gateways = gateways
         .iter()
         .map(|g| NativeGateway {
@@ -53,7 +55,11 @@ pub(crate) fn convert(
         .collect();
     let listeners = cx.gateways(gateways);
     let http_routes = cx.routes(routes, &listeners);
-    (Desired { generation: 0, listeners, http_routes, ..Desired::default() }, native_gateways)
+    let listener_filters = cx.listener_filters;
+    (
+        Desired { generation: 0, listeners, http_routes, listener_filters, ..Desired::default() },
+        native_gateways,
+    )
 }
 
 /// A native gateway and the addresses it names; `None` when it names none (IPAM may choose,
@@ -69,6 +75,9 @@ struct Cx<'e, 'a> {
     base_dir: &'e Path,
     /// Issuers known (read) and listeners certified by them (written).
     acme: &'e mut crate::acme::AcmeSettings,
+    /// Names of the `[[plugins]]`, which `wasm` filters and listeners refer to.
+    plugins: &'e [&'e str],
+    listener_filters: Vec<ListenerFilters>,
 }
 
 /// Remembers where each name was first defined, to report duplicates.
@@ -142,8 +151,14 @@ impl Cx<'_, '_> {
                 (Protocol::Https, Some(ListenerTls { certificates }))
             }
         };
+        let id = ListenerId { gateway: gateway.clone(), name: listener.name.into_inner() };
+        let filters: Vec<HttpFilter> =
+            listener.plugins.iter().map(|p| self.wasm_filter(p)).collect();
+        if !filters.is_empty() {
+            self.listener_filters.push(ListenerFilters { listener: id.clone(), filters });
+        }
         Listener {
-            id: ListenerId { gateway: gateway.clone(), name: listener.name.into_inner() },
+            id,
             addresses: addresses.to_vec(),
             port,
             protocol,
@@ -410,6 +425,11 @@ impl Cx<'_, '_> {
                 schema::Filter::UrlRewrite(r) => {
                     ("url_rewrite", HttpFilter::UrlRewrite(self.rewrite(r, matches)))
                 }
+                // Several plugins may filter one rule, in order.
+                schema::Filter::Wasm(w) => {
+                    out.push((span, self.wasm_filter(&w.plugin)));
+                    continue;
+                }
             };
             if seen.contains(&kind) {
                 self.errors.push(&span, Problem::DuplicateFilter(kind));
@@ -422,6 +442,14 @@ impl Cx<'_, '_> {
             out.push((span, converted));
         }
         out
+    }
+
+    /// A reference to a `[[plugins]]` entry.
+    fn wasm_filter(&mut self, plugin: &Spanned<String>) -> HttpFilter {
+        if !self.plugins.contains(&plugin.get_ref().as_str()) {
+            self.errors.push(&plugin.span(), Problem::UnknownPlugin(plugin.get_ref().clone()));
+        }
+        HttpFilter::Wasm { plugin: plugin.get_ref().clone() }
     }
 
     fn header_modifier(&mut self, m: schema::HeaderModifier) -> HeaderModifier {

@@ -22,6 +22,45 @@ pub(crate) struct File {
     pub gateways: Vec<Gateway>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub plugins: Vec<Plugin>,
+}
+
+/// `[[plugins]]`: a proxy-wasm filter plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Plugin {
+    pub name: Spanned<String>,
+    /// A path (relative to the config file) or an `http(s)://` URL.
+    pub module: Spanned<String>,
+    pub sha256: Option<Spanned<String>>,
+    /// Any TOML; handed to the plugin as JSON.
+    pub config: Option<toml::Value>,
+    pub failure_policy: Option<Spanned<FailurePolicy>>,
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Bytes, or a string with a `KiB`/`MiB`/`GiB` suffix.
+    pub memory_limit: Option<Spanned<MemoryLimit>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FailurePolicy {
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum MemoryLimit {
+    Bytes(u64),
+    Text(String),
+}
+
+/// `{ wasm = { plugin = "name" } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WasmFilter {
+    pub plugin: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +117,9 @@ pub(crate) struct Listener {
     pub protocol: Spanned<Protocol>,
     pub hostname: Option<Spanned<String>>,
     pub tls: Option<Spanned<Tls>>,
+    /// Names of `[[plugins]]` run on every request of this listener.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -163,6 +205,7 @@ pub(crate) enum Filter {
     ResponseHeaderModifier(HeaderModifier),
     RequestRedirect(Redirect),
     UrlRewrite(Rewrite),
+    Wasm(WasmFilter),
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ mod reload;
 mod run;
 mod status_task;
 mod systemd;
+mod wasm_plugins;
 mod watch;
 
 use std::process::ExitCode;

@@ -70,6 +70,12 @@ pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBu
     if let Some(settings) = config.and_then(|c| c.gateway_api.as_ref()) {
         paths.extend(settings.manifests.iter().cloned());
     }
+    // A rebuilt local WASM module reloads like a changed config.
+    for plugin in config.map(|c| &c.native.wasm_plugins[..]).unwrap_or_default() {
+        if let gatehouse_model::ModuleSource::Path { path, .. } = &plugin.module {
+            paths.push(path.clone());
+        }
+    }
     paths
 }
 

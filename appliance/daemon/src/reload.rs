@@ -11,6 +11,7 @@ use gatehouse_admin::AdminState;
 use gatehouse_kube::ClusterState;
 use gatehouse_model::{DataPlaneReport, Desired};
 use gatehouse_proxy::Proxy;
+use gatehouse_wasm::Plugins;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,8 +22,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::addresses::IpamState;
-use crate::pipeline::{self, ConfigSource, Loaded};
+use crate::pipeline::{self, ConfigSource, LoadFailure, Loaded};
 use crate::status_task::{StatusInput, StatusPublisher, StatusSource};
+use crate::wasm_plugins::WasmPlugins;
 
 /// Reload counters and the current generation, on `/metrics`.
 #[derive(Clone, Debug)]
@@ -130,6 +132,8 @@ pub struct Reloader {
     acme: Option<gatehouse_acme::Manager>,
     /// Listeners certified through cert-manager annotations on Gateways, at the last load.
     acme_requests: Vec<gatehouse_model::acme::ListenerCertificateRequest>,
+    /// Prepares WASM plugins before each swap.
+    wasm: Option<WasmPlugins>,
 }
 
 impl Reloader {
@@ -156,6 +160,7 @@ impl Reloader {
             ipam_state: None,
             acme: None,
             acme_requests: Vec::new(),
+            wasm: None,
         }
     }
 
@@ -168,6 +173,11 @@ impl Reloader {
     /// Lets the ACME manager certify listeners; its certificates join every apply.
     pub fn set_acme(&mut self, acme: gatehouse_acme::Manager) {
         self.acme = Some(acme);
+    }
+
+    /// Enables `[[plugins]]`: each reload prepares them before the swap.
+    pub fn set_wasm(&mut self, wasm: WasmPlugins) {
+        self.wasm = Some(wasm);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -187,9 +197,21 @@ impl Reloader {
 
     /// Serves `fallback` because the configured source could not be served at boot: `errors`
     /// (empty when the file is simply absent) and `note` show in `/status` under `last_reload`.
-    pub async fn serve_fallback(&mut self, fallback: Loaded, errors: Vec<String>, note: String) {
+    pub async fn serve_fallback(
+        &mut self,
+        fallback: Loaded,
+        mut errors: Vec<String>,
+        note: String,
+    ) {
         self.watch_paths = pipeline::watch_paths(&self.source, None);
-        self.apply(fallback).await;
+        let plugins = match self.prepare_plugins(&fallback).await {
+            Ok(plugins) => plugins,
+            Err(plugin_errors) => {
+                errors.extend(plugin_errors);
+                Plugins::default()
+            }
+        };
+        self.apply(fallback, &plugins).await;
         if !errors.is_empty() {
             self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
         }
@@ -231,32 +253,56 @@ impl Reloader {
                     self.acme_requests = crate::acme::gateway_api(&mut loaded, &acme.certs());
                     acme.want(crate::acme::wanted(&loaded.config, &self.acme_requests));
                 }
-                self.apply(loaded).await;
-                true
+                // Modules compile before the swap: a bad one fails this reload, not traffic.
+                match self.prepare_plugins(&loaded).await {
+                    Ok(plugins) => {
+                        self.apply(loaded, &plugins).await;
+                        true
+                    }
+                    Err(errors) => {
+                        let config = Some(Box::new(loaded.config));
+                        self.reload_failed(LoadFailure { errors, config });
+                        false
+                    }
+                }
             }
             Err(failure) => {
                 let fallback = self.serving.as_ref().map(|s| &s.loaded.config);
                 self.watch_paths =
                     pipeline::watch_paths(&self.source, failure.config.as_deref().or(fallback));
-                for error in &failure.errors {
-                    tracing::error!(source = %self.source.describe(), "{error}");
-                }
-                tracing::error!(
-                    errors = failure.errors.len(),
-                    generation = self.generation,
-                    "reload failed; the last good config keeps serving"
-                );
-                self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
-                self.last_reload = Some(LastReload {
-                    ok: false,
-                    errors: failure.errors,
-                    warnings: Vec::new(),
-                    at: jiff::Timestamp::now(),
-                });
-                self.publish_status();
+                self.reload_failed(failure);
                 false
             }
         }
+    }
+
+    /// Compiles (or finds cached) the WASM modules `loaded` names, before anything swaps.
+    async fn prepare_plugins(&mut self, loaded: &Loaded) -> Result<Plugins, Vec<String>> {
+        match self.wasm.as_mut() {
+            Some(wasm) => wasm.prepare(&loaded.desired.wasm_plugins).await,
+            None if loaded.desired.wasm_plugins.is_empty() => Ok(Plugins::default()),
+            None => Err(vec!["wasm plugins are not available in this mode".to_owned()]),
+        }
+    }
+
+    /// Records a failed reload; what serves does not change.
+    fn reload_failed(&mut self, failure: LoadFailure) {
+        for error in &failure.errors {
+            tracing::error!(source = %self.source.describe(), "{error}");
+        }
+        tracing::error!(
+            errors = failure.errors.len(),
+            generation = self.generation,
+            "reload failed; the last good config keeps serving"
+        );
+        self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
+        self.last_reload = Some(LastReload {
+            ok: false,
+            errors: failure.errors,
+            warnings: Vec::new(),
+            at: jiff::Timestamp::now(),
+        });
+        self.publish_status();
     }
 
     /// The watches were started with the boot config: a changed `kubeconfig` or `namespaces`
@@ -271,7 +317,7 @@ impl Reloader {
         })
     }
 
-    async fn apply(&mut self, mut loaded: Loaded) {
+    async fn apply(&mut self, mut loaded: Loaded, plugins: &Plugins) {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
@@ -297,7 +343,7 @@ impl Reloader {
             None => Vec::new(),
         };
         let started = Instant::now();
-        let (table, compile_problems) = gatehouse_proxy::compile(&desired);
+        let (table, compile_problems) = gatehouse_proxy::compile_with_plugins(&desired, plugins);
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;

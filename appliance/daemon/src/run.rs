@@ -142,6 +142,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let metrics = ReloadMetrics::register(&mut registry);
     let acme = gatehouse_acme::Manager::start(&first.config.state_dir, &mut registry);
     let mut acme_changes = acme.subscribe();
+    let wasm = crate::wasm_plugins::WasmPlugins::new(&first.config.state_dir, &mut registry);
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
     let mut cluster = match &first.config.kubernetes {
         None => None,
@@ -186,6 +187,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     reloader.set_acme(acme);
+    reloader.set_wasm(wasm);
     match fallback {
         None => {
             reloader.reload().await;

@@ -89,6 +89,10 @@ pub enum HttpFilter {
     ResponseHeaderModifier(HeaderModifier),
     RequestRedirect(Redirect),
     UrlRewrite(Rewrite),
+    /// Runs the named proxy-wasm plugin ([`crate::WasmPlugin`]) on requests and responses.
+    Wasm {
+        plugin: String,
+    },
 }
 
 /// Set, add and remove headers (Gateway API HTTPHeaderFilter).

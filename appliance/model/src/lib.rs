@@ -9,6 +9,7 @@ pub mod acme;
 mod http;
 mod id;
 mod listener;
+mod wasm;
 
 pub use http::{
     Backend, BackendEndpoints, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRoute,
@@ -20,6 +21,8 @@ pub use listener::{
     Certificate, CertificateError, DataPlaneReport, Hostname, HostnameError, Listener,
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
+
+pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
 
 use std::net::IpAddr;
 
@@ -38,6 +41,10 @@ pub struct Desired {
     /// each serves; shared addresses appear once per owner. Data planes that answer for
     /// addresses (ARP/NDP) read this; the proxy binds listener addresses instead.
     pub owned_addresses: Vec<OwnedAddress>,
+    /// Every proxy-wasm plugin that filters may refer to (by name).
+    pub wasm_plugins: Vec<WasmPlugin>,
+    /// Filters that run on every request of a listener, before the route's.
+    pub listener_filters: Vec<ListenerFilters>,
 }
 
 /// An address the appliance owns, and the object it was handed to.
@@ -53,5 +60,7 @@ impl Desired {
         self.listeners.extend(other.listeners);
         self.http_routes.extend(other.http_routes);
         self.owned_addresses.extend(other.owned_addresses);
+        self.wasm_plugins.extend(other.wasm_plugins);
+        self.listener_filters.extend(other.listener_filters);
     }
 }

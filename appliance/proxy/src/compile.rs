@@ -10,6 +10,7 @@ use gatehouse_model::{
     Backend, Desired, Hostname, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId,
     ListenerProblem, ListenerProblemKind, Protocol, WeightedBackend,
 };
+use gatehouse_wasm::Plugins;
 use http::uri::Authority;
 
 use crate::filters::Filters;
@@ -27,12 +28,22 @@ use crate::tls;
 /// [`RouteTable::problems`]) are not repeated by [`crate::Proxy::apply`], whose report holds
 /// bind failures only: the caller merges both lists.
 pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
+    compile_with_plugins(desired, &Plugins::default())
+}
+
+/// [`compile()`] with the WASM plugins prepared for this generation (by
+/// `gatehouse_wasm::Host::prepare`, before the swap); a `wasm` filter naming a plugin that is
+/// not among them makes its rule answer 500.
+pub fn compile_with_plugins(
+    desired: &Desired,
+    plugins: &Plugins,
+) -> (RouteTable, Vec<ListenerProblem>) {
     let mut problems = Vec::new();
     let listeners = compile_listeners(desired, &mut problems);
 
     let mut hosts: HashMap<ListenerId, Buckets> = HashMap::new();
     for route in &desired.http_routes {
-        let compiled = Arc::new(compile_route(route));
+        let compiled = Arc::new(compile_route(route, plugins));
         for id in &route.listeners {
             let Some(listener) = listeners.get(id) else { continue };
             let buckets = hosts.entry(id.clone()).or_default();
@@ -56,7 +67,10 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
     let mut sockets: BTreeMap<SocketAddr, SocketRoutes> = BTreeMap::new();
     for (id, built) in listeners {
         let l = built.listener;
+        let (wasm, wasm_error) = listener_plugins(desired, &id, plugins);
         let routes = Arc::new(ListenerRoutes {
+            wasm,
+            wasm_error,
             metrics: ListenerMetrics::new(listener_label(&id)),
             hostname: l.hostname.clone(),
             port: l.port,
@@ -82,6 +96,23 @@ pub fn compile(desired: &Desired) -> (RouteTable, Vec<ListenerProblem>) {
 
     let table = RouteTable { generation: desired.generation, sockets, problems: problems.clone() };
     (table, problems)
+}
+
+/// The WASM plugins of a whole listener; a missing plugin is an error every request of the
+/// listener answers with 500 (never a silently skipped filter).
+fn listener_plugins(
+    desired: &Desired,
+    id: &ListenerId,
+    plugins: &Plugins,
+) -> (Vec<Arc<gatehouse_wasm::Plugin>>, Option<String>) {
+    let mut out = Vec::new();
+    for lf in desired.listener_filters.iter().filter(|lf| lf.listener == *id) {
+        match Filters::compile(&lf.filters, plugins) {
+            Ok(f) => out.extend(f.wasm),
+            Err(e) => return (Vec::new(), Some(e.to_string())),
+        }
+    }
+    (out, None)
 }
 
 /// `namespace/gateway/listener`, the listener's metrics label.
@@ -218,16 +249,16 @@ fn route_hostnames(route: &HttpRoute, listener: Option<&Hostname>) -> Vec<Option
     out
 }
 
-fn compile_route(route: &HttpRoute) -> CompiledRoute {
+fn compile_route(route: &HttpRoute, plugins: &Plugins) -> CompiledRoute {
     CompiledRoute {
         id: route.id.clone(),
         label: format!("{}/{}", route.id.namespace, route.id.name),
         created: route.created,
-        rules: route.rules.iter().map(|r| compile_rule(route, r)).collect(),
+        rules: route.rules.iter().map(|r| compile_rule(route, r, plugins)).collect(),
     }
 }
 
-fn compile_rule(route: &HttpRoute, rule: &HttpRule) -> CompiledRule {
+fn compile_rule(route: &HttpRoute, rule: &HttpRule, plugins: &Plugins) -> CompiledRule {
     let default = [HttpMatch::default()];
     let sources = if rule.matches.is_empty() { &default[..] } else { &rule.matches[..] };
     let matches = sources
@@ -240,16 +271,17 @@ fn compile_rule(route: &HttpRoute, rule: &HttpRule) -> CompiledRule {
             }
         })
         .collect();
-    let (filters, error) = match Filters::compile(&rule.filters) {
+    let (filters, error) = match Filters::compile(&rule.filters, plugins) {
         Ok(f) => (f, None),
         Err(e) => (Filters::default(), Some(e.to_string())),
     };
-    let backends: Vec<CompiledBackend> = rule.backends.iter().map(compile_backend).collect();
+    let backends: Vec<CompiledBackend> =
+        rule.backends.iter().map(|b| compile_backend(b, plugins)).collect();
     let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
     CompiledRule { name: rule.name.clone(), matches, filters, error, backends, total_weight }
 }
 
-fn compile_backend(b: &WeightedBackend) -> CompiledBackend {
+fn compile_backend(b: &WeightedBackend, plugins: &Plugins) -> CompiledBackend {
     let target = match &b.backend {
         Backend::Endpoints(e) => Target::Endpoints {
             name: e.name.clone(),
@@ -268,7 +300,7 @@ fn compile_backend(b: &WeightedBackend) -> CompiledBackend {
             Target::Unresolved { name: u.name.clone(), reason: u.reason.clone() }
         }
     };
-    let (target, filters) = match Filters::compile(&b.filters) {
+    let (target, filters) = match Filters::compile(&b.filters, plugins) {
         Ok(f) => (target, f),
         Err(e) => (
             Target::Unresolved { name: target.name().to_owned(), reason: e.to_string() },

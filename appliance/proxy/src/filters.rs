@@ -1,6 +1,9 @@
 //! Compiled rule and backend filters: header modifiers, URL rewrite and the redirect marker.
 
+use std::sync::Arc;
+
 use gatehouse_model::{HeaderModifier, HttpFilter, PathModifier, Redirect, Rewrite};
+use gatehouse_wasm::{Plugin, Plugins};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::matching::{PathMatcher, normalize_prefix, prefix_matches};
@@ -54,6 +57,8 @@ pub(crate) enum FilterError {
     HeaderName(String),
     #[error("invalid value for header {0:?}")]
     HeaderValue(String),
+    #[error("wasm plugin {0:?} is not loaded")]
+    UnknownPlugin(String),
 }
 
 /// The filters of one rule or one backend, grouped by kind.
@@ -63,10 +68,12 @@ pub(crate) struct Filters {
     pub response_headers: Vec<HeaderOps>,
     pub redirect: Option<Redirect>,
     pub rewrite: Option<Rewrite>,
+    /// proxy-wasm plugins, in order.
+    pub wasm: Vec<Arc<Plugin>>,
 }
 
 impl Filters {
-    pub(crate) fn compile(filters: &[HttpFilter]) -> Result<Self, FilterError> {
+    pub(crate) fn compile(filters: &[HttpFilter], plugins: &Plugins) -> Result<Self, FilterError> {
         let mut out = Self::default();
         for f in filters {
             match f {
@@ -78,6 +85,12 @@ impl Filters {
                 }
                 HttpFilter::RequestRedirect(r) => out.redirect = Some(r.clone()),
                 HttpFilter::UrlRewrite(r) => out.rewrite = Some(r.clone()),
+                HttpFilter::Wasm { plugin } => out.wasm.push(
+                    plugins
+                        .get(plugin)
+                        .cloned()
+                        .ok_or_else(|| FilterError::UnknownPlugin(plugin.clone()))?,
+                ),
             }
         }
         Ok(out)

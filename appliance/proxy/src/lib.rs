@@ -29,10 +29,11 @@ mod service;
 mod table;
 mod tls;
 mod upstream;
+mod wasm;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use compile::compile;
+pub use compile::{compile, compile_with_plugins};
 pub use server::{Proxy, ProxyOptions};
 pub use table::RouteTable;

@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_model::{ListenerId, Protocol, Redirect};
+use gatehouse_wasm::{Plugin, RequestInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -16,7 +18,8 @@ use crate::matching::RequestView;
 use crate::redirect::{RedirectInput, location};
 use crate::server::Shared;
 use crate::table::{ListenerRoutes, MatchEntry, RouteTable};
-use crate::upstream;
+use crate::upstream::{self, RequestBody};
+use crate::wasm;
 
 /// What the request path knows about its connection.
 #[derive(Debug)]
@@ -118,7 +121,7 @@ async fn proxy<'t>(
     let entry = listener.route(&host, &view).ok_or(RequestError::NoRoute)?;
     matched.entry = Some(entry);
     let rule = entry.rule();
-    if let Some(err) = &rule.error {
+    if let Some(err) = rule.error.as_ref().or(listener.wasm_error.as_ref()) {
         return Err(RequestError::InvalidRule(err.clone()));
     }
     if let Some(r) = &rule.filters.redirect {
@@ -131,6 +134,7 @@ async fn proxy<'t>(
     let endpoint = upstream::endpoint(backend)?;
 
     let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
     // Backend-level rewrite fields override the rule's; both apply to the original path.
     let rewrites = [backend.filters.rewrite.as_ref(), rule.filters.rewrite.as_ref()];
     let new_host = rewrites.iter().flatten().find_map(|r| r.hostname.as_deref());
@@ -176,6 +180,25 @@ async fn proxy<'t>(
         }
     }
 
+    let plugins: Vec<&Arc<Plugin>> =
+        listener.wasm.iter().chain(&rule.filters.wasm).chain(&backend.filters.wasm).collect();
+    let (chain, body) = if plugins.is_empty() {
+        (None, RequestBody::from(body))
+    } else {
+        let info = RequestInfo {
+            source: conn.peer,
+            destination: conn.socket,
+            server_name: None,
+            route_name: Arc::from(entry.route.label.as_str()),
+            listener_name: Arc::from(listener.metrics.label.as_str()),
+            protocol: if client_version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+            tls: conn.protocol == Protocol::Https,
+        };
+        match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body).await {
+            Ok((chain, body)) => (Some(chain), body),
+            Err(local) => return Ok(local),
+        }
+    };
     let upstream_req = Request::from_parts(parts, body);
     let name = backend.target.name();
     let resp = upstream::send(
@@ -191,7 +214,14 @@ async fn proxy<'t>(
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
         ops.apply(&mut parts.headers);
     }
-    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    let body = match chain {
+        None => ProxyBody::Upstream(body),
+        Some(chain) => match chain.response(&mut parts, body).await {
+            Ok(body) => body,
+            Err(local) => return Ok(local),
+        },
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// `Host` for an endpoint authority: without the port when it is HTTP's default.

@@ -73,6 +73,10 @@ pub(crate) struct ListenerRoutes {
     /// Certificate sources and their names, for [`RouteTable::describe`].
     pub cert_names: Vec<(String, Vec<String>)>,
     pub hosts: HostRoutes,
+    /// WASM plugins run on every request of the listener, before the rule's.
+    pub wasm: Vec<Arc<gatehouse_wasm::Plugin>>,
+    /// A listener plugin that is not prepared: every request answers 500.
+    pub wasm_error: Option<String>,
 }
 
 impl ListenerRoutes {

@@ -75,7 +75,15 @@ pub(crate) fn endpoint(backend: &CompiledBackend) -> Result<Endpoint, RequestErr
 #[derive(Debug)]
 pub(crate) enum RequestBody {
     Stream(Incoming),
+    /// A body already read in full (by a WASM filter that saw it).
+    Buffered(Option<Bytes>),
     Empty,
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Stream(body)
+    }
 }
 
 impl Body for RequestBody {
@@ -88,6 +96,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -95,6 +104,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream(body) => body.is_end_stream(),
+            Self::Buffered(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Self::Empty => true,
         }
     }
@@ -102,6 +112,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream(body) => body.size_hint(),
+            Self::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Self::Empty => SizeHint::with_exact(0),
         }
     }
@@ -205,11 +218,11 @@ impl Pool {
     async fn request(
         &self,
         key: Key,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = req.into_parts();
         let empty = body.is_end_stream();
-        let body = if empty { RequestBody::Empty } else { RequestBody::Stream(body) };
+        let body = if empty { RequestBody::Empty } else { body };
         let req = Request::from_parts(parts, body);
         let (mut sender, reused) = self.acquire(&key).await?;
         // Only a reused connection can be stale; only a bodiless idempotent request is resent.
@@ -396,7 +409,7 @@ impl Body for UpstreamBody {
 pub(crate) async fn send(
     pool: &Pool,
     key: Key,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     timeout: Duration,
     backend: &str,
 ) -> Result<Response<UpstreamBody>, RequestError> {

@@ -12,6 +12,7 @@ mod native;
 mod systemd;
 mod tls;
 mod units;
+mod wasm;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.
 pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1

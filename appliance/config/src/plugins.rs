@@ -1,0 +1,245 @@
+//! `[[plugins]]`: proxy-wasm plugins, and the references to them from rules, backends and
+//! listeners (`{ wasm = { plugin = "…" } }`, listener `plugins = ["…"]`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_model::{FailurePolicy, ModuleSource, WasmPlugin};
+use toml::Spanned;
+
+use crate::error::{Errors, Position, Problem};
+use crate::schema;
+
+const MIN_MEMORY: u64 = 1 << 20;
+const MAX_MEMORY: u64 = 1 << 30;
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// Converts the plugins; references to them are checked by the native converter.
+pub(crate) fn convert(
+    plugins: Vec<schema::Plugin>,
+    base_dir: &Path,
+    errors: &mut Errors<'_>,
+) -> Vec<WasmPlugin> {
+    let mut seen: HashMap<String, Position> = HashMap::new();
+    let mut out = Vec::new();
+    for p in plugins {
+        let name = p.name.get_ref().clone();
+        if !crate::native::is_dns_subdomain(&name) {
+            errors
+                .push(&p.name.span(), Problem::InvalidName { what: "plugin", name: name.clone() });
+        }
+        if let Some(first) = seen.get(&name) {
+            let problem =
+                Problem::DuplicateName { what: "plugin", name: name.clone(), first: *first };
+            errors.push(&p.name.span(), problem);
+        } else {
+            seen.insert(name.clone(), errors.position(&p.name.span()));
+        }
+        let sha256 = p.sha256.map(|s| {
+            let hex = s.get_ref().to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                errors.push(&s.span(), Problem::InvalidSha256(s.get_ref().clone()));
+            }
+            hex
+        });
+        let raw = p.module.get_ref();
+        let module = if raw.starts_with("http://") || raw.starts_with("https://") {
+            if sha256.is_none() {
+                errors.push(&p.module.span(), Problem::PluginUrlNeedsSha256);
+            }
+            ModuleSource::Url { url: raw.clone(), sha256: sha256.unwrap_or_default() }
+        } else {
+            ModuleSource::Path { path: base_dir.join(raw), sha256 }
+        };
+        let timeout = p.timeout_ms.map_or(WasmPlugin::DEFAULT_TIMEOUT, |t| {
+            if !(1..=MAX_TIMEOUT_MS).contains(t.get_ref()) {
+                errors.push(&t.span(), Problem::PluginTimeout);
+            }
+            Duration::from_millis(*t.get_ref())
+        });
+        let memory_limit = p.memory_limit.map_or(WasmPlugin::DEFAULT_MEMORY_LIMIT, |m| {
+            let bytes = match m.get_ref() {
+                schema::MemoryLimit::Bytes(b) => Some(*b),
+                schema::MemoryLimit::Text(t) => parse_size(t),
+            };
+            match bytes.filter(|b| (MIN_MEMORY..=MAX_MEMORY).contains(b)) {
+                Some(b) => b,
+                None => {
+                    let shown = match m.get_ref() {
+                        schema::MemoryLimit::Bytes(b) => b.to_string(),
+                        schema::MemoryLimit::Text(t) => t.clone(),
+                    };
+                    errors.push(&m.span(), Problem::PluginMemoryLimit(shown));
+                    WasmPlugin::DEFAULT_MEMORY_LIMIT
+                }
+            }
+        });
+        let failure_policy = match p.failure_policy.map(Spanned::into_inner) {
+            None | Some(schema::FailurePolicy::Closed) => FailurePolicy::Closed,
+            Some(schema::FailurePolicy::Open) => FailurePolicy::Open,
+        };
+        let config = p.config.map_or_else(|| "{}".to_owned(), |c| to_json(&c).to_string());
+        out.push(WasmPlugin { name, module, config, failure_policy, timeout, memory_limit });
+    }
+    out
+}
+
+/// `32MiB`, `512KiB`, `1GiB` or plain bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = t.find(|c: char| !c.is_ascii_digit()).map_or((t, ""), |i| t.split_at(i));
+    let factor = match unit.trim() {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// TOML → JSON; datetimes become their RFC 3339 text.
+fn to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use gatehouse_model::HttpFilter;
+
+    use super::*;
+
+    const GATEWAY: &str = r#"
+[[gateways]]
+name = "web"
+  [[gateways.listeners]]
+  name = "http"
+  port = 8080
+  protocol = "HTTP"
+  plugins = ["hm"]
+"#;
+
+    fn parse(extra: &str) -> Result<crate::Config, Vec<String>> {
+        let text = format!("{GATEWAY}{extra}");
+        crate::parse(&text, Path::new("gh.toml"), Path::new("/etc/gh"))
+            .map_err(|e| e.errors().iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn plugins_convert_and_filters_refer_to_them() {
+        let config = parse(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+failure_policy = "open"
+timeout_ms = 20
+memory_limit = "8MiB"
+config = { request = { set = { x-a = "1" } }, n = 3, list = [true, 1.5] }
+
+[[plugins]]
+name = "remote"
+module = "https://example.com/f.wasm"
+sha256 = "AB00000000000000000000000000000000000000000000000000000000000000"
+
+[[routes]]
+name = "r"
+parents = ["web"]
+  [[routes.rules]]
+  filters = [{ wasm = { plugin = "hm" } }, { wasm = { plugin = "remote" } }]
+  backends = [{ address = "127.0.0.1:1" }]
+"#,
+        )
+        .unwrap();
+        let plugins = &config.native.wasm_plugins;
+        assert_eq!(plugins.len(), 2);
+        let hm = &plugins[0];
+        assert_eq!(
+            hm.module,
+            ModuleSource::Path { path: Path::new("/etc/gh/hm.wasm").into(), sha256: None }
+        );
+        assert_eq!(hm.failure_policy, FailurePolicy::Open);
+        assert_eq!(hm.timeout, Duration::from_millis(20));
+        assert_eq!(hm.memory_limit, 8 << 20);
+        let json: serde_json::Value = serde_json::from_str(&hm.config).unwrap();
+        assert_eq!(json["request"]["set"]["x-a"], "1");
+        assert_eq!(json["list"][1], 1.5);
+        assert_eq!(plugins[1].failure_policy, FailurePolicy::Closed);
+        assert!(
+            matches!(&plugins[1].module, ModuleSource::Url { sha256, .. } if sha256.starts_with("ab00"))
+        );
+        let rule = &config.native.http_routes[0].rules[0];
+        assert_eq!(
+            rule.filters,
+            [
+                HttpFilter::Wasm { plugin: "hm".into() },
+                HttpFilter::Wasm { plugin: "remote".into() }
+            ]
+        );
+        assert_eq!(config.native.listener_filters.len(), 1);
+        assert_eq!(
+            config.native.listener_filters[0].filters,
+            [HttpFilter::Wasm { plugin: "hm".into() }]
+        );
+    }
+
+    #[test]
+    fn bad_plugins_and_unknown_references_are_errors_with_places() {
+        let errors = parse(
+            r#"
+[[plugins]]
+name = "hm"
+module = "https://example.com/f.wasm"
+timeout_ms = 0
+memory_limit = "3MB"
+
+[[plugins]]
+name = "hm"
+module = "x.wasm"
+sha256 = "xyz"
+
+[[routes]]
+name = "r"
+parents = ["web"]
+  [[routes.rules]]
+  filters = [{ wasm = { plugin = "nope" } }]
+  backends = [{ address = "127.0.0.1:1" }]
+"#,
+        )
+        .unwrap_err();
+        let expect = [
+            "gh.toml:12:10: a module fetched from a URL needs sha256",
+            "gh.toml:13:14: timeout_ms must be between 1 and 60000",
+            "gh.toml:14:16: memory_limit \"3MB\"",
+            "gh.toml:17:8: duplicate plugin name \"hm\"",
+            "gh.toml:19:10: sha256 \"xyz\"",
+            "gh.toml:25:34: no [[plugins]] entry is named \"nope\"",
+        ];
+        for e in expect {
+            assert!(errors.iter().any(|got| got.starts_with(e)), "{e} not in {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("32MiB"), Some(32 << 20));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("3MB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+}

@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{HttpFilter, ListenerId};
+
+/// A proxy-wasm filter plugin: its module, configuration and limits. Routes and listeners
+/// refer to it by name with [`crate::HttpFilter::Wasm`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WasmPlugin {
+    /// Unique name (`namespace/name` for Gateway API `WasmPlugin` objects).
+    pub name: String,
+    pub module: ModuleSource,
+    /// Plugin configuration handed to `proxy_on_configure`, as JSON text.
+    pub config: String,
+    pub failure_policy: FailurePolicy,
+    /// CPU deadline of one callback.
+    pub timeout: Duration,
+    /// Memory cap of one instance, in bytes.
+    pub memory_limit: u64,
+}
+
+impl WasmPlugin {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+    pub const DEFAULT_MEMORY_LIMIT: u64 = 32 << 20;
+}
+
+/// Where a plugin's module comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum ModuleSource {
+    /// A local file, optionally pinned by its lower-case hex sha256.
+    Path { path: PathBuf, sha256: Option<String> },
+    /// Fetched once over HTTP(S) and verified against the mandatory sha256.
+    Url { url: String, sha256: String },
+}
+
+/// What a failing plugin (trap, timeout, memory cap) does to its request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum FailurePolicy {
+    /// Answer 500.
+    #[default]
+    Closed,
+    /// Skip the filter and go on.
+    Open,
+}
+
+/// Filters of a whole listener (today: [`HttpFilter::Wasm`] only); they run before the
+/// matched rule's filters.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ListenerFilters {
+    pub listener: ListenerId,
+    pub filters: Vec<HttpFilter>,
+}

@@ -1,0 +1,321 @@
+//! HTTP header maps: get/set pairs, get/add/replace/remove one value, for request and response
+//! headers and trailers. Pseudo-headers (`:path`, …) are part of the maps as the guest sees them.
+//!
+//! Serialised form (little-endian): `count: u32`, then `count` × (`name_len: u32`,
+//! `value_len: u32`), then each name and value followed by a NUL byte.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use wasmtime::{Caller, Linker};
+
+use crate::abi::{Answer, Status, answer, map_type, memory};
+use crate::state::{Head, HostState};
+
+pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap("env", "proxy_get_header_map_pairs", get_pairs)?;
+    linker.func_wrap("env", "proxy_set_header_map_pairs", set_pairs)?;
+    linker.func_wrap("env", "proxy_get_header_map_value", get_value)?;
+    linker.func_wrap("env", "proxy_add_header_map_value", add_value)?;
+    linker.func_wrap("env", "proxy_replace_header_map_value", replace_value)?;
+    linker.func_wrap("env", "proxy_remove_header_map_value", remove_value)?;
+    Ok(())
+}
+
+/// Largest serialised map we accept from a guest.
+const MAX_MAP_BYTES: usize = 1 << 20;
+
+/// One header: name and value bytes.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// Serialises `pairs` in the ABI's map form.
+pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let pairs: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
+    let size = pairs.iter().fold(4usize, |s, (n, v)| s + 10 + n.len() + v.len());
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (n, v) in &pairs {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Parses a serialised map; any inconsistency (counts, lengths, missing NULs, trailing bytes)
+/// is a [`Status::SerializationFailure`]. An empty input is an empty map.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Pair<'_>>, Status> {
+    const BAD: Status = Status::SerializationFailure;
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let word = |at: usize| -> Result<usize, Status> {
+        let b = bytes.get(at..at + 4).ok_or(BAD)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = word(0)?;
+    let mut data = count.checked_mul(8).and_then(|n| n.checked_add(4)).ok_or(BAD)?;
+    if data > bytes.len() {
+        return Err(BAD);
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let (nl, vl) = (word(4 + i * 8)?, word(8 + i * 8)?);
+        let name = bytes.get(data..data.checked_add(nl).ok_or(BAD)?).ok_or(BAD)?;
+        data += nl;
+        (bytes.get(data) == Some(&0)).then_some(()).ok_or(BAD)?;
+        data += 1;
+        let value = bytes.get(data..data.checked_add(vl).ok_or(BAD)?).ok_or(BAD)?;
+        data += vl;
+        (bytes.get(data) == Some(&0)).then_some(()).ok_or(BAD)?;
+        data += 1;
+        out.push((name, value));
+    }
+    if data != bytes.len() {
+        return Err(BAD);
+    }
+    Ok(out)
+}
+
+/// The map a `map_type` names, in the running HTTP context.
+enum Target<'a> {
+    Head(&'a mut Head),
+    Trailers(&'a mut HeaderMap),
+}
+
+fn target(state: &mut HostState, map: u32) -> Result<Target<'_>, Status> {
+    let http = state.http.as_mut().ok_or(Status::NotFound)?;
+    Ok(match map {
+        map_type::REQUEST_HEADERS => Target::Head(&mut http.request),
+        map_type::RESPONSE_HEADERS => Target::Head(&mut http.response),
+        map_type::REQUEST_TRAILERS => Target::Trailers(&mut http.request_trailers),
+        map_type::RESPONSE_TRAILERS => Target::Trailers(&mut http.response_trailers),
+        map_type::HTTP_CALL_RESPONSE_HEADERS | map_type::HTTP_CALL_RESPONSE_TRAILERS => {
+            return Err(Status::NotFound);
+        }
+        _ => return Err(Status::BadArgument),
+    })
+}
+
+fn name(raw: &[u8]) -> Result<HeaderName, Status> {
+    HeaderName::from_bytes(raw).map_err(|_| Status::BadArgument)
+}
+
+fn value(raw: &[u8]) -> Result<HeaderValue, Status> {
+    HeaderValue::from_bytes(raw).map_err(|_| Status::BadArgument)
+}
+
+fn serialize_target(t: &Target<'_>) -> Vec<u8> {
+    match t {
+        Target::Head(h) => serialize(
+            h.pseudo
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .chain(h.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))),
+        ),
+        Target::Trailers(m) => {
+            serialize(m.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
+        }
+    }
+}
+
+fn get_pairs(mut caller: Caller<'_, HostState>, map: u32, ret_ptr: u32, ret_len: u32) -> Answer {
+    let bytes = match target(caller.data_mut(), map) {
+        Ok(t) => serialize_target(&t),
+        Err(s) => return answer(Err(s)),
+    };
+    answer(memory::hand_over(&mut caller, &bytes, ret_ptr, ret_len)?)
+}
+
+fn set_pairs(mut caller: Caller<'_, HostState>, map: u32, ptr: u32, len: u32) -> Answer {
+    if len as usize > MAX_MAP_BYTES {
+        return answer(Err(Status::BadArgument));
+    }
+    let bytes = match memory::read(&mut caller, ptr, len) {
+        Ok(b) => b,
+        Err(e) => return answer(Err(e.into())),
+    };
+    answer(set_pairs_in(caller.data_mut(), map, &bytes))
+}
+
+fn set_pairs_in(state: &mut HostState, map: u32, bytes: &[u8]) -> Result<(), Status> {
+    let pairs = parse(bytes)?;
+    // Validate everything before changing anything.
+    let mut pseudo = Vec::new();
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    for (n, v) in pairs {
+        if n.first() == Some(&b':') {
+            let n = std::str::from_utf8(n).map_err(|_| Status::BadArgument)?;
+            let v = String::from_utf8(v.to_vec()).map_err(|_| Status::BadArgument)?;
+            pseudo.push((n.to_owned(), v));
+        } else {
+            headers.append(name(n)?, value(v)?);
+        }
+    }
+    match target(state, map)? {
+        Target::Head(h) => {
+            let mut fresh = Head { pseudo: Vec::new(), headers };
+            for (n, v) in pseudo {
+                if !fresh.set_pseudo(&n, v) {
+                    return Err(Status::BadArgument);
+                }
+            }
+            *h = fresh;
+        }
+        Target::Trailers(m) => {
+            if !pseudo.is_empty() {
+                return Err(Status::BadArgument);
+            }
+            *m = headers;
+        }
+    }
+    Ok(())
+}
+
+fn get_value(
+    mut caller: Caller<'_, HostState>,
+    map: u32,
+    key_ptr: u32,
+    key_len: u32,
+    ret_ptr: u32,
+    ret_len: u32,
+) -> Answer {
+    let key = match memory::read(&mut caller, key_ptr, key_len) {
+        Ok(k) => k,
+        Err(e) => return answer(Err(e.into())),
+    };
+    let found = match lookup(caller.data_mut(), map, &key) {
+        Ok(v) => v,
+        Err(s) => return answer(Err(s)),
+    };
+    answer(memory::hand_over(&mut caller, &found, ret_ptr, ret_len)?)
+}
+
+/// One header's value; several values are joined with `,` (as Envoy does).
+fn lookup(state: &mut HostState, map: u32, key: &[u8]) -> Result<Vec<u8>, Status> {
+    let t = target(state, map)?;
+    if key.first() == Some(&b':') {
+        let Target::Head(h) = t else { return Err(Status::NotFound) };
+        let key = std::str::from_utf8(key).map_err(|_| Status::NotFound)?;
+        return h.pseudo(key).map(|v| v.as_bytes().to_vec()).ok_or(Status::NotFound);
+    }
+    let headers = match t {
+        Target::Head(h) => &h.headers,
+        Target::Trailers(m) => &*m,
+    };
+    let key = HeaderName::from_bytes(key).map_err(|_| Status::NotFound)?;
+    let mut values = headers.get_all(&key).iter();
+    let first = values.next().ok_or(Status::NotFound)?;
+    let mut out = first.as_bytes().to_vec();
+    for v in values {
+        out.push(b',');
+        out.extend_from_slice(v.as_bytes());
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Edit {
+    Add,
+    Replace,
+    Remove,
+}
+
+fn edit(state: &mut HostState, map: u32, key: &[u8], val: &[u8], how: Edit) -> Result<(), Status> {
+    let t = target(state, map)?;
+    if key.first() == Some(&b':') {
+        let Target::Head(h) = t else { return Err(Status::BadArgument) };
+        let key = std::str::from_utf8(key).map_err(|_| Status::BadArgument)?;
+        return match how {
+            // Pseudo-headers are single-valued and cannot be removed.
+            Edit::Add | Edit::Replace => {
+                let v = String::from_utf8(val.to_vec()).map_err(|_| Status::BadArgument)?;
+                if h.set_pseudo(key, v) { Ok(()) } else { Err(Status::BadArgument) }
+            }
+            Edit::Remove => Err(Status::BadArgument),
+        };
+    }
+    let headers = match t {
+        Target::Head(h) => &mut h.headers,
+        Target::Trailers(m) => m,
+    };
+    let n = name(key)?;
+    match how {
+        Edit::Add => {
+            headers.append(n, value(val)?);
+        }
+        Edit::Replace => {
+            headers.insert(n, value(val)?);
+        }
+        Edit::Remove => {
+            headers.remove(n);
+        }
+    }
+    Ok(())
+}
+
+fn edit_call(
+    caller: &mut Caller<'_, HostState>,
+    map: u32,
+    key: (u32, u32),
+    val: (u32, u32),
+    how: Edit,
+) -> Answer {
+    let read = |c: &mut Caller<'_, HostState>, (p, l): (u32, u32)| memory::read(c, p, l);
+    let (key, val) = match (read(caller, key), read(caller, val)) {
+        (Ok(k), Ok(v)) => (k, v),
+        (Err(e), _) | (_, Err(e)) => return answer(Err(e.into())),
+    };
+    answer(edit(caller.data_mut(), map, &key, &val, how))
+}
+
+fn add_value(mut c: Caller<'_, HostState>, map: u32, kp: u32, kl: u32, vp: u32, vl: u32) -> Answer {
+    edit_call(&mut c, map, (kp, kl), (vp, vl), Edit::Add)
+}
+
+fn replace_value(
+    mut c: Caller<'_, HostState>,
+    map: u32,
+    kp: u32,
+    kl: u32,
+    vp: u32,
+    vl: u32,
+) -> Answer {
+    edit_call(&mut c, map, (kp, kl), (vp, vl), Edit::Replace)
+}
+
+fn remove_value(mut c: Caller<'_, HostState>, map: u32, kp: u32, kl: u32) -> Answer {
+    edit_call(&mut c, map, (kp, kl), (0, 0), Edit::Remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialize_and_parse_round_trip() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b":path", b"/a"), (b"x", b""), (b"k", b"v v")];
+        let bytes = serialize(pairs.iter().copied());
+        assert_eq!(parse(&bytes).unwrap(), pairs);
+        assert_eq!(parse(&[]).unwrap(), Vec::<(&[u8], &[u8])>::new());
+    }
+
+    #[test]
+    fn malformed_maps_are_rejected() {
+        let good = serialize([(&b"a"[..], &b"b"[..])]);
+        for cut in 1..good.len() {
+            assert_eq!(parse(&good[..cut]), Err(Status::SerializationFailure), "cut {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(parse(&trailing).is_err());
+        let mut no_nul = good.clone();
+        let at = no_nul.len() - 1;
+        no_nul[at] = b'x';
+        assert!(parse(&no_nul).is_err());
+        assert!(parse(&u32::MAX.to_le_bytes()).is_err());
+    }
+}

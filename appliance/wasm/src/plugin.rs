@@ -1,0 +1,380 @@
+//! A prepared plugin: its compiled module, a few warm instances, and the per-request HTTP
+//! context the proxy drives. Failures are handled here, per the plugin's failure policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gatehouse_model::FailurePolicy;
+use parking_lot::Mutex;
+use wasmtime::{Engine, InstancePre};
+
+use crate::abi::ACTION_PAUSE;
+use crate::abi::metrics::GuestMetrics;
+use crate::abi::shared_data::SharedData;
+use crate::error::WasmError;
+use crate::instance::{Failure, FailureKind, Instance, Phase};
+use crate::metrics::HostMetrics;
+use crate::state::{Head, HostState, HttpState, LocalResponse, RequestInfo};
+
+/// What every instance of one plugin shares.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    pub name: String,
+    pub config: Vec<u8>,
+    pub vm_config: Vec<u8>,
+    pub memory_limit: usize,
+    pub body_limit: usize,
+    pub shared_data: Arc<SharedData>,
+    pub metrics: Arc<GuestMetrics>,
+    pub host_metrics: HostMetrics,
+}
+
+/// A plugin ready to serve: compiled, started once (so its configuration was accepted).
+pub struct Plugin {
+    shared: Arc<PluginShared>,
+    engine: Engine,
+    pre: InstancePre<HostState>,
+    slots: Box<[Mutex<Option<Instance>>]>,
+    next_slot: AtomicUsize,
+    serials: AtomicU64,
+    policy: FailurePolicy,
+    deadline_ticks: u64,
+    /// sha256 of the module.
+    digest: String,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.shared.name)
+            .field("digest", &self.digest)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the proxy should do after a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on (forward the request, or the response to the client).
+    Continue,
+    /// Answer with this response instead (a plugin's local response, or 500 on a failure
+    /// under `failure_policy = "closed"`).
+    Respond(LocalResponse),
+}
+
+pub(crate) struct Settings {
+    pub engine: Engine,
+    pub pre: InstancePre<HostState>,
+    pub shared: Arc<PluginShared>,
+    pub instances: usize,
+    pub policy: FailurePolicy,
+    pub deadline_ticks: u64,
+    pub digest: String,
+}
+
+impl Plugin {
+    /// Starts the first instance (proving the module and its configuration work); the other
+    /// instances start on first use.
+    pub(crate) fn new(s: Settings) -> Result<Arc<Self>, WasmError> {
+        let first = Instance::start(&s.engine, &s.pre, s.shared.clone(), s.deadline_ticks, 1)?;
+        let mut slots: Vec<Mutex<Option<Instance>>> =
+            (0..s.instances.max(1)).map(|_| Mutex::new(None)).collect();
+        slots[0] = Mutex::new(Some(first));
+        Ok(Arc::new(Self {
+            shared: s.shared,
+            engine: s.engine,
+            pre: s.pre,
+            slots: slots.into_boxed_slice(),
+            next_slot: AtomicUsize::new(0),
+            serials: AtomicU64::new(2),
+            policy: s.policy,
+            deadline_ticks: s.deadline_ticks,
+            digest: s.digest,
+        }))
+    }
+
+    /// The plugin's configured name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// sha256 of the module this plugin runs.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.policy
+    }
+
+    /// Starts an HTTP context for one request. Never fails: a failure to start is reported by
+    /// the first callback, per the failure policy.
+    pub fn start_request(self: &Arc<Self>, info: Arc<RequestInfo>) -> HttpContext {
+        let n = self.slots.len();
+        let first = self.next_slot.fetch_add(1, Ordering::Relaxed) % n;
+        let mut guard = (0..n)
+            .find_map(|i| self.slots[(first + i) % n].try_lock().map(|g| (g, (first + i) % n)))
+            .unwrap_or_else(|| (self.slots[first].lock(), first));
+        let slot = guard.1;
+        let mut ctx = HttpContext {
+            plugin: self.clone(),
+            slot,
+            serial: 0,
+            id: 0,
+            state: Some(HttpState::new(info)),
+            pending: None,
+            skip: false,
+            alive: false,
+        };
+        let instance = match self.ensure(&mut guard.0) {
+            Ok(i) => i,
+            Err(failure) => {
+                ctx.pending = Some(failure);
+                return ctx;
+            }
+        };
+        ctx.serial = instance.serial;
+        match instance.create_http_context() {
+            Ok(id) => {
+                ctx.id = id;
+                ctx.alive = true;
+            }
+            Err(failure) => {
+                self.recycle(&mut guard.0, &failure);
+                ctx.pending = Some(failure);
+            }
+        }
+        ctx
+    }
+
+    /// The slot's instance, started if the slot is empty.
+    fn ensure<'a>(&self, slot: &'a mut Option<Instance>) -> Result<&'a mut Instance, Failure> {
+        if slot.is_none() {
+            let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+            let started = Instance::start(
+                &self.engine,
+                &self.pre,
+                self.shared.clone(),
+                self.deadline_ticks,
+                serial,
+            )
+            .map_err(|e| Failure { kind: FailureKind::Start, message: e.to_string() })?;
+            *slot = Some(started);
+        }
+        slot.as_mut()
+            .ok_or_else(|| Failure { kind: FailureKind::Start, message: "no instance".into() })
+    }
+
+    /// Logs and counts a failure, and drops the instance it happened in (it may be in any
+    /// state); the slot gets a fresh instance on next use.
+    fn recycle(&self, slot: &mut Option<Instance>, failure: &Failure) {
+        self.record(failure);
+        if slot.take().is_some() {
+            self.shared.host_metrics.recycled(&self.shared.name);
+        }
+    }
+
+    fn record(&self, failure: &Failure) {
+        tracing::warn!(
+            target: "wasm",
+            plugin = %self.shared.name,
+            kind = failure.kind.label(),
+            error = %failure.message,
+            "plugin failed",
+        );
+        self.shared.host_metrics.failure(&self.shared.name, failure.kind.label());
+    }
+
+    /// The response a failure turns into under this plugin's policy.
+    fn verdict_for_failure(&self) -> Verdict {
+        match self.policy {
+            FailurePolicy::Open => Verdict::Continue,
+            FailurePolicy::Closed => Verdict::Respond(LocalResponse {
+                status: 500,
+                headers: Vec::new(),
+                body: Vec::new(),
+                details: format!("plugin {} failed", self.shared.name),
+            }),
+        }
+    }
+
+    /// Calls `proxy_on_tick` on instances whose tick period has passed (driven by the host's
+    /// ticker thread; busy instances are skipped until the next round).
+    pub(crate) fn tick_due(&self) {
+        for slot in self.slots.iter() {
+            let Some(mut guard) = slot.try_lock() else { continue };
+            let Some(instance) = guard.as_mut() else { continue };
+            let period = instance.tick_period_ms();
+            if period == 0
+                || instance.last_tick.elapsed() < Duration::from_millis(u64::from(period))
+            {
+                continue;
+            }
+            if let Err(failure) = instance.tick() {
+                self.recycle(&mut guard, &failure);
+            }
+        }
+    }
+}
+
+/// One request's HTTP context in one instance of a plugin. Dropping it runs `proxy_on_done`,
+/// `proxy_on_log` and `proxy_on_delete`.
+#[derive(Debug)]
+pub struct HttpContext {
+    plugin: Arc<Plugin>,
+    slot: usize,
+    serial: u64,
+    id: u32,
+    state: Option<HttpState>,
+    /// A failure from start-up, answered by the first callback.
+    pending: Option<Failure>,
+    /// Fail-open after a failure: no more callbacks for this request.
+    skip: bool,
+    /// The guest holds this context (it must be finished on drop).
+    alive: bool,
+}
+
+impl HttpContext {
+    /// `proxy_on_request_headers`; `head` may be changed by the guest.
+    pub fn on_request_headers(&mut self, head: &mut Head, end_of_stream: bool) -> Verdict {
+        let count = (head.pseudo.len() + head.headers.len()) as u32;
+        self.with_head(head, true, Phase::RequestHeaders { count, eos: end_of_stream })
+    }
+
+    /// `proxy_on_response_headers`; `head` (with `:status`) may be changed by the guest.
+    pub fn on_response_headers(&mut self, head: &mut Head, end_of_stream: bool) -> Verdict {
+        let count = (head.pseudo.len() + head.headers.len()) as u32;
+        self.with_head(head, false, Phase::ResponseHeaders { count, eos: end_of_stream })
+    }
+
+    /// `proxy_on_request_body` with the whole (buffered) body; the guest may replace it.
+    pub fn on_request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+        let size = body.len() as u32;
+        self.with_body(body, true, Phase::RequestBody { size, eos: end_of_stream })
+    }
+
+    /// `proxy_on_response_body` with the whole (buffered) body; the guest may replace it.
+    pub fn on_response_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+        let size = body.len() as u32;
+        self.with_body(body, false, Phase::ResponseBody { size, eos: end_of_stream })
+    }
+
+    /// The largest body the plugin accepts to buffer.
+    pub fn body_limit(&self) -> usize {
+        self.plugin.shared.body_limit
+    }
+
+    /// Whether the filter still takes part in this request (false after a fail-open failure).
+    pub fn active(&self) -> bool {
+        !self.skip && self.pending.is_none()
+    }
+
+    fn with_head(&mut self, head: &mut Head, request: bool, phase: Phase) -> Verdict {
+        if let Some(v) = self.early() {
+            return v;
+        }
+        if let Some(s) = self.state.as_mut() {
+            let slot = if request { &mut s.request } else { &mut s.response };
+            *slot = std::mem::take(head);
+        }
+        let verdict = self.run(phase);
+        if let Some(s) = self.state.as_mut() {
+            let slot = if request { &mut s.request } else { &mut s.response };
+            *head = std::mem::take(slot);
+            // Request properties stay readable in later phases (pseudo-headers only: cheap).
+            if request {
+                s.request.pseudo = head.pseudo.clone();
+            }
+        }
+        verdict
+    }
+
+    fn with_body(&mut self, body: &mut Vec<u8>, request: bool, phase: Phase) -> Verdict {
+        if let Some(v) = self.early() {
+            return v;
+        }
+        if let Some(s) = self.state.as_mut() {
+            let slot = if request { &mut s.request_body } else { &mut s.response_body };
+            *slot = std::mem::take(body);
+        }
+        let verdict = self.run(phase);
+        if let Some(s) = self.state.as_mut() {
+            let slot = if request { &mut s.request_body } else { &mut s.response_body };
+            *body = std::mem::take(slot);
+        }
+        verdict
+    }
+
+    /// The answer when the filter does not run: skipped, or failed at start.
+    fn early(&mut self) -> Option<Verdict> {
+        if self.skip {
+            return Some(Verdict::Continue);
+        }
+        self.pending.take()?;
+        self.skip = true;
+        Some(self.plugin.verdict_for_failure())
+    }
+
+    fn run(&mut self, phase: Phase) -> Verdict {
+        let plugin = self.plugin.clone();
+        let mut guard = plugin.slots[self.slot].lock();
+        let result = match guard.as_mut().filter(|i| i.serial == self.serial) {
+            Some(instance) => {
+                if let Some(s) = self.state.as_mut() {
+                    s.continued = false;
+                }
+                instance.stream(self.id, phase, &mut self.state)
+            }
+            None => Err(Failure {
+                kind: FailureKind::Lost,
+                message: "the context's instance was recycled".into(),
+            }),
+        };
+        match result {
+            Ok(action) => {
+                let state = self.state.as_mut();
+                if let Some(local) = state.and_then(|s| s.local_response.take()) {
+                    plugin.shared.host_metrics.local_response(&plugin.shared.name);
+                    return Verdict::Respond(local);
+                }
+                let continued = self.state.as_ref().is_some_and(|s| s.continued);
+                if action == ACTION_PAUSE && !continued {
+                    // Nothing we implement could resume this stream later.
+                    plugin.record(&Failure {
+                        kind: FailureKind::Stalled,
+                        message: "paused with nothing pending".into(),
+                    });
+                    self.skip = true;
+                    return plugin.verdict_for_failure();
+                }
+                Verdict::Continue
+            }
+            Err(failure) => {
+                if failure.kind == FailureKind::Lost {
+                    plugin.record(&failure);
+                } else {
+                    plugin.recycle(&mut guard, &failure);
+                }
+                self.alive = false;
+                self.skip = true;
+                plugin.verdict_for_failure()
+            }
+        }
+    }
+}
+
+impl Drop for HttpContext {
+    fn drop(&mut self) {
+        if !self.alive {
+            return;
+        }
+        let plugin = self.plugin.clone();
+        let mut guard = plugin.slots[self.slot].lock();
+        let Some(instance) = guard.as_mut().filter(|i| i.serial == self.serial) else { return };
+        if let Err(failure) = instance.finish(self.id, &mut self.state) {
+            plugin.recycle(&mut guard, &failure);
+        }
+    }
+}

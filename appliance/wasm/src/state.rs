@@ -1,0 +1,133 @@
+//! What a Store carries: the plugin it belongs to, the guest's memory and allocator, and the
+//! state of the HTTP context whose callback is running.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use wasmtime::{Memory, TypedFunc};
+
+use crate::limits::Limiter;
+use crate::plugin::PluginShared;
+
+/// Request or response headers as the guest sees them: pseudo-headers (`:method`, `:path`,
+/// `:authority`, `:scheme`; `:status` on responses) and the header map.
+#[derive(Debug, Default, Clone)]
+pub struct Head {
+    pub pseudo: Vec<(&'static str, String)>,
+    pub headers: HeaderMap,
+}
+
+/// Pseudo-header names a guest may read and write.
+pub(crate) const PSEUDO: [&str; 5] = [":method", ":path", ":authority", ":scheme", ":status"];
+
+impl Head {
+    /// The value of a pseudo-header, if set.
+    pub fn pseudo(&self, name: &str) -> Option<&str> {
+        self.pseudo.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a pseudo-header; `false` when `name` is not one we know.
+    pub fn set_pseudo(&mut self, name: &str, value: String) -> bool {
+        let Some(known) = PSEUDO.iter().find(|p| **p == name) else { return false };
+        match self.pseudo.iter_mut().find(|(n, _)| n == known) {
+            Some(slot) => slot.1 = value,
+            None => self.pseudo.push((known, value)),
+        }
+        true
+    }
+}
+
+/// Facts about the request's connection and route, read by `proxy_get_property`.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    /// TLS server name the client sent, if any.
+    pub server_name: Option<Arc<str>>,
+    /// `namespace/name` of the route that matched.
+    pub route_name: Arc<str>,
+    /// `namespace/gateway/listener` of the listener.
+    pub listener_name: Arc<str>,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    pub tls: bool,
+}
+
+/// A response the guest asked the host to send instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// The status code details string the guest gave (for logs).
+    pub details: String,
+}
+
+/// Per-request state moved into the Store for the duration of one callback.
+#[derive(Debug)]
+pub(crate) struct HttpState {
+    pub info: Arc<RequestInfo>,
+    pub request: Head,
+    pub response: Head,
+    pub request_trailers: HeaderMap,
+    pub response_trailers: HeaderMap,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    pub local_response: Option<LocalResponse>,
+    /// `proxy_continue_stream` was called during the callback.
+    pub continued: bool,
+    /// Properties the guest set for this request.
+    pub properties: HashMap<String, Vec<u8>>,
+}
+
+impl HttpState {
+    pub(crate) fn new(info: Arc<RequestInfo>) -> Self {
+        Self {
+            info,
+            request: Head::default(),
+            response: Head::default(),
+            request_trailers: HeaderMap::new(),
+            response_trailers: HeaderMap::new(),
+            request_body: Vec::new(),
+            response_body: Vec::new(),
+            local_response: None,
+            continued: false,
+            properties: HashMap::new(),
+        }
+    }
+}
+
+/// The data of one Store (one instance of one plugin).
+pub(crate) struct HostState {
+    pub limits: Limiter,
+    pub plugin: Arc<PluginShared>,
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunc<u32, u32>>,
+    pub http: Option<HttpState>,
+    /// Tick period the root context asked for, in ms; 0 = none.
+    pub tick_period_ms: u32,
+    /// Properties set outside any request (by the root context).
+    pub root_properties: HashMap<String, Vec<u8>>,
+}
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<PluginShared>) -> Self {
+        Self {
+            limits: Limiter { memory_limit: plugin.memory_limit, refused: false },
+            plugin,
+            memory: None,
+            alloc: None,
+            http: None,
+            tick_period_ms: 0,
+            root_properties: HashMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("plugin", &self.plugin.name).finish_non_exhaustive()
+    }
+}

@@ -130,6 +130,8 @@ pub struct Reloader {
     acme: Option<gatehouse_acme::Manager>,
     /// Listeners certified through cert-manager annotations on Gateways, at the last load.
     acme_requests: Vec<gatehouse_model::acme::ListenerCertificateRequest>,
+    /// Cluster mode: writes those listeners' certificates to their Secrets (leader only).
+    secret_writer: Option<gatehouse_kube::SecretWriter>,
 }
 
 impl Reloader {
@@ -156,6 +158,7 @@ impl Reloader {
             ipam_state: None,
             acme: None,
             acme_requests: Vec::new(),
+            secret_writer: None,
         }
     }
 
@@ -168,6 +171,11 @@ impl Reloader {
     /// Lets the ACME manager certify listeners; its certificates join every apply.
     pub fn set_acme(&mut self, acme: gatehouse_acme::Manager) {
         self.acme = Some(acme);
+    }
+
+    /// Cluster mode: ACME certificates of annotated Gateways go to their listeners' Secrets.
+    pub fn set_secret_writer(&mut self, writer: gatehouse_kube::SecretWriter) {
+        self.secret_writer = Some(writer);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -228,8 +236,12 @@ impl Reloader {
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
                 if let Some(acme) = &self.acme {
-                    self.acme_requests = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    let (requests, secrets) = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    self.acme_requests = requests;
                     acme.want(crate::acme::wanted(&loaded.config, &self.acme_requests));
+                    if let Some(writer) = &self.secret_writer {
+                        writer.publish(secrets);
+                    }
                 }
                 self.apply(loaded).await;
                 true

@@ -2,6 +2,7 @@
 
 mod acme;
 mod acme_cluster;
+mod acme_faults;
 mod addresses;
 mod cli;
 mod gateway_api;

@@ -23,6 +23,9 @@ use crate::error::AcmeError;
 use crate::http::CaClient;
 use crate::store::{CertMeta, Store, StoredCert};
 
+/// What an invalid order without any challenge error is reported as.
+const NO_REASON: &str = "the CA marked the order invalid";
+
 /// Whole orders tried when the CA keeps rejecting nonces (instant-acme retries a request 3×).
 const NONCE_ATTEMPTS: u32 = 8;
 /// How long the CA may take to validate, and then to issue.
@@ -327,10 +330,18 @@ impl Issuer {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(CA_TIMEOUT);
-        let status = order.poll_ready(&policy).await.map_err(|e| match e {
-            instant_acme::Error::Timeout(_) => AcmeError::Timeout(CA_TIMEOUT),
-            e => self.acme_err(e),
-        })?;
+        let status = match order.poll_ready(&policy).await {
+            Ok(status) => status,
+            Err(instant_acme::Error::Timeout(_)) => return Err(AcmeError::Timeout(CA_TIMEOUT)),
+            // An invalid order's own `error` comes back as a CA problem too: tell it apart by
+            // the order's state, so a failed validation reads as such and not as a CA fault.
+            Err(e) if order.state().status == OrderStatus::Invalid => {
+                let why = self.why_invalid(order).await;
+                let why = if why == NO_REASON { e.to_string() } else { why };
+                return Err(AcmeError::OrderInvalid(why));
+            }
+            Err(e) => return Err(self.acme_err(e)),
+        };
         if status != OrderStatus::Ready {
             return Err(AcmeError::OrderInvalid(self.why_invalid(order).await));
         }
@@ -377,7 +388,7 @@ impl Issuer {
         Ok(cert)
     }
 
-    /// The CA's reasons for an invalid order, from its challenges.
+    /// The CA's reasons for an invalid order, from its challenges ([`NO_REASON`] if none).
     async fn why_invalid(&self, order: &mut instant_acme::Order) -> String {
         let mut reasons = Vec::new();
         let mut authorizations = order.authorizations();
@@ -391,11 +402,7 @@ impl Issuer {
                 }
             }
         }
-        if reasons.is_empty() {
-            "the CA marked the order invalid".into()
-        } else {
-            reasons.join("; ")
-        }
+        if reasons.is_empty() { NO_REASON.into() } else { reasons.join("; ") }
     }
 
     /// Removes records; returns those that could not be removed.

@@ -88,6 +88,21 @@ impl Appliance {
         std::fs::rename(&tmp, &path).expect("rename");
     }
 
+    /// Kills the process at once (SIGKILL: no cleanup of any kind), as a crash or power cut.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the binary again in the same directory (same config and state), killing the
+    /// running process first if there is one.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -7,6 +7,8 @@
 //! recorded for assertions and applied as an API server would (top-level status fields replaced,
 //! so `status.parents` behaves as the atomic list it is; `metadata.resourceVersion` as a
 //! precondition, 409 when stale; resourceVersion bumped, generation not, MODIFIED on watches).
+//! PATCH of a whole object with server-side apply (Secrets): created when absent, else merged
+//! (see `apply_object`), recorded like status patches.
 //! Lease objects (coordination.k8s.io/v1): GET, POST (create; 409 AlreadyExists) and PUT
 //! (replace; 409 Conflict when `metadata.resourceVersion` is stale), each recorded.
 //! Faults: the server can go down and come back with its state ([`FakeKube::set_down`]: open
@@ -586,7 +588,9 @@ async fn one_object(
     if method == http::Method::PUT && target.subresource.is_none() {
         return replace(shared, req, key).await;
     }
-    if method != http::Method::PATCH || target.subresource.as_deref() != Some("status") {
+    let whole = target.subresource.is_none();
+    if method != http::Method::PATCH || !(whole || target.subresource.as_deref() == Some("status"))
+    {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &status(405, "MethodNotAllowed", &format!("{method} {path} is not served")),
@@ -608,7 +612,11 @@ async fn one_object(
         let (resource, namespace) = (key.0.clone(), key.1.clone());
         state.log.push(Logged { rv, resource, namespace, kind: "MODIFIED", object });
     }
-    let (code, response) = apply_status(&mut state, &key, &content_type, &body);
+    let (code, response) = if whole {
+        apply_object(&mut state, &key, &content_type, &body)
+    } else {
+        apply_status(&mut state, &key, &content_type, &body)
+    };
     state.patches.push(RecordedPatch {
         path,
         content_type,
@@ -619,7 +627,7 @@ async fn one_object(
         token,
     });
     drop(state);
-    if code == StatusCode::OK {
+    if code.is_success() {
         shared.changed.send_modify(|n| *n += 1);
     }
     json_response(code, &response)
@@ -768,6 +776,56 @@ fn apply_status(
         object: object.clone(),
     });
     (StatusCode::OK, object)
+}
+
+/// Applies a server-side apply patch to a whole object (not its status), as the API server
+/// would for the parts cluster mode writes (Secrets): created when absent (ADDED), else
+/// annotations and labels merged key by key and every other top-level field replaced
+/// (MODIFIED); `metadata.resourceVersion`, when given, is a precondition.
+fn apply_object(
+    state: &mut State,
+    key: &Key,
+    content_type: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    if state.failing_patches > 0 {
+        state.failing_patches -= 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status(500, "InternalError", "injected failure"),
+        );
+    }
+    if content_type != "application/apply-patch+yaml" {
+        let message = format!("unsupported patch content type {content_type:?}");
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, status(415, "UnsupportedMediaType", &message));
+    }
+    let Some(stored) = state.objects.get(key).cloned() else {
+        let mut object = body.clone();
+        if !key.1.is_empty() {
+            object["metadata"]["namespace"] = key.1.clone().into();
+        }
+        object["metadata"]["uid"] = format!("uid-{}-{}-{}", key.0, key.1, key.2).into();
+        return (StatusCode::CREATED, store(state, key, object, "ADDED"));
+    };
+    if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+        && Some(rv) != stored["metadata"]["resourceVersion"].as_str()
+    {
+        let message = "the object has been modified; please apply your changes to the latest version and try again";
+        return (StatusCode::CONFLICT, status(409, "Conflict", message));
+    }
+    let mut object = stored;
+    for (field, value) in body.as_object().into_iter().flatten() {
+        if matches!(field.as_str(), "metadata" | "status" | "apiVersion" | "kind") {
+            continue;
+        }
+        object[field] = value.clone();
+    }
+    for map in ["annotations", "labels"] {
+        for (k, v) in body["metadata"][map].as_object().into_iter().flatten() {
+            object["metadata"][map][k] = v.clone();
+        }
+    }
+    (StatusCode::OK, store(state, key, object, "MODIFIED"))
 }
 
 /// apiVersion and kind for a bookmark of a resource (clients only read its resourceVersion).

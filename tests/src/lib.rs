@@ -6,6 +6,7 @@
 
 mod acme_peers;
 mod appliance;
+mod ca_faults;
 mod client;
 mod echo;
 mod fake_kube;
@@ -14,6 +15,7 @@ mod plugins;
 
 pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
+pub use ca_faults::{CaFault, CaRequest, FaultyCa};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;
 pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};

@@ -3,11 +3,15 @@
 //!
 //! Adding a provider is one file: implement [`DnsProvider`] and add an arm to [`provider`].
 
+#[cfg(feature = "route53")]
+mod aws_credentials;
 mod cloudflare;
 mod exec;
 pub(crate) mod lookup;
 mod propagation;
 mod rfc2136;
+#[cfg(feature = "route53")]
+mod route53;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +24,8 @@ pub use cloudflare::CloudflareProvider;
 pub use exec::ExecProvider;
 pub use propagation::PropagationCheck;
 pub use rfc2136::Rfc2136Provider;
+#[cfg(feature = "route53")]
+pub use route53::Route53Provider;
 
 /// One challenge record: `fqdn` (absolute, trailing dot) holds TXT `value`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +93,15 @@ pub fn provider(spec: &Spec) -> Result<Arc<dyn DnsProvider>, DnsError> {
         Spec::Rfc2136(s) => Arc::new(Rfc2136Provider::new(s)?),
         Spec::Exec(s) => Arc::new(ExecProvider::new(s)),
         Spec::Cloudflare(s) => Arc::new(CloudflareProvider::new(s)?),
+        #[cfg(feature = "route53")]
+        Spec::Route53(s) => Arc::new(Route53Provider::new(s)?),
+        #[cfg(not(feature = "route53"))]
+        Spec::Route53(_) => {
+            return Err(DnsError::Settings {
+                provider: "route53",
+                message: "this gatehouse was built without the route53 feature".into(),
+            });
+        }
     })
 }
 

@@ -1,8 +1,11 @@
 //! gatehouse-acme against real peers: Debian's pebble (ACME CA) and bind9 (RFC 2136 + TSIG)
 //! on loopback, started per test and killed at its end (`make setup` installs both); and a
-//! faulty CA on a loopback socket for the answers pebble never gives (500, rateLimited).
+//! faulty CA on a loopback socket for the answers pebble never gives (500, rateLimited); and
+//! Route53 against an in-test server that checks SigV4 signatures itself.
 
 mod faulty_ca;
+#[cfg(feature = "route53")]
+mod route53;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

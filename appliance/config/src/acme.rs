@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use gatehouse_model::acme::{
     AcmeIssuer, Cloudflare, DnsProvider, ExecHook, ExternalAccountBinding,
-    ListenerCertificateRequest, Propagation, Rfc2136, Secret, TsigAlgorithm,
+    ListenerCertificateRequest, Propagation, Rfc2136, Route53, Secret, TsigAlgorithm,
 };
 
 use crate::error::{Errors, Problem};
 
 /// Cloudflare's API when `api_url` is absent.
 pub const DEFAULT_CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
+/// Route53's API when `api_url` is absent.
+pub const DEFAULT_ROUTE53_API: &str = "https://route53.amazonaws.com";
+/// Route53's signing region when `region` is absent.
+pub const DEFAULT_ROUTE53_REGION: &str = "us-east-1";
 /// How long an `exec` hook may run when `timeout_seconds` is absent.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,6 +68,7 @@ pub(crate) mod schema {
         Rfc2136(Rfc2136),
         Exec(Exec),
         Cloudflare(Cloudflare),
+        Route53(Route53),
     }
 
     #[derive(Debug, Deserialize)]
@@ -92,6 +97,16 @@ pub(crate) mod schema {
         pub api_token: Option<String>,
         pub api_token_file: Option<String>,
         pub zone_id: Option<String>,
+        pub api_url: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct Route53 {
+        pub hosted_zone_id: Option<String>,
+        pub profile: Option<String>,
+        pub credentials_file: Option<String>,
+        pub region: Option<String>,
         pub api_url: Option<String>,
     }
 
@@ -252,6 +267,20 @@ fn dns(dns: schema::Dns, base_dir: &Path) -> Result<DnsProvider, String> {
             zone_id: c.zone_id,
             api_url: c.api_url.unwrap_or_else(|| DEFAULT_CLOUDFLARE_API.to_owned()),
         }),
+        schema::Dns::Route53(r) => {
+            if r.hosted_zone_id.as_deref().is_some_and(str::is_empty)
+                || r.profile.as_deref().is_some_and(str::is_empty)
+            {
+                return Err("hosted_zone_id and profile must not be empty when given".into());
+            }
+            DnsProvider::Route53(Route53 {
+                hosted_zone_id: r.hosted_zone_id,
+                profile: r.profile,
+                credentials_file: r.credentials_file.map(|f| base_dir.join(f)),
+                region: r.region.unwrap_or_else(|| DEFAULT_ROUTE53_REGION.to_owned()),
+                api_url: r.api_url.unwrap_or_else(|| DEFAULT_ROUTE53_API.to_owned()),
+            })
+        }
     })
 }
 
@@ -349,6 +378,30 @@ tls = { acme = { issuer = "missing" } }
         assert!(joined.contains("t.toml:5:7") && joined.contains("not IP:PORT"), "{joined}");
         assert!(joined.contains("no [[acme.issuers]] named \"missing\""), "{joined}");
         assert!(joined.contains("set hostname"), "{joined}");
+    }
+
+    #[test]
+    fn route53_settings_are_read_with_defaults() {
+        let text = r#"
+[[acme.issuers]]
+name = "aws"
+directory_url = "https://ca.example.test/dir"
+dns = { provider = "route53", profile = "dns", credentials_file = "aws/credentials" }
+"#;
+        let config = parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let DnsProvider::Route53(r) = &config.acme.issuers[0].dns else {
+            panic!("not route53: {:?}", config.acme.issuers[0].dns);
+        };
+        assert_eq!(r.profile.as_deref(), Some("dns"));
+        assert_eq!(r.credentials_file.as_deref(), Some(Path::new("/base/aws/credentials")));
+        assert_eq!(
+            (r.region.as_str(), r.api_url.as_str()),
+            (DEFAULT_ROUTE53_REGION, DEFAULT_ROUTE53_API)
+        );
+        assert_eq!(r.hosted_zone_id, None);
+        let errors = parse(&text.replace("profile = \"dns\"", "hosted_zone = \"Z1\""))
+            .expect_err("unknown key");
+        assert!(errors.join("\n").contains("hosted_zone"), "{errors:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use gatehouse_acme::{CertKey, Certs, Store, Wanted};
 use gatehouse_config::Config;
 use gatehouse_gateway::{Index, Object};
+use gatehouse_kube::TlsSecret;
 use gatehouse_model::acme::{CertificateRequest, ListenerCertificateRequest};
 use gatehouse_model::{
     Certificate, Desired, Hostname, ListenerId, ListenerProblem, ListenerProblemKind, ListenerTls,
@@ -46,18 +47,29 @@ pub fn wanted(config: &Config, gateway_requests: &[ListenerCertificateRequest]) 
 /// cert-manager would issue it; an issued certificate is put into the index as that Secret
 /// (file mode: it lives in the state directory, not in a manifest) and the Gateway API objects
 /// are translated again, so the listener resolves like any other. Returns one request per
-/// listener.
-pub fn gateway_api(loaded: &mut Loaded, certs: &Certs) -> Vec<ListenerCertificateRequest> {
+/// listener, and the Secrets to keep in the cluster (cluster mode writes them back).
+pub fn gateway_api(
+    loaded: &mut Loaded,
+    certs: &Certs,
+) -> (Vec<ListenerCertificateRequest>, Vec<TlsSecret>) {
     let Some(api) = loaded.gateway_api.as_mut() else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let found = annotated(&api.index, &api.settings.controller_name);
     let mut injected = false;
+    let mut secrets = Vec::new();
     for (request, (namespace, name)) in &found {
         let key = CertKey::of(&request.request);
         if let Some(cert) = certs.entries.get(&key).and_then(|e| e.cert.as_ref()) {
             api.index.apply(Object::Secret(tls_secret(namespace, name, cert)));
             injected = true;
+            secrets.push(TlsSecret {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                issuer: key.issuer.clone(),
+                chain_pem: cert.chain_pem.clone(),
+                key_pem: cert.key_pem.clone(),
+            });
         }
     }
     if injected {
@@ -66,7 +78,7 @@ pub fn gateway_api(loaded: &mut Loaded, certs: &Certs) -> Vec<ListenerCertificat
         desired.merge(api.translation.desired.clone());
         loaded.desired = desired;
     }
-    found.into_iter().map(|(request, _)| request).collect()
+    (found.into_iter().map(|(request, _)| request).collect(), secrets)
 }
 
 type SecretKey = (String, String);

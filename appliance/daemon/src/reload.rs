@@ -134,6 +134,8 @@ pub struct Reloader {
     acme_requests: Vec<gatehouse_model::acme::ListenerCertificateRequest>,
     /// Prepares WASM plugins before each swap.
     wasm: Option<WasmPlugins>,
+    /// Cluster mode: writes those listeners' certificates to their Secrets (leader only).
+    secret_writer: Option<gatehouse_kube::SecretWriter>,
 }
 
 impl Reloader {
@@ -161,6 +163,7 @@ impl Reloader {
             acme: None,
             acme_requests: Vec::new(),
             wasm: None,
+            secret_writer: None,
         }
     }
 
@@ -178,6 +181,11 @@ impl Reloader {
     /// Enables `[[plugins]]`: each reload prepares them before the swap.
     pub fn set_wasm(&mut self, wasm: WasmPlugins) {
         self.wasm = Some(wasm);
+    }
+
+    /// Cluster mode: ACME certificates of annotated Gateways go to their listeners' Secrets.
+    pub fn set_secret_writer(&mut self, writer: gatehouse_kube::SecretWriter) {
+        self.secret_writer = Some(writer);
     }
 
     /// Shows the election in `/status` (cluster mode).
@@ -250,8 +258,12 @@ impl Reloader {
                 }
                 self.watch_paths = pipeline::watch_paths(&self.source, Some(&loaded.config));
                 if let Some(acme) = &self.acme {
-                    self.acme_requests = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    let (requests, secrets) = crate::acme::gateway_api(&mut loaded, &acme.certs());
+                    self.acme_requests = requests;
                     acme.want(crate::acme::wanted(&loaded.config, &self.acme_requests));
+                    if let Some(writer) = &self.secret_writer {
+                        writer.publish(secrets);
+                    }
                 }
                 // Modules compile before the swap: a bad one fails this reload, not traffic.
                 match self.prepare_plugins(&loaded).await {

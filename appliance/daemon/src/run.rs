@@ -181,6 +181,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leadership) = &leadership {
         reloader.set_leadership(leadership.clone());
     }
+    if let Some((cluster, _)) = &cluster {
+        reloader.set_secret_writer(cluster.secret_writer());
+    }
     // Before READY=1: a SIGHUP right after readiness must reload, not kill.
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;

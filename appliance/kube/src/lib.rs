@@ -30,6 +30,7 @@ mod resources;
 mod secrets;
 mod status;
 mod sync;
+mod tls_secrets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,12 +44,17 @@ use tokio::task::JoinHandle;
 
 pub use crds::{CRDS, GROUP as OUR_GROUP, crd_manifests, crd_rules, crds};
 pub use lease::{Leadership, LeaseOptions, default_identity};
-pub use manifests::{LEASE_VERBS, Manifests, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests};
+pub use manifests::{
+    LEASE_VERBS, Manifests, SECRET_WRITE_VERBS, STATUS_VERBS, WATCH_VERBS, cluster_rules, manifests,
+};
 pub use metrics::KubeMetrics;
 pub use resources::{Scope, api_resource, field_selector, scopes, watched_kinds};
 pub use secrets::wanted as secret_namespaces;
 pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
 pub use sync::{ClusterState, WatchReducer};
+pub use tls_secrets::{
+    Decision as SecretDecision, ISSUER_ANNOTATION, SecretWriter, TlsSecret, secret_to_apply,
+};
 
 /// Where the API server is and what to watch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,6 +159,12 @@ impl Cluster {
     /// write goes through it, and it writes only while this appliance leads.
     pub fn status_writer(&self) -> StatusWriter {
         StatusWriter::spawn(self.client.clone(), self.metrics.clone(), self.leadership())
+    }
+
+    /// Starts the writer of ACME certificates into the Secrets listeners name; like status,
+    /// it writes only while this appliance leads.
+    pub fn secret_writer(&self) -> SecretWriter {
+        SecretWriter::spawn(self.client.clone(), self.metrics.clone(), self.leadership())
     }
 }
 

@@ -35,6 +35,9 @@ pub const WATCH_VERBS: [&str; 2] = ["list", "watch"];
 pub const STATUS_VERBS: [&str; 2] = ["get", "patch"];
 /// Verbs on the Lease: read it, create it when absent, replace it to renew or take over.
 pub const LEASE_VERBS: [&str; 3] = ["get", "create", "update"];
+/// Verbs on Secrets for ACME certificates (see `tls_secrets`): read one, server-side apply
+/// ours (`create` because an apply may create it). Not needed without ACME issuers.
+pub const SECRET_WRITE_VERBS: [&str; 3] = ["get", "create", "patch"];
 
 /// The ClusterRole's rules: one per API group, resources sorted.
 pub fn cluster_rules(addressing: BackendAddressing) -> Vec<Value> {
@@ -58,6 +61,7 @@ pub fn cluster_rules(addressing: BackendAddressing) -> Vec<Value> {
         .extend(watched.into_iter().map(|(group, resources)| rule(group, resources, &WATCH_VERBS)));
     rules
         .extend(status.into_iter().map(|(group, resources)| rule(group, resources, &STATUS_VERBS)));
+    rules.push(rule(String::new(), vec!["secrets".to_owned()], &SECRET_WRITE_VERBS));
     rules
 }
 
@@ -177,10 +181,17 @@ mod tests {
                 ),
             ]
         );
-        // No rule grants more than list/watch or get/patch on status.
+        // No rule grants more than list/watch, get/patch on status, or the ACME
+        // certificates' Secrets.
         for rule in &rules {
             let verbs = &rule["verbs"];
-            assert!(*verbs == json!(WATCH_VERBS) || *verbs == json!(STATUS_VERBS), "{rule}");
+            let secrets = *verbs == json!(SECRET_WRITE_VERBS)
+                && rule["resources"] == json!(["secrets"])
+                && rule["apiGroups"] == json!([""]);
+            assert!(
+                *verbs == json!(WATCH_VERBS) || *verbs == json!(STATUS_VERBS) || secrets,
+                "{rule}"
+            );
         }
     }
 

@@ -16,6 +16,8 @@ pub struct KubeMetrics {
     pub(crate) last_error: Gauge,
     pub(crate) rejected: Gauge,
     pub(crate) status_writes: Family<WriteLabels, Counter>,
+    /// ACME certificates written to Secrets, by result.
+    pub(crate) secret_writes: Family<WriteLabels, Counter>,
     pub(crate) leader: Gauge,
     /// Watches failing now (each backing off and retrying).
     pub(crate) failing: Gauge,
@@ -88,6 +90,12 @@ impl KubeMetrics {
             "status_writes",
             "Status write attempts by result: written, unchanged, conflict, error",
             metrics.status_writes.clone(),
+        );
+        registry.register(
+            "secret_writes",
+            "ACME certificate writes to listener Secrets by result: written, unchanged, \
+             foreign (a Secret not ours, left alone), error",
+            metrics.secret_writes.clone(),
         );
         registry.register(
             "failing_watches",

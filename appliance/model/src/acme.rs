@@ -77,6 +77,8 @@ pub enum DnsProvider {
     Exec(ExecHook),
     /// The Cloudflare v4 API with an API token.
     Cloudflare(Cloudflare),
+    /// Amazon Route53, signed with SigV4 (gatehouse-acme feature `route53`).
+    Route53(Route53),
 }
 
 impl DnsProvider {
@@ -86,6 +88,7 @@ impl DnsProvider {
             DnsProvider::Rfc2136(_) => "rfc2136",
             DnsProvider::Exec(_) => "exec",
             DnsProvider::Cloudflare(_) => "cloudflare",
+            DnsProvider::Route53(_) => "route53",
         }
     }
 }
@@ -129,6 +132,23 @@ pub struct Cloudflare {
     pub api_token: Secret,
     /// The zone id; looked up by name when absent.
     pub zone_id: Option<String>,
+    /// API base URL (tests point it elsewhere).
+    pub api_url: String,
+}
+
+/// Route53 settings. Credentials are read at each call: with `profile`, from that profile of
+/// the shared credentials file; otherwise from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+/// (+ `AWS_SESSION_TOKEN`), else the `AWS_PROFILE` (or `default`) profile of the file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Route53 {
+    /// The hosted zone id (`Z…`); found with ListHostedZonesByName when absent.
+    pub hosted_zone_id: Option<String>,
+    /// A profile of the shared credentials file.
+    pub profile: Option<String>,
+    /// The shared credentials file; `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
+    pub credentials_file: Option<PathBuf>,
+    /// The SigV4 signing region (Route53 is global: `us-east-1` in the commercial partition).
+    pub region: String,
     /// API base URL (tests point it elsewhere).
     pub api_url: String,
 }

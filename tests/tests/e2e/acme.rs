@@ -46,7 +46,7 @@ parents = ["web"]
 }
 
 /// Every managed certificate in `/status` has been issued.
-fn all_issued(status: &serde_json::Value, count: usize) -> bool {
+pub(crate) fn all_issued(status: &serde_json::Value, count: usize) -> bool {
     status["acme"]
         .as_array()
         .is_some_and(|certs| certs.len() == count && certs.iter().all(|c| c["not_after"].is_u64()))
@@ -54,7 +54,7 @@ fn all_issued(status: &serde_json::Value, count: usize) -> bool {
 
 /// GETs `https://127.0.0.1:port/` with SNI `host`, trusting `root`, until it answers 200
 /// (the certificate goes live with the reload that follows issuance).
-async fn wait_https(root: &str, port: u16, host: &str, appliance: &Appliance) {
+pub(crate) async fn wait_https(root: &str, port: u16, host: &str, appliance: &Appliance) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let client = Client::tls(root, &[], Some(host));
@@ -70,7 +70,7 @@ async fn wait_https(root: &str, port: u16, host: &str, appliance: &Appliance) {
     }
 }
 
-fn listener<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn listener<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["objects"]
         .as_array()
         .and_then(|objects| {
@@ -81,7 +81,7 @@ fn listener<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .unwrap_or(&serde_json::Value::Null)
 }
 
-fn condition<'a>(listener: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+pub(crate) fn condition<'a>(listener: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
     listener["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == kind))

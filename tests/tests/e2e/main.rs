@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `gatehouse` binary, real backends and clients on 127.0.0.1.
 
 mod acme;
+mod acme_cluster;
+mod acme_faults;
 mod addresses;
 mod cli;
 mod gateway_api;

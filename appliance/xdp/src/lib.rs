@@ -16,7 +16,7 @@ mod plan;
 
 pub use applier::{vip_key, wire_addr};
 pub use datapath::{AttachMode, Attachment, Datapath, Stats};
-pub use desired::{L4Service, PlanSettings, plan};
+pub use desired::{PlanSettings, plan};
 pub use error::XdpError;
 pub use gatehouse_ebpf_common as common;
 pub use plan::{Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};

@@ -48,8 +48,9 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
-        let id = std::process::id();
+    /// `tag` keeps the namespaces of tests running in parallel apart.
+    fn new(tag: &str) -> Topology {
+        let id = format!("{tag}{}", std::process::id());
         let t = Topology {
             lan: format!("ghe-lan-{id}"),
             client: format!("ghe-c-{id}"),
@@ -239,7 +240,7 @@ fn l4_service_through_xdp_ipam_vip_arp_reload_and_clean_exit_needs_root() {
     if !root() {
         return;
     }
-    let topo = Topology::new();
+    let topo = Topology::new("l");
     let ns = topo.appliance.clone();
     let _peer = pass_on_bridge_port(&topo.lan);
     let stop = Arc::new(AtomicBool::new(false));
@@ -340,4 +341,43 @@ fn l4_service_through_xdp_ipam_vip_arp_reload_and_clean_exit_needs_root() {
     for server in servers {
         server.join().expect("backend");
     }
+}
+
+#[test]
+fn interface_loss_is_reported_and_the_program_reattached_needs_root() {
+    if !root() {
+        return;
+    }
+    let topo = Topology::new("i");
+    let ns = topo.appliance.clone();
+    let appliance = Appliance::start_in_netns(&ns, &config(1, 1), &[]);
+    wait_status(&appliance, &ns, |s| s["xdp"]["attached"] == true);
+    assert!(xdp_attached(&ns));
+
+    // A second appliance on the same interface refuses to start, saying why.
+    let mut second = Appliance::start_in_netns(&ns, &config(1, 1), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let exit = rt.block_on(second.wait_exit(Duration::from_secs(20)));
+    assert!(!exit.success());
+    assert!(second.logs().contains("already has an XDP program attached"), "{}", second.logs());
+    assert!(xdp_attached(&ns), "the first appliance's program stays");
+
+    // The interface goes away (its veth pair with it).
+    run(&["ip", "-n", &ns, "link", "del", "a0"]);
+    let status = wait_status(&appliance, &ns, |s| s["xdp"]["attached"] == false);
+    assert_eq!(status["xdp"]["interface_losses"], 1, "{status:#}");
+    let metrics = admin_get(&ns, appliance.admin, "/metrics").expect("/metrics");
+    assert!(metrics.contains("gatehouse_xdp_attached 0"), "{metrics}");
+    assert!(metrics.contains("gatehouse_xdp_interface_losses_total 1"), "{metrics}");
+    assert!(appliance.logs().contains("XDP interface disappeared"), "{}", appliance.logs());
+
+    // It comes back: attached again, without a restart.
+    run(&[
+        "ip", "link", "add", "a0", "netns", &ns, "type", "veth", "peer", "name", "la", "netns",
+        &topo.lan,
+    ]);
+    run(&["ip", "-n", &ns, "link", "set", "a0", "up"]);
+    wait_status(&appliance, &ns, |s| s["xdp"]["attached"] == true);
+    assert!(xdp_attached(&ns));
+    assert!(appliance.logs().contains("re-attached"), "{}", appliance.logs());
 }

@@ -28,6 +28,8 @@ pub struct Appliance {
     pub admin: u16,
     child: Option<Child>,
     stderr_path: PathBuf,
+    /// The network namespace it runs in (`ip netns exec`), when not the test's own.
+    netns: Option<String>,
 }
 
 impl Appliance {
@@ -35,6 +37,16 @@ impl Appliance {
     /// `gatehouse run --config gatehouse.toml` there. `{admin}` in the config is replaced by a
     /// free admin port. Does not wait for readiness.
     pub fn start(config: &str, files: &[(&str, &str)]) -> Self {
+        Self::start_in(None, config, files)
+    }
+
+    /// [`Appliance::start`] inside network namespace `netns` (made by the test; needs root).
+    /// The admin API is then only reachable from inside that namespace.
+    pub fn start_in_netns(netns: &str, config: &str, files: &[(&str, &str)]) -> Self {
+        Self::start_in(Some(netns.to_owned()), config, files)
+    }
+
+    fn start_in(netns: Option<String>, config: &str, files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = crate::free_port();
         for (path, contents) in files {
@@ -45,14 +57,23 @@ impl Appliance {
         let config = config.replace("{admin}", &admin.to_string());
         std::fs::write(dir.path().join("gatehouse.toml"), config).expect("write config");
         let stderr_path = dir.path().join("gatehouse.log");
-        let mut appliance = Self { dir, admin, child: None, stderr_path };
+        let mut appliance = Self { dir, admin, child: None, stderr_path, netns };
         appliance.spawn();
         appliance
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.stderr_path).expect("log file");
-        let child = Command::new(gatehouse_bin())
+        let mut command = match &self.netns {
+            // `ip netns exec` execs the binary: the child's pid is gatehouse's.
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(gatehouse_bin());
+                c
+            }
+            None => Command::new(gatehouse_bin()),
+        };
+        let child = command
             .args(["run", "--config", "gatehouse.toml", "--log-format", "json"])
             .current_dir(self.dir.path())
             // Never the machine's /var/lib/gatehouse: each appliance keeps its own state.

@@ -223,6 +223,9 @@ pub enum Problem {
         "memory_limit {0:?} must be between 1MiB and 1GiB (bytes, or a number with KiB, MiB or GiB)"
     )]
     PluginMemoryLimit(String),
+    /// An `[xdp]` setting or an `[[l4_services]]` entry is unusable.
+    #[error("{0}")]
+    Xdp(String),
 }
 
 /// Collects errors while validating one file.

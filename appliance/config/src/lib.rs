@@ -17,6 +17,7 @@ mod ipam;
 mod native;
 mod plugins;
 mod schema;
+mod xdp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,10 @@ pub use acme::{AcmeSettings, DEFAULT_CLOUDFLARE_API, DEFAULT_EXEC_TIMEOUT};
 pub use default::{DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, parse_default};
 pub use error::{ConfigError, ConfigErrors, LEASE_DURATION_RANGE, Place, Position, Problem};
 pub use native::{MAX_WEIGHT, NAMESPACE, NativeGateway};
+pub use xdp::{
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_FLOWS, L4_SERVICE_KIND, XdpForwarding, XdpMode,
+    XdpSettings,
+};
 
 use error::Errors;
 
@@ -70,6 +75,8 @@ pub struct Config {
     pub ipam_pools: gatehouse_ipam::Pools,
     /// `[acme]` issuers and the native listeners they certify (hot-reloaded).
     pub acme: AcmeSettings,
+    /// `[xdp]`, unless absent or `mode = "off"`. `[[l4_services]]` are in [`Config::native`].
+    pub xdp: Option<XdpSettings>,
 }
 
 impl Config {
@@ -209,6 +216,8 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         &mut errors,
     );
     native.wasm_plugins = wasm_plugins;
+    native.l4_services = xdp::l4_services(file.l4_services, &mut errors);
+    let xdp = xdp::settings(file.xdp, &mut errors);
     errors.finish(Config {
         admin_listen,
         shutdown_grace,
@@ -219,6 +228,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         native_gateways,
         ipam_pools,
         acme,
+        xdp,
     })
 }
 

@@ -24,6 +24,9 @@ pub(crate) struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub plugins: Vec<Plugin>,
+    pub xdp: Option<Spanned<crate::xdp::schema::Xdp>>,
+    #[serde(default)]
+    pub l4_services: Vec<crate::xdp::schema::L4Service>,
 }
 
 /// `[[plugins]]`: a proxy-wasm filter plugin.

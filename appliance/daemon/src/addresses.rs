@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use gatehouse_config::Config;
-use gatehouse_ipam::{Allocation, Port, Previous, Request};
-use gatehouse_model::{ObjectId, OwnedAddress};
+use gatehouse_ipam::{Allocation, Port, Previous, Request, Transport};
+use gatehouse_model::{L4Protocol, ObjectId, OwnedAddress};
 use serde::{Deserialize, Serialize};
 
 /// File name of the allocations below the state directory.
@@ -41,6 +41,30 @@ pub fn native_requests(config: &Config) -> Vec<Request> {
         }
         out.push(request);
     }
+    // L4 services: one without `address` asks for one; a named address inside a pool is
+    // reserved, like a gateway's.
+    for service in &config.native.l4_services {
+        let mut request = Request::new(service.id.clone());
+        request.ports = vec![Port {
+            transport: match service.protocol {
+                L4Protocol::Tcp => Transport::Tcp,
+                L4Protocol::Udp => Transport::Udp,
+            },
+            port: service.port,
+        }];
+        if !service.addresses.is_empty() {
+            request.requested = service
+                .addresses
+                .iter()
+                .copied()
+                .filter(|ip| config.ipam_pools.pool_of(*ip).is_some())
+                .collect();
+            if request.requested.is_empty() {
+                continue;
+            }
+        }
+        out.push(request);
+    }
     out
 }
 
@@ -62,6 +86,15 @@ pub fn apply_native(config: &mut Config, allocation: &Allocation, warnings: &mut
     for listener in &mut config.native.listeners {
         if let Some(ips) = addresses.get(&listener.id.gateway) {
             listener.addresses.clone_from(ips);
+        }
+    }
+    for service in &mut config.native.l4_services {
+        let Some(outcome) = allocation.outcome(&service.id) else { continue };
+        for failure in &outcome.failures {
+            warnings.push(format!("{}: {failure}", service.id));
+        }
+        if service.addresses.is_empty() {
+            service.addresses = outcome.ips();
         }
     }
 }

@@ -15,6 +15,7 @@ mod status_task;
 mod systemd;
 mod wasm_plugins;
 mod watch;
+mod xdp;
 
 use std::process::ExitCode;
 

@@ -136,6 +136,8 @@ pub struct Reloader {
     wasm: Option<WasmPlugins>,
     /// Cluster mode: writes those listeners' certificates to their Secrets (leader only).
     secret_writer: Option<gatehouse_kube::SecretWriter>,
+    /// The XDP data plane, when `[xdp]` was on at boot.
+    xdp: Option<crate::xdp::Xdp>,
 }
 
 impl Reloader {
@@ -164,6 +166,24 @@ impl Reloader {
             acme_requests: Vec::new(),
             wasm: None,
             secret_writer: None,
+            xdp: None,
+        }
+    }
+
+    /// Feeds the XDP data plane a plan per generation, after the proxy swapped.
+    pub fn set_xdp(&mut self, xdp: crate::xdp::Xdp) {
+        self.xdp = Some(xdp);
+    }
+
+    /// The XDP data plane's state changed (interface lost or back): `/status` shows it.
+    pub fn xdp_changed(&mut self) {
+        self.publish_status();
+    }
+
+    /// Detaches the XDP program (shutdown).
+    pub fn stop_xdp(&mut self) {
+        if let Some(xdp) = self.xdp.as_mut() {
+            xdp.stop();
         }
     }
 
@@ -364,6 +384,18 @@ impl Reloader {
         self.admin.publish_config_with(
             move || json!({"generation": generation, "routes": described.describe()}),
         );
+        // XDP follows the proxy; a plan it refuses leaves the previous one serving.
+        let xdp_problems = match &self.xdp {
+            Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
+            None if !desired.l4_services.is_empty() => {
+                vec!["[[l4_services]] are served by XDP only: they need [xdp] (at boot)".to_owned()]
+            }
+            None => Vec::new(),
+        };
+        for problem in &xdp_problems {
+            tracing::warn!("{problem}");
+        }
+        loaded.warnings.extend(xdp_problems);
         report.listener_problems.extend(compile_problems);
         // First, so a listener waiting for ACME shows the ACME reason, not "no certificate".
         report.listener_problems.splice(0..0, acme_problems);
@@ -412,12 +444,14 @@ impl Reloader {
             json!({"leader": leadership.leader, "holder": leadership.holder})
         });
         let acme = self.acme.as_ref().map(|acme| acme.certs().describe());
+        let xdp = self.xdp.as_ref().map(crate::xdp::Xdp::describe);
         self.status.publish(StatusInput {
             generation: self.generation,
             serving: self.serving.clone(),
             last_reload,
             kubernetes,
             acme,
+            xdp,
         });
     }
 }

@@ -143,6 +143,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let acme = gatehouse_acme::Manager::start(&first.config.state_dir, &mut registry);
     let mut acme_changes = acme.subscribe();
     let wasm = crate::wasm_plugins::WasmPlugins::new(&first.config.state_dir, &mut registry);
+    // XDP attaches once, with the boot config (interface, mode and table sizes are boot-only).
+    let xdp = match &first.config.xdp {
+        Some(settings) => Some(crate::xdp::Xdp::start(settings, &mut registry)?),
+        None => None,
+    };
+    let mut xdp_changes = xdp.as_ref().map(crate::xdp::Xdp::subscribe);
     // Cluster mode: the watches start once, with the boot config (a change needs a restart).
     let mut cluster = match &first.config.kubernetes {
         None => None,
@@ -191,6 +197,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     reloader.set_acme(acme);
     reloader.set_wasm(wasm);
+    if let Some(xdp) = xdp {
+        reloader.set_xdp(xdp);
+    }
     match fallback {
         None => {
             reloader.reload().await;
@@ -252,6 +261,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 reloader.leadership_changed();
                 continue;
             }
+            changed = xdp_changed(xdp_changes.as_mut()) => {
+                if !changed {
+                    xdp_changes = None;
+                }
+                reloader.xdp_changed();
+                continue;
+            }
             Ok(()) = acme_changes.changed() => {
                 tracing::debug!("ACME certificates changed: reloading");
             }
@@ -276,6 +292,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         cluster.release_lease().await;
     }
     proxy.shutdown(shutdown_grace).await;
+    reloader.stop_xdp();
     let _ = stop_admin.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), admin_task).await;
     drop(cluster);
@@ -327,6 +344,15 @@ fn load_fallback(
         (failure.errors, note)
     };
     Ok((loaded, Fallback { errors, note }))
+}
+
+/// Waits for the next change of the XDP data plane's state; `false` when it is gone. Without
+/// XDP it never completes.
+async fn xdp_changed(changes: Option<&mut watch::Receiver<gatehouse_xdp::PlaneStatus>>) -> bool {
+    match changes {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the next change of the election; `false` when it is gone (or never ran: a

@@ -24,6 +24,8 @@ pub struct StatusInput<S> {
     pub kubernetes: Option<Value>,
     /// `acme` (certificates, expiry, next renewal) as `/status` shows it, with ACME issuers.
     pub acme: Option<Value>,
+    /// `xdp` (attached, interface, applied generation, last error), when XDP is on.
+    pub xdp: Option<Value>,
 }
 
 /// How a served state becomes status objects, and where they go besides `/status`.
@@ -91,6 +93,9 @@ async fn run<S: StatusSource>(
             }
             if let Some(acme) = &next.acme {
                 status["acme"] = acme.clone();
+            }
+            if let Some(xdp) = &next.xdp {
+                status["xdp"] = xdp.clone();
             }
             let status = Arc::new(status);
             admin.publish_status(status.clone());

@@ -8,6 +8,7 @@
 pub mod acme;
 mod http;
 mod id;
+mod l4;
 mod listener;
 mod wasm;
 
@@ -17,6 +18,7 @@ pub use http::{
     UnresolvedBackend, WeightedBackend,
 };
 pub use id::{ListenerId, ObjectId};
+pub use l4::{L4Backend, L4Protocol, L4Service};
 pub use listener::{
     Certificate, CertificateError, DataPlaneReport, Hostname, HostnameError, Listener,
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
@@ -45,6 +47,8 @@ pub struct Desired {
     pub wasm_plugins: Vec<WasmPlugin>,
     /// Filters that run on every request of a listener, before the route's.
     pub listener_filters: Vec<ListenerFilters>,
+    /// L4 services (VIPs balanced without looking into the stream).
+    pub l4_services: Vec<L4Service>,
 }
 
 /// An address the appliance owns, and the object it was handed to.
@@ -62,5 +66,6 @@ impl Desired {
         self.owned_addresses.extend(other.owned_addresses);
         self.wasm_plugins.extend(other.wasm_plugins);
         self.listener_filters.extend(other.listener_filters);
+        self.l4_services.extend(other.l4_services);
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use gatehouse_ebpf_common::{
@@ -59,6 +60,7 @@ pub struct Datapath {
     state: State,
     limits: Limits,
     attached: Vec<Attachment>,
+    links: Vec<(u32, XdpLinkId)>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -134,6 +136,7 @@ impl Datapath {
             state: State::default(),
             limits,
             attached: Vec::new(),
+            links: Vec::new(),
         })
     }
 
@@ -153,8 +156,8 @@ impl Datapath {
         };
         let mut attachment =
             Attachment { interface: interface.to_owned(), ifindex, fell_back: false, mode };
-        match program.attach_to_if_index(ifindex, first) {
-            Ok(_) => {}
+        let link = match program.attach_to_if_index(ifindex, first) {
+            Ok(link) => link,
             Err(e) if is_busy(&e) => return Err(XdpError::Busy(interface.to_owned())),
             Err(e) if mode == AttachMode::Driver => {
                 warn!(
@@ -162,25 +165,48 @@ impl Datapath {
                     error = %e,
                     "XDP driver mode unavailable; falling back to generic mode (slower)"
                 );
-                match program.attach_to_if_index(ifindex, XdpMode::Skb) {
-                    Ok(_) => {}
+                let link = match program.attach_to_if_index(ifindex, XdpMode::Skb) {
+                    Ok(link) => link,
                     Err(e) if is_busy(&e) => return Err(XdpError::Busy(interface.to_owned())),
                     Err(source) => {
                         return Err(XdpError::Attach { interface: interface.to_owned(), source });
                     }
-                }
+                };
                 attachment.fell_back = true;
                 attachment.mode = AttachMode::Generic;
+                link
             }
             Err(source) => {
                 return Err(XdpError::Attach { interface: interface.to_owned(), source });
             }
-        }
+        };
+        self.links.push((ifindex, link));
         self.macs
             .insert(ifindex, Mac { addr: mac, _pad: [0; 2] }, 0)
             .map_err(map_err(common::MAP_MACS))?;
         self.attached.push(attachment.clone());
         Ok(attachment)
+    }
+
+    /// Detaches from an interface (by name, as attached). An interface that vanished took its
+    /// attachment with it; this only forgets it then. Returns whether anything was attached.
+    pub fn detach(&mut self, interface: &str) -> bool {
+        let gone: Vec<u32> =
+            self.attached.iter().filter(|a| a.interface == interface).map(|a| a.ifindex).collect();
+        self.attached.retain(|a| a.interface != interface);
+        let (links, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.links).into_iter().partition(|(i, _)| gone.contains(i));
+        self.links = kept;
+        if let Ok(program) = self.program_mut(common::PROGRAM_NAME) {
+            for (_, link) in links {
+                // Fails only when the interface (and with it the attachment) is gone.
+                let _ = program.detach(link);
+            }
+        }
+        for ifindex in &gone {
+            let _ = self.macs.remove(ifindex);
+        }
+        !gone.is_empty()
     }
 
     /// Records an interface's MAC without attaching (tests run the program through

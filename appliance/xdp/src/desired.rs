@@ -1,8 +1,9 @@
 //! `Desired` → [`Plan`]: the pure step between the compiled model and the map applier.
 //!
 //! L7 listeners become PASS entries (their packets go up to the proxy untouched, but the drop
-//! list still applies); L4 services become balanced VIPs. The addresses answered for by ARP/NDP
-//! are every specific, non-loopback listener address and every L4 VIP.
+//! list still applies); the model's L4 services become balanced VIPs. The addresses answered
+//! for by ARP/NDP are every address LB-IPAM handed out (`Desired::owned_addresses`), every
+//! specific, non-loopback listener address, every L4 VIP and the NAT source addresses.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,16 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use gatehouse_model::Desired;
 
 use crate::plan::{Forwarding, L4Protocol, Plan, Vip, VipAction, WeightedAddr};
-
-/// An L4 service: a VIP balanced over weighted backends. (The source-agnostic model has no L4
-/// service type yet; until it does, callers build these from their own source.)
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct L4Service {
-    pub addr: IpAddr,
-    pub port: u16,
-    pub protocol: L4Protocol,
-    pub backends: Vec<WeightedAddr>,
-}
 
 /// Plan-wide settings from the `[xdp]` configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,29 +27,45 @@ fn owned(addr: IpAddr) -> bool {
     !addr.is_loopback() && !addr.is_unspecified() && !addr.is_multicast()
 }
 
+fn protocol(p: gatehouse_model::L4Protocol) -> L4Protocol {
+    match p {
+        gatehouse_model::L4Protocol::Tcp => L4Protocol::Tcp,
+        gatehouse_model::L4Protocol::Udp => L4Protocol::Udp,
+    }
+}
+
 /// Builds the XDP plan of a desired state. A VIP key claimed twice keeps its first claim
-/// (L4 services first, then listeners in order).
-pub fn plan(desired: &Desired, l4_services: &[L4Service], settings: &PlanSettings) -> Plan {
+/// (L4 services first, then listeners in order). Backends of the other IP family than a VIP
+/// are left out of that VIP (an address LB-IPAM chose may be of either family).
+pub fn plan(desired: &Desired, settings: &PlanSettings) -> Plan {
     let mut seen = HashSet::new();
     let mut vips = Vec::new();
-    let mut owned_addrs = BTreeSet::new();
-    for service in l4_services {
-        if !seen.insert((service.addr, service.port, service.protocol)) {
-            continue;
+    let mut owned_addrs: BTreeSet<IpAddr> =
+        desired.owned_addresses.iter().map(|o| o.address).filter(|a| owned(*a)).collect();
+    for service in &desired.l4_services {
+        let proto = protocol(service.protocol);
+        for addr in &service.addresses {
+            if !owned(*addr) || !seen.insert((*addr, service.port, proto)) {
+                continue;
+            }
+            owned_addrs.insert(*addr);
+            let backends = service
+                .backends
+                .iter()
+                .filter(|b| b.addr.is_ipv4() == addr.is_ipv4())
+                .map(|b| WeightedAddr { addr: b.addr, weight: b.weight })
+                .collect();
+            vips.push(Vip {
+                addr: *addr,
+                port: service.port,
+                protocol: proto,
+                action: VipAction::Balance {
+                    backends,
+                    forwarding: settings.forwarding,
+                    syn_limit: settings.syn_limit,
+                },
+            });
         }
-        if owned(service.addr) {
-            owned_addrs.insert(service.addr);
-        }
-        vips.push(Vip {
-            addr: service.addr,
-            port: service.port,
-            protocol: service.protocol,
-            action: VipAction::Balance {
-                backends: service.backends.clone(),
-                forwarding: settings.forwarding,
-                syn_limit: settings.syn_limit,
-            },
-        });
     }
     for listener in &desired.listeners {
         for addr in &listener.addresses {
@@ -95,9 +102,24 @@ pub fn plan(desired: &Desired, l4_services: &[L4Service], settings: &PlanSetting
 
 #[cfg(test)]
 mod tests {
-    use gatehouse_model::{Listener, ListenerId, ObjectId, Protocol};
+    use gatehouse_model::{
+        L4Backend, L4Service, Listener, ListenerId, ObjectId, OwnedAddress, Protocol,
+    };
 
     use super::*;
+
+    fn service(addresses: &[&str], port: u16, backends: &[&str]) -> L4Service {
+        L4Service {
+            id: ObjectId::new("L4Service", "toml", "s"),
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            port,
+            protocol: gatehouse_model::L4Protocol::Tcp,
+            backends: backends
+                .iter()
+                .map(|a| L4Backend { addr: a.parse().unwrap(), weight: 1 })
+                .collect(),
+        }
+    }
 
     fn listener(addresses: &[&str], port: u16) -> Listener {
         Listener {
@@ -122,17 +144,18 @@ mod tests {
                 listener(&["2001:db8::10"], 443),
             ],
             http_routes: vec![],
+            l4_services: vec![service(&["192.0.2.20"], 5432, &["10.0.0.1:5432", "[fd00::1]:5432"])],
+            owned_addresses: vec![OwnedAddress {
+                address: "192.0.2.30".parse().unwrap(),
+                owner: ObjectId::new("Gateway", "default", "other"),
+            }],
             ..Desired::default()
-        };
-        let service = L4Service {
-            addr: "192.0.2.20".parse().unwrap(),
-            port: 5432,
-            protocol: L4Protocol::Tcp,
-            backends: vec![WeightedAddr { addr: "10.0.0.1:5432".parse().unwrap(), weight: 1 }],
         };
         let settings =
             PlanSettings { source_v4: Some("10.0.0.254".parse().unwrap()), ..Default::default() };
-        let plan = plan(&desired, std::slice::from_ref(&service), &settings);
+        let plan = plan(&desired, &settings);
+        let VipAction::Balance { backends, .. } = &plan.vips[0].action else { panic!() };
+        assert_eq!(backends.len(), 1, "the IPv6 backend is not the IPv4 VIP's");
         assert_eq!(plan.generation, 7);
         let summary: Vec<(String, u16, bool)> = plan
             .vips
@@ -149,7 +172,7 @@ mod tests {
             ]
         );
         let owned: Vec<String> = plan.owned.iter().map(ToString::to_string).collect();
-        assert_eq!(owned, ["10.0.0.254", "192.0.2.10", "192.0.2.20", "2001:db8::10"]);
+        assert_eq!(owned, ["10.0.0.254", "192.0.2.10", "192.0.2.20", "192.0.2.30", "2001:db8::10"]);
         assert_eq!(plan.source_v4, settings.source_v4);
     }
 
@@ -159,15 +182,10 @@ mod tests {
             generation: 1,
             listeners: vec![listener(&["192.0.2.10"], 80)],
             http_routes: vec![],
+            l4_services: vec![service(&["192.0.2.10"], 80, &[])],
             ..Desired::default()
         };
-        let service = L4Service {
-            addr: "192.0.2.10".parse().unwrap(),
-            port: 80,
-            protocol: L4Protocol::Tcp,
-            backends: vec![],
-        };
-        let plan = plan(&desired, &[service], &PlanSettings::default());
+        let plan = plan(&desired, &PlanSettings::default());
         assert_eq!(plan.vips.len(), 1);
         assert!(matches!(plan.vips[0].action, VipAction::Balance { .. }));
     }

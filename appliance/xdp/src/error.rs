@@ -28,6 +28,10 @@ pub enum XdpError {
          XDP user); detach it first (`ip link set dev {0} xdp off`)"
     )]
     Busy(String),
+    #[error(
+        "interface `{0}` has no XDP driver mode (mode = \"driver\"); use \"auto\" or \"generic\""
+    )]
+    DriverModeUnavailable(String),
     #[error("attaching XDP to `{interface}` failed: {source}")]
     Attach {
         interface: String,

@@ -6,17 +6,22 @@
 //! Flow: `Desired` → [`Plan`] (pure) → [`Datapath::apply`] (map writes, never torn: new
 //! Maglev tables go to the idle half of a VIP's ring and one atomic VIP update switches).
 
+pub mod announce;
 mod applier;
 mod datapath;
 mod desired;
 mod error;
 pub mod maglev;
+mod metrics;
 pub mod model;
 mod plan;
+mod plane;
 
 pub use applier::{vip_key, wire_addr};
 pub use datapath::{AttachMode, Attachment, Datapath, Stats};
-pub use desired::{L4Service, PlanSettings, plan};
+pub use desired::{PlanSettings, plan};
 pub use error::XdpError;
 pub use gatehouse_ebpf_common as common;
+pub use metrics::XdpCollector;
 pub use plan::{Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};
+pub use plane::{Plane, PlaneConfig, PlaneStatus};

@@ -1,0 +1,93 @@
+//! The XDP data plane in the daemon: started at boot from `[xdp]` (boot-only: interface,
+//! mode, table sizes), fed a plan per generation after the proxy swapped, counters on
+//! `/metrics`, its state in `/status` under `xdp`, detached on exit.
+
+use gatehouse_config::{XdpForwarding, XdpMode, XdpSettings};
+use gatehouse_model::Desired;
+use gatehouse_xdp::{AttachMode, Forwarding, Limits, PlanSettings, Plane, PlaneConfig};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// The running XDP data plane and the boot settings it was started with.
+#[derive(Debug)]
+pub struct Xdp {
+    plane: Plane,
+    boot: (String, XdpMode, u32, u32),
+}
+
+impl Xdp {
+    /// Loads and attaches the program (a failure stops the boot: the operator asked for XDP).
+    pub fn start(settings: &XdpSettings, registry: &mut Registry) -> anyhow::Result<Xdp> {
+        let (mode, require_driver) = match settings.mode {
+            XdpMode::Driver => (AttachMode::Driver, true),
+            XdpMode::Generic => (AttachMode::Generic, false),
+            XdpMode::Auto | XdpMode::Off => (AttachMode::Driver, false),
+        };
+        let limits = Limits {
+            ring_size: settings.maglev_table_size,
+            max_flows: settings.max_flows,
+            ..Limits::default()
+        };
+        let config =
+            PlaneConfig { interface: settings.interface.clone(), mode, require_driver, limits };
+        let plane = Plane::start(config).map_err(|e| anyhow::anyhow!("[xdp]: {e}"))?;
+        registry.register_collector(Box::new(plane.collector()));
+        Ok(Xdp { plane, boot: settings.boot_only() })
+    }
+
+    /// Applies the plan of `desired`; returns why it was not applied (the previous plan keeps
+    /// serving), or a boot-only change that waits for a restart.
+    pub async fn apply(&self, desired: &Desired, settings: Option<&XdpSettings>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(settings) = settings else {
+            problems.push(
+                "[xdp] was removed or turned off: the XDP program stays attached with its boot \
+                 settings until a restart"
+                    .to_owned(),
+            );
+            return problems;
+        };
+        if settings.boot_only() != self.boot {
+            problems.push(
+                "[xdp] interface, mode, maglev_table_size or max_flows changed: they take effect \
+                 after a restart"
+                    .to_owned(),
+            );
+        }
+        let plan = gatehouse_xdp::plan(desired, &plan_settings(settings));
+        if let Err(e) = self.plane.apply(plan).await {
+            problems.push(e);
+        }
+        problems
+    }
+
+    /// `/status` → `xdp`.
+    pub fn describe(&self) -> Value {
+        serde_json::to_value(self.plane.status()).unwrap_or(Value::Null)
+    }
+
+    /// Changes of the data plane's state (interface lost or back).
+    pub fn subscribe(&self) -> watch::Receiver<gatehouse_xdp::PlaneStatus> {
+        self.plane.subscribe()
+    }
+
+    /// Detaches the program.
+    pub fn stop(&mut self) {
+        self.plane.stop();
+    }
+}
+
+/// The hot-reloaded part of `[xdp]` as the plan builder reads it.
+pub fn plan_settings(settings: &XdpSettings) -> PlanSettings {
+    PlanSettings {
+        forwarding: match settings.forwarding {
+            XdpForwarding::Nat => Forwarding::Nat,
+            XdpForwarding::Ipip => Forwarding::Ipip,
+        },
+        source_v4: settings.source_v4,
+        source_v6: settings.source_v6,
+        syn_limit: settings.syn_guard_per_cpu,
+        drop_sources: settings.drop_sources.clone(),
+    }
+}

@@ -1,0 +1,302 @@
+//! The XDP data plane as the daemon runs it: one thread owns the [`Datapath`], applies plans
+//! it is sent (and acknowledges their generation), announces newly owned addresses, refreshes
+//! the counters for `/metrics`, and watches the interface: when it disappears the loss is
+//! logged, counted and shown in the status; when it returns the program is attached again.
+//!
+//! A thread rather than a task: map writes and netlink calls are blocking syscalls, and the
+//! program stays attached exactly as long as this thread holds the `Datapath` (its links are
+//! file descriptors: they close with the process even when it is killed).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::datapath::{AttachMode, Datapath, Stats};
+use crate::error::XdpError;
+use crate::plan::{Limits, Plan};
+
+/// How often the thread looks at the interface and refreshes the counters.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How to start the data plane (the `[xdp]` boot settings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaneConfig {
+    pub interface: String,
+    pub mode: AttachMode,
+    /// With [`AttachMode::Driver`]: fail instead of falling back to generic mode.
+    pub require_driver: bool,
+    pub limits: Limits,
+}
+
+/// What `/status` shows of the data plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlaneStatus {
+    pub interface: String,
+    /// `driver` or `generic`, as attached.
+    pub mode: String,
+    /// Whether the program is attached now (false while the interface is gone).
+    pub attached: bool,
+    /// Times the interface disappeared since boot.
+    pub interface_losses: u64,
+    /// The generation whose plan the maps hold.
+    pub applied_generation: Option<u64>,
+    /// Why the last plan was not applied (the maps keep the one before).
+    pub last_error: Option<String>,
+}
+
+/// Counters and status, shared with the metrics collector.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub stats: ArcSwap<Stats>,
+    pub status: ArcSwap<PlaneStatus>,
+}
+
+enum Command {
+    Apply(Box<Plan>, oneshot::Sender<Result<u64, String>>),
+    Stop,
+}
+
+/// The running XDP data plane; dropping it detaches the program.
+#[derive(Debug)]
+pub struct Plane {
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    changes: watch::Receiver<PlaneStatus>,
+}
+
+impl Plane {
+    /// Loads the program and attaches it; fails when either fails (nothing stays attached).
+    pub fn start(config: PlaneConfig) -> Result<Plane, XdpError> {
+        let (commands, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let (changes_tx, changes) = watch::channel(PlaneStatus::default());
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-xdp".into())
+            .spawn(move || {
+                let mut worker = match Worker::start(config, thread_shared, changes_tx) {
+                    Ok(worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                worker.run(&rx);
+            })
+            .map_err(|source| XdpError::Interface { interface: "thread".into(), source })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Plane { commands, thread: Some(thread), shared, changes }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(XdpError::Interface {
+                    interface: "thread".into(),
+                    source: std::io::Error::other("the XDP thread stopped while starting"),
+                })
+            }
+        }
+    }
+
+    /// Writes a plan into the maps; returns the generation applied (the acknowledgement) or
+    /// why it was not (the previous plan keeps serving).
+    pub async fn apply(&self, plan: Plan) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Apply(Box::new(plan), tx))
+            .map_err(|_| "the XDP data plane has stopped".to_owned())?;
+        rx.await.map_err(|_| "the XDP data plane has stopped".to_owned())?
+    }
+
+    /// The data plane's state now.
+    pub fn status(&self) -> PlaneStatus {
+        PlaneStatus::clone(&self.shared.status.load())
+    }
+
+    /// Changes of [`Plane::status`] (interface lost or back, a plan applied or refused).
+    pub fn subscribe(&self) -> watch::Receiver<PlaneStatus> {
+        self.changes.clone()
+    }
+
+    /// A `/metrics` collector of the data plane's counters.
+    pub fn collector(&self) -> crate::metrics::XdpCollector {
+        crate::metrics::XdpCollector::new(self.shared.clone())
+    }
+
+    /// Detaches the program and stops the thread.
+    pub fn stop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Worker {
+    datapath: Datapath,
+    config: PlaneConfig,
+    shared: Arc<Shared>,
+    changes: watch::Sender<PlaneStatus>,
+    status: PlaneStatus,
+    ifindex: Option<u32>,
+    plan: Plan,
+}
+
+impl Worker {
+    fn start(
+        config: PlaneConfig,
+        shared: Arc<Shared>,
+        changes: watch::Sender<PlaneStatus>,
+    ) -> Result<Worker, XdpError> {
+        let datapath = Datapath::load(config.limits)?;
+        let mut worker = Worker {
+            datapath,
+            status: PlaneStatus { interface: config.interface.clone(), ..PlaneStatus::default() },
+            config,
+            shared,
+            changes,
+            ifindex: None,
+            plan: Plan::default(),
+        };
+        worker.attach()?;
+        worker.publish();
+        Ok(worker)
+    }
+
+    fn attach(&mut self) -> Result<(), XdpError> {
+        let attachment = self.datapath.attach(&self.config.interface, self.config.mode)?;
+        if attachment.fell_back && self.config.require_driver {
+            self.datapath.detach(&self.config.interface);
+            return Err(XdpError::DriverModeUnavailable(self.config.interface.clone()));
+        }
+        info!(
+            interface = %attachment.interface,
+            mode = ?attachment.mode,
+            "XDP program attached"
+        );
+        self.ifindex = Some(attachment.ifindex);
+        self.status.attached = true;
+        self.status.mode = match attachment.mode {
+            AttachMode::Driver => "driver".into(),
+            AttachMode::Generic => "generic".into(),
+        };
+        Ok(())
+    }
+
+    fn run(&mut self, commands: &mpsc::Receiver<Command>) {
+        loop {
+            match commands.recv_timeout(TICK) {
+                Ok(Command::Apply(plan, reply)) => {
+                    let result = self.apply(*plan);
+                    let _ = reply.send(result);
+                }
+                Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => self.tick(),
+            }
+        }
+        if self.datapath.detach(&self.config.interface) {
+            info!(interface = %self.config.interface, "XDP program detached");
+        }
+    }
+
+    fn apply(&mut self, plan: Plan) -> Result<u64, String> {
+        let before: BTreeSet<IpAddr> = self.plan.owned.iter().copied().collect();
+        match self.datapath.apply(&plan) {
+            Ok(generation) => {
+                let new: Vec<IpAddr> =
+                    plan.owned.iter().filter(|a| !before.contains(a)).copied().collect();
+                self.plan = plan;
+                self.status.applied_generation = Some(generation);
+                self.status.last_error = None;
+                if self.status.attached {
+                    self.announce(&new);
+                }
+                self.refresh_stats();
+                self.publish();
+                Ok(generation)
+            }
+            Err(e) => {
+                let message =
+                    format!("XDP plan of generation {} not applied: {e}", plan.generation);
+                self.status.last_error = Some(message.clone());
+                self.publish();
+                Err(message)
+            }
+        }
+    }
+
+    fn announce(&self, addrs: &[IpAddr]) {
+        match crate::announce::announce(&self.config.interface, addrs) {
+            Ok(0) => {}
+            Ok(sent) => info!(
+                interface = %self.config.interface,
+                addresses = ?addrs,
+                sent,
+                "announced newly owned addresses (gratuitous ARP / unsolicited NA)"
+            ),
+            Err(e) => warn!(%e, "cannot announce newly owned addresses"),
+        }
+    }
+
+    /// Looks at the interface: gone → detached (logged, counted); back → attached again.
+    fn tick(&mut self) {
+        let now = nix::net::if_::if_nametoindex(self.config.interface.as_str()).ok();
+        if now != self.ifindex || (now.is_some() && !self.status.attached) {
+            if self.status.attached {
+                error!(
+                    interface = %self.config.interface,
+                    "XDP interface disappeared: VIPs are not served until it returns"
+                );
+                self.datapath.detach(&self.config.interface);
+                self.status.attached = false;
+                self.status.interface_losses += 1;
+                self.ifindex = None;
+            }
+            if now.is_some() {
+                match self.attach() {
+                    Ok(()) => {
+                        info!(interface = %self.config.interface, "XDP interface is back: re-attached");
+                        let owned = self.plan.owned.clone();
+                        self.announce(&owned);
+                    }
+                    Err(e) => warn!(%e, "XDP interface is back but attaching failed; retrying"),
+                }
+            }
+            self.publish();
+        }
+        self.refresh_stats();
+    }
+
+    fn refresh_stats(&self) {
+        match self.datapath.stats(&self.plan) {
+            Ok(stats) => self.shared.stats.store(Arc::new(stats)),
+            Err(e) => warn!(%e, "cannot read the XDP counters"),
+        }
+    }
+
+    fn publish(&self) {
+        self.shared.status.store(Arc::new(self.status.clone()));
+        self.changes.send_replace(self.status.clone());
+    }
+}

@@ -196,6 +196,18 @@ kubeconfig = "kubeconfig"
         "{metrics}"
     );
     assert!(bind.txt_values("_acme-challenge.www.example.test.").is_empty());
+
+    // Deleted in the cluster, our Secret is written again.
+    kube.delete("v1", "Secret", "default", "web-tls").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        if let Some(secret) = kube.object("v1", "Secret", "default", "web-tls").await {
+            break secret;
+        }
+        assert!(Instant::now() < deadline, "web-tls not written again\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(secret_data(&again, "tls.crt"), chain);
 }
 
 fn b64(text: &str) -> String {

@@ -251,6 +251,9 @@ impl Pebble {
             .arg(d.join("pebble.json"))
             .args(["-dnsserver", dns_server])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Pebble reuses half of the valid authorizations by default: a renewal could then
+            // skip DNS entirely, and a test of DNS at renewal would pass or fail by chance.
+            .env("PEBBLE_AUTHZREUSE", "0")
             .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject_percent.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

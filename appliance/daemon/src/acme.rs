@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use gatehouse_acme::{CertKey, Certs, Store, Wanted};
 use gatehouse_config::Config;
-use gatehouse_gateway::{Index, Object};
+use gatehouse_gateway::{Index, Kind as GatewayKind, Object, ObjectRef};
 use gatehouse_kube::TlsSecret;
 use gatehouse_model::acme::{CertificateRequest, ListenerCertificateRequest};
 use gatehouse_model::{
@@ -61,6 +61,7 @@ pub fn gateway_api(
     for (request, (namespace, name)) in &found {
         let key = CertKey::of(&request.request);
         if let Some(cert) = certs.entries.get(&key).and_then(|e| e.cert.as_ref()) {
+            let present = api.index.contains(&ObjectRef::new(GatewayKind::Secret, namespace, name));
             api.index.apply(Object::Secret(tls_secret(namespace, name, cert)));
             injected = true;
             secrets.push(TlsSecret {
@@ -69,6 +70,7 @@ pub fn gateway_api(
                 issuer: key.issuer.clone(),
                 chain_pem: cert.chain_pem.clone(),
                 key_pem: cert.key_pem.clone(),
+                present,
             });
         }
     }

@@ -12,8 +12,9 @@
 //! created (with it); one of ours is updated when its certificate differs; any other Secret of
 //! that name (made by hand, by cert-manager) is never overwritten — the writer logs it and
 //! counts `foreign`, and the appliance serves its own certificate from the state directory.
-//! An operator hands such a Secret over by adding the annotation. Only the Lease holder
-//! writes, like status.
+//! An operator hands such a Secret over by adding the annotation. One of ours deleted in the
+//! cluster is written again (the daemon tells, per Secret, whether the watches still see
+//! it). Only the Lease holder writes, like status.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct TlsSecret {
     pub chain_pem: String,
     /// `tls.key`.
     pub key_pem: String,
+    /// Whether the watched cluster state holds a Secret of that name: one of ours deleted
+    /// there is written again.
+    pub present: bool,
 }
 
 /// What to do with one Secret, given what the cluster holds.
@@ -168,7 +172,9 @@ async fn run(
             for secret in wanted.iter() {
                 let key = (secret.namespace.clone(), secret.name.clone());
                 let failures = match state.get(&key) {
-                    Some(Done::Settled(chain)) if *chain == secret.chain_pem => continue,
+                    Some(Done::Settled(chain)) if *chain == secret.chain_pem && secret.present => {
+                        continue;
+                    }
                     Some(Done::RetryAt { at, .. }) if *at > now => continue,
                     Some(Done::RetryAt { failures, .. }) => *failures,
                     _ => 0,
@@ -270,6 +276,7 @@ mod tests {
             issuer: "pebble".into(),
             chain_pem: "CHAIN".into(),
             key_pem: "KEY".into(),
+            present: false,
         }
     }
 

@@ -91,8 +91,18 @@ fn verify(chain_pem: &str, root_pem: &str, host: &str) {
         .unwrap_or_else(|e| panic!("the Secret's chain does not verify for {host}: {e}"));
 }
 
-/// The leaf the appliance serves on `port` for SNI `host`.
+/// The leaf the appliance serves on 127.0.0.1:`port` for SNI `host`.
 async fn served_leaf(root_pem: &str, port: u16, host: &str) -> CertificateDer<'static> {
+    served_leaf_at(root_pem, "127.0.0.1", port, host).await.expect("TLS handshake")
+}
+
+/// The leaf served on `address`:`port` for SNI `host`, trusting `root_pem`.
+async fn served_leaf_at(
+    root_pem: &str,
+    address: &str,
+    port: u16,
+    host: &str,
+) -> Result<CertificateDer<'static>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in pem_certs(root_pem) {
         roots.add(cert).expect("root");
@@ -104,13 +114,14 @@ async fn served_leaf(root_pem: &str, port: u16, host: &str) -> CertificateDer<'s
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let stream =
+        tokio::net::TcpStream::connect((address, port)).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.to_owned()).expect("server name");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
-        .expect("TLS handshake");
-    tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned().expect("a leaf")
+        .map_err(|e| e.to_string())?;
+    tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned().ok_or("no leaf".into())
 }
 
 #[tokio::test]
@@ -196,9 +207,90 @@ kubeconfig = "kubeconfig"
         "{metrics}"
     );
     assert!(bind.txt_values("_acme-challenge.www.example.test.").is_empty());
+
+    // Deleted in the cluster, our Secret is written again.
+    kube.delete("v1", "Secret", "default", "web-tls").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        if let Some(secret) = kube.object("v1", "Secret", "default", "web-tls").await {
+            break secret;
+        }
+        assert!(Instant::now() < deadline, "web-tls not written again\n{}", appliance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(secret_data(&again, "tls.crt"), chain);
 }
 
 fn b64(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// An appliance of a two-member cluster: its own default address, identity and token.
+fn member_config(pebble: &Pebble, bind: &Bind9, name: &str, address: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+[runtime]
+state_dir = "state"
+shutdown_grace_ms = 1000
+[kubernetes]
+kubeconfig = "kubeconfig"
+default_address = "{address}"
+identity = "appliance-{name}"
+lease_duration_seconds = 3
+
+{issuer}"#,
+        issuer = pebble_issuer_toml(pebble, bind, &bind.secret, 50),
+    )
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_the_secret_with_pebble_and_bind9() {
+    assert!(acme_peers_installed(), "pebble and bind9 are required: run make setup");
+    let bind = Bind9::start(&["www.example.test"], "");
+    let pebble = Pebble::start(&bind.addr(), &PebbleOptions::default());
+    let echo = EchoBackend::start("echo").await;
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    for object in objects(&echo) {
+        kube.apply(object).await;
+    }
+    // No addresses: each appliance binds its own default address.
+    let mut web = gateway("web", port, "www.example.test", "web-tls");
+    web["spec"].as_object_mut().expect("spec").remove("addresses");
+    kube.apply(web).await;
+    let a = Appliance::start(
+        &member_config(&pebble, &bind, "a", "127.0.0.1"),
+        &[("kubeconfig", &kube.kubeconfig_with_token("token-a"))],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kube.object("v1", "Secret", "default", "web-tls").await.is_none() {
+        assert!(Instant::now() < deadline, "A never wrote web-tls\n{}", a.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Appliance::start(
+        &member_config(&pebble, &bind, "b", "127.0.0.2"),
+        &[("kubeconfig", &kube.kubeconfig_with_token("token-b"))],
+    );
+    // B obtains and serves its own certificate, as a follower.
+    b.wait_status(|s| all_issued(s, 1) && s["kubernetes"]["leader"] == false).await;
+    let root = pebble.issuing_root_pem().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served_leaf_at(&root, "127.0.0.2", port, "www.example.test").await.is_err() {
+        assert!(Instant::now() < deadline, "B never served HTTPS\n{}", b.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for B to (wrongly) write, had it decided it leads.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let secret_writes: Vec<_> =
+        kube.patches().await.into_iter().filter(|p| p.path.ends_with("/secrets/web-tls")).collect();
+    assert!(!secret_writes.is_empty());
+    assert!(
+        secret_writes.iter().all(|p| p.token.as_deref() == Some("token-a")),
+        "{secret_writes:#?}\nB:\n{}",
+        b.logs()
+    );
+    assert_eq!(a.status().await["kubernetes"]["leader"], true);
 }

@@ -24,10 +24,11 @@ use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, COUNTER_ARP_REPLY, COUNTER_DROP_LIST,
     COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS, COUNTER_NAT_REVERSE,
-    COUNTER_ND_REPLY, COUNTER_NO_BACKEND, GEN_FRAME_LEN, GenFrame, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, MAX_DROP,
-    MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP, Settings,
-    SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4, nat_port,
+    COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, GEN_FRAME_LEN,
+    GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP,
+    Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4,
+    nat_port,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -128,10 +129,18 @@ pub fn gatehouse_xdp_tx(ctx: XdpContext) -> u32 {
     {
         // SAFETY: the 60 bytes at `start` were bounds-checked just above.
         unsafe {
-            core::ptr::write(start as *mut [u64; 7], [
-                frame.words[0], frame.words[1], frame.words[2], frame.words[3],
-                frame.words[4], frame.words[5], frame.words[6],
-            ]);
+            core::ptr::write(
+                start as *mut [u64; 7],
+                [
+                    frame.words[0],
+                    frame.words[1],
+                    frame.words[2],
+                    frame.words[3],
+                    frame.words[4],
+                    frame.words[5],
+                    frame.words[6],
+                ],
+            );
             core::ptr::write((start + 56) as *mut u32, frame.words[7] as u32);
         }
     }

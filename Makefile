@@ -4,6 +4,8 @@
 CARGO ?= cargo
 DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iproute2 ethtool pebble bind9 bind9-dnsutils
 BENCH_PACKAGES := nginx wrk util-linux procps
+# bench/xdp's kernel peer: nftables DNAT with conntrack.
+XDP_BENCH_PACKAGES := nftables
 # The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
 IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils fdisk mtools dosfstools
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
@@ -82,8 +84,10 @@ setup-image: setup-debian
 	  echo "installing from bookworm-backports:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports $$missing) >/dev/null; \
 	fi
-## XDP program ns/packet via BPF_PROG_TEST_RUN (root; release build; not part of the tests).
+## XDP program ns/packet via BPF_PROG_TEST_RUN, and packets/s through a VIP on veth against
+## nftables DNAT (root; release build; not part of the tests).
 bench-xdp: setup
+	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(XDP_BENCH_PACKAGES)"
 	bench/xdp
 
 

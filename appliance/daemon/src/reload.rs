@@ -387,7 +387,12 @@ impl Reloader {
         // XDP follows the proxy; a plan it refuses leaves the previous one serving.
         let xdp_problems = match &self.xdp {
             Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
-            None if !desired.l4_services.is_empty() => {
+            // LoadBalancer Services without XDP only get their addresses: no warning for them.
+            None if desired
+                .l4_services
+                .iter()
+                .any(|s| s.id.kind == gatehouse_config::L4_SERVICE_KIND) =>
+            {
                 vec!["[[l4_services]] are served by XDP only: they need [xdp] (at boot)".to_owned()]
             }
             None => Vec::new(),

@@ -57,6 +57,7 @@ pub struct Datapath {
     vip_stats: PerCpuArray<MapData, VipStats>,
     backend_stats: PerCpuArray<MapData, BackendStats>,
     counters: PerCpuArray<MapData, u64>,
+    gen_frame: aya::maps::Array<MapData, common::GenFrame>,
     state: State,
     limits: Limits,
     attached: Vec<Attachment>,
@@ -95,7 +96,12 @@ impl Datapath {
             .map_max_entries(common::MAP_FLOWS, limits.max_flows)
             .map_max_entries(common::MAP_NAT, limits.max_flows)
             .load(OBJECT)?;
-        for name in [common::PROGRAM_NAME, common::BENCH_PROGRAM_NAME, common::FLOOR_PROGRAM_NAME] {
+        for name in [
+            common::PROGRAM_NAME,
+            common::BENCH_PROGRAM_NAME,
+            common::FLOOR_PROGRAM_NAME,
+            common::GENERATOR_PROGRAM_NAME,
+        ] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(XdpError::MissingProgram(name))?
@@ -126,7 +132,11 @@ impl Datapath {
                 .map_err(map_err(common::MAP_BACKEND_STATS))?;
         let counters = PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_COUNTERS)?)
             .map_err(map_err(common::MAP_COUNTERS))?;
+        let gen_frame =
+            aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_GEN_FRAME)?)
+                .map_err(map_err(common::MAP_GEN_FRAME))?;
         Ok(Datapath {
+            gen_frame,
             ebpf,
             maps,
             macs,
@@ -246,6 +256,26 @@ impl Datapath {
     /// The trivial `XDP_PASS` program (the benchmark's floor).
     pub fn floor_program(&self) -> Result<&Xdp, XdpError> {
         self.named_program(common::FLOOR_PROGRAM_NAME)
+    }
+
+    /// Sets the frame the generator program sends: its first [`common::GEN_FRAME_LEN`] bytes.
+    pub fn set_generator_frame(&mut self, frame: &[u8]) -> Result<(), XdpError> {
+        let mut bytes = [0u8; 64];
+        let n = frame.len().min(common::GEN_FRAME_LEN);
+        bytes[..n].copy_from_slice(&frame[..n]);
+        let mut value = common::GenFrame::default();
+        for (word, chunk) in value.words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(b);
+        }
+        self.gen_frame.set(0, value, 0).map_err(map_err(common::MAP_GEN_FRAME))
+    }
+
+    /// The generator program: with live-frames `BPF_PROG_TEST_RUN` it writes the frame set by
+    /// [`Datapath::set_generator_frame`] and sends it out of the ingress interface (`XDP_TX`).
+    pub fn generator_program(&self) -> Result<&Xdp, XdpError> {
+        self.named_program(common::GENERATOR_PROGRAM_NAME)
     }
 
     fn named_program(&self, name: &'static str) -> Result<&Xdp, XdpError> {

@@ -37,6 +37,8 @@ pub const MAP_BACKEND_STATS: &str = "GH_BE_STATS";
 pub const MAP_COUNTERS: &str = "GH_COUNTERS";
 /// Per-CPU [`SynWindow`] by VIP index: the SYN-flood guard's state.
 pub const MAP_SYN: &str = "GH_SYN";
+/// Index 0: the [`GenFrame`] the benchmark generator sends (array of one).
+pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
 
 /// The XDP program that is attached to interfaces.
 pub const PROGRAM_NAME: &str = "gatehouse_xdp";
@@ -45,6 +47,9 @@ pub const PROGRAM_NAME: &str = "gatehouse_xdp";
 pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
 /// A program that only returns `XDP_PASS`: the benchmark harness's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
+/// A program that only returns `XDP_TX`: with live-frames `BPF_PROG_TEST_RUN`, a traffic
+/// generator (benchmarks).
+pub const GENERATOR_PROGRAM_NAME: &str = "gatehouse_xdp_tx";
 
 /// Default sizes; the loader overrides them from `[xdp]` settings before loading.
 pub const DEFAULT_MAX_VIPS: u32 = 256;
@@ -222,6 +227,17 @@ pub struct SynWindow {
     /// SYNs seen in it.
     pub count: u64,
 }
+
+/// The first 60 bytes of the frame the generator program writes before every `XDP_TX`
+/// (live-frames `BPF_PROG_TEST_RUN` reuses pages that the receivers rewrote), as wire bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GenFrame {
+    pub words: [u64; 8],
+}
+
+/// Bytes of a [`GenFrame`] written into the packet.
+pub const GEN_FRAME_LEN: usize = 60;
 
 /// Packets not for us (no VIP, not owned ARP/NDP): passed untouched.
 pub const COUNTER_MISS: u32 = 0;

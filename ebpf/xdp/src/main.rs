@@ -25,9 +25,10 @@ use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, COUNTER_ARP_REPLY, COUNTER_DROP_LIST,
     COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS, COUNTER_NAT_REVERSE,
     COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, MAX_DROP,
-    MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP, Settings,
-    SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4, nat_port,
+    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, GEN_FRAME_LEN,
+    GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP,
+    Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4,
+    nat_port,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -58,6 +59,8 @@ static GH_BE_STATS: PerCpuArray<BackendStats> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map]
+static GH_GEN_FRAME: Array<GenFrame> = Array::with_max_entries(1, 0);
 #[map]
 static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
@@ -112,6 +115,36 @@ pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn gatehouse_xdp_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark traffic generator: run with `BPF_PROG_TEST_RUN` in live-frames mode, it sends
+/// its frame out of the ingress interface, again and again.
+#[xdp]
+pub fn gatehouse_xdp_tx(ctx: XdpContext) -> u32 {
+    // The receivers rewrite the frame in place and live-frames mode recycles its page: write
+    // the original bytes back before every send.
+    let start = ctx.data();
+    if start + GEN_FRAME_LEN <= ctx.data_end()
+        && let Some(frame) = GH_GEN_FRAME.get(0)
+    {
+        // SAFETY: the 60 bytes at `start` were bounds-checked just above.
+        unsafe {
+            core::ptr::write(
+                start as *mut [u64; 7],
+                [
+                    frame.words[0],
+                    frame.words[1],
+                    frame.words[2],
+                    frame.words[3],
+                    frame.words[4],
+                    frame.words[5],
+                    frame.words[6],
+                ],
+            );
+            core::ptr::write((start + 56) as *mut u32, frame.words[7] as u32);
+        }
+    }
+    xdp_action::XDP_TX
 }
 
 #[inline(always)]

@@ -344,7 +344,7 @@ fn l4_service_through_xdp_ipam_vip_arp_reload_and_clean_exit_needs_root() {
 }
 
 #[test]
-fn interface_loss_is_reported_and_the_program_reattached_needs_root() {
+fn faults_second_appliance_refused_plan_and_interface_loss_needs_root() {
     if !root() {
         return;
     }
@@ -361,6 +361,21 @@ fn interface_loss_is_reported_and_the_program_reattached_needs_root() {
     assert!(!exit.success());
     assert!(second.logs().contains("already has an XDP program attached"), "{}", second.logs());
     assert!(xdp_attached(&ns), "the first appliance's program stays");
+
+    // A plan XDP refuses (an IPv6 VIP without nat_source_v6) is a status problem; the maps
+    // keep the previous generation.
+    let before = wait_status(&appliance, &ns, |s| s["xdp"]["applied_generation"].is_u64());
+    let applied = before["xdp"]["applied_generation"].as_u64().expect("applied");
+    let refused = config(1, 1)
+        + "\n[[l4_services]]\nname = \"v6\"\naddress = \"fd00::100\"\nport = 80\n\
+           backends = [{ address = \"[fd00::3]:80\" }]\n";
+    appliance.write("gatehouse.toml", &refused.replace("{admin}", &appliance.admin.to_string()));
+    let status = wait_status(&appliance, &ns, |s| s["xdp"]["last_error"].is_string());
+    assert_eq!(status["xdp"]["applied_generation"], applied, "{status:#}");
+    let error = status["xdp"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("no IPv6 source address"), "{error}");
+    let warnings = status["last_reload"]["warnings"].to_string();
+    assert!(warnings.contains("no IPv6 source address"), "{warnings}");
 
     // The interface goes away (its veth pair with it).
     run(&["ip", "-n", &ns, "link", "del", "a0"]);

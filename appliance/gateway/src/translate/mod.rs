@@ -4,6 +4,7 @@
 mod attach;
 mod backends;
 mod grants;
+mod l4;
 mod listeners;
 mod rules;
 mod tls;
@@ -180,6 +181,7 @@ pub fn translate_with_addresses(
     for route in index.http_routes.values() {
         translate_route(index, settings, route, &mut out);
     }
+    out.desired.l4_services = l4::services(index, settings, allocation);
     out
 }
 

@@ -292,17 +292,18 @@ impl Drop for Failing {
 }
 
 /// Keeps `stale_seconds` current during an outage (errors alone come only once per backoff,
-/// up to 30 s apart) and says in the log, every 30 s, how stale the served state is.
+/// up to 30 s apart) and says in the log, as soon as it goes stale and then every 30 s, how
+/// stale the served state is.
 async fn track_staleness(metrics: KubeMetrics) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut logged = 0;
+    let mut logged: Option<i64> = None;
     loop {
         tick.tick().await;
         let stale = metrics.update_staleness(jiff::Timestamp::now().as_second());
         if stale == 0 {
-            logged = 0;
-        } else if stale >= logged + 30 {
-            logged = stale - stale % 30;
+            logged = None;
+        } else if logged.is_none_or(|at| stale >= at + 30) {
+            logged = Some(stale);
             tracing::warn!(
                 stale_seconds = stale,
                 failing_watches = metrics.failing.get(),

@@ -55,7 +55,7 @@ pub(crate) fn all_issued(status: &serde_json::Value, count: usize) -> bool {
 /// GETs `https://127.0.0.1:port/` with SNI `host`, trusting `root`, until it answers 200
 /// (the certificate goes live with the reload that follows issuance).
 pub(crate) async fn wait_https(root: &str, port: u16, host: &str, appliance: &Appliance) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let client = Client::tls(root, &[], Some(host));
         match client.get_host(&format!("https://127.0.0.1:{port}/"), host).await {

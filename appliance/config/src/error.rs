@@ -196,6 +196,10 @@ pub enum Problem {
     RedirectWithBackends,
     #[error("a backend needs exactly one of `address` or `dns`")]
     BackendForm,
+    #[error("backend_request_ms must not be 0 or longer than request_ms")]
+    BackendTimeoutOverRequest,
+    #[error("retry code {0} is not within 400..=599")]
+    InvalidRetryCode(u16),
     #[error("request_redirect is only allowed in a rule's filters, not a backend's")]
     RedirectOnBackend,
     #[error(transparent)]

@@ -168,6 +168,26 @@ pub(crate) struct Rule {
     pub filters: Vec<Spanned<Filter>>,
     #[serde(default)]
     pub backends: Vec<Spanned<Backend>>,
+    pub timeouts: Option<Spanned<Timeouts>>,
+    pub retry: Option<Retry>,
+}
+
+/// `timeouts` of a rule, in milliseconds; 0 disables one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Timeouts {
+    pub request_ms: Option<u64>,
+    pub backend_request_ms: Option<u64>,
+}
+
+/// `retry` of a rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    #[serde(default)]
+    pub codes: Vec<Spanned<u16>>,
+    pub attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

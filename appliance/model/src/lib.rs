@@ -9,6 +9,7 @@ pub mod acme;
 mod http;
 mod id;
 mod listener;
+mod policy;
 mod wasm;
 
 pub use http::{
@@ -22,6 +23,7 @@ pub use listener::{
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
+pub use policy::{Cors, Mirror, Retry, RulePolicy};
 pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
 
 use std::net::IpAddr;

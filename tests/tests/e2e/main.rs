@@ -4,6 +4,7 @@ mod acme;
 mod addresses;
 mod cli;
 mod gateway_api;
+mod http_policy;
 mod image;
 
 mod kube;

@@ -5,6 +5,7 @@ mod attach;
 mod backends;
 mod grants;
 mod listeners;
+mod policy;
 mod rules;
 mod tls;
 

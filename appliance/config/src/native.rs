@@ -433,6 +433,14 @@ impl Cx<'_, '_> {
                     out.push((span, self.wasm_filter(&w.plugin)));
                     continue;
                 }
+                // Several mirrors may copy one rule's requests.
+                schema::Filter::RequestMirror(m) => {
+                    if let Some(f) = self.mirror(m, &span) {
+                        out.push((span, f));
+                    }
+                    continue;
+                }
+                schema::Filter::Cors(c) => ("cors", self.cors(c)),
             };
             if seen.contains(&kind) {
                 self.errors.push(&span, Problem::DuplicateFilter(kind));

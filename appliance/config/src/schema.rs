@@ -226,6 +226,34 @@ pub(crate) enum Filter {
     RequestRedirect(Redirect),
     UrlRewrite(Rewrite),
     Wasm(WasmFilter),
+    RequestMirror(Mirror),
+    Cors(Cors),
+}
+
+/// `request_mirror`: a backend (exactly one of `address` / `dns`) and the share of requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mirror {
+    pub address: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    pub percent: Option<Spanned<u32>>,
+}
+
+/// `cors`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cors {
+    #[serde(default)]
+    pub allow_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: Option<u32>,
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,7 @@ pub use listener::{
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
-pub use policy::{Cors, Mirror, Retry, RulePolicy};
+pub use policy::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
 pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
 
 use std::net::IpAddr;

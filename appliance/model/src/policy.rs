@@ -42,6 +42,24 @@ pub struct Mirror {
     pub denominator: u32,
 }
 
+/// Whether `origin` is a valid [`Cors::allow_origins`] entry: `*`, or `scheme://host[:port]`
+/// whose host may start with a `*.` label.
+pub fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
+        return false;
+    }
+    let host = match rest.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => rest,
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// Cross-origin resource sharing answered by the proxy (Gateway API HTTPCORSFilter).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Cors {

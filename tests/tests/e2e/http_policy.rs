@@ -403,3 +403,64 @@ async fn gateway_class_lists_supported_features_sorted() {
     }
     assert!(!names.contains(&"HTTPRouteBackendProtocolWebSocket"), "not proven yet");
 }
+
+#[tokio::test]
+async fn native_rules_time_out_retry_mirror_and_answer_cors() {
+    let flaky = ScriptedBackend::start("flaky", vec![Step::Status(503)]).await;
+    let shadow = ScriptedBackend::start("shadow", vec![]).await;
+    let echo = EchoBackend::start("echo").await;
+    let port = free_port();
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+
+[[gateways]]
+name = "web"
+addresses = ["127.0.0.1"]
+  [[gateways.listeners]]
+  name = "http"
+  port = {port}
+  protocol = "HTTP"
+
+[[routes]]
+name = "app"
+parents = ["web"]
+  [[routes.rules]]
+  matches = [{{ path = {{ prefix = "/flaky" }} }}]
+  retry = {{ codes = [503], attempts = 1, backoff_ms = 5 }}
+  filters = [{{ request_mirror = {{ address = "127.0.0.1:{shadow}" }} }},
+             {{ cors = {{ allow_origins = ["https://app.example.com"], allow_methods = ["GET"] }} }}]
+  backends = [{{ address = "127.0.0.1:{flaky}" }}]
+  [[routes.rules]]
+  matches = [{{ path = {{ prefix = "/slow" }} }}]
+  timeouts = {{ request_ms = 400 }}
+  backends = [{{ address = "127.0.0.1:{echo}" }}]
+"#,
+        shadow = shadow.port(),
+        flaky = flaky.port(),
+        echo = echo.port(),
+    );
+    let _gh = Appliance::start_ready(&config, &[]).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    let reply =
+        Client::http1().header("origin", "https://app.example.com").get(&url("/flaky")).await;
+    let reply = reply.unwrap();
+    assert_eq!(reply.status, 200, "the 503 was retried");
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(flaky.requests().await.len(), 2);
+    assert_eq!(shadow.wait_requests(1, Duration::from_secs(10)).await.len(), 1);
+
+    let preflight = Client::http1()
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .request(Method::OPTIONS, &url("/flaky"), None)
+        .await
+        .unwrap();
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("GET"));
+    assert_eq!(flaky.requests().await.len(), 2, "the preflight never reached the backend");
+
+    assert_eq!(Client::http1().get(&url("/slow?sleep_ms=3000")).await.unwrap().status, 504);
+}

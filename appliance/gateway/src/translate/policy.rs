@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gatehouse_model::{Cors, Mirror, Retry, RulePolicy};
+use gatehouse_model::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
 
 use super::{BackendAddressing, Problem, backends};
 use crate::conditions::reason;
@@ -161,24 +161,11 @@ pub(super) fn cors(f: &CorsFilter) -> Result<Cors, Problem> {
 }
 
 fn check_origin(origin: &str) -> Result<(), Problem> {
-    if origin == "*" {
-        return Ok(());
+    if is_cors_origin(origin) {
+        Ok(())
+    } else {
+        Err(unsupported(format!("CORS origin {origin:?} is not * or scheme://host[:port]")))
     }
-    let bad = || unsupported(format!("CORS origin {origin:?} is not * or scheme://host[:port]"));
-    let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
-        return Err(bad());
-    }
-    let host = match rest.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => h,
-        _ => rest,
-    };
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(bad());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

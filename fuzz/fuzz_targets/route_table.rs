@@ -270,6 +270,7 @@ fn route(r: RouteIn) -> HttpRoute {
                 matches: rule.matches.into_iter().map(http_match).collect(),
                 filters: rule.filters.into_iter().map(filter).collect(),
                 backends: rule.backends.into_iter().map(backend).collect(),
+                policy: Default::default(),
             })
             .collect(),
     }

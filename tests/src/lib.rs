@@ -12,6 +12,7 @@ mod echo;
 mod fake_kube;
 mod pki;
 mod plugins;
+mod scripted;
 
 pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
@@ -21,6 +22,7 @@ pub use echo::EchoBackend;
 pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};
 pub use pki::TestCa;
 pub use plugins::wasm_plugin;
+pub use scripted::{ScriptedBackend, Seen, Step};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -196,6 +196,16 @@ pub enum Problem {
     RedirectWithBackends,
     #[error("a backend needs exactly one of `address` or `dns`")]
     BackendForm,
+    #[error("backend_request_ms must not be 0 or longer than request_ms")]
+    BackendTimeoutOverRequest,
+    #[error("retry code {0} is not within 400..=599")]
+    InvalidRetryCode(u16),
+    #[error("mirror percent {0} is over 100")]
+    MirrorPercent(u32),
+    #[error(
+        "CORS origin {0:?} is not \"*\" or scheme://host[:port] (the host may start with \"*.\")"
+    )]
+    InvalidCorsOrigin(String),
     #[error("request_redirect is only allowed in a rule's filters, not a backend's")]
     RedirectOnBackend,
     #[error(transparent)]

@@ -22,6 +22,8 @@ use toml::Spanned;
 use crate::error::{Errors, Position, Problem};
 use crate::schema;
 
+mod policy;
+
 /// Namespace of every object of the native form.
 pub const NAMESPACE: &str = "toml";
 /// Largest backend weight (Gateway API limit).
@@ -346,6 +348,7 @@ impl Cx<'_, '_> {
             matches,
             filters: filters.into_iter().map(|(_, f)| f).collect(),
             backends,
+            policy: self.rule_policy(rule.timeouts, rule.retry),
         }
     }
 
@@ -430,6 +433,14 @@ impl Cx<'_, '_> {
                     out.push((span, self.wasm_filter(&w.plugin)));
                     continue;
                 }
+                // Several mirrors may copy one rule's requests.
+                schema::Filter::RequestMirror(m) => {
+                    if let Some(f) = self.mirror(m, &span) {
+                        out.push((span, f));
+                    }
+                    continue;
+                }
+                schema::Filter::Cors(c) => ("cors", self.cors(c)),
             };
             if seen.contains(&kind) {
                 self.errors.push(&span, Problem::DuplicateFilter(kind));

@@ -171,6 +171,26 @@ pub(crate) struct Rule {
     pub filters: Vec<Spanned<Filter>>,
     #[serde(default)]
     pub backends: Vec<Spanned<Backend>>,
+    pub timeouts: Option<Spanned<Timeouts>>,
+    pub retry: Option<Retry>,
+}
+
+/// `timeouts` of a rule, in milliseconds; 0 disables one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Timeouts {
+    pub request_ms: Option<u64>,
+    pub backend_request_ms: Option<u64>,
+}
+
+/// `retry` of a rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    #[serde(default)]
+    pub codes: Vec<Spanned<u16>>,
+    pub attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +229,34 @@ pub(crate) enum Filter {
     RequestRedirect(Redirect),
     UrlRewrite(Rewrite),
     Wasm(WasmFilter),
+    RequestMirror(Mirror),
+    Cors(Cors),
+}
+
+/// `request_mirror`: a backend (exactly one of `address` / `dns`) and the share of requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mirror {
+    pub address: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    pub percent: Option<Spanned<u32>>,
+}
+
+/// `cors`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cors {
+    #[serde(default)]
+    pub allow_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: Option<u32>,
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -156,6 +156,7 @@ fn native_defaults() {
                     backend: endpoint("127.0.0.1:3000"),
                     filters: vec![],
                 }],
+                policy: Default::default(),
             }],
         }]
     );
@@ -306,6 +307,7 @@ hostnames = ["app.example.com"]
                 },
                 WeightedBackend { weight: 0, backend: endpoint("[::1]:3001"), filters: vec![] },
             ],
+            policy: Default::default(),
         }
     );
     assert_eq!(

@@ -29,6 +29,7 @@
 //! Only objects of GatewayClasses whose `controllerName` is ours are translated or reported.
 
 pub mod conditions;
+pub mod features;
 pub mod index;
 pub mod ipam;
 pub mod loader;

@@ -65,8 +65,18 @@ pub struct Condition {
 
 /// `GatewayClass.status`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GatewayClassStatus {
     pub conditions: Vec<Condition>,
+    /// [`crate::features::SUPPORTED_FEATURES`], for accepted classes only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub supported_features: Vec<SupportedFeature>,
+}
+
+/// One entry of `GatewayClass.status.supportedFeatures`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SupportedFeature {
+    pub name: String,
 }
 
 /// `Gateway.status`.
@@ -157,6 +167,16 @@ impl<'a> Conditions<'a> {
 
 /// Objects without `metadata.generation` (typical in files) count as generation 1, the one the
 /// API server gives a new object.
+fn supported_features(accepted: bool) -> Vec<SupportedFeature> {
+    if !accepted {
+        return Vec::new();
+    }
+    crate::features::SUPPORTED_FEATURES
+        .iter()
+        .map(|name| SupportedFeature { name: (*name).to_owned() })
+        .collect()
+}
+
 fn generation(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or(1)
 }
@@ -201,7 +221,10 @@ pub fn status(
             api_version: API_VERSION.into(),
             kind: "GatewayClass".into(),
             metadata: metadata(&class.metadata, false),
-            status: Status::GatewayClass(GatewayClassStatus { conditions: conds.list }),
+            status: Status::GatewayClass(GatewayClassStatus {
+                conditions: conds.list,
+                supported_features: supported_features(class_report.accepted.is_ok()),
+            }),
         });
     }
 

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::{Hostname, ListenerId, ObjectId};
+use crate::{Cors, Hostname, ListenerId, Mirror, ObjectId, RulePolicy};
 
 /// An HTTP route (Gateway API HTTPRoute semantics) and the listeners it attached to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -28,6 +28,8 @@ pub struct HttpRule {
     pub filters: Vec<HttpFilter>,
     /// Empty with no redirect filter means 500 (spec: no backends → 500).
     pub backends: Vec<WeightedBackend>,
+    /// Timeouts and retries.
+    pub policy: RulePolicy,
 }
 
 /// Conditions that must all hold for a request to match.
@@ -93,6 +95,10 @@ pub enum HttpFilter {
     Wasm {
         plugin: String,
     },
+    /// Sends a copy of the request to another backend; several may be set.
+    RequestMirror(Mirror),
+    /// Answers CORS preflights and adds CORS headers to responses.
+    Cors(Cors),
 }
 
 /// Set, add and remove headers (Gateway API HTTPHeaderFilter).

@@ -10,6 +10,7 @@ mod http;
 mod id;
 mod l4;
 mod listener;
+mod policy;
 mod wasm;
 
 pub use http::{
@@ -24,6 +25,7 @@ pub use listener::{
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
 };
 
+pub use policy::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
 pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
 
 use std::net::IpAddr;

@@ -278,11 +278,32 @@ fn compile_rule(route: &HttpRoute, rule: &HttpRule, plugins: &Plugins) -> Compil
     let backends: Vec<CompiledBackend> =
         rule.backends.iter().map(|b| compile_backend(b, plugins)).collect();
     let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
-    CompiledRule { name: rule.name.clone(), matches, filters, error, backends, total_weight }
+    CompiledRule {
+        name: rule.name.clone(),
+        matches,
+        filters,
+        error,
+        backends,
+        total_weight,
+        policy: rule.policy.clone(),
+    }
 }
 
 fn compile_backend(b: &WeightedBackend, plugins: &Plugins) -> CompiledBackend {
-    let target = match &b.backend {
+    let target = target(&b.backend);
+    let (target, filters) = match Filters::compile(&b.filters, plugins) {
+        Ok(f) => (target, f),
+        Err(e) => (
+            Target::Unresolved { name: target.name().to_owned(), reason: e.to_string() },
+            Filters::default(),
+        ),
+    };
+    CompiledBackend { weight: b.weight, target, filters, cursor: AtomicUsize::new(0) }
+}
+
+/// Where a model backend sends traffic, with authorities parsed once.
+pub(crate) fn target(backend: &Backend) -> Target {
+    match backend {
         Backend::Endpoints(e) => Target::Endpoints {
             name: e.name.clone(),
             addrs: e.addrs.clone(),
@@ -299,15 +320,7 @@ fn compile_backend(b: &WeightedBackend, plugins: &Plugins) -> CompiledBackend {
         Backend::Unresolved(u) => {
             Target::Unresolved { name: u.name.clone(), reason: u.reason.clone() }
         }
-    };
-    let (target, filters) = match Filters::compile(&b.filters, plugins) {
-        Ok(f) => (target, f),
-        Err(e) => (
-            Target::Unresolved { name: target.name().to_owned(), reason: e.to_string() },
-            Filters::default(),
-        ),
-    };
-    CompiledBackend { weight: b.weight, target, filters, cursor: AtomicUsize::new(0) }
+    }
 }
 
 /// Exact hostnames first, then wildcards longest first, then no hostname.

@@ -77,6 +77,10 @@ pub(crate) enum RequestError {
     },
     #[error("backend {backend} did not answer in time")]
     Timeout { backend: String },
+    #[error("the route's request timeout expired")]
+    RequestTimeout,
+    #[error("cannot read the request body: {0}")]
+    RequestBody(String),
     #[error("backend {backend} failed: {source}")]
     Upstream {
         backend: String,
@@ -96,7 +100,8 @@ impl RequestError {
             | Self::UpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::AtomicUsize;
+
 use gatehouse_model::{HeaderModifier, HttpFilter, PathModifier, Redirect, Rewrite};
 use gatehouse_wasm::{Plugin, Plugins};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::cors::CorsPolicy;
 use crate::matching::{PathMatcher, normalize_prefix, prefix_matches};
+use crate::table::CompiledBackend;
 
 /// A header modifier with names and values parsed once.
 #[derive(Debug, Default)]
@@ -70,6 +74,25 @@ pub(crate) struct Filters {
     pub rewrite: Option<Rewrite>,
     /// proxy-wasm plugins, in order.
     pub wasm: Vec<Arc<Plugin>>,
+    /// Backends that get a copy of (a share of) the requests.
+    pub mirrors: Vec<CompiledMirror>,
+    pub cors: Option<CorsPolicy>,
+}
+
+/// A mirror backend and the share of requests it gets.
+#[derive(Debug)]
+pub(crate) struct CompiledMirror {
+    pub backend: CompiledBackend,
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl CompiledMirror {
+    /// Whether this request is mirrored (a fresh random draw per request).
+    pub(crate) fn draw(&self) -> bool {
+        self.numerator >= self.denominator
+            || (self.numerator > 0 && rand::random_range(0..self.denominator) < self.numerator)
+    }
 }
 
 impl Filters {
@@ -85,6 +108,17 @@ impl Filters {
                 }
                 HttpFilter::RequestRedirect(r) => out.redirect = Some(r.clone()),
                 HttpFilter::UrlRewrite(r) => out.rewrite = Some(r.clone()),
+                HttpFilter::RequestMirror(m) => out.mirrors.push(CompiledMirror {
+                    backend: CompiledBackend {
+                        weight: 1,
+                        target: crate::compile::target(&m.backend),
+                        filters: Filters::default(),
+                        cursor: AtomicUsize::new(0),
+                    },
+                    numerator: m.numerator,
+                    denominator: m.denominator,
+                }),
+                HttpFilter::Cors(c) => out.cors = Some(CorsPolicy::compile(c)),
                 HttpFilter::Wasm { plugin } => out.wasm.push(
                     plugins
                         .get(plugin)

@@ -65,7 +65,13 @@ pub(crate) fn backend(name: &str, weight: u32) -> WeightedBackend {
 }
 
 pub(crate) fn rule(matches: Vec<HttpMatch>, backend_name: &str) -> HttpRule {
-    HttpRule { name: None, matches, filters: Vec::new(), backends: vec![backend(backend_name, 1)] }
+    HttpRule {
+        name: None,
+        matches,
+        filters: Vec::new(),
+        backends: vec![backend(backend_name, 1)],
+        policy: Default::default(),
+    }
 }
 
 pub(crate) fn prefix(p: &str) -> HttpMatch {

@@ -18,10 +18,13 @@
 //! table once.
 
 mod compile;
+mod cors;
 mod error;
 mod filters;
+mod forward;
 mod matching;
 mod metrics;
+mod mirror;
 mod redirect;
 mod select;
 mod server;

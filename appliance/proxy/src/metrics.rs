@@ -29,6 +29,23 @@ struct UpstreamLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    backend: String,
+    outcome: &'static str,
+}
+
+/// Mirrored requests by backend and outcome (`sent`, `error`, `dropped`, `skipped_body`);
+/// a cheap handle that mirror tasks carry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MirrorMetrics(Family<OutcomeLabels, Counter>);
+
+impl MirrorMetrics {
+    pub(crate) fn record(&self, backend: &str, outcome: &'static str) {
+        self.0.get_or_create(&OutcomeLabels { backend: backend.to_owned(), outcome }).inc();
+    }
+}
+
 type HistogramFamily = Family<ListenerLabels, Histogram, fn() -> Histogram>;
 
 /// Metric handles; cheap to update from any task.
@@ -37,6 +54,8 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     upstream_errors: Family<UpstreamLabels, Counter>,
+    retries: Family<UpstreamLabels, Counter>,
+    pub mirrors: MirrorMetrics,
     active_connections: Gauge,
     tls_handshake_failures: Counter,
 }
@@ -53,6 +72,8 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             upstream_errors: Family::default(),
+            retries: Family::default(),
+            mirrors: MirrorMetrics::default(),
             active_connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
         };
@@ -71,6 +92,16 @@ impl Metrics {
             "upstream_errors",
             "Failed upstream requests, by backend and kind",
             m.upstream_errors.clone(),
+        );
+        r.register(
+            "retries",
+            "Backend requests sent again, by backend and the kind of failure retried",
+            m.retries.clone(),
+        );
+        r.register(
+            "mirrored_requests",
+            "Mirrored request copies, by mirror backend and outcome",
+            m.mirrors.0.clone(),
         );
         r.register(
             "active_connections",
@@ -121,6 +152,12 @@ impl Metrics {
 
     pub(crate) fn upstream_error(&self, backend: String, kind: &'static str) {
         self.upstream_errors.get_or_create(&UpstreamLabels { backend, kind }).inc();
+    }
+
+    /// Counts a retry of a backend request; `kind` is `status`, `connect`, `timeout` or
+    /// `protocol`.
+    pub(crate) fn retry(&self, backend: &str, kind: &'static str) {
+        self.retries.get_or_create(&UpstreamLabels { backend: backend.to_owned(), kind }).inc();
     }
 
     pub(crate) fn tls_handshake_failed(&self) {

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub pool: Pool,
     pub options: ProxyOptions,
+    /// Bounds the request mirrors in flight ([`crate::mirror`]).
+    pub mirror_permits: Arc<Semaphore>,
     http: auto::Builder<TokioExecutor>,
     phase: watch::Sender<Phase>,
     ready: AtomicBool,
@@ -118,6 +120,7 @@ impl Proxy {
             metrics: Metrics::register(metrics),
             pool: Pool::new(options.upstream_connect_timeout, options.upstream_idle_timeout),
             options,
+            mirror_permits: Arc::new(Semaphore::new(crate::mirror::MAX_MIRRORS_IN_FLIGHT)),
             http,
             phase: watch::Sender::new(Phase::Serving),
             ready: AtomicBool::new(false),

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::error::{ProxyBody, RequestError, full};
 use crate::filters::modify_path;
+use crate::forward;
 use crate::matching::RequestView;
 use crate::redirect::{RedirectInput, location};
 use crate::server::Shared;
@@ -124,12 +125,43 @@ async fn proxy<'t>(
     if let Some(err) = rule.error.as_ref().or(listener.wasm_error.as_ref()) {
         return Err(RequestError::InvalidRule(err.clone()));
     }
+    if let Some(cors) = &rule.filters.cors
+        && let Some(resp) = cors.preflight(req.method(), req.headers())
+    {
+        return Ok(resp);
+    }
+    let origin =
+        rule.filters.cors.as_ref().and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let forwarded = forward_matched(shared, conn, listener, entry, &host, authority.clone(), req);
+    let mut resp = match rule.policy.request_timeout.filter(|t| !t.is_zero()) {
+        Some(limit) => tokio::time::timeout(limit, forwarded)
+            .await
+            .map_err(|_| RequestError::RequestTimeout)??,
+        None => forwarded.await?,
+    };
+    if let Some(cors) = &rule.filters.cors {
+        cors.decorate(origin.as_ref(), resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// Everything after the match: redirect, rewrite, header filters, WASM, then the backend.
+async fn forward_matched(
+    shared: &Shared,
+    conn: &ConnInfo,
+    listener: &ListenerRoutes,
+    entry: &MatchEntry,
+    host: &str,
+    authority: Option<HeaderValue>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, RequestError> {
+    let rule = entry.rule();
     if let Some(r) = &rule.filters.redirect {
-        return Ok(redirect(r, conn, listener, &host, entry, req.uri()));
+        return Ok(redirect(r, conn, listener, host, entry, req.uri()));
     }
     let backend = rule.pick_backend().ok_or(RequestError::NoBackend)?;
     if let Some(r) = &backend.filters.redirect {
-        return Ok(redirect(r, conn, listener, &host, entry, req.uri()));
+        return Ok(redirect(r, conn, listener, host, entry, req.uri()));
     }
     let endpoint = upstream::endpoint(backend)?;
 
@@ -200,15 +232,7 @@ async fn proxy<'t>(
         }
     };
     let upstream_req = Request::from_parts(parts, body);
-    let name = backend.target.name();
-    let resp = upstream::send(
-        &shared.pool,
-        endpoint.key,
-        upstream_req,
-        shared.options.upstream_timeout,
-        name,
-    )
-    .await?;
+    let resp = forward::send(shared, rule, backend, endpoint, upstream_req).await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use gatehouse_model::{Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol};
+use gatehouse_model::{
+    Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol, RulePolicy,
+};
 use http::uri::Authority;
 use rustls::ServerConfig;
 use serde_json::{Value, json};
@@ -173,6 +175,8 @@ pub(crate) struct CompiledRule {
     pub error: Option<String>,
     pub backends: Vec<CompiledBackend>,
     pub total_weight: u64,
+    /// Timeouts and retries.
+    pub policy: RulePolicy,
 }
 
 /// A compiled match next to its source, for debugging output.

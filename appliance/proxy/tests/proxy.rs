@@ -212,6 +212,7 @@ fn rule(path: &str, backends: Vec<WeightedBackend>, filters: Vec<HttpFilter>) ->
         matches: vec![HttpMatch { path: PathMatch::Prefix(path.into()), ..HttpMatch::default() }],
         filters,
         backends,
+        policy: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ mod backends;
 mod grants;
 mod l4;
 mod listeners;
+mod policy;
 mod rules;
 mod tls;
 

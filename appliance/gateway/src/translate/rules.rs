@@ -7,7 +7,7 @@ use gatehouse_model::{
     PathModifier, QueryMatch, Redirect, Rewrite, StringMatch, UnresolvedBackend, WeightedBackend,
 };
 
-use super::{BackendAddressing, Problem, backends};
+use super::{BackendAddressing, Problem, backends, policy};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{
@@ -54,11 +54,22 @@ fn translate_rule(
     check_combination(rule)?;
 
     let mut extension = false;
+    let rule_policy = policy::rule_policy(rule)?;
     let mut filters = translate_filters(&rule.filters, all_prefix, &mut extension)?;
-    let mut backends = Vec::new();
     let mut problems = Vec::new();
+    filters.extend(
+        policy::mirrors(index, addressing, route_ns, &rule.filters, &mut problems)?
+            .into_iter()
+            .map(HttpFilter::RequestMirror),
+    );
+    let mut backends = Vec::new();
     for r in &rule.backend_refs {
-        let backend_filters = translate_filters(&r.filters, all_prefix, &mut extension)?;
+        let mut backend_filters = translate_filters(&r.filters, all_prefix, &mut extension)?;
+        backend_filters.extend(
+            policy::mirrors(index, addressing, route_ns, &r.filters, &mut problems)?
+                .into_iter()
+                .map(HttpFilter::RequestMirror),
+        );
         let (backend, problem) = backends::resolve(index, addressing, route_ns, r);
         problems.extend(problem);
         backends.push(WeightedBackend { weight: r.weight, backend, filters: backend_filters });
@@ -81,7 +92,7 @@ fn translate_rule(
         }];
     }
     unresolved.extend(problems);
-    Ok(ModelRule { name: rule.name.clone(), matches, filters, backends })
+    Ok(ModelRule { name: rule.name.clone(), matches, filters, backends, policy: rule_policy })
 }
 
 /// Combinations the CRD's validation forbids; re-checked as the index may come from files.
@@ -182,9 +193,9 @@ fn translate_filters(
                 *extension = true;
                 continue;
             }
-            "RequestMirror" | "CORS" => {
-                return Err(unsupported(format!("the {} filter is not supported", f.kind)));
-            }
+            // Needs the index to resolve its backend: see `policy::mirrors`.
+            "RequestMirror" => continue,
+            "CORS" => HttpFilter::Cors(policy::cors(f.cors.as_ref().ok_or_else(missing)?)?),
             other => return Err(unsupported(format!("unknown filter type {other:?}"))),
         };
         out.push(filter);

@@ -40,6 +40,8 @@ pub struct HttpRule {
     pub backend_refs: Vec<BackendRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RouteRetry>,
 }
 
 impl Default for HttpRule {
@@ -50,6 +52,7 @@ impl Default for HttpRule {
             filters: Vec::new(),
             backend_refs: Vec::new(),
             timeouts: None,
+            retry: None,
         }
     }
 }
@@ -66,6 +69,18 @@ pub struct RouteTimeouts {
     pub request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<String>,
+}
+
+/// `retry`: status codes, attempts and the pause between attempts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRetry {
+    #[serde(default)]
+    pub codes: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
 }
 
 /// Conditions a request must meet, all of them.
@@ -156,11 +171,73 @@ pub struct RouteFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<RewriteFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<serde_json::Value>,
+    pub request_mirror: Option<MirrorFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<serde_json::Value>,
+    pub cors: Option<CorsFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<LocalObjectReference>,
+}
+
+/// `requestMirror`: a backend and the share of requests copied to it (`percent` or
+/// `fraction`, at most one; neither means every request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorFilter {
+    pub backend_ref: BackendObjectReference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+/// A reference to a backend without weight or filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendObjectReference {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default = "service")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, deserialize_with = "port::optional", skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+/// `numerator / denominator`; the denominator defaults to 100.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default = "hundred")]
+    pub denominator: u32,
+}
+
+fn five() -> u32 {
+    5
+}
+
+/// `cors`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsFilter {
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default = "five")]
+    pub max_age: u32,
 }
 
 /// Header set/add/remove.

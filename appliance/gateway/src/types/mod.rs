@@ -19,9 +19,10 @@ pub use gateway::{
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
 pub use http_route::{
-    BackendRef, HeaderFilter, HeaderMatch, HeaderValue, HttpRoute, HttpRouteSpec, HttpRule,
-    MatchType, PathMatch, PathMatchType, PathModifier, PathModifierType, QueryParamMatch,
-    RedirectFilter, RewriteFilter, RouteFilter, RouteMatch, RouteTimeouts,
+    BackendObjectReference, BackendRef, CorsFilter, Fraction, HeaderFilter, HeaderMatch,
+    HeaderValue, HttpRoute, HttpRouteSpec, HttpRule, MatchType, MirrorFilter, PathMatch,
+    PathMatchType, PathModifier, PathModifierType, QueryParamMatch, RedirectFilter, RewriteFilter,
+    RouteFilter, RouteMatch, RouteRetry, RouteTimeouts,
 };
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,

@@ -1,0 +1,60 @@
+//! The Gateway API features (SupportedFeature names) that gatehouse implements, published in
+//! GatewayClass `status.supportedFeatures`.
+//!
+//! A name is listed only when a test of ours proves it; `docs/gateway-api-support.md` maps
+//! every name of the GATEWAY-HTTP profile to that test or to "not yet". Keep both in step.
+
+/// Proven features, sorted (the order status publishes).
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteRetryCodes",
+    "HTTPRouteRetryConnectionError",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_features_are_sorted_and_unique() {
+        assert!(SUPPORTED_FEATURES.windows(2).all(|w| w[0] < w[1]), "{SUPPORTED_FEATURES:?}");
+    }
+
+    #[test]
+    fn every_supported_feature_has_a_row_in_the_support_table() {
+        let doc = include_str!("../../../docs/gateway-api-support.md");
+        for name in SUPPORTED_FEATURES {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("{name} has no row in docs/gateway-api-support.md"));
+            assert!(!row.contains("not yet"), "{name} is published but its row says not yet");
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod systemd;
 mod tls;
 mod units;
 mod wasm;
+mod wasm_gateway_api;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.
 pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1

@@ -69,12 +69,19 @@ kind: WasmPlugin
 metadata: {name: escape, namespace: default}
 spec:
   module: ../../../etc/hostname
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: absent, namespace: default}
+spec:
+  module: no_such_plugin.wasm
 "#,
     );
     yaml.push_str(&route_yaml("ok", "/ok", "gatehouse.dev", "hm"));
     yaml.push_str(&route_yaml("missing", "/missing", "gatehouse.dev", "nope"));
     yaml.push_str(&route_yaml("escape", "/escape", "gatehouse.dev", "escape"));
     yaml.push_str(&route_yaml("kind", "/kind", "example.com", "hm"));
+    yaml.push_str(&route_yaml("absent", "/absent", "gatehouse.dev", "absent"));
     let config = format!(
         r#"
 [admin]
@@ -93,12 +100,19 @@ wasm_module_dir = "{}"
     let reply = Client::http1().get(&url("/ok")).await.unwrap();
     assert_eq!(reply.status, 200, "{}", gh.logs());
     assert_eq!(reply.json()["headers"]["x-plugin"], "default/ok", "the plugin ran");
-    for path in ["/missing", "/escape", "/kind"] {
+    // A module that cannot be loaded costs only the rules that use it (a warning), not the
+    // whole configuration.
+    for path in ["/missing", "/escape", "/kind", "/absent"] {
         let reply = Client::http1().get(&url(path)).await.unwrap();
         assert_eq!(reply.status, 500, "{path} must not skip its filter");
     }
 
     let status = gh.status().await;
+    let warnings = status["last_reload"]["warnings"].to_string();
+    assert!(
+        warnings.contains("WasmPlugin default/absent") && warnings.contains("answer 500"),
+        "{status:#}"
+    );
     assert_eq!(condition(&status, "ok", "ResolvedRefs")["status"], "True");
     for (route, reason, text) in [
         ("missing", "BackendNotFound", "WasmPlugin default/nope does not exist"),

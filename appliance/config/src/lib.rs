@@ -95,6 +95,8 @@ pub struct GatewayApiSettings {
     pub manifests: Vec<PathBuf>,
     /// Where Gateways without `spec.addresses` bind.
     pub default_address: IpAddr,
+    /// Where WasmPlugin objects may name local modules; `None`: URLs with sha256 only.
+    pub wasm_module_dir: Option<PathBuf>,
 }
 
 /// `[kubernetes]`: cluster mode, Gateway API objects watched from a Kubernetes API server.
@@ -116,6 +118,8 @@ pub struct KubernetesSettings {
     pub lease: LeaseSettings,
     /// How Service backendRefs become addresses (boot-only: nodeport mode watches Nodes).
     pub backend_addressing: BackendAddressing,
+    /// Where WasmPlugin objects may name local modules; `None`: URLs with sha256 only.
+    pub wasm_module_dir: Option<PathBuf>,
 }
 
 /// `[kubernetes] backend_addressing`: how a Service backendRef becomes socket addresses.
@@ -291,6 +295,7 @@ fn kubernetes(
         default_address: default_address(settings.default_address, errors),
         write_status: settings.write_status.unwrap_or(true),
         backend_addressing: settings.backend_addressing.unwrap_or_default(),
+        wasm_module_dir: wasm_module_dir(settings.wasm_module_dir, base_dir, errors),
         lease: lease(
             settings.lease_namespace,
             settings.lease_name,
@@ -355,7 +360,21 @@ fn gateway_api(
         })
         .collect();
     let default_address = default_address(settings.default_address, errors);
-    GatewayApiSettings { controller_name, manifests, default_address }
+    let wasm_module_dir = wasm_module_dir(settings.wasm_module_dir, base_dir, errors);
+    GatewayApiSettings { controller_name, manifests, default_address, wasm_module_dir }
+}
+
+/// `wasm_module_dir`, resolved against the config file's directory.
+fn wasm_module_dir(
+    dir: Option<Spanned<String>>,
+    base_dir: &Path,
+    errors: &mut Errors<'_>,
+) -> Option<PathBuf> {
+    let dir = dir?;
+    if dir.get_ref().is_empty() {
+        errors.push(&dir.span(), Problem::Empty { what: "wasm_module_dir" });
+    }
+    Some(base_dir.join(dir.into_inner()))
 }
 
 /// Parses one spanned string, recording the error at its place.

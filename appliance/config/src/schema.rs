@@ -86,6 +86,7 @@ pub(crate) struct GatewayApi {
     #[serde(default)]
     pub manifests: Vec<Spanned<String>>,
     pub default_address: Option<Spanned<String>>,
+    pub wasm_module_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +102,7 @@ pub(crate) struct Kubernetes {
     pub identity: Option<Spanned<String>>,
     pub lease_duration_seconds: Option<Spanned<u64>>,
     pub backend_addressing: Option<crate::BackendAddressing>,
+    pub wasm_module_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

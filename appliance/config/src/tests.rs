@@ -117,6 +117,7 @@ state_dir = "state"
 controller_name = "example.com/gw"
 manifests = ["manifests/", "extra.yaml", "/abs/other.yml"]
 default_address = "::"
+wasm_module_dir = "wasm"
 "#);
     assert_eq!(config.admin_listen, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 9999));
     assert_eq!(config.shutdown_grace, Duration::from_millis(2500));
@@ -131,6 +132,7 @@ default_address = "::"
                 PathBuf::from("/abs/other.yml"),
             ],
             default_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            wasm_module_dir: Some(PathBuf::from("/base/wasm")),
         })
     );
 }
@@ -638,6 +640,7 @@ fn kubernetes_defaults() {
             default_address: DEFAULT_ADDRESS,
             write_status: true,
             backend_addressing: BackendAddressing::Endpoints,
+            wasm_module_dir: None,
             lease: LeaseSettings {
                 namespace: "gatehouse-system".into(),
                 name: "gatehouse".into(),
@@ -665,6 +668,7 @@ lease_name = "edge.gatehouse"
 identity = "edge-1"
 lease_duration_seconds = 3
 backend_addressing = "nodeport"
+wasm_module_dir = "/srv/wasm"
 "#);
     assert_eq!(
         config.kubernetes,
@@ -675,6 +679,7 @@ backend_addressing = "nodeport"
             default_address: "192.0.2.1".parse().unwrap(),
             write_status: false,
             backend_addressing: BackendAddressing::NodePort,
+            wasm_module_dir: Some(PathBuf::from("/srv/wasm")),
             lease: LeaseSettings {
                 namespace: "infra".into(),
                 name: "edge.gatehouse".into(),

@@ -79,6 +79,7 @@ mod tests {
         assert_eq!(
             kinds,
             [
+                "CustomResourceDefinition",
                 "Namespace",
                 "ServiceAccount",
                 "Secret",
@@ -100,7 +101,8 @@ mod tests {
                 backend_addressing: gatehouse_gateway::BackendAddressing::Endpoints,
             })
         );
-        let cluster_role = &docs[3];
+        assert_eq!(docs[0]["metadata"]["name"], "wasmplugins.gatehouse.dev");
+        let cluster_role = &docs[4];
         assert_eq!(
             cluster_role["rules"],
             Value::Array(gatehouse_kube::cluster_rules(
@@ -118,7 +120,7 @@ mod tests {
         for verb in ["delete", "*", "deletecollection"] {
             assert!(!verbs.contains(&verb), "{verb}");
         }
-        assert_eq!(docs[7]["spec"]["controllerName"], "example.com/edge");
-        assert_eq!(docs[5]["metadata"]["namespace"], "infra");
+        assert_eq!(docs[8]["spec"]["controllerName"], "example.com/edge");
+        assert_eq!(docs[6]["metadata"]["namespace"], "infra");
     }
 }

@@ -119,6 +119,7 @@ pub fn load_with(
                 controller_name: kube.controller_name.clone(),
                 default_address: kube.default_address,
                 backend_addressing: crate::reload::backend_addressing(kube.backend_addressing),
+                wasm_module_dir: kube.wasm_module_dir.clone(),
             };
             Some((index, settings))
         }
@@ -136,6 +137,7 @@ pub fn load_with(
                 controller_name: api.controller_name.clone(),
                 default_address: api.default_address,
                 backend_addressing: gatehouse_gateway::BackendAddressing::Endpoints,
+                wasm_module_dir: api.wasm_module_dir.clone(),
             };
             Some((index, settings))
         }

@@ -232,7 +232,8 @@ impl Reloader {
         note: String,
     ) {
         self.watch_paths = pipeline::watch_paths(&self.source, None);
-        let plugins = match self.prepare_plugins(&fallback).await {
+        let mut fallback = fallback;
+        let plugins = match self.prepare_plugins(&mut fallback).await {
             Ok(plugins) => plugins,
             Err(plugin_errors) => {
                 errors.extend(plugin_errors);
@@ -286,7 +287,7 @@ impl Reloader {
                     }
                 }
                 // Modules compile before the swap: a bad one fails this reload, not traffic.
-                match self.prepare_plugins(&loaded).await {
+                match self.prepare_plugins(&mut loaded).await {
                     Ok(plugins) => {
                         self.apply(loaded, &plugins).await;
                         true
@@ -309,9 +310,13 @@ impl Reloader {
     }
 
     /// Compiles (or finds cached) the WASM modules `loaded` names, before anything swaps.
-    async fn prepare_plugins(&mut self, loaded: &Loaded) -> Result<Plugins, Vec<String>> {
+    async fn prepare_plugins(&mut self, loaded: &mut Loaded) -> Result<Plugins, Vec<String>> {
         match self.wasm.as_mut() {
-            Some(wasm) => wasm.prepare(&loaded.desired.wasm_plugins).await,
+            Some(wasm) => {
+                let (plugins, warnings) = wasm.prepare(&loaded.desired.wasm_plugins).await?;
+                loaded.warnings.extend(warnings);
+                Ok(plugins)
+            }
             None if loaded.desired.wasm_plugins.is_empty() => Ok(Plugins::default()),
             None => Err(vec!["wasm plugins are not available in this mode".to_owned()]),
         }

@@ -24,9 +24,17 @@ impl WasmPlugins {
     }
 
     /// Prepares every plugin of a generation; each error names its plugin.
-    pub async fn prepare(&mut self, specs: &[WasmPlugin]) -> Result<Plugins, Vec<String>> {
+    ///
+    /// A plugin of the operator's TOML that fails fails the reload. One from a Gateway API
+    /// WasmPlugin object (named `namespace/name`; TOML names cannot hold a `/`) is left out
+    /// with a warning instead: the rules that use it answer 500, and whoever may write such an
+    /// object cannot hold back every other change by pointing it at a broken module.
+    pub async fn prepare(
+        &mut self,
+        specs: &[WasmPlugin],
+    ) -> Result<(Plugins, Vec<String>), Vec<String>> {
         if specs.is_empty() && self.host.is_none() {
-            return Ok(Plugins::default());
+            return Ok((Plugins::default(), Vec::new()));
         }
         let host = match &self.host {
             Some(host) => host.clone(),
@@ -45,8 +53,35 @@ impl WasmPlugins {
                 host
             }
         };
-        host.prepare(specs).await.map_err(|errors| {
+        let describe = |errors: Vec<(String, gatehouse_wasm::WasmError)>| -> Vec<String> {
             errors.into_iter().map(|(name, e)| format!("plugin {name:?}: {e}")).collect()
-        })
+        };
+        let errors = match host.prepare(specs).await {
+            Ok(plugins) => return Ok((plugins, Vec::new())),
+            Err(errors) => errors,
+        };
+        if errors.iter().any(|(name, _)| !is_object(name)) {
+            return Err(describe(errors));
+        }
+        let kept: Vec<WasmPlugin> = specs
+            .iter()
+            .filter(|s| errors.iter().all(|(name, _)| *name != s.name))
+            .cloned()
+            .collect();
+        let plugins = host.prepare(&kept).await.map_err(describe)?;
+        let warnings = errors
+            .into_iter()
+            .map(|(name, e)| {
+                format!(
+                    "WasmPlugin {name}: {e}; the rules that use it answer 500 until it is fixed"
+                )
+            })
+            .collect();
+        Ok((plugins, warnings))
     }
+}
+
+/// Whether a plugin comes from a Gateway API WasmPlugin object (`namespace/name`).
+fn is_object(name: &str) -> bool {
+    name.contains('/')
 }

@@ -310,3 +310,21 @@ pub(crate) fn grant(
         status: None,
     })
 }
+
+pub(crate) fn wasm_plugin(namespace: &str, name: &str, spec: WasmPluginSpec) -> Object {
+    let mut plugin = WasmPlugin::new(name, spec);
+    plugin.metadata = meta(namespace, name);
+    Object::WasmPlugin(plugin)
+}
+
+/// An `ExtensionRef` filter naming `group`/`kind` `name`.
+pub(crate) fn extension_ref(group: &str, kind: &str, name: &str) -> RouteFilter {
+    RouteFilter {
+        extension_ref: Some(LocalObjectReference {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        }),
+        ..filter("ExtensionRef")
+    }
+}

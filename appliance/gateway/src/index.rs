@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -36,6 +36,7 @@ pub struct Index {
     pub(crate) endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
+    pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
 }
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -71,6 +72,7 @@ impl Index {
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
+            Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
         }
     }
 
@@ -88,6 +90,7 @@ impl Index {
             Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
+            Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Index {
             Kind::EndpointSlice => self.endpoint_slices.clear(),
             Kind::Secret => self.secrets.clear(),
             Kind::Node => self.nodes.clear(),
+            Kind::WasmPlugin => self.wasm_plugins.clear(),
         }
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(object);
@@ -140,6 +144,7 @@ impl Index {
             Kind::Service => keep_others(&mut self.services, namespace),
             Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
             Kind::Secret => keep_others(&mut self.secrets, namespace),
+            Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
         }
         for object in objects
             .into_iter()
@@ -162,6 +167,7 @@ impl Index {
             Kind::EndpointSlice => self.endpoint_slices.contains_key(&k),
             Kind::Secret => self.secrets.contains_key(&k),
             Kind::Node => self.nodes.contains_key(&r.name),
+            Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
         }
     }
 
@@ -176,6 +182,7 @@ impl Index {
             + self.endpoint_slices.len()
             + self.secrets.len()
             + self.nodes.len()
+            + self.wasm_plugins.len()
     }
 
     /// Whether the index holds nothing.

@@ -286,6 +286,7 @@ mod tests {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             backend_addressing: Default::default(),
+            wasm_module_dir: None,
         }
     }
 

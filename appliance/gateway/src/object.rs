@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
 
 /// One object of a kind the index holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +21,8 @@ pub enum Object {
     Secret(Secret),
     /// Boxed: a Node is several times larger than the other kinds.
     Node(Box<Node>),
+    /// Ours (`gatehouse.dev/v1alpha1`): a plugin that ExtensionRef filters point at.
+    WasmPlugin(WasmPlugin),
 }
 
 /// The kinds the index holds.
@@ -36,11 +38,12 @@ pub enum Kind {
     Secret,
     /// Watched only when backends are addressed by node and nodePort.
     Node,
+    WasmPlugin,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::Secret,
         Kind::Node,
+        Kind::WasmPlugin,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -64,6 +68,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::Node => "Node",
+            Kind::WasmPlugin => "WasmPlugin",
         }
     }
 
@@ -118,6 +123,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
+            Object::WasmPlugin(_) => Kind::WasmPlugin,
         }
     }
 
@@ -133,6 +139,7 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
+            Object::WasmPlugin(o) => &o.metadata,
         }
     }
 

@@ -454,6 +454,7 @@ mod tests {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             backend_addressing: Default::default(),
+            wasm_module_dir: None,
         }
     }
 

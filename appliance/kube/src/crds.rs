@@ -3,17 +3,20 @@
 //! CRD's OpenAPI schema is the one the code deserializes. `gatehouse kube manifests` prints
 //! them first, and the ClusterRole grants list/watch on each.
 //!
-//! A kind joins with one line in [`CRDS`]: `WasmPlugin::crd,` for a type declared with
-//! `#[kube(group = "gatehouse.dev", version = "v1alpha1", kind = "WasmPlugin", namespaced)]`.
+//! A kind joins with one line in [`CRDS`]. The types live beside the Gateway API types in
+//! `gatehouse_gateway::types` (the file loader reads them too): `WasmPlugin`
+//! (`gatehouse.dev/v1alpha1`, namespaced).
 
+use gatehouse_gateway::types::WasmPlugin;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt as _;
 use serde_json::{Value, json};
 
 /// The API group of our own kinds.
-pub const GROUP: &str = "gatehouse.dev";
+pub const GROUP: &str = gatehouse_gateway::types::OUR_GROUP;
 
 /// Every kind of ours, as its `CustomResourceExt::crd` function.
-pub const CRDS: &[fn() -> CustomResourceDefinition] = &[];
+pub const CRDS: &[fn() -> CustomResourceDefinition] = &[WasmPlugin::crd];
 
 /// The CRDs of [`CRDS`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -78,5 +81,35 @@ mod tests {
                     "verbs": ["list", "watch"]})]
         );
         assert_eq!(crd_rules(&[]), Vec::<Value>::new());
+    }
+}
+
+#[cfg(test)]
+mod wasm_plugin_tests {
+    use super::*;
+
+    #[test]
+    fn the_wasm_plugin_crd_is_structural_and_watched() {
+        let objects = crd_manifests(&crds());
+        let crd = objects.iter().find(|c| c["metadata"]["name"] == "wasmplugins.gatehouse.dev");
+        let crd = crd.expect("the WasmPlugin CRD");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["kind"], "WasmPlugin");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["required"], json!(["module"]));
+        assert_eq!(spec["properties"]["config"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(spec["properties"]["failurePolicy"]["enum"], json!(["Closed", "Open"]));
+        assert_eq!(spec["properties"]["failurePolicy"]["default"], "Closed");
+        assert_eq!(spec["properties"]["timeoutMs"]["maximum"], 60000.0);
+        // Structural: no type lists or anyOf without a type (the API server rejects them).
+        let text = crd.to_string();
+        assert!(!text.contains("\"type\":[") && !text.contains("anyOf"), "{text}");
+        assert_eq!(
+            crd_rules(&crds()),
+            [json!({"apiGroups": ["gatehouse.dev"], "resources": ["wasmplugins"],
+                    "verbs": ["list", "watch"]})]
+        );
     }
 }

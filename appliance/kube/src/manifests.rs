@@ -56,7 +56,11 @@ pub fn cluster_rules(addressing: BackendAddressing) -> Vec<Value> {
         resources.dedup();
         json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
     };
-    let mut rules: Vec<Value> = crate::crds::crd_rules(&crate::crds::crds());
+    // Our CRDs' kinds are watched kinds too: one rule per group either way.
+    for crd in crate::crds::crds() {
+        watched.entry(crd.spec.group).or_default().push(crd.spec.names.plural);
+    }
+    let mut rules: Vec<Value> = Vec::new();
     rules
         .extend(watched.into_iter().map(|(group, resources)| rule(group, resources, &WATCH_VERBS)));
     rules

@@ -2,6 +2,7 @@
 
 use gatehouse_gateway::loader::TLS_SECRET_TYPE;
 use gatehouse_gateway::types::GROUP;
+use gatehouse_gateway::types::WasmPlugin;
 use gatehouse_gateway::{BackendAddressing, Kind};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -28,6 +29,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
         Kind::Node => ApiResource::erase::<Node>(&()),
+        // Ours; its CRD comes from the same type (see `crds`).
+        Kind::WasmPlugin => ApiResource::erase::<WasmPlugin>(&()),
     }
 }
 
@@ -87,8 +90,8 @@ mod tests {
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, five namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 5 * 2);
+        // GatewayClass and Namespace once, six namespaced kinds twice (Secrets come later).
+        assert_eq!(filtered.len(), 2 + 6 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));
@@ -101,6 +104,8 @@ mod tests {
         }
         assert_eq!(api_resource(Kind::EndpointSlice).api_version, "discovery.k8s.io/v1");
         assert_eq!(api_resource(Kind::HttpRoute).plural, "httproutes");
+        assert_eq!(api_resource(Kind::WasmPlugin).api_version, "gatehouse.dev/v1alpha1");
+        assert_eq!(api_resource(Kind::WasmPlugin).plural, "wasmplugins");
         assert_eq!(field_selector(Kind::Secret).as_deref(), Some("type=kubernetes.io/tls"));
         assert_eq!(field_selector(Kind::Service), None);
     }

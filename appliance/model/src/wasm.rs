@@ -24,6 +24,10 @@ pub struct WasmPlugin {
 impl WasmPlugin {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
     pub const DEFAULT_MEMORY_LIMIT: u64 = 32 << 20;
+    /// Bounds every source enforces on `memory_limit` (bytes) and `timeout`.
+    pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
+    pub const MAX_MEMORY_LIMIT: u64 = 1 << 30;
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// Where a plugin's module comes from.

@@ -89,7 +89,9 @@ fn kube_manifests_prints_multi_document_yaml() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("# Gatehouse cluster mode"), "{yaml}");
     assert!(yaml.contains("kubectl config set-credentials"), "{yaml}");
-    assert_eq!(yaml.matches("\n---\n").count(), 8, "{yaml}");
+    // Our CRD (WasmPlugin) and the eight objects of cluster mode.
+    assert_eq!(yaml.matches("\n---\n").count(), 9, "{yaml}");
+    assert!(yaml.contains("name: wasmplugins.gatehouse.dev\n"), "{yaml}");
     assert!(yaml.contains("kind: ClusterRole\n"), "{yaml}");
     assert!(yaml.contains("controllerName: example.com/edge"), "{yaml}");
 }

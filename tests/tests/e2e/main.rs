@@ -16,6 +16,7 @@ mod systemd;
 mod tls;
 mod units;
 mod wasm;
+mod wasm_gateway_api;
 mod xdp;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.

@@ -227,6 +227,8 @@ async fn a_reload_swaps_a_module_without_dropping_requests_and_a_bad_module_neve
     );
     let status = gh.wait_generation(1).await;
     assert_eq!(status["last_reload"]["ok"], true, "{status}");
+    // One write may be seen as more than one change (and reload): take the number served.
+    let swapped = status["generation"].clone();
     let reply = Client::http1().get_host(&url, "app.example").await.unwrap();
     assert_eq!(reply.status, 200);
     assert!(reply.json()["headers"].get("x-module").is_none(), "the new module serves");
@@ -241,7 +243,7 @@ async fn a_reload_swaps_a_module_without_dropping_requests_and_a_bad_module_neve
     let status = gh.wait_status(|s| s["last_reload"]["ok"] == false).await;
     let errors = status["last_reload"]["errors"].to_string();
     assert!(errors.contains("plugin \\\"filter\\\""), "{errors}");
-    assert_eq!(status["generation"], 2);
+    assert_eq!(status["generation"], swapped, "the failed reload serves nothing new");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();

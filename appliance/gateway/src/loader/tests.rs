@@ -247,3 +247,57 @@ fn json_errors_name_the_object_and_field() {
         "Gateway g: apiVersion: gateway.networking.k8s.io/v1alpha2 is not a supported version of Gateway"
     );
 }
+
+#[test]
+fn wasm_plugins_are_read_and_their_typos_are_errors_with_places() {
+    let text = "\
+apiVersion: gatehouse.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: hm}
+spec:
+  module: https://example.com/hm.wasm
+  sha256: ab00000000000000000000000000000000000000000000000000000000000000
+  failurePolicy: Open
+  timeoutMs: 20
+  memoryLimit: 8Mi
+  config:
+    request: {set: {x-a: '1'}}
+status: {}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: typo, namespace: team}
+spec:
+  module: a.wasm
+  timeout: 5
+---
+apiVersion: gatehouse.dev/v1
+kind: WasmPlugin
+metadata: {name: old}
+spec: {module: a.wasm}
+";
+    let loaded = load_str(Path::new("p.yaml"), text);
+    assert_eq!(
+        errors(&loaded),
+        [
+            "p.yaml:19: WasmPlugin team/typo: spec.timeout: unknown field `timeout`, expected one of \
+             `module`, `sha256`, `config`, `failurePolicy`, `timeoutMs`, `memoryLimit`",
+            "p.yaml:21: WasmPlugin old: apiVersion: gatehouse.dev/v1 is not a supported version of \
+             WasmPlugin",
+        ]
+    );
+    let [Object::WasmPlugin(plugin)] = &loaded.objects[..] else { panic!("{:?}", loaded.objects) };
+    assert_eq!(plugin.namespace(), "default");
+    assert_eq!(plugin.spec.failure_policy, crate::types::WasmFailurePolicy::Open);
+    assert_eq!(plugin.spec.config.as_ref().unwrap()["request"]["set"]["x-a"], "1");
+    assert_eq!(loaded.objects[0].kind(), Kind::WasmPlugin);
+
+    // The same conversion for a cluster object.
+    let json = serde_json::json!({
+        "apiVersion": "gatehouse.dev/v1alpha1", "kind": "WasmPlugin",
+        "metadata": {"name": "p", "namespace": "team", "resourceVersion": "7"},
+        "spec": {"module": "p.wasm"},
+    });
+    let object = from_json(json).unwrap();
+    assert_eq!(object.object_ref().to_string(), "WasmPlugin team/p");
+}

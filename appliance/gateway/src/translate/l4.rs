@@ -105,6 +105,7 @@ mod tests {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             backend_addressing: Default::default(),
+            wasm_module_dir: None,
         };
         let pools =
             Pools::new(vec![Pool::new("lb", vec![Block::cidr("192.0.2.0/30").unwrap()])]).unwrap();

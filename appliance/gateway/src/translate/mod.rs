@@ -9,12 +9,14 @@ mod listeners;
 mod policy;
 mod rules;
 mod tls;
+mod wasm;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, ObjectId};
 
@@ -31,6 +33,9 @@ pub struct Settings {
     pub default_address: IpAddr,
     /// How a Service backendRef becomes socket addresses.
     pub backend_addressing: BackendAddressing,
+    /// Where WasmPlugin objects may name local modules (relative paths below it); `None`:
+    /// only URLs with a sha256.
+    pub wasm_module_dir: Option<PathBuf>,
 }
 
 /// How a Service backendRef becomes socket addresses.
@@ -218,7 +223,7 @@ fn translate_route(
             Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
         }
     }
-    let rules = rules::translate(index, settings.backend_addressing, route);
+    let rules = rules::translate(index, settings, route);
     if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
         let mut all = Problem::merge(&rules.dropped)
             .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));
@@ -274,6 +279,11 @@ fn translate_route(
         })
         .collect();
     if !listeners.is_empty() {
+        for plugin in rules.plugins {
+            if out.desired.wasm_plugins.iter().all(|p| p.name != plugin.name) {
+                out.desired.wasm_plugins.push(plugin);
+            }
+        }
         out.desired.http_routes.push(ModelRoute {
             id: route_id.clone(),
             created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),

@@ -237,6 +237,7 @@ mod translate_tests {
             controller_name: CONTROLLER.into(),
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             backend_addressing: Default::default(),
+            wasm_module_dir: None,
         };
         translate(&index(objects), &settings)
     }

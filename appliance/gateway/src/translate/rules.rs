@@ -2,12 +2,15 @@
 //!
 //! An invalid rule is dropped (the spec's "Drop Rule(s)" approach); its problem is reported.
 
+use std::path::Path;
+
 use gatehouse_model::{
     Backend, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRule as ModelRule, PathMatch,
-    PathModifier, QueryMatch, Redirect, Rewrite, StringMatch, UnresolvedBackend, WeightedBackend,
+    PathModifier, QueryMatch, Redirect, Rewrite, StringMatch, UnresolvedBackend, WasmPlugin,
+    WeightedBackend,
 };
 
-use super::{BackendAddressing, Problem, backends, policy};
+use super::{BackendAddressing, Problem, Settings, backends, policy, wasm};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{
@@ -21,17 +24,41 @@ pub(super) struct Rules {
     pub rules: Vec<ModelRule>,
     pub dropped: Vec<Problem>,
     pub unresolved: Vec<Problem>,
+    /// The WasmPlugins the kept rules' ExtensionRef filters run, each once.
+    pub plugins: Vec<WasmPlugin>,
 }
 
-pub(super) fn translate(index: &Index, addressing: BackendAddressing, route: &HttpRoute) -> Rules {
+/// What one rule's translation reads.
+struct Cx<'a> {
+    index: &'a Index,
+    addressing: BackendAddressing,
+    module_dir: Option<&'a Path>,
+    route_ns: &'a str,
+}
+
+pub(super) fn translate(index: &Index, settings: &Settings, route: &HttpRoute) -> Rules {
     let mut out = Rules::default();
+    let cx = Cx {
+        index,
+        addressing: settings.backend_addressing,
+        module_dir: settings.wasm_module_dir.as_deref(),
+        route_ns: route.namespace(),
+    };
     for (i, rule) in route.spec.rules.iter().enumerate() {
         let label = match &rule.name {
             Some(name) => format!("rule {i} ({name})"),
             None => format!("rule {i}"),
         };
-        match translate_rule(index, addressing, route.namespace(), rule, &mut out.unresolved) {
-            Ok(r) => out.rules.push(r),
+        let mut plugins = Vec::new();
+        match translate_rule(&cx, rule, &mut out.unresolved, &mut plugins) {
+            Ok(r) => {
+                out.rules.push(r);
+                for plugin in plugins {
+                    if out.plugins.iter().all(|p| p.name != plugin.name) {
+                        out.plugins.push(plugin);
+                    }
+                }
+            }
             Err(p) => out.dropped.push(Problem::new(p.reason, format!("{label}: {}", p.message))),
         }
     }
@@ -43,44 +70,45 @@ fn unsupported(message: impl Into<String>) -> Problem {
 }
 
 fn translate_rule(
-    index: &Index,
-    addressing: BackendAddressing,
-    route_ns: &str,
+    cx: &Cx<'_>,
     rule: &HttpRule,
     unresolved: &mut Vec<Problem>,
+    plugins: &mut Vec<WasmPlugin>,
 ) -> Result<ModelRule, Problem> {
     let matches = rule.matches.iter().map(translate_match).collect::<Result<Vec<_>, _>>()?;
     let all_prefix = matches.iter().all(|m| matches!(m.path, PathMatch::Prefix(_)));
     check_combination(rule)?;
 
-    let mut extension = false;
+    let mut extension = Vec::new();
     let rule_policy = policy::rule_policy(rule)?;
-    let mut filters = translate_filters(&rule.filters, all_prefix, &mut extension)?;
+    let mut filters = translate_filters(cx, &rule.filters, all_prefix, &mut extension, plugins)?;
     let mut problems = Vec::new();
     filters.extend(
-        policy::mirrors(index, addressing, route_ns, &rule.filters, &mut problems)?
+        policy::mirrors(cx.index, cx.addressing, cx.route_ns, &rule.filters, &mut problems)?
             .into_iter()
             .map(HttpFilter::RequestMirror),
     );
     let mut backends = Vec::new();
     for r in &rule.backend_refs {
-        let mut backend_filters = translate_filters(&r.filters, all_prefix, &mut extension)?;
+        let mut backend_filters =
+            translate_filters(cx, &r.filters, all_prefix, &mut extension, plugins)?;
         backend_filters.extend(
-            policy::mirrors(index, addressing, route_ns, &r.filters, &mut problems)?
+            policy::mirrors(cx.index, cx.addressing, cx.route_ns, &r.filters, &mut problems)?
                 .into_iter()
                 .map(HttpFilter::RequestMirror),
         );
-        let (backend, problem) = backends::resolve(index, addressing, route_ns, r);
+        let (backend, problem) = backends::resolve(cx.index, cx.addressing, cx.route_ns, r);
         problems.extend(problem);
         backends.push(WeightedBackend { weight: r.weight, backend, filters: backend_filters });
     }
-    if extension {
-        // An ExtensionRef filter cannot be resolved here; it must not be skipped, so every
+    if !extension.is_empty() {
+        // An ExtensionRef filter that does not resolve must not be skipped (spec), so every
         // request of the rule gets an error (500) instead.
-        problems.push(Problem::new(
-            reason::INVALID_KIND,
-            "ExtensionRef filters are not supported; requests matching the rule get 500",
-        ));
+        for mut problem in extension {
+            problem.message = format!("{}; requests matching the rule get 500", problem.message);
+            problems.push(problem);
+        }
+        plugins.clear();
         filters.clear();
         backends = vec![WeightedBackend {
             weight: 1,
@@ -166,10 +194,14 @@ fn translate_match(m: &RouteMatch) -> Result<HttpMatch, Problem> {
     })
 }
 
+/// The filters of a rule or a backendRef; ExtensionRef filters that do not resolve go to
+/// `extension`, the plugins of those that do to `plugins`.
 fn translate_filters(
+    cx: &Cx<'_>,
     filters: &[RouteFilter],
     all_prefix: bool,
-    extension: &mut bool,
+    extension: &mut Vec<Problem>,
+    plugins: &mut Vec<WasmPlugin>,
 ) -> Result<Vec<HttpFilter>, Problem> {
     let mut out = Vec::new();
     for f in filters {
@@ -190,8 +222,22 @@ fn translate_filters(
                 all_prefix,
             )?),
             "ExtensionRef" => {
-                *extension = true;
-                continue;
+                let Some(r) = &f.extension_ref else {
+                    let problem = "ExtensionRef filter without extensionRef";
+                    extension.push(Problem::new(reason::INVALID_KIND, problem));
+                    continue;
+                };
+                match wasm::resolve(cx.index, cx.module_dir, cx.route_ns, r) {
+                    Ok(plugin) => {
+                        let name = plugin.name.clone();
+                        plugins.push(plugin);
+                        HttpFilter::Wasm { plugin: name }
+                    }
+                    Err(problem) => {
+                        extension.push(problem);
+                        continue;
+                    }
+                }
             }
             // Needs the index to resolve its backend: see `policy::mirrors`.
             "RequestMirror" => continue,

@@ -16,6 +16,7 @@ fn settings() -> Settings {
         controller_name: CONTROLLER.into(),
         default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         backend_addressing: Default::default(),
+        wasm_module_dir: None,
     }
 }
 
@@ -811,4 +812,88 @@ fn nodeport_addressing_with_local_traffic_policy_keeps_nodes_with_ready_pods() {
         }
         other => panic!("unresolved: {other:?}"),
     }
+}
+
+#[test]
+fn extension_refs_to_wasm_plugins_become_wasm_filters_or_500_with_a_reason() {
+    use crate::types::WasmPluginSpec;
+    let spec = |module: &str| WasmPluginSpec {
+        module: module.into(),
+        sha256: None,
+        config: Some(serde_json::json!({"request": {"set": {"x-a": "1"}}})),
+        failure_policy: Default::default(),
+        timeout_ms: None,
+        memory_limit: None,
+    };
+    let ext = |name: &str| extension_ref("gatehouse.dev", "WasmPlugin", name);
+    let with = |filters: Vec<crate::types::RouteFilter>| crate::types::HttpRule {
+        filters,
+        ..rule(vec![backend(None, "echo", Some(80), 1)])
+    };
+    let mut backend_filtered = backend(None, "echo", Some(80), 1);
+    backend_filtered.filters = vec![ext("hm")];
+    let objects = |module_dir: bool| {
+        let settings =
+            Settings { wasm_module_dir: module_dir.then(|| "/srv/wasm".into()), ..settings() };
+        let objects = vec![
+            ours(),
+            gw(vec![listener("http", 80, "HTTP")]),
+            service("infra", "echo", &[(None, 80)]),
+            wasm_plugin("infra", "hm", spec("hm.wasm")),
+            wasm_plugin("infra", "escape", spec("../../etc/x.wasm")),
+            wasm_plugin("other", "elsewhere", spec("hm.wasm")),
+            wasm_plugin("infra", "unused", spec("unused.wasm")),
+            route("infra", "good")
+                .parent(parent(None, "web"))
+                .rule(with(vec![ext("hm")]))
+                .rule(crate::types::HttpRule { ..rule(vec![backend_filtered.clone()]) })
+                .build(),
+            route("infra", "missing")
+                .parent(parent(None, "web"))
+                .rule(with(vec![ext("elsewhere")]))
+                .build(),
+            route("infra", "kind")
+                .parent(parent(None, "web"))
+                .rule(with(vec![extension_ref("example.com", "Thing", "hm")]))
+                .build(),
+            route("infra", "escape")
+                .parent(parent(None, "web"))
+                .rule(with(vec![ext("escape")]))
+                .build(),
+        ];
+        translate(&index(objects), &settings)
+    };
+
+    let t = objects(true);
+    let names: Vec<&str> = t.desired.wasm_plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["infra/hm"], "only plugins of kept rules, each once");
+    assert_eq!(
+        t.desired.wasm_plugins[0].module,
+        gatehouse_model::ModuleSource::Path { path: "/srv/wasm/hm.wasm".into(), sha256: None }
+    );
+    let good = t.desired.http_routes.iter().find(|r| r.id == route_id("infra", "good")).unwrap();
+    assert_eq!(good.rules[0].filters, [HttpFilter::Wasm { plugin: "infra/hm".into() }]);
+    assert_eq!(good.rules[1].backends[0].filters, [HttpFilter::Wasm { plugin: "infra/hm".into() }]);
+    assert_eq!(t.report.routes[&route_id("infra", "good")].parents[0].resolved_refs, Ok(()));
+
+    for (name, reason, text) in [
+        ("missing", "BackendNotFound", "WasmPlugin infra/elsewhere does not exist"),
+        ("kind", "InvalidKind", "example.com/Thing"),
+        ("escape", "BackendNotFound", "must be relative to wasm_module_dir"),
+    ] {
+        let parent = &t.report.routes[&route_id("infra", name)].parents[0];
+        assert_eq!(reason_of(&parent.resolved_refs), reason, "{name}");
+        let message = &parent.resolved_refs.as_ref().unwrap_err().message;
+        assert!(message.contains(text) && message.contains("get 500"), "{name}: {message}");
+        assert_eq!(reason_of(&parent.accepted), "ok", "{name}: still accepted");
+        let r = t.desired.http_routes.iter().find(|r| r.id == route_id("infra", name)).unwrap();
+        assert!(r.rules[0].filters.is_empty());
+        assert!(matches!(r.rules[0].backends[0].backend, Backend::Unresolved(_)), "{name}");
+    }
+
+    // Without a module directory a local path does not resolve: the rule answers 500.
+    let t = objects(false);
+    assert!(t.desired.wasm_plugins.is_empty());
+    let parent = &t.report.routes[&route_id("infra", "good")].parents[0];
+    assert!(parent.resolved_refs.as_ref().unwrap_err().message.contains("no wasm_module_dir"));
 }

@@ -1,4 +1,5 @@
-//! Serde types for the Gateway API kinds we read (v1.6 standard channel).
+//! Serde types for the Gateway API kinds we read (v1.6 standard channel), and our own
+//! `WasmPlugin` kind (group `gatehouse.dev`).
 //!
 //! Spec types reject unknown fields, so a typo in a manifest is an error with its field path
 //! rather than a silently ignored setting. Defaults follow the CRDs.
@@ -8,6 +9,7 @@ mod gateway;
 mod gateway_class;
 mod http_route;
 mod reference_grant;
+mod wasm_plugin;
 
 pub use common::{
     GROUP, LabelSelector, LabelSelectorRequirement, LocalObjectReference, ParentReference,
@@ -27,6 +29,7 @@ pub use http_route::{
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
+pub use wasm_plugin::{OUR_GROUP, WasmFailurePolicy, WasmPlugin, WasmPluginSpec};
 
 /// Defines a namespaced or cluster-scoped Gateway API object with `metadata` and `spec`.
 ///

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use gatehouse_config::Config;
-use gatehouse_gateway::{Index, Settings, Translation};
+use gatehouse_gateway::{Index, Settings, Translation, Translator};
 use gatehouse_ipam::{Allocation, Previous};
 use gatehouse_kube::ClusterState;
 use gatehouse_model::Desired;
@@ -83,24 +83,31 @@ pub fn watch_paths(source: &ConfigSource, config: Option<&Config>) -> Vec<PathBu
 /// Kubernetes watches hold (cluster mode); without it a `[kubernetes]` config translates an
 /// empty index (as `gatehouse check` does).
 pub fn load(source: &ConfigSource, cluster: Option<ClusterState>) -> Result<Loaded, LoadFailure> {
-    load_with(source, cluster, &Previous::new())
+    let config = read_config(source)?;
+    load_with(config, cluster, &Previous::new(), &mut Translator::new())
 }
 
-/// [`load`], keeping the LB-IPAM allocations of `previous` where they are still valid.
-pub fn load_with(
-    source: &ConfigSource,
-    cluster: Option<ClusterState>,
-    previous: &Previous,
-) -> Result<Loaded, LoadFailure> {
+/// Reads and validates the TOML config (and the files it names).
+pub fn read_config(source: &ConfigSource) -> Result<Config, LoadFailure> {
     let config = match source {
         ConfigSource::File(path) => gatehouse_config::load(path),
         ConfigSource::Embedded => gatehouse_config::parse_default(),
     };
-    let mut config = config.map_err(|errors| {
+    config.map_err(|errors| {
         let errors = errors.errors().iter().map(ToString::to_string).collect();
         LoadFailure { errors, config: None }
-    })?;
+    })
+}
 
+/// [`load`] from a config already read, keeping the LB-IPAM allocations of `previous` where
+/// they are still valid, and translating through `translator` (which reuses what it
+/// translated last time, where the objects did not change).
+pub fn load_with(
+    mut config: Config,
+    cluster: Option<ClusterState>,
+    previous: &Previous,
+    translator: &mut Translator,
+) -> Result<Loaded, LoadFailure> {
     let mut warnings = Vec::new();
     let mut sources_synced = true;
     let api: Option<(Index, Settings)> = match (&config.kubernetes, &config.gateway_api) {
@@ -162,8 +169,7 @@ pub fn load_with(
 
     let mut desired = config.native_desired();
     let gateway_api = api.map(|(index, settings)| {
-        let mut translation =
-            gatehouse_gateway::translate_with_addresses(&index, &settings, ipam.as_ref());
+        let mut translation = translator.translate(&index, &settings, ipam.as_ref());
         // Moved, not copied: status reads only the translation's report and generation.
         let generation = translation.desired.generation;
         desired.merge(std::mem::take(&mut translation.desired));

@@ -25,6 +25,7 @@ use crate::addresses::IpamState;
 use crate::pipeline::{self, ConfigSource, LoadFailure, Loaded};
 use crate::status_task::{StatusInput, StatusPublisher, StatusSource};
 use crate::wasm_plugins::WasmPlugins;
+use crate::watch::Fingerprint;
 
 /// Reload counters and the current generation, on `/metrics`.
 #[derive(Clone, Debug)]
@@ -138,6 +139,14 @@ pub struct Reloader {
     secret_writer: Option<gatehouse_kube::SecretWriter>,
     /// The XDP data plane, when `[xdp]` was on at boot.
     xdp: Option<crate::xdp::Xdp>,
+    /// Memoises the Gateway API translation per route across reloads.
+    translator: gatehouse_gateway::Translator,
+    /// Reuses compiled routes that did not change across reloads.
+    compiler: gatehouse_proxy::Compiler,
+    /// The TOML config as last read, and what its file looked like then.
+    parsed: Option<(Fingerprint, gatehouse_config::Config)>,
+    /// The table being served, held so that the previous one is freed off the reload path.
+    table: Option<Arc<gatehouse_proxy::RouteTable>>,
 }
 
 impl Reloader {
@@ -167,6 +176,10 @@ impl Reloader {
             wasm: None,
             secret_writer: None,
             xdp: None,
+            translator: gatehouse_gateway::Translator::new(),
+            compiler: gatehouse_proxy::Compiler::new(),
+            parsed: None,
+            table: None,
         }
     }
 
@@ -267,11 +280,33 @@ impl Reloader {
 
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
-        // A copy: the watches keep updating while this reload translates.
+        self.parsed = None;
+        self.reload_cluster().await
+    }
+
+    /// Reloads after a change of the cluster's objects only: the TOML config is read again
+    /// only if its file changed since it was last read (files it names, such as certificates,
+    /// are read again on a file change or SIGHUP, as `reload` does).
+    pub async fn reload_cluster(&mut self) -> bool {
         let started = Instant::now();
+        let fingerprint = match &self.source {
+            ConfigSource::File(path) => Fingerprint::of(std::slice::from_ref(path)),
+            ConfigSource::Embedded => Fingerprint::default(),
+        };
+        let config = match self.parsed.take() {
+            Some((seen, config)) if seen == fingerprint => Ok(config),
+            _ => pipeline::read_config(&self.source),
+        };
+        if let Ok(config) = &config {
+            self.parsed = Some((fingerprint, config.clone()));
+        }
+        // A copy: the watches keep updating while this reload translates.
         let cluster = self.cluster.as_mut().map(|(rx, _)| rx.borrow_and_update().clone());
         let previous = self.ipam_state.as_ref().map(|s| s.previous().clone()).unwrap_or_default();
-        match pipeline::load_with(&self.source, cluster, &previous) {
+        let loaded = config.and_then(|config| {
+            pipeline::load_with(config, cluster, &previous, &mut self.translator)
+        });
+        match loaded {
             Ok(mut loaded) => {
                 self.metrics.observe("load", started);
                 if let Some(warning) = self.boot_only_change(&loaded) {
@@ -380,10 +415,11 @@ impl Reloader {
             None => Vec::new(),
         };
         let started = Instant::now();
-        let (table, compile_problems) = gatehouse_proxy::compile_with_plugins(&desired, plugins);
+        let (table, compile_problems) = self.compiler.compile(&desired, plugins);
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        let previous_table = self.table.replace(table.clone());
         let applied = self.metrics.observe("apply", compiled);
         let (generation, described) = (self.generation, table.clone());
         self.admin.publish_config_with(
@@ -416,6 +452,8 @@ impl Reloader {
             generation = self.generation,
             listeners = desired.listeners.len(),
             routes = desired.http_routes.len(),
+            translated = self.translator.last_translated(),
+            compiled = self.compiler.last_compiled(),
             problems = report.listener_problems.len(),
             "config applied"
         );
@@ -433,9 +471,12 @@ impl Reloader {
             state.store(allocation);
         }
         let synced = loaded.sources_synced;
-        self.serving = Some(Arc::new(Serving { loaded, desired, report }));
+        let previous = self.serving.replace(Arc::new(Serving { loaded, desired, report }));
         self.publish_status();
         self.admin.set_ready(self.proxy.ready() && synced);
+        // The previous generation (thousands of routes in a cluster) is freed elsewhere: the
+        // next event need not wait for it.
+        drop_off_path((previous, previous_table));
         self.metrics.observe("status", applied);
     }
 
@@ -482,6 +523,17 @@ impl StatusSource for Serving {
         if let Some(api) = &self.loaded.gateway_api {
             writer.publish(&api.settings.controller_name, objects);
         }
+    }
+}
+
+/// Frees `value` on a blocking thread (inline outside a runtime): dropping a generation's
+/// objects, tables and reports costs time the reload path should not spend.
+pub fn drop_off_path<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }
 

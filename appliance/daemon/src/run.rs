@@ -226,6 +226,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     // Set when systemd was told RELOADING=1: the reload ends with READY=1.
     let mut notify_ready = false;
     loop {
+        // Set when only the cluster's objects changed: the config file need not be read.
+        let mut cluster_only = false;
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading");
@@ -253,6 +255,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 tracing::debug!("cluster objects changed: reloading");
+                cluster_only = true;
             }
             changed = leadership_changed(leadership.as_mut()) => {
                 if !changed {
@@ -275,7 +278,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
         seen = Fingerprint::of(reloader.watch_paths());
-        reloader.reload().await;
+        if cluster_only {
+            reloader.reload_cluster().await;
+        } else {
+            reloader.reload().await;
+        }
         if std::mem::take(&mut notify_ready) {
             crate::systemd::ready(&reloader.summary());
         }

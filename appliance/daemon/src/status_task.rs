@@ -3,7 +3,8 @@
 //!
 //! Traffic follows a change as soon as the data planes swapped; computing and serialising the
 //! status of thousands of objects must not delay the next swap. A burst of reloads coalesces:
-//! the task always works on the latest state.
+//! the task always works on the latest state, and within a burst rests between computations as
+//! long as the last one took, so that it never takes more than half a core from the reloads.
 
 use std::sync::Arc;
 
@@ -52,7 +53,9 @@ impl<S: StatusSource + std::fmt::Debug> StatusPublisher<S> {
 
     /// Publishes `input` (replacing one not yet worked on).
     pub fn publish(&self, input: StatusInput<S>) {
-        self.input.send_replace(Some(Arc::new(input)));
+        let replaced = self.input.send_replace(Some(Arc::new(input)));
+        // It may hold the last reference to a whole generation.
+        crate::reload::drop_off_path(replaced);
     }
 }
 
@@ -73,6 +76,7 @@ async fn run<S: StatusSource>(
     let mut published: Arc<Value> = Arc::new(Value::Null);
     while input.changed().await.is_ok() {
         let Some(next) = input.borrow_and_update().clone() else { continue };
+        let started = std::time::Instant::now();
         let previous = published.clone();
         let (writer, admin) = (writer.clone(), admin.clone());
         // Pure CPU work on a blocking thread: the runtime keeps serving meanwhile.
@@ -106,5 +110,15 @@ async fn run<S: StatusSource>(
             Ok(status) => published = status,
             Err(error) => tracing::error!(%error, "status computation failed"),
         }
+        // During a burst of reloads (a newer state arrived while this one was computed), rest
+        // as long as the computation took: status then takes at most half a core from the
+        // reloads and the traffic, and the burst coalesces into fewer computations. A lone
+        // reload's status is computed at once.
+        if input.has_changed().unwrap_or(false) {
+            tokio::time::sleep(started.elapsed().min(MAX_REST)).await;
+        }
     }
 }
+
+/// The longest rest between two status computations.
+const MAX_REST: std::time::Duration = std::time::Duration::from_secs(1);

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,6 +38,21 @@ pub struct Index {
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
+    /// Per kind, a stamp that changes whenever objects of that kind change (see
+    /// [`Index::stamp`]).
+    stamps: [u64; Kind::ALL.len()],
+}
+
+/// Source of stamps: process-wide, so two indexes (or an index and a diverged clone) never
+/// share a stamp unless one is a copy of the other's exact content of that kind.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
+}
+
+fn kind_slot(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -62,7 +78,8 @@ impl Index {
         }
         let r = object.object_ref();
         let k = key(&r.namespace, &r.name);
-        match object {
+        let kind = r.kind;
+        let changed = match object {
             Object::GatewayClass(o) => put(&mut self.gateway_classes, r.name, o),
             Object::Gateway(o) => put(&mut self.gateways, k, o),
             Object::HttpRoute(o) => put(&mut self.http_routes, k, o),
@@ -73,14 +90,29 @@ impl Index {
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
+        };
+        if changed {
+            self.touch(kind);
         }
+        changed
+    }
+
+    /// A stamp of the objects of `kind`: equal stamps (of this index, a clone or an earlier
+    /// state of it) mean the same objects of that kind; a change of any of them gives a new
+    /// stamp. Lets the translation reuse what it derived from unchanged kinds.
+    pub fn stamp(&self, kind: Kind) -> u64 {
+        self.stamps[kind_slot(kind)]
+    }
+
+    fn touch(&mut self, kind: Kind) {
+        self.stamps[kind_slot(kind)] = fresh_stamp();
     }
 
     /// Removes one object; returns whether it was there. `namespace` is ignored for
     /// cluster-scoped kinds.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
         let k = key(namespace, name);
-        match kind {
+        let removed = match kind {
             Kind::GatewayClass => self.gateway_classes.remove(name).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
@@ -91,12 +123,19 @@ impl Index {
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
+        };
+        if removed {
+            self.touch(kind);
         }
+        removed
     }
 
     /// Replaces the whole content (a full relist, or a reload of every manifest file).
     pub fn reset(&mut self, objects: impl IntoIterator<Item = Object>) {
         *self = Self::default();
+        for kind in Kind::ALL {
+            self.touch(kind);
+        }
         for object in objects {
             self.apply(object);
         }
@@ -117,6 +156,7 @@ impl Index {
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
         }
+        self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(object);
         }
@@ -146,6 +186,7 @@ impl Index {
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
         }
+        self.touch(kind);
         for object in objects
             .into_iter()
             .filter(|o| o.kind() == kind && o.metadata().namespace.as_deref() == Some(namespace))

@@ -19,7 +19,8 @@
 //! - [`Index`]: `apply(Object)`, `delete(Kind, ns, name)`, `reset(objects)`,
 //!   `reset_kind(Kind, objects)`. Pure, no I/O.
 //! - [`translate()`]`(&Index, &Settings) -> Translation`: pure; [`translate_with_addresses`]
-//!   takes the LB-IPAM allocation whose requests [`ipam::requests`] collected.
+//!   takes the LB-IPAM allocation whose requests [`ipam::requests`] collected; [`Translator`]
+//!   memoises it per route (cluster events retranslate only what changed).
 //! - [`status()`]`(&Index, &Settings, &Translation, &DataPlaneReport, jiff::Timestamp) ->
 //!   Vec<ObjectStatus>`: pure, serializes to the Gateway API status schema.
 //! - [`conditions`]: condition types and reasons as constants.
@@ -47,5 +48,6 @@ pub use loader::{JsonError, LoadError, LoadWarning, Loaded, from_json};
 pub use object::{Kind, Object, ObjectRef};
 pub use status::{ListenerStatus, ObjectStatus, native_listener_status, status};
 pub use translate::{
-    BackendAddressing, Problem, Report, Settings, Translation, translate, translate_with_addresses,
+    BackendAddressing, Problem, Report, Settings, Translation, Translator, translate,
+    translate_with_addresses,
 };

@@ -405,6 +405,11 @@ mod tests {
         );
         let mut from_yaml = Index::new();
         from_yaml.reset(yaml.objects);
-        assert_eq!(format!("{:?}", state.index), format!("{from_yaml:?}"));
+        // The objects, not the change stamps (which count edits, not content).
+        let objects = |index: &Index| {
+            let debug = format!("{index:?}");
+            debug.split(", stamps:").next().map(str::to_owned)
+        };
+        assert_eq!(objects(&state.index), objects(&from_yaml));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 
 use gatehouse_model::{
     Backend, Desired, Hostname, HttpMatch, HttpRoute, HttpRule, Listener, ListenerId,
-    ListenerProblem, ListenerProblemKind, Protocol, WeightedBackend,
+    ListenerProblem, ListenerProblemKind, ObjectId, Protocol, WeightedBackend,
 };
 use gatehouse_wasm::Plugins;
 use http::uri::Authority;
@@ -38,16 +38,118 @@ pub fn compile_with_plugins(
     desired: &Desired,
     plugins: &Plugins,
 ) -> (RouteTable, Vec<ListenerProblem>) {
+    build(desired, plugins, None)
+}
+
+/// Compiles like [`compile_with_plugins`], reusing the compiled form (and the metric handles)
+/// of every route that did not change since the previous call: a cluster event that changes
+/// one route compiles one route. The table is equal to what [`compile_with_plugins`] builds.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    routes: HashMap<ObjectId, CachedRoute>,
+    compiled: usize,
+}
+
+/// A route's compiled form, next to the model route it was compiled from.
+#[derive(Debug)]
+struct CachedRoute {
+    source: HttpRoute,
+    compiled: Arc<CompiledRoute>,
+    metrics: HashMap<ListenerId, Arc<RouteMetrics>>,
+}
+
+impl Compiler {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles `desired` into a new table, reusing unchanged routes.
+    pub fn compile(
+        &mut self,
+        desired: &Desired,
+        plugins: &Plugins,
+    ) -> (RouteTable, Vec<ListenerProblem>) {
+        self.compiled = 0;
+        let out = build(desired, plugins, Some(self));
+        if self.routes.len() > desired.http_routes.len() {
+            let live: std::collections::HashSet<&ObjectId> =
+                desired.http_routes.iter().map(|r| &r.id).collect();
+            self.routes.retain(|id, _| live.contains(id));
+        }
+        out
+    }
+
+    /// Routes compiled anew (not reused) by the last call.
+    pub fn last_compiled(&self) -> usize {
+        self.compiled
+    }
+
+    /// The compiled route, reused when the route is unchanged. Routes with WASM filters are
+    /// always compiled anew: they depend on the plugins prepared for this generation.
+    fn route(&mut self, route: &HttpRoute, plugins: &Plugins) -> Arc<CompiledRoute> {
+        if let Some(cached) = self.routes.get(&route.id)
+            && cached.source == *route
+            && !uses_wasm(route)
+        {
+            return cached.compiled.clone();
+        }
+        self.compiled += 1;
+        let compiled = Arc::new(compile_route(route, plugins));
+        let cached = CachedRoute {
+            source: route.clone(),
+            compiled: compiled.clone(),
+            metrics: HashMap::new(),
+        };
+        self.routes.insert(route.id.clone(), cached);
+        compiled
+    }
+
+    /// The route's metric handles on a listener: kept across tables so that counters resolved
+    /// once stay resolved.
+    fn metrics(&mut self, route: &ObjectId, listener: &ListenerId) -> Option<Arc<RouteMetrics>> {
+        let cached = self.routes.get_mut(route)?;
+        let label = &cached.compiled.label;
+        Some(
+            cached
+                .metrics
+                .entry(listener.clone())
+                .or_insert_with(|| {
+                    Arc::new(RouteMetrics::new(listener_label(listener), label.clone()))
+                })
+                .clone(),
+        )
+    }
+}
+
+fn uses_wasm(route: &HttpRoute) -> bool {
+    let wasm = |filters: &[gatehouse_model::HttpFilter]| {
+        filters.iter().any(|f| matches!(f, gatehouse_model::HttpFilter::Wasm { .. }))
+    };
+    route.rules.iter().any(|r| wasm(&r.filters) || r.backends.iter().any(|b| wasm(&b.filters)))
+}
+
+fn build(
+    desired: &Desired,
+    plugins: &Plugins,
+    mut cache: Option<&mut Compiler>,
+) -> (RouteTable, Vec<ListenerProblem>) {
     let mut problems = Vec::new();
     let listeners = compile_listeners(desired, &mut problems);
 
     let mut hosts: HashMap<ListenerId, Buckets> = HashMap::new();
     for route in &desired.http_routes {
-        let compiled = Arc::new(compile_route(route, plugins));
+        let compiled = match cache.as_deref_mut() {
+            Some(cache) => cache.route(route, plugins),
+            None => Arc::new(compile_route(route, plugins)),
+        };
         for id in &route.listeners {
             let Some(listener) = listeners.get(id) else { continue };
             let buckets = hosts.entry(id.clone()).or_default();
-            let metrics = Arc::new(RouteMetrics::new(listener_label(id), compiled.label.clone()));
+            let metrics = cache.as_deref_mut().and_then(|c| c.metrics(&route.id, id));
+            let metrics = metrics.unwrap_or_else(|| {
+                Arc::new(RouteMetrics::new(listener_label(id), compiled.label.clone()))
+            });
             for host in route_hostnames(route, listener.listener.hostname.as_ref()) {
                 let bucket = buckets.entry(host).or_default();
                 for (rule, r) in compiled.rules.iter().enumerate() {

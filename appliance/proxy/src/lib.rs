@@ -37,6 +37,6 @@ mod wasm;
 #[cfg(test)]
 mod fixtures;
 
-pub use compile::{compile, compile_with_plugins};
+pub use compile::{Compiler, compile, compile_with_plugins};
 pub use server::{Proxy, ProxyOptions};
 pub use table::RouteTable;

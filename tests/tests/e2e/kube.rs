@@ -152,10 +152,14 @@ async fn cluster_objects_route_traffic_and_changes_follow_without_restart() {
     let reply = Client::http1().get(&url).await.expect("request");
     assert_eq!((reply.status, reply.backend()), (200, Some("one")), "{}", appliance.logs());
 
-    let status = appliance.status().await;
+    // Status follows the swap (computed by its own task): wait for it.
+    let is_route = |o: &&Value| o["kind"] == "HTTPRoute";
+    let status = appliance
+        .wait_status(|s| s["objects"].as_array().is_some_and(|o| o.iter().any(|o| is_route(&o))))
+        .await;
     let route_status = status["objects"]
         .as_array()
-        .and_then(|o| o.iter().find(|o| o["kind"] == "HTTPRoute"))
+        .and_then(|o| o.iter().find(is_route))
         .expect("HTTPRoute in /status");
     assert_eq!(route_status["status"]["parents"][0]["conditions"][0]["status"], "True");
 

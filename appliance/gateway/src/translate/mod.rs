@@ -3,6 +3,7 @@
 
 mod attach;
 mod backends;
+mod cache;
 mod grants;
 mod l4;
 mod listeners;
@@ -23,6 +24,8 @@ use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, Ob
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{GROUP, ParentReference, RouteGroupKind};
+
+pub use cache::Translator;
 
 /// What the translation needs besides the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +157,21 @@ pub fn translate_with_addresses(
     settings: &Settings,
     allocation: Option<&gatehouse_ipam::Allocation>,
 ) -> Translation {
+    let mut out = translate_gateways(index, settings, allocation);
+    for route in index.http_routes.values() {
+        if let Some(outcome) = route_outcome(index, settings, route, &out.report.gateways) {
+            add_route(&mut out, outcome);
+        }
+    }
+    out
+}
+
+/// GatewayClasses and Gateways: everything but the routes, and no route counted yet.
+fn translate_gateways(
+    index: &Index,
+    settings: &Settings,
+    allocation: Option<&gatehouse_ipam::Allocation>,
+) -> Translation {
     let mut out = Translation::default();
 
     for (name, class) in &index.gateway_classes {
@@ -183,20 +201,51 @@ pub fn translate_with_addresses(
         let id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
         out.report.gateways.insert(id, report);
     }
-
-    for route in index.http_routes.values() {
-        translate_route(index, settings, route, &mut out);
-    }
     out.desired.l4_services = l4::services(index, settings, allocation);
     out
 }
 
-fn translate_route(
+/// What one HTTPRoute contributes: a function of the route, the non-route objects and the
+/// Gateways' reports (before routes are counted), so it can be memoised per route.
+#[derive(Clone, Debug, PartialEq)]
+struct RouteOutcome {
+    id: ObjectId,
+    /// The route to serve, when it attached to at least one listener in the model.
+    model: Option<ModelRoute>,
+    /// The WASM plugins the served route's filters name.
+    plugins: Vec<gatehouse_model::WasmPlugin>,
+    report: RouteReport,
+    /// Listeners (Gateway and index in its report) whose `attached_routes` this route counts in.
+    counted: Vec<(ObjectId, usize)>,
+}
+
+/// Adds a route's outcome to the translation: its report, its model route, its counts.
+fn add_route(out: &mut Translation, outcome: RouteOutcome) {
+    for (gateway, i) in &outcome.counted {
+        if let Some(listener) =
+            out.report.gateways.get_mut(gateway).and_then(|g| g.listeners.get_mut(*i))
+        {
+            listener.attached_routes += 1;
+        }
+    }
+    if let Some(model) = outcome.model {
+        out.desired.http_routes.push(model);
+    }
+    for plugin in outcome.plugins {
+        if out.desired.wasm_plugins.iter().all(|p| p.name != plugin.name) {
+            out.desired.wasm_plugins.push(plugin);
+        }
+    }
+    out.report.routes.insert(outcome.id, outcome.report);
+}
+
+/// The outcome of one route; `None` when it names none of our Gateways.
+fn route_outcome(
     index: &Index,
     settings: &Settings,
     route: &crate::types::HttpRoute,
-    out: &mut Translation,
-) {
+    gateways: &BTreeMap<ObjectId, GatewayReport>,
+) -> Option<RouteOutcome> {
     let route_ns = route.namespace();
     let mut parents = Vec::new();
     for parent_ref in &route.spec.parent_refs {
@@ -206,13 +255,13 @@ fn translate_route(
             continue;
         }
         let gateway_id = ObjectId::new("Gateway", gateway_ns, parent_ref.name.clone());
-        if !out.report.gateways.contains_key(&gateway_id) {
+        if !gateways.contains_key(&gateway_id) {
             continue;
         }
         parents.push((gateway_id, parent_ref));
     }
     if parents.is_empty() {
-        return;
+        return None;
     }
 
     let mut hostnames = Vec::new();
@@ -239,6 +288,7 @@ fn translate_route(
 
     let route_id = ObjectId::new("HTTPRoute", route_ns, route.name());
     let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
+    let mut counted = Vec::new();
     let mut reports = Vec::new();
     for (gateway_id, parent_ref) in parents {
         let Some(gateway) =
@@ -246,7 +296,7 @@ fn translate_route(
         else {
             continue;
         };
-        let Some(gateway_report) = out.report.gateways.get_mut(&gateway_id) else { continue };
+        let Some(gateway_report) = gateways.get(&gateway_id) else { continue };
         let accepted = match &route_problem {
             Some(p) => Err(p.clone()),
             None => {
@@ -255,9 +305,9 @@ fn translate_route(
         };
         let accepted = accepted.map(|listeners| {
             for i in listeners {
-                let listener = &mut gateway_report.listeners[i];
+                let listener = &gateway_report.listeners[i];
                 if attached.insert(listener.id.clone()) {
-                    listener.attached_routes += 1;
+                    counted.push((gateway_id.clone(), i));
                 }
             }
         });
@@ -272,25 +322,25 @@ fn translate_route(
     let listeners: Vec<ListenerId> = attached
         .into_iter()
         .filter(|id| {
-            out.report
-                .gateways
+            gateways
                 .get(&id.gateway)
                 .is_some_and(|g| g.listeners.iter().any(|l| &l.id == id && l.in_desired))
         })
         .collect();
-    if !listeners.is_empty() {
-        for plugin in rules.plugins {
-            if out.desired.wasm_plugins.iter().all(|p| p.name != plugin.name) {
-                out.desired.wasm_plugins.push(plugin);
-            }
-        }
-        out.desired.http_routes.push(ModelRoute {
-            id: route_id.clone(),
-            created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-            hostnames,
-            listeners,
-            rules: rules.rules,
-        });
-    }
-    out.report.routes.insert(route_id, RouteReport { parents: reports });
+    // A route that serves nowhere needs none of its plugins.
+    let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
+    let model = (!listeners.is_empty()).then(|| ModelRoute {
+        id: route_id.clone(),
+        created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        hostnames,
+        listeners,
+        rules: rules.rules,
+    });
+    Some(RouteOutcome {
+        id: route_id,
+        model,
+        plugins,
+        report: RouteReport { parents: reports },
+        counted,
+    })
 }

@@ -263,3 +263,73 @@ fn describe_lists_sockets_hosts_and_matches() {
     assert_eq!(listener["hosts"][0]["matches"][0]["route"], "HTTPRoute default/r");
     assert!(!v.to_string().contains("PRIVATE KEY"));
 }
+
+/// A small deterministic generator (xorshift) for the edit sequences below.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn incremental_compile_equals_a_full_compile_over_random_edits() {
+    let a = http_listener("gw", "a", 80, None);
+    let b = http_listener("gw", "b", 80, Some("*.example.com"));
+    let c = http_listener("gw", "c", 8080, Some("c.example.com"));
+    let listeners = [a, b, c];
+    for seed in 1..=10u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut routes: Vec<HttpRoute> = Vec::new();
+        let mut compiler = Compiler::new();
+        for step in 0..100 {
+            for _ in 0..=rng.below(3) {
+                let name = format!("r{}", rng.below(10));
+                routes.retain(|r| r.id.name != name);
+                if rng.below(5) == 0 {
+                    continue;
+                }
+                let on: Vec<&gatehouse_model::Listener> =
+                    listeners.iter().filter(|_| rng.below(2) == 0).collect();
+                let hosts: &[&str] =
+                    [&[][..], &["x.example.com"][..], &["c.example.com", "*.example.com"][..]]
+                        [rng.below(3)];
+                let path = ["/", "/a", "/a/b"][rng.below(3)];
+                let matches = match rng.below(3) {
+                    0 => vec![prefix(path)],
+                    1 => vec![exact(path), prefix("/z")],
+                    _ => vec![],
+                };
+                let mut r =
+                    route(&name, &on, hosts, vec![rule(matches, ["one", "two"][rng.below(2)])]);
+                r.created = Some(rng.below(3) as i64);
+                routes.insert(rng.below(routes.len() + 1), r);
+            }
+            let d = desired(listeners.to_vec(), routes.clone());
+            let (incremental, p1) = compiler.compile(&d, &Plugins::default());
+            let (full, p2) = compile(&d);
+            assert_eq!(incremental.describe(), full.describe(), "seed {seed}, step {step}");
+            assert_eq!(p1, p2);
+        }
+    }
+}
+
+#[test]
+fn only_changed_routes_are_compiled_again() {
+    let l = http_listener("gw", "a", 80, None);
+    let mut routes: Vec<HttpRoute> = (0..20)
+        .map(|i| route(&format!("r{i}"), &[&l], &[], vec![rule(vec![prefix("/")], "one")]))
+        .collect();
+    let mut compiler = Compiler::new();
+    compiler.compile(&desired(vec![l.clone()], routes.clone()), &Plugins::default());
+    assert_eq!(compiler.last_compiled(), 20);
+    routes[3].rules[0] = rule(vec![prefix("/")], "two");
+    let (table, _) =
+        compiler.compile(&desired(vec![l.clone()], routes.clone()), &Plugins::default());
+    assert_eq!(compiler.last_compiled(), 1);
+    assert_eq!(table.describe(), compile(&desired(vec![l], routes)).0.describe());
+}

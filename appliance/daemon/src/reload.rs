@@ -253,16 +253,10 @@ impl Reloader {
                 Plugins::default()
             }
         };
-        self.apply(fallback, &plugins).await;
-        if !errors.is_empty() {
-            self.metrics.reloads.get_or_create(&ReloadLabels { result: "failure" }).inc();
-        }
-        if let Some(last) = self.last_reload.as_mut() {
-            last.ok = errors.is_empty();
-            last.errors = errors;
-            last.warnings.push(note);
-        }
-        self.publish_status();
+        fallback.warnings.push(note);
+        // One publication, already with the boot errors: `/status` never shows the fallback
+        // as a clean reload.
+        self.apply(fallback, &plugins, errors).await;
     }
 
     /// One line for systemd's `STATUS=`: the generation served and whether the last reload
@@ -324,7 +318,7 @@ impl Reloader {
                 // Modules compile before the swap: a bad one fails this reload, not traffic.
                 match self.prepare_plugins(&mut loaded).await {
                     Ok(plugins) => {
-                        self.apply(loaded, &plugins).await;
+                        self.apply(loaded, &plugins, Vec::new()).await;
                         true
                     }
                     Err(errors) => {
@@ -389,7 +383,9 @@ impl Reloader {
         })
     }
 
-    async fn apply(&mut self, mut loaded: Loaded, plugins: &Plugins) {
+    /// Serves `loaded`. `errors` is empty for a successful reload; a fallback served because
+    /// the configured source failed passes that source's errors, which `last_reload` shows.
+    async fn apply(&mut self, mut loaded: Loaded, plugins: &Plugins, errors: Vec<String>) {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
@@ -458,12 +454,13 @@ impl Reloader {
             "config applied"
         );
 
-        self.metrics.reloads.get_or_create(&ReloadLabels { result: "success" }).inc();
+        let result = if errors.is_empty() { "success" } else { "failure" };
+        self.metrics.reloads.get_or_create(&ReloadLabels { result }).inc();
         self.metrics.generation.set(i64::try_from(self.generation).unwrap_or(i64::MAX));
         self.metrics.last_success.set(jiff::Timestamp::now().as_second());
         self.last_reload = Some(LastReload {
-            ok: true,
-            errors: Vec::new(),
+            ok: errors.is_empty(),
+            errors,
             warnings: loaded.warnings.clone(),
             at: jiff::Timestamp::now(),
         });

@@ -59,6 +59,20 @@ pub(crate) fn hyper_client(
     HyperClient::builder(TokioExecutor::new()).build(connector)
 }
 
+/// The hyper client every HTTP user of this crate holds.
+pub(crate) type Client = HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
+
+/// A DNS provider's REST API: its base URL (no trailing `/`) and a client for it. Plain
+/// `http://` is refused except on loopback (test servers).
+pub(crate) fn api_client(api_url: &str) -> Result<(String, Client), String> {
+    let uri: http::Uri = api_url.parse().map_err(|e| format!("api_url {api_url:?}: {e}"))?;
+    let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if uri.scheme_str() != Some("https") && !loopback {
+        return Err("api_url must be https".into());
+    }
+    Ok((api_url.trim_end_matches('/').to_owned(), hyper_client(roots(None)?, loopback)))
+}
+
 /// instant-acme's HTTP client: bounded requests, and the last Retry-After of an error answer
 /// kept so rate limits and server errors can be retried when the CA asked.
 pub(crate) struct CaClient {

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use gatehouse_model::acme::Cloudflare;
 
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::http::{REQUEST_TIMEOUT, hyper_client, roots};
+use crate::http::{REQUEST_TIMEOUT, api_client};
 
 /// Largest API answer read.
 const MAX_BODY: usize = 1 << 20;
@@ -67,22 +67,15 @@ impl CloudflareProvider {
     /// A provider for the configured API; plain HTTP is refused except on loopback.
     pub fn new(spec: &Cloudflare) -> Result<Self, DnsError> {
         let settings = |message: String| DnsError::Settings { provider: "cloudflare", message };
-        let uri: http::Uri = spec
-            .api_url
-            .parse()
-            .map_err(|e| settings(format!("api_url {:?}: {e}", spec.api_url)))?;
-        let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if uri.scheme_str() != Some("https") && !loopback {
-            return Err(settings("api_url must be https".into()));
-        }
+        let (api, client) = api_client(&spec.api_url).map_err(settings)?;
         if spec.api_token.expose().is_empty() {
             return Err(settings("api_token is empty".into()));
         }
         Ok(Self {
-            api: spec.api_url.trim_end_matches('/').to_owned(),
+            api,
             token: spec.api_token.expose().to_owned(),
             zone_id: spec.zone_id.clone(),
-            client: hyper_client(roots(None).map_err(settings)?, loopback),
+            client,
             created: Mutex::new(HashMap::new()),
         })
     }

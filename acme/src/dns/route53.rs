@@ -28,7 +28,7 @@ use gatehouse_model::acme::Route53;
 
 use super::aws_credentials::{self, AwsCredentials};
 use super::{DnsError, DnsProvider, TxtRecord};
-use crate::http::{REQUEST_TIMEOUT, hyper_client, roots};
+use crate::http::{REQUEST_TIMEOUT, api_client};
 
 /// Largest API answer read.
 const MAX_BODY: usize = 1 << 20;
@@ -74,23 +74,11 @@ impl Route53Provider {
     /// A provider for the configured API; plain HTTP is refused except on loopback.
     pub fn new(spec: &Route53) -> Result<Self, DnsError> {
         let settings = |message: String| DnsError::Settings { provider: "route53", message };
-        let uri: http::Uri = spec
-            .api_url
-            .parse()
-            .map_err(|e| settings(format!("api_url {:?}: {e}", spec.api_url)))?;
-        let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if uri.scheme_str() != Some("https") && !loopback {
-            return Err(settings("api_url must be https".into()));
-        }
+        let (api, client) = api_client(&spec.api_url).map_err(settings)?;
         if spec.region.is_empty() {
             return Err(settings("region must not be empty".into()));
         }
-        Ok(Self {
-            api: spec.api_url.trim_end_matches('/').to_owned(),
-            spec: spec.clone(),
-            client: hyper_client(roots(None).map_err(settings)?, loopback),
-            writing: Mutex::new(()),
-        })
+        Ok(Self { api, spec: spec.clone(), client, writing: Mutex::new(()) })
     }
 
     fn fail(message: impl Into<String>) -> DnsError {

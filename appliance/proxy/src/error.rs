@@ -9,25 +9,32 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::upstream::UpstreamBody;
+use crate::wasm::Filtered;
 
 /// Body of every response the proxy sends: the upstream's, streamed, or one the proxy
 /// generated. An enum rather than a boxed body: no allocation or dynamic call per response.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
     Upstream(UpstreamBody),
+    /// An upstream body streamed through WASM filters.
+    Filtered(Box<Filtered<UpstreamBody>>),
     Local(Full<Bytes>),
 }
 
+/// The error of a body the proxy sends: hyper's, or a WASM filter's.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
             Self::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -35,6 +42,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(body) => body.is_end_stream(),
+            Self::Filtered(body) => body.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
         }
     }
@@ -42,6 +50,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(body) => body.size_hint(),
+            Self::Filtered(body) => body.size_hint(),
             Self::Local(body) => body.size_hint(),
         }
     }

@@ -114,6 +114,8 @@ async fn replayable(body: RequestBody) -> Result<Result<Option<Bytes>, RequestBo
         RequestBody::Empty => Ok(Ok(None)),
         RequestBody::Buffered(bytes) => Ok(Ok(bytes)),
         RequestBody::Stream(s) if s.is_end_stream() => Ok(Ok(None)),
+        // The plugins see each chunk once: streamed through them, it is sent once.
+        filtered @ RequestBody::Filtered(_) => Ok(Err(filtered)),
         RequestBody::Stream(s) => {
             let declared = s.size_hint().exact();
             if declared.is_none_or(|n| n > REPLAY_BODY_LIMIT) {

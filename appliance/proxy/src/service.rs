@@ -226,13 +226,18 @@ async fn forward_matched(
             protocol: if client_version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
             tls: conn.protocol == Protocol::Https,
         };
-        match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body).await {
+        match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body) {
             Ok((chain, body)) => (Some(chain), body),
             Err(local) => return Ok(local),
         }
     };
     let upstream_req = Request::from_parts(parts, body);
-    let resp = forward::send(shared, rule, backend, endpoint, upstream_req).await?;
+    let sent = forward::send(shared, rule, backend, endpoint, upstream_req).await;
+    // A filter that answered while the request body streamed overrides the upstream.
+    if let Some(answer) = chain.as_ref().and_then(wasm::Chain::take_answer) {
+        return Ok(answer);
+    }
+    let resp = sent?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
@@ -240,7 +245,7 @@ async fn forward_matched(
     }
     let body = match chain {
         None => ProxyBody::Upstream(body),
-        Some(chain) => match chain.response(&mut parts, body).await {
+        Some(chain) => match chain.response(&mut parts, body) {
             Ok(body) => body,
             Err(local) => return Ok(local),
         },

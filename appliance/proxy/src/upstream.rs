@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
+use crate::error::BoxError;
 use crate::error::RequestError;
 use crate::table::{CompiledBackend, Target};
 
@@ -77,6 +78,8 @@ pub(crate) enum RequestBody {
     Stream(Incoming),
     /// A body already read in full (by a WASM filter that saw it).
     Buffered(Option<Bytes>),
+    /// A body streamed through WASM filters.
+    Filtered(Box<crate::wasm::Filtered<Incoming>>),
     Empty,
 }
 
@@ -88,15 +91,16 @@ impl From<Incoming> for RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Stream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Self::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -105,6 +109,7 @@ impl Body for RequestBody {
         match self {
             Self::Stream(body) => body.is_end_stream(),
             Self::Buffered(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            Self::Filtered(body) => body.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -112,6 +117,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream(body) => body.size_hint(),
+            Self::Filtered(body) => body.size_hint(),
             Self::Buffered(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

@@ -1,32 +1,67 @@
 //! proxy-wasm filters on the request path: the plugins of the listener, the rule and the
-//! backend run, in that order, on the request head (and buffered body), and in reverse order on
-//! the response head (and buffered body). A plugin's local response, or a failure under
+//! backend run, in that order, on the request head and body, and in reverse order on the
+//! response head and body. A plugin's local response, or a failure under
 //! `failure_policy = "closed"`, answers in place of the upstream.
 //!
-//! Bodies are buffered for the plugins up to the plugin's body limit: a larger request body
-//! (by `Content-Length`, or found while reading) is answered with 413; a larger response body
-//! with a `Content-Length` streams through without body callbacks, one without a length that
-//! grows past the limit is answered with 502.
+//! Bodies stream through the plugins chunk by chunk (`proxy_on_request_body` /
+//! `proxy_on_response_body`, `end_of_stream` on the last call). A plugin that answers PAUSE to
+//! a chunk holds it, and the chunks after it, until a later body callback continues; what it
+//! holds is bounded by its body limit. A request body held past the limit is answered with 413;
+//! a response body held past it ends the response early (its head has gone to the client).
+//! Headers are left as the plugins set them: a plugin that changes a body's length removes
+//! `Content-Length` itself, as with any proxy-wasm host.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use gatehouse_wasm::{Head, HttpContext, LocalResponse, Plugin, RequestInfo, Verdict};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Uri, request, response};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use parking_lot::Mutex;
 
-use crate::error::{ProxyBody, full};
+use crate::error::{BoxError, ProxyBody, full};
 use crate::upstream::{RequestBody, UpstreamBody};
 
-/// The filter contexts of one request, in run order.
+/// The filter contexts of one request, in run order. Shared by the request body (which may
+/// still stream while the response arrives) and the response phase; the last holder to go
+/// ends the contexts (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`).
+#[derive(Clone)]
 pub(crate) struct Chain {
-    contexts: Vec<HttpContext>,
+    shared: Arc<Mutex<Contexts>>,
 }
 
-/// Runs the request phase of every plugin. `Err` is the response to send instead.
-pub(crate) async fn request(
+struct Contexts {
+    list: Vec<HttpContext>,
+    /// An answer decided while the request body streamed (a local response, or 413): it
+    /// replaces whatever the upstream said.
+    answer: Option<Answer>,
+}
+
+enum Answer {
+    Local(LocalResponse),
+    Status(StatusCode),
+}
+
+impl Chain {
+    fn any_active(&self) -> bool {
+        self.shared.lock().list.iter().any(HttpContext::active)
+    }
+
+    /// The answer a plugin decided while the request body streamed, if any.
+    pub(crate) fn take_answer(&self) -> Option<Response<ProxyBody>> {
+        match self.shared.lock().answer.take()? {
+            Answer::Local(local) => Some(local_response(local)),
+            Answer::Status(status) => Some(status_response(status)),
+        }
+    }
+}
+
+/// Runs the request-head phase of every plugin and puts the body behind the plugins' body
+/// callbacks. `Err` is the response to send instead.
+pub(crate) fn request(
     plugins: &[&Arc<Plugin>],
     info: RequestInfo,
     scheme: &'static str,
@@ -64,29 +99,15 @@ pub(crate) async fn request(
     if let Some(local) = answer {
         return Err(local_response(local));
     }
-    if eos || !contexts.iter().any(HttpContext::active) {
-        let body = if eos { RequestBody::Empty } else { RequestBody::from(body) };
-        return Ok((Chain { contexts }, body));
+    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list: contexts, answer: None })) };
+    if eos {
+        return Ok((chain, RequestBody::Empty));
     }
-    let limit = contexts.iter().map(HttpContext::body_limit).min().unwrap_or(0);
-    if body.size_hint().lower() > limit as u64 {
-        return Err(status_response(StatusCode::PAYLOAD_TOO_LARGE));
+    if !chain.any_active() {
+        return Ok((chain, RequestBody::from(body)));
     }
-    #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
-    let mut bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(_) => return Err(status_response(StatusCode::PAYLOAD_TOO_LARGE)),
-    };
-    for ctx in &mut contexts {
-        if let Verdict::Respond(local) = ctx.on_request_body(&mut bytes, true) {
-            return Err(local_response(local));
-        }
-    }
-    if let Ok(len) = HeaderValue::try_from(bytes.len().to_string()) {
-        parts.headers.insert(header::CONTENT_LENGTH, len);
-        parts.headers.remove(header::TRANSFER_ENCODING);
-    }
-    Ok((Chain { contexts }, RequestBody::Buffered(Some(Bytes::from(bytes)))))
+    let filtered = Filtered::new(body, chain.clone(), Direction::Request);
+    Ok((chain, RequestBody::Filtered(Box::new(filtered))))
 }
 
 /// Writes the guest's view of the request head back: headers, method, path, authority.
@@ -109,13 +130,14 @@ fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
 }
 
 impl Chain {
-    /// Runs the response phase (last plugin first); `Err` is the response to send instead.
-    pub(crate) async fn response(
-        mut self,
+    /// Runs the response-head phase (last plugin first) and puts the body behind the plugins'
+    /// body callbacks; `Err` is the response to send instead.
+    pub(crate) fn response(
+        self,
         parts: &mut response::Parts,
         body: UpstreamBody,
     ) -> Result<ProxyBody, Response<ProxyBody>> {
-        if !self.contexts.iter().any(HttpContext::active) {
+        if !self.any_active() {
             return Ok(ProxyBody::Upstream(body));
         }
         let mut head = Head {
@@ -124,7 +146,7 @@ impl Chain {
         };
         let eos = body.is_end_stream();
         let mut answer = None;
-        for ctx in self.contexts.iter_mut().rev() {
+        for ctx in self.shared.lock().list.iter_mut().rev() {
             if let Verdict::Respond(local) = ctx.on_response_headers(&mut head, eos) {
                 answer = Some(local);
                 break;
@@ -137,26 +159,166 @@ impl Chain {
         if let Some(local) = answer {
             return Err(local_response(local));
         }
-        let limit = self.contexts.iter().map(HttpContext::body_limit).min().unwrap_or(0);
-        let hint = body.size_hint();
-        if eos || !self.contexts.iter().any(HttpContext::active) || hint.lower() > limit as u64 {
+        if eos || !self.any_active() {
             return Ok(ProxyBody::Upstream(body));
         }
-        #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]
-        let mut bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes().to_vec(),
-            Err(_) => return Err(status_response(StatusCode::BAD_GATEWAY)),
-        };
-        for ctx in self.contexts.iter_mut().rev() {
-            if let Verdict::Respond(local) = ctx.on_response_body(&mut bytes, true) {
-                return Err(local_response(local));
+        Ok(ProxyBody::Filtered(Box::new(Filtered::new(body, self, Direction::Response))))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// A body streamed through the plugins' body callbacks.
+pub(crate) struct Filtered<B> {
+    inner: B,
+    chain: Chain,
+    direction: Direction,
+    /// What each plugin holds after answering PAUSE, by position in the direction's order.
+    held: Vec<Vec<u8>>,
+    /// The plugins saw the end of the stream.
+    ended: bool,
+    /// Trailers to send after the data the end of the body released.
+    trailers: Option<HeaderMap>,
+}
+
+impl<B> std::fmt::Debug for Filtered<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filtered")
+            .field("direction", &self.direction)
+            .field("held", &self.held.iter().map(Vec::len).collect::<Vec<_>>())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a filtered body stopped.
+#[derive(Debug, thiserror::Error)]
+enum FilterStop {
+    #[error("a WASM filter answered during the request body")]
+    Answered,
+    #[error("a WASM filter held more than its body limit of {0} bytes")]
+    OverLimit(usize),
+    #[error("a WASM filter failed during the response body")]
+    Failed,
+}
+
+impl<B> Filtered<B> {
+    fn new(inner: B, chain: Chain, direction: Direction) -> Self {
+        let plugins = chain.shared.lock().list.len();
+        Self {
+            inner,
+            chain,
+            direction,
+            held: vec![Vec::new(); plugins],
+            ended: false,
+            trailers: None,
+        }
+    }
+
+    /// Runs one chunk through the plugins; `Some` is what goes on, `None` that a plugin holds
+    /// it for now.
+    fn pass(&mut self, chunk: Bytes, eos: bool) -> Result<Option<Bytes>, FilterStop> {
+        let mut guard = self.chain.shared.lock();
+        let contexts = &mut *guard;
+        let n = contexts.list.len();
+        let mut data = chunk;
+        for k in 0..n {
+            let i = match self.direction {
+                Direction::Request => k,
+                Direction::Response => n - 1 - k,
+            };
+            let ctx = &mut contexts.list[i];
+            if !ctx.active() {
+                continue;
+            }
+            let held = &mut self.held[k];
+            held.extend_from_slice(&data);
+            if held.len() > ctx.body_limit() {
+                let limit = ctx.body_limit();
+                if self.direction == Direction::Request {
+                    contexts.answer = Some(Answer::Status(StatusCode::PAYLOAD_TOO_LARGE));
+                }
+                return Err(FilterStop::OverLimit(limit));
+            }
+            let verdict = match self.direction {
+                Direction::Request => ctx.on_request_body(held, eos),
+                Direction::Response => ctx.on_response_body(held, eos),
+            };
+            match verdict {
+                Verdict::Continue => data = Bytes::from(std::mem::take(held)),
+                Verdict::Buffer => return Ok(None),
+                Verdict::Respond(local) => {
+                    return Err(match self.direction {
+                        Direction::Request => {
+                            contexts.answer = Some(Answer::Local(local));
+                            FilterStop::Answered
+                        }
+                        Direction::Response => FilterStop::Failed,
+                    });
+                }
             }
         }
-        if let Ok(len) = HeaderValue::try_from(bytes.len().to_string()) {
-            parts.headers.insert(header::CONTENT_LENGTH, len);
-            parts.headers.remove(header::TRANSFER_ENCODING);
+        Ok(Some(data))
+    }
+}
+
+impl<B> Body for Filtered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let (chunk, eos) = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = this.inner.is_end_stream();
+                        (data, eos)
+                    }
+                    Err(frame) => {
+                        // Trailers end the body: the plugins see its end first.
+                        this.trailers = frame.into_trailers().ok();
+                        (Bytes::new(), true)
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => (Bytes::new(), true),
+            };
+            this.ended = eos;
+            match this.pass(chunk, eos) {
+                Ok(Some(out)) if !out.is_empty() => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                Ok(_) => continue,
+                Err(stop) => {
+                    tracing::debug!(direction = ?this.direction, error = %stop, "wasm body stopped");
+                    this.ended = true;
+                    this.trailers = None;
+                    return Poll::Ready(Some(Err(stop.into())));
+                }
+            }
         }
-        Ok(full(bytes))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Plugins may change the body's length.
+        SizeHint::default()
     }
 }
 

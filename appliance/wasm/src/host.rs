@@ -23,7 +23,7 @@ use crate::plugin::{Plugin, PluginShared, Settings};
 use crate::state::HostState;
 
 /// One epoch tick: the granularity of callback deadlines and of `proxy_on_tick`.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Largest memory any instance may have, whatever its plugin asks (pool slot size).
 const MAX_INSTANCE_MEMORY: usize = 1 << 30;
@@ -238,7 +238,9 @@ impl Host {
             metrics: guest_metrics,
             host_metrics: inner.metrics.clone(),
         });
-        let ticks = (spec.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        // The first tick may come at once: one more than the timeout's ticks, rounded up, so a
+        // callback always gets at least its timeout (and at most one tick more).
+        let ticks = spec.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         let plugin = Plugin::new(Settings {
             engine: inner.engine.clone(),
             pre,
@@ -287,8 +289,8 @@ fn spawn_ticker(host: Weak<Inner>) {
             let Some(inner) = host.upgrade() else { return };
             inner.engine.increment_epoch();
             round = round.wrapping_add(1);
-            // Ticks are checked every 10 ms; the guest asks for periods in ms.
-            if round.is_multiple_of(10) {
+            // Ticks are checked every other round (10 ms); the guest asks for periods in ms.
+            if round.is_multiple_of(2) {
                 let live: Vec<Arc<Plugin>> =
                     inner.live.lock().iter().filter_map(Weak::upgrade).collect();
                 drop(inner);

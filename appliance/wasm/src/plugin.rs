@@ -59,6 +59,9 @@ impl std::fmt::Debug for Plugin {
 pub enum Verdict {
     /// Go on (forward the request, or the response to the client).
     Continue,
+    /// Body phases before the end of the stream only: hold this chunk, and the ones after it,
+    /// until a later body callback continues (proxy-wasm's StopIterationAndBuffer).
+    Buffer,
     /// Answer with this response instead (a plugin's local response, or 500 on a failure
     /// under `failure_policy = "closed"`).
     Respond(LocalResponse),
@@ -249,19 +252,20 @@ impl HttpContext {
         self.with_head(head, false, Phase::ResponseHeaders { count, eos: end_of_stream })
     }
 
-    /// `proxy_on_request_body` with the whole (buffered) body; the guest may replace it.
+    /// `proxy_on_request_body` with the body held so far (one chunk, or the chunks since the
+    /// guest asked to buffer); the guest may replace it.
     pub fn on_request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, true, Phase::RequestBody { size, eos: end_of_stream })
     }
 
-    /// `proxy_on_response_body` with the whole (buffered) body; the guest may replace it.
+    /// `proxy_on_response_body` with the body held so far; the guest may replace it.
     pub fn on_response_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, false, Phase::ResponseBody { size, eos: end_of_stream })
     }
 
-    /// The largest body the plugin accepts to buffer.
+    /// The most body bytes the plugin may hold (buffer) at once.
     pub fn body_limit(&self) -> usize {
         self.plugin.shared.body_limit
     }
@@ -318,6 +322,10 @@ impl HttpContext {
     }
 
     fn run(&mut self, phase: Phase) -> Verdict {
+        let may_buffer = matches!(
+            phase,
+            Phase::RequestBody { eos: false, .. } | Phase::ResponseBody { eos: false, .. }
+        );
         let plugin = self.plugin.clone();
         let mut guard = plugin.slots[self.slot].lock();
         let result = match guard.as_mut().filter(|i| i.serial == self.serial) {
@@ -340,6 +348,9 @@ impl HttpContext {
                     return Verdict::Respond(local);
                 }
                 let continued = self.state.as_ref().is_some_and(|s| s.continued);
+                if action == ACTION_PAUSE && !continued && may_buffer {
+                    return Verdict::Buffer;
+                }
                 if action == ACTION_PAUSE && !continued {
                     // Nothing we implement could resume this stream later.
                     plugin.record(&Failure {

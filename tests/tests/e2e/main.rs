@@ -16,6 +16,7 @@ mod systemd;
 mod tls;
 mod units;
 mod wasm;
+mod wasm_bodies;
 mod wasm_gateway_api;
 mod xdp;
 

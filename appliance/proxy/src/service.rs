@@ -228,7 +228,7 @@ async fn forward_matched(
         };
         match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body) {
             Ok((chain, body)) => (Some(chain), body),
-            Err(local) => return Ok(local),
+            Err(local) => return Ok(*local),
         }
     };
     let upstream_req = Request::from_parts(parts, body);
@@ -247,7 +247,7 @@ async fn forward_matched(
         None => ProxyBody::Upstream(body),
         Some(chain) => match chain.response(&mut parts, body) {
             Ok(body) => body,
-            Err(local) => return Ok(local),
+            Err(local) => return Ok(*local),
         },
     };
     Ok(Response::from_parts(parts, body))

@@ -67,7 +67,7 @@ pub(crate) fn request(
     scheme: &'static str,
     parts: &mut request::Parts,
     body: Incoming,
-) -> Result<(Chain, RequestBody), Response<ProxyBody>> {
+) -> Result<(Chain, RequestBody), Box<Response<ProxyBody>>> {
     let info = Arc::new(info);
     let mut contexts: Vec<HttpContext> =
         plugins.iter().map(|p| p.start_request(info.clone())).collect();
@@ -97,7 +97,7 @@ pub(crate) fn request(
     }
     apply_request_head(parts, head);
     if let Some(local) = answer {
-        return Err(local_response(local));
+        return Err(Box::new(local_response(local)));
     }
     let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list: contexts, answer: None })) };
     if eos {
@@ -136,7 +136,7 @@ impl Chain {
         self,
         parts: &mut response::Parts,
         body: UpstreamBody,
-    ) -> Result<ProxyBody, Response<ProxyBody>> {
+    ) -> Result<ProxyBody, Box<Response<ProxyBody>>> {
         if !self.any_active() {
             return Ok(ProxyBody::Upstream(body));
         }
@@ -157,7 +157,7 @@ impl Chain {
             parts.status = StatusCode::from_u16(s).unwrap_or(parts.status);
         }
         if let Some(local) = answer {
-            return Err(local_response(local));
+            return Err(Box::new(local_response(local)));
         }
         if eos || !self.any_active() {
             return Ok(ProxyBody::Upstream(body));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use gatehouse_model::ObjectId;
 
-use super::{GatewayReport, RouteOutcome, Settings, Translation};
+use super::{GatewayReport, ListenerSetReport, RouteOutcome, Settings, Translation};
 use crate::index::{Index, Key};
 use crate::object::Kind;
 use crate::types::HttpRoute;
@@ -24,6 +24,7 @@ struct Inputs {
     stamps: Vec<u64>,
     settings: Settings,
     gateways: BTreeMap<ObjectId, GatewayReport>,
+    listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
 }
 
 /// One route's cached outcome (`None`: it names none of our Gateways).
@@ -71,18 +72,19 @@ impl Translator {
                 .collect(),
             settings: settings.clone(),
             gateways: out.report.gateways.clone(),
+            listener_sets: out.report.listener_sets.clone(),
         };
         if self.inputs.as_ref() != Some(&inputs) {
             self.routes.clear();
             self.inputs = Some(inputs);
         }
         self.translated = 0;
-        let gateways = &out.report.gateways;
+        let parents = &out.report;
         let mut outcomes = Vec::with_capacity(index.http_routes.len());
         for (key, route) in &index.http_routes {
             let fresh = match self.routes.get(key) {
                 Some(entry) if Arc::ptr_eq(&entry.route, route) => None,
-                _ => Some(super::route_outcome(index, settings, route, gateways)),
+                _ => Some(super::route_outcome(index, settings, route, parents)),
             };
             match fresh {
                 None => outcomes.push(self.routes.get(key).and_then(|e| e.outcome.clone())),

@@ -11,6 +11,7 @@ mod image;
 
 mod kube;
 mod lifecycle;
+mod listener_sets;
 mod native;
 mod systemd;
 mod tls;

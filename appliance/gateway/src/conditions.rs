@@ -24,6 +24,7 @@ pub mod reason {
     pub const LISTENERS_NOT_VALID: &str = "ListenersNotValid";
     pub const UNSUPPORTED_ADDRESS: &str = "UnsupportedAddress";
     pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
+    pub const ADDRESS_NOT_USABLE: &str = "AddressNotUsable";
 
     // ListenerSet.
     pub const NOT_ALLOWED: &str = "NotAllowed";

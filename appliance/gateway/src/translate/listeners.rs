@@ -23,10 +23,7 @@ pub(super) fn translate(
 ) -> (GatewayReport, Vec<ModelListener>) {
     let gateway_id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
     let (addresses, unsupported, not_assigned) = match allocation {
-        None => {
-            let (addresses, unsupported) = addresses(gateway, settings.default_address);
-            (addresses, unsupported, None)
-        }
+        None => addresses(gateway, settings.default_address),
         Some(allocation) => assigned(gateway, &gateway_id, allocation),
     };
     let accepted = match (class, unsupported) {
@@ -144,10 +141,20 @@ fn assigned(
     )
 }
 
-/// The IPs to bind: `spec.addresses` of type IPAddress, else the default.
-fn addresses(gateway: &Gateway, default: IpAddr) -> (Vec<IpAddr>, Option<Problem>) {
+/// The IPs to bind: `spec.addresses` of type IPAddress (an empty value: the default), or the
+/// default when there are none. Returns them, the unsupported entries (not accepted) and the
+/// unusable ones (not programmed, not bound).
+///
+/// Unusable: an address no listening socket can serve (unspecified, multicast, broadcast).
+/// Any unicast address is bound, also one not (yet) on an interface of this host (see the
+/// proxy's `IP_FREEBIND`), so traffic starts as soon as it is routed here.
+fn addresses(
+    gateway: &Gateway,
+    default: IpAddr,
+) -> (Vec<IpAddr>, Option<Problem>, Option<Problem>) {
     let mut ips = Vec::new();
     let mut problems = Vec::new();
+    let mut unusable = Vec::new();
     for address in &gateway.spec.addresses {
         if address.kind != "IPAddress" {
             problems.push(format!("address type {} is not supported", address.kind));
@@ -156,19 +163,30 @@ fn addresses(gateway: &Gateway, default: IpAddr) -> (Vec<IpAddr>, Option<Problem
             ips.push(default);
         } else {
             match address.value.parse::<IpAddr>() {
+                Ok(ip) if !usable(ip) => {
+                    unusable.push(format!("{ip} cannot be served (not a unicast address)"));
+                }
                 Ok(ip) => ips.push(ip),
                 Err(_) => problems.push(format!("{:?} is not an IP address", address.value)),
             }
         }
     }
-    if ips.is_empty() {
+    if ips.is_empty() && unusable.is_empty() {
         ips.push(default);
     }
     ips.sort();
     ips.dedup();
     let problem = (!problems.is_empty())
         .then(|| Problem::new(reason::UNSUPPORTED_ADDRESS, problems.join("; ")));
-    (ips, problem)
+    let unusable = (!unusable.is_empty())
+        .then(|| Problem::new(reason::ADDRESS_NOT_USABLE, unusable.join("; ")));
+    (ips, problem, unusable)
+}
+
+/// Whether a listening socket on `ip` can receive connections.
+fn usable(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
 }
 
 /// One listener's report and certificates; `namespace` is its owner's (a Gateway or a

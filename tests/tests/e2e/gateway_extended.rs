@@ -1,9 +1,10 @@
-//! The Gateway extended features of GATEWAY-HTTP: a listener on 8080, static addresses (and
-//! the status of ones that cannot be served), an address left empty for a pool to fill.
+//! Extended features of GATEWAY-HTTP: a listener on 8080, static addresses (and the status of
+//! ones that cannot be served), an address left empty for a pool to fill, the retry backoff.
 
 use std::path::Path;
+use std::time::Duration;
 
-use gatehouse_tests::{Appliance, Client, EchoBackend, free_port};
+use gatehouse_tests::{Appliance, Client, EchoBackend, ScriptedBackend, Step, free_port};
 use serde_json::Value;
 
 use crate::{GATEWAY_CLASS, gateway_api_config, service};
@@ -141,4 +142,23 @@ cidrs = ["127.0.81.0/30"]
     let reply = Client::http1().get(&format!("http://{}:{port}/", assigned[0])).await.unwrap();
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.backend(), Some("echo"));
+}
+
+/// HTTPRouteRetryBackoff: the backend sees the retry no earlier than the backoff after it saw
+/// the first try (a lower bound the proxy guarantees, so no flaky upper bound is asserted).
+#[tokio::test]
+async fn retries_wait_the_backoff_before_trying_again() {
+    let flaky = ScriptedBackend::start("flaky", vec![Step::Status(503)]).await;
+    let port = free_port();
+    let yaml = manifests(flaky.port(), port, &["127.0.0.1"]).replace(
+        "  - backendRefs: [{name: echo, port: 80}]\n",
+        "  - backendRefs: [{name: echo, port: 80}]\n    retry: { codes: [503], attempts: 1, backoff: 400ms }\n",
+    );
+    let gh = Appliance::start_ready(gateway_api_config(), &[("manifests/all.yaml", &yaml)]).await;
+    let reply = Client::http1().get(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    assert_eq!(reply.status, 200, "{:?}\n{}", reply.body, gh.logs());
+    let seen = flaky.requests().await;
+    assert_eq!(seen.len(), 2, "one try, one retry");
+    let pause = seen[1].at.duration_since(seen[0].at);
+    assert!(pause >= Duration::from_millis(400), "retried after {pause:?}, before the backoff");
 }

@@ -162,3 +162,69 @@ async fn retries_wait_the_backoff_before_trying_again() {
     let pause = seen[1].at.duration_since(seen[0].at);
     assert!(pause >= Duration::from_millis(400), "retried after {pause:?}, before the backoff");
 }
+
+/// HTTPRouteDestinationPortMatching: two listeners on two ports share a hostname; a route
+/// whose parentRef names a port serves only requests to that port; a parentRef port no
+/// listener has is `Accepted=False/NoMatchingParent` and attaches nowhere.
+#[tokio::test]
+async fn parent_ref_ports_match_requests_by_destination_port() {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let (p1, p2, none) = (free_port(), free_port(), free_port());
+    let mut yaml = GATEWAY_CLASS.to_owned();
+    yaml.push_str(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: default}}
+spec:
+  gatewayClassName: gatehouse
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: first, port: {p1}, protocol: HTTP, hostname: shared.example}}
+  - {{name: second, port: {p2}, protocol: HTTP, hostname: shared.example}}
+"#
+    ));
+    for (name, port) in [("one", p1), ("two", p2), ("nowhere", none)] {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: web, port: {port}}}]
+  hostnames: [shared.example]
+  rules:
+  - backendRefs: [{{name: {name}, port: 80}}]
+"#
+        ));
+    }
+    yaml.push_str(&service("one", "default", one.port()));
+    yaml.push_str(&service("two", "default", two.port()));
+    yaml.push_str(&service("nowhere", "default", one.port()));
+    let gh = Appliance::start_ready(gateway_api_config(), &[("manifests/all.yaml", &yaml)]).await;
+
+    for (port, backend) in [(p1, "one"), (p2, "two")] {
+        let url = format!("http://127.0.0.1:{port}/");
+        let reply = Client::http1().get_host(&url, "shared.example").await.unwrap();
+        assert_eq!(reply.status, 200, "{:?}\n{}", reply.body, gh.logs());
+        assert_eq!(reply.backend(), Some(backend), "request to port {port}");
+    }
+
+    let status = gh.status().await;
+    let listeners = gateway(&status)["status"]["listeners"].as_array().cloned().unwrap();
+    assert!(listeners.iter().all(|l| l["attachedRoutes"] == 1), "{listeners:#?}");
+    let route = status["objects"]
+        .as_array()
+        .and_then(|o| {
+            o.iter().find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == "nowhere")
+        })
+        .unwrap();
+    let accepted = route["status"]["parents"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+        .unwrap();
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&"False".into(), &"NoMatchingParent".into())
+    );
+}

@@ -187,3 +187,99 @@ async fn listener_set_from_another_namespace_serves_and_disallowed_ones_are_refu
     let route = object(&status, "HTTPRoute", "team-a", "app");
     assert_eq!(condition(&route["status"]["parents"][0]["conditions"], "Accepted").0, "True");
 }
+
+/// Cluster mode: a ListenerSet and a route to it, read by the watches from a (fake) API
+/// server, serve traffic; the ListenerSet's status is written back with server-side apply to
+/// `listenersets/status`, and deleting it takes its listener away.
+#[tokio::test]
+async fn listener_sets_are_watched_and_their_status_written_in_cluster_mode() {
+    use std::time::{Duration, Instant};
+
+    use gatehouse_tests::FakeKube;
+    use serde_json::json;
+
+    const V1: &str = "gateway.networking.k8s.io/v1";
+    let echo = EchoBackend::start("team-echo").await;
+    let (gw_port, set_port) = (free_port(), free_port());
+    let kube = FakeKube::start().await;
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "infra"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        json!({"apiVersion": V1, "kind": "GatewayClass", "metadata": {"name": "gatehouse"},
+               "spec": {"controllerName": "gatehouse.dev/gateway-controller"}}),
+        json!({"apiVersion": V1, "kind": "Gateway",
+               "metadata": {"name": "edge", "namespace": "infra", "generation": 1},
+               "spec": {"gatewayClassName": "gatehouse",
+                        "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+                        "allowedListeners": {"namespaces": {"from": "All"}},
+                        "listeners": [{"name": "http", "port": gw_port, "protocol": "HTTP"}]}}),
+        json!({"apiVersion": V1, "kind": "ListenerSet",
+               "metadata": {"name": "apps", "namespace": "team", "generation": 2},
+               "spec": {"parentRef": {"name": "edge", "namespace": "infra"},
+                        "listeners": [{"name": "app", "port": set_port, "protocol": "HTTP"}]}}),
+        json!({"apiVersion": V1, "kind": "HTTPRoute",
+               "metadata": {"name": "app", "namespace": "team"},
+               "spec": {"parentRefs": [{"kind": "ListenerSet", "name": "apps"}],
+                        "rules": [{"backendRefs": [{"name": "echo", "port": 80}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "team"},
+               "spec": {"ports": [{"port": 80, "targetPort": echo.port()}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "echo-1", "namespace": "team",
+                            "labels": {"kubernetes.io/service-name": "echo"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "", "port": echo.port()}],
+               "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}),
+    ];
+    for object in objects {
+        kube.apply(object).await;
+    }
+    let config = r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[runtime]
+shutdown_grace_ms = 1000
+[kubernetes]
+kubeconfig = "kubeconfig"
+"#;
+    let gh = Appliance::start_ready(config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let url = format!("http://127.0.0.1:{set_port}/");
+    let reply = Client::http1().get(&url).await.unwrap();
+    assert_eq!(reply.status, 200, "{:?}\n{}", reply.body, gh.logs());
+    assert_eq!(reply.backend(), Some("team-echo"));
+
+    let path = format!("/apis/{V1}/namespaces/team/listenersets/apps/status");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let set = loop {
+        let patched = kube.patches().await.iter().any(|p| p.path == path && p.answered == 200);
+        let set = kube.object(V1, "ListenerSet", "team", "apps").await;
+        let programmed = |s: &Value| {
+            s["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| c["type"] == "Programmed" && c["status"] == "True")
+            })
+        };
+        if let Some(set) = set.filter(|s| patched && programmed(s)) {
+            break set;
+        }
+        assert!(Instant::now() < deadline, "no status at {path}: {:#?}", kube.patches().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(condition(&set["status"]["conditions"], "Accepted"), ("True", "Accepted"));
+    let accepted = set["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+        .unwrap();
+    assert_eq!(accepted["observedGeneration"], 2);
+    assert_eq!(set["status"]["listeners"][0]["attachedRoutes"], 1);
+    let patch = kube.patches().await.into_iter().find(|p| p.path == path).unwrap();
+    assert_eq!(patch.content_type, "application/apply-patch+yaml");
+    assert_eq!(patch.body["kind"], "ListenerSet");
+    let gateway = kube.object(V1, "Gateway", "infra", "edge").await.unwrap();
+    assert_eq!(gateway["status"]["attachedListenerSets"], 1, "{gateway:#}");
+
+    kube.delete(V1, "ListenerSet", "team", "apps").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::http1().get(&url).await.is_ok() {
+        assert!(Instant::now() < deadline, "{url} still served\n{}", gh.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

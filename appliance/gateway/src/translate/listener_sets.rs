@@ -163,7 +163,7 @@ mod tests {
     use super::super::{Settings, Translation, translate};
     use crate::fixtures::*;
     use crate::object::Object;
-    use crate::types::{FromNamespaces, LabelSelector, ListenerNamespaces, ListenersFrom};
+    use crate::types::{FromNamespaces, GROUP, LabelSelector, ListenerNamespaces, ListenersFrom};
 
     fn settings() -> Settings {
         Settings {
@@ -361,5 +361,36 @@ mod tests {
         assert_eq!(p.reason, "NotAllowedByListeners");
         assert!(p.message.contains("not attached"), "{}", p.message);
         assert!(t.desired.http_routes.is_empty());
+    }
+
+    #[test]
+    fn certificate_refs_resolve_in_the_set_namespace_and_grants_name_the_set_kind() {
+        let tls = || https_listener("tls", 443, &[(Some("certs"), "wild")]);
+        let own = || https_listener("own", 8443, &[(None, "mine")]);
+        let base = || {
+            vec![
+                gateway_class("gatehouse", CONTROLLER),
+                web(Some(ListenersFrom::All)),
+                tls_secret("certs", "wild", EC_CRT, EC_KEY),
+                tls_secret("team", "mine", EC_CRT, EC_KEY),
+                listener_set("team", "ls", ("infra", "web"), 1, vec![tls(), own()]),
+            ]
+        };
+        let resolved = |t: &Translation, i: usize| {
+            let set = &t.report.listener_sets[&set_id("team", "ls")];
+            set.listeners[i].resolved_refs.as_ref().err().map_or("ok", |p| p.reason)
+        };
+        // A grant to Gateways is not inherited by ListenerSets.
+        let mut objects = base();
+        objects.push(grant("certs", "gw", (GROUP, "Gateway", "team"), ("", "Secret", None)));
+        let t = run(objects);
+        assert_eq!(resolved(&t, 0), "RefNotPermitted");
+        assert_eq!(resolved(&t, 1), "ok", "a Secret in the set's own namespace needs no grant");
+        let mut objects = base();
+        objects.push(grant("certs", "ls", (GROUP, "ListenerSet", "team"), ("", "Secret", None)));
+        let t = run(objects);
+        assert_eq!(resolved(&t, 0), "ok");
+        let served = t.desired.listeners.iter().filter(|l| l.id.gateway == set_id("team", "ls"));
+        assert_eq!(served.count(), 2);
     }
 }

@@ -21,6 +21,8 @@ pub struct Seen {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// When the request (head and body) had been read.
+    pub at: std::time::Instant,
 }
 
 /// What a [`ScriptedBackend`] does with its n-th request.
@@ -118,6 +120,7 @@ async fn answer(
             path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
             headers: parts.headers,
             body,
+            at: std::time::Instant::now(),
         });
         seen.len() - 1
     };

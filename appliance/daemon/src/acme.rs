@@ -64,12 +64,15 @@ pub fn gateway_api(
             let present = api.index.contains(&ObjectRef::new(GatewayKind::Secret, namespace, name));
             api.index.apply(Object::Secret(tls_secret(namespace, name, cert)));
             injected = true;
+            let (labels, annotations) = infrastructure(&api.index, &request.listener.gateway);
             secrets.push(TlsSecret {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 issuer: key.issuer.clone(),
                 chain_pem: cert.chain_pem.clone(),
                 key_pem: cert.key_pem.clone(),
+                labels,
+                annotations,
                 present,
             });
         }
@@ -84,6 +87,23 @@ pub fn gateway_api(
 }
 
 type SecretKey = (String, String);
+
+/// The label Gateway API asks generated resources to carry with their Gateway's name.
+const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// Labels and annotations for what the appliance creates for a Gateway (its ACME Secrets):
+/// `spec.infrastructure` (GatewayInfrastructurePropagation) and the gateway-name label.
+fn infrastructure(
+    index: &Index,
+    gateway: &ObjectId,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let found =
+        index.gateways().find(|g| g.namespace() == gateway.namespace && g.name() == gateway.name);
+    let infra = found.and_then(|g| g.spec.infrastructure.as_ref());
+    let mut labels = infra.map(|i| i.labels.clone()).unwrap_or_default();
+    labels.insert(GATEWAY_NAME_LABEL.to_owned(), gateway.name.clone());
+    (labels, infra.map(|i| i.annotations.clone()).unwrap_or_default())
+}
 
 fn annotated(index: &Index, controller: &str) -> Vec<(ListenerCertificateRequest, SecretKey)> {
     let mut out = Vec::new();

@@ -328,3 +328,48 @@ pub(crate) fn extension_ref(group: &str, kind: &str, name: &str) -> RouteFilter 
         ..filter("ExtensionRef")
     }
 }
+
+/// A ListenerSet naming Gateway `gateway_ns/gateway`, created at `created` (unix seconds).
+pub(crate) fn listener_set(
+    namespace: &str,
+    name: &str,
+    (gateway_ns, gateway): (&str, &str),
+    created: i64,
+    listeners: Vec<Listener>,
+) -> Object {
+    let mut metadata = meta(namespace, name);
+    let ts = jiff::Timestamp::from_second(created).expect("valid timestamp");
+    metadata.creation_timestamp = Some(Time(ts));
+    Object::ListenerSet(ListenerSet {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "ListenerSet".into(),
+        metadata,
+        spec: ListenerSetSpec {
+            parent_ref: ParentGatewayReference {
+                group: GROUP.to_owned(),
+                kind: "Gateway".to_owned(),
+                name: gateway.to_owned(),
+                namespace: Some(gateway_ns.to_owned()),
+            },
+            listeners,
+        },
+        status: None,
+    })
+}
+
+/// A route's parentRef to a ListenerSet, optionally to one of its listeners.
+pub(crate) fn set_parent(namespace: &str, name: &str, section: Option<&str>) -> ParentReference {
+    ParentReference {
+        kind: "ListenerSet".to_owned(),
+        namespace: Some(namespace.to_owned()),
+        section_name: section.map(str::to_owned),
+        ..parent(None, name)
+    }
+}
+
+/// `gateway` with `allowedListeners.namespaces.from` set.
+pub(crate) fn allow_listeners(mut gateway: Gateway, from: ListenersFrom) -> Gateway {
+    let namespaces = ListenerNamespaces { from, selector: None };
+    gateway.spec.allowed_listeners = Some(AllowedListeners { namespaces });
+    gateway
+}

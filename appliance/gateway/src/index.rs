@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, WasmPlugin};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -38,6 +38,7 @@ pub struct Index {
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
+    pub(crate) listener_sets: BTreeMap<Key, Arc<ListenerSet>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -90,6 +91,7 @@ impl Index {
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
+            Object::ListenerSet(o) => put(&mut self.listener_sets, k, o),
         };
         if changed {
             self.touch(kind);
@@ -123,6 +125,7 @@ impl Index {
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
+            Kind::ListenerSet => self.listener_sets.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -155,6 +158,7 @@ impl Index {
             Kind::Secret => self.secrets.clear(),
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
+            Kind::ListenerSet => self.listener_sets.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -185,6 +189,7 @@ impl Index {
             Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
+            Kind::ListenerSet => keep_others(&mut self.listener_sets, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -209,6 +214,7 @@ impl Index {
             Kind::Secret => self.secrets.contains_key(&k),
             Kind::Node => self.nodes.contains_key(&r.name),
             Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
+            Kind::ListenerSet => self.listener_sets.contains_key(&k),
         }
     }
 
@@ -224,6 +230,7 @@ impl Index {
             + self.secrets.len()
             + self.nodes.len()
             + self.wasm_plugins.len()
+            + self.listener_sets.len()
     }
 
     /// Whether the index holds nothing.
@@ -254,21 +261,21 @@ impl Index {
         labels
     }
 
-    /// Namespaces some Gateway listener's `certificateRefs` point into (the Gateway's own when
-    /// the ref names none), whatever the class and whether or not a ReferenceGrant allows it:
+    /// Namespaces some Gateway or ListenerSet listener's `certificateRefs` point into (the
+    /// owner's own when the ref names none), whatever the class and whether or not a ReferenceGrant allows it:
     /// where a source must look for Secrets so the translation can judge every ref.
     pub fn certificate_namespaces(&self) -> BTreeSet<String> {
         let mut namespaces = BTreeSet::new();
-        for ((gateway_ns, _), gateway) in &self.gateways {
-            let refs = gateway
-                .spec
-                .listeners
+        let gateways = self.gateways.iter().map(|((ns, _), g)| (ns, &g.spec.listeners));
+        let sets = self.listener_sets.iter().map(|((ns, _), s)| (ns, &s.spec.listeners));
+        for (owner_ns, listeners) in gateways.chain(sets) {
+            let refs = listeners
                 .iter()
                 .filter_map(|l| l.tls.as_ref())
                 .flat_map(|tls| &tls.certificate_refs)
                 .filter(|r| (r.group.is_empty() || r.group == "core") && r.kind == "Secret");
             for r in refs {
-                namespaces.insert(r.namespace.clone().unwrap_or_else(|| gateway_ns.clone()));
+                namespaces.insert(r.namespace.clone().unwrap_or_else(|| owner_ns.clone()));
             }
         }
         namespaces

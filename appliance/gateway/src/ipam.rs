@@ -46,6 +46,18 @@ pub fn requests(index: &Index, settings: &Settings) -> Vec<Request> {
             .filter_map(|a| a.value.parse::<IpAddr>().ok())
             .collect();
         request.ports = gateway.spec.listeners.iter().map(|l| Port::tcp(l.port)).collect();
+        // ListenerSets' listeners bind the Gateway's addresses too.
+        let sets = index.listener_sets.values().filter(|s| {
+            let p = &s.spec.parent_ref;
+            p.kind == "Gateway"
+                && p.name == gateway.name()
+                && p.namespace.as_deref().unwrap_or(s.namespace()) == gateway.namespace()
+        });
+        for listener in sets.flat_map(|s| &s.spec.listeners) {
+            if !request.ports.contains(&Port::tcp(listener.port)) {
+                request.ports.push(Port::tcp(listener.port));
+            }
+        }
         out.push(request);
     }
     for service in index.services.values() {

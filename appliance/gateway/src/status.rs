@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use gatehouse_model::{
-    DataPlaneReport, Listener, ListenerId, ListenerProblem, ListenerProblemKind,
+    DataPlaneReport, Listener, ListenerId, ListenerProblem, ListenerProblemKind, ObjectId,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::conditions::{self as c, reason};
 use crate::index::Index;
-use crate::translate::{ListenerReport, Problem, Settings, Translation};
-use crate::types::{GROUP, ParentReference, RouteGroupKind};
+use crate::translate::{ListenerReport, ListenerSetReport, Problem, Report, Settings, Translation};
+use crate::types::{GROUP, Gateway, ListenersFrom, ParentReference, RouteGroupKind};
 
 /// The API version status objects are written as.
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
@@ -44,6 +44,7 @@ pub enum Status {
     GatewayClass(GatewayClassStatus),
     Gateway(GatewayStatus),
     HttpRoute(HttpRouteStatus),
+    ListenerSet(ListenerSetStatus),
     /// A LoadBalancer Service's addresses (LB-IPAM).
     Service(crate::ipam::ServiceStatus),
 }
@@ -84,6 +85,16 @@ pub struct SupportedFeature {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
     pub addresses: Vec<GatewayStatusAddress>,
+    pub conditions: Vec<Condition>,
+    pub listeners: Vec<ListenerStatus>,
+    /// ListenerSets attached; present when the Gateway allows ListenerSets or one names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_listener_sets: Option<u32>,
+}
+
+/// `ListenerSet.status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ListenerSetStatus {
     pub conditions: Vec<Condition>,
     pub listeners: Vec<ListenerStatus>,
 }
@@ -189,7 +200,7 @@ fn metadata(meta: &ObjectMeta, namespaced: bool) -> StatusMetadata {
     }
 }
 
-/// Status of every GatewayClass, Gateway and HTTPRoute of ours, in that order.
+/// Status of every GatewayClass, Gateway, ListenerSet and HTTPRoute of ours, in that order.
 ///
 /// `Programmed` is only `True` once the data plane acknowledged the translation's generation.
 pub fn status(
@@ -228,6 +239,7 @@ pub fn status(
         });
     }
 
+    let mut programmed_gateways: BTreeMap<ObjectId, bool> = BTreeMap::new();
     for (id, gateway_report) in &report.gateways {
         let Some(gateway) = index.gateways.get(&(id.namespace.clone(), id.name.clone())) else {
             continue;
@@ -279,6 +291,8 @@ pub fn status(
         } else {
             conds.push(c::PROGRAMMED, true, reason::PROGRAMMED, "programmed");
         }
+        let gateway_programmed = conds.list.last().is_some_and(|c| c.status == "True");
+        programmed_gateways.insert(id.clone(), gateway_programmed);
         out.push(ObjectStatus {
             api_version: API_VERSION.into(),
             kind: "Gateway".into(),
@@ -291,7 +305,29 @@ pub fn status(
                     .collect(),
                 conditions: conds.list,
                 listeners,
+                attached_listener_sets: attached_listener_sets(report, id, gateway),
             }),
+        });
+    }
+
+    for (id, set_report) in &report.listener_sets {
+        let Some(set) = index.listener_sets.get(&(id.namespace.clone(), id.name.clone())) else {
+            continue;
+        };
+        let generation = generation(&set.metadata);
+        let parent_programmed = programmed_gateways.get(&set_report.parent).copied();
+        out.push(ObjectStatus {
+            api_version: API_VERSION.into(),
+            kind: "ListenerSet".into(),
+            metadata: metadata(&set.metadata, true),
+            status: Status::ListenerSet(listener_set_status(
+                set_report,
+                &problems,
+                parent_programmed,
+                generation,
+                &now,
+                acked,
+            )),
         });
     }
 
@@ -359,6 +395,75 @@ pub fn native_listener_status(
     let generation = i64::try_from(generation).unwrap_or(i64::MAX);
     let view = listener_status(&report, &problems, generation, &now.to_string(), acked);
     (view.status, view.programmed && acked)
+}
+
+/// `attachedListenerSets`: the count when the Gateway allows ListenerSets or one names it.
+fn attached_listener_sets(report: &Report, id: &ObjectId, gateway: &Gateway) -> Option<u32> {
+    let gateway_report = report.gateways.get(id)?;
+    let allows = gateway
+        .spec
+        .allowed_listeners
+        .as_ref()
+        .is_some_and(|a| a.namespaces.from != ListenersFrom::None);
+    let named = report.listener_sets.values().any(|s| &s.parent == id);
+    (allows || named).then_some(gateway_report.attached_listener_sets)
+}
+
+/// A ListenerSet's conditions and its listeners' status. `parent_programmed` is whether its
+/// Gateway's `Programmed` is True.
+fn listener_set_status(
+    set: &ListenerSetReport,
+    problems: &BTreeMap<&ListenerId, Vec<&ListenerProblem>>,
+    parent_programmed: Option<bool>,
+    generation: i64,
+    now: &str,
+    acked: bool,
+) -> ListenerSetStatus {
+    let mut listeners = Vec::new();
+    let mut programmed = 0;
+    for lr in &set.listeners {
+        let found: &[&ListenerProblem] = problems.get(&lr.id).map_or(&[], Vec::as_slice);
+        let view = listener_status(lr, found, generation, now, acked);
+        programmed += usize::from(view.programmed);
+        listeners.push(view.status);
+    }
+    let mut conds = Conditions::new(generation, now);
+    match &set.accepted {
+        Err(p) => {
+            conds.push(c::ACCEPTED, false, p.reason, p.message.clone());
+            conds.push(c::PROGRAMMED, false, p.reason, p.message.clone());
+        }
+        Ok(()) => {
+            let invalid: Vec<&str> = set
+                .listeners
+                .iter()
+                .zip(&listeners)
+                .filter(|(_, s)| s.conditions.first().is_some_and(|c| c.status != "True"))
+                .map(|(lr, _)| lr.id.name.as_str())
+                .collect();
+            if invalid.is_empty() {
+                conds.push(c::ACCEPTED, true, reason::ACCEPTED, "accepted");
+            } else {
+                let msg = format!("invalid listeners: {}", invalid.join(", "));
+                conds.push(c::ACCEPTED, true, reason::LISTENERS_NOT_VALID, msg);
+            }
+            if programmed == 0 {
+                conds.push(c::PROGRAMMED, false, reason::INVALID, "no listener is programmed");
+            } else if parent_programmed == Some(false) && acked {
+                conds.push(
+                    c::PROGRAMMED,
+                    false,
+                    reason::PARENT_NOT_PROGRAMMED,
+                    "the parent Gateway is not programmed",
+                );
+            } else if !acked {
+                conds.push(c::PROGRAMMED, false, reason::PENDING, "waiting for the data plane");
+            } else {
+                conds.push(c::PROGRAMMED, true, reason::PROGRAMMED, "programmed");
+            }
+        }
+    }
+    ListenerSetStatus { conditions: conds.list, listeners }
 }
 
 struct ListenerView {
@@ -678,5 +783,83 @@ mod tests {
             c("Accepted", "False", "NotAllowedByListeners")
         );
         assert_eq!(out[1]["status"]["listeners"][0]["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn listener_sets_report_their_listeners_and_gateways_count_them() {
+        let allowed = allow_listeners(
+            gateway("infra", "web", "gatehouse", vec![listener("http", 80, "HTTP")]),
+            crate::types::ListenersFrom::Same,
+        );
+        let host = |name: &str, h: &str| with_hostname(listener(name, 80, "HTTP"), h);
+        let objects = vec![
+            gateway_class("gatehouse", CONTROLLER),
+            Object::Gateway(allowed),
+            listener_set("infra", "ok", ("infra", "web"), 1, vec![host("a", "a.example")]),
+            listener_set("team", "far", ("infra", "web"), 2, vec![host("b", "b.example")]),
+            route("infra", "r")
+                .parent(set_parent("infra", "ok", Some("a")))
+                .rule(rule(vec![]))
+                .build(),
+        ];
+        let out = run(objects, &acked());
+        let find = |kind: &str, ns: &str, name: &str| {
+            out.iter()
+                .find(|o| {
+                    o["kind"] == kind
+                        && o["metadata"]["namespace"] == ns
+                        && o["metadata"]["name"] == name
+                })
+                .unwrap_or_else(|| panic!("no status for {kind} {ns}/{name}"))
+                .clone()
+        };
+        let gw = find("Gateway", "infra", "web");
+        assert_eq!(gw["status"]["attachedListenerSets"], 1);
+        let ok = find("ListenerSet", "infra", "ok");
+        assert_eq!(ok["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            conds(&ok["status"]["conditions"]),
+            [c("Accepted", "True", "Accepted"), c("Programmed", "True", "Programmed")]
+        );
+        let l = &ok["status"]["listeners"][0];
+        assert_eq!(l["name"], "a");
+        assert_eq!(l["attachedRoutes"], 1);
+        assert_eq!(
+            l["supportedKinds"],
+            json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        );
+        assert_eq!(conds(&l["conditions"])[0], c("Accepted", "True", "Accepted"));
+        let far = find("ListenerSet", "team", "far");
+        assert_eq!(
+            conds(&far["status"]["conditions"]),
+            [c("Accepted", "False", "NotAllowed"), c("Programmed", "False", "NotAllowed")]
+        );
+        assert_eq!(far["status"]["listeners"], json!([]));
+
+        // A listener the data plane could not bind: the set is not programmed.
+        let problem = ListenerProblem {
+            listener: ListenerId {
+                gateway: ObjectId::new("ListenerSet", "infra", "ok"),
+                name: "a".into(),
+            },
+            kind: ListenerProblemKind::PortUnavailable,
+            message: "address in use".into(),
+        };
+        let dp = DataPlaneReport { generation: 3, listener_problems: vec![problem] };
+        let out = run(
+            vec![
+                gateway_class("gatehouse", CONTROLLER),
+                Object::Gateway(allow_listeners(
+                    gateway("infra", "web", "gatehouse", vec![listener("http", 80, "HTTP")]),
+                    crate::types::ListenersFrom::Same,
+                )),
+                listener_set("infra", "ok", ("infra", "web"), 1, vec![host("a", "a.example")]),
+            ],
+            &dp,
+        );
+        let ok = out.iter().find(|o| o["kind"] == "ListenerSet").unwrap();
+        let listener_conds = conds(&ok["status"]["listeners"][0]["conditions"]);
+        assert_eq!(listener_conds[0], c("Accepted", "False", "PortUnavailable"));
+        assert_eq!(conds(&ok["status"]["conditions"])[1], c("Programmed", "False", "Invalid"));
     }
 }

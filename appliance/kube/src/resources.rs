@@ -31,6 +31,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Node => ApiResource::erase::<Node>(&()),
         // Ours; its CRD comes from the same type (see `crds`).
         Kind::WasmPlugin => ApiResource::erase::<WasmPlugin>(&()),
+        // Standard channel since Gateway API v1.5.
+        Kind::ListenerSet => gateway_api("v1", "ListenerSet", "listenersets"),
     }
 }
 
@@ -90,8 +92,10 @@ mod tests {
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, six namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        // GatewayClass and Namespace once, the namespaced kinds twice (Secrets come later).
+        let namespaced =
+            Kind::ALL.iter().filter(|k| k.is_namespaced() && **k != Kind::Secret).count();
+        assert_eq!(filtered.len(), 2 + namespaced * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));
@@ -106,6 +110,8 @@ mod tests {
         assert_eq!(api_resource(Kind::HttpRoute).plural, "httproutes");
         assert_eq!(api_resource(Kind::WasmPlugin).api_version, "gatehouse.dev/v1alpha1");
         assert_eq!(api_resource(Kind::WasmPlugin).plural, "wasmplugins");
+        assert_eq!(api_resource(Kind::ListenerSet).api_version, "gateway.networking.k8s.io/v1");
+        assert_eq!(api_resource(Kind::ListenerSet).plural, "listenersets");
         assert_eq!(field_selector(Kind::Secret).as_deref(), Some("type=kubernetes.io/tls"));
         assert_eq!(field_selector(Kind::Service), None);
     }

@@ -46,8 +46,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 4] =
-    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service];
+pub const STATUS_KINDS: [Kind; 5] =
+    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service, Kind::ListenerSet];
 
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]

@@ -55,6 +55,11 @@ pub struct TlsSecret {
     pub chain_pem: String,
     /// `tls.key`.
     pub key_pem: String,
+    /// Labels and annotations for the Secret: the Gateway's `spec.infrastructure` ones and
+    /// `gateway.networking.k8s.io/gateway-name` (GatewayInfrastructurePropagation). Ours
+    /// ([`ISSUER_ANNOTATION`]) wins over an annotation of the same key.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     /// Whether the watched cluster state holds a Secret of that name: one of ours deleted
     /// there is written again.
     pub present: bool,
@@ -90,15 +95,31 @@ pub fn secret_to_apply(desired: &TlsSecret, current: Option<&Secret>) -> Decisio
             .as_ref()
             .and_then(|a| a.get(ISSUER_ANNOTATION))
             .is_some_and(|i| *i == desired.issuer);
-        if same("tls.crt", &desired.chain_pem) && same("tls.key", &desired.key_pem) && annotated {
+        let has = |held: &Option<BTreeMap<String, String>>, wanted: &BTreeMap<String, String>| {
+            wanted
+                .iter()
+                .filter(|(k, _)| *k != ISSUER_ANNOTATION)
+                .all(|(k, v)| held.as_ref().and_then(|h| h.get(k)) == Some(v))
+        };
+        let labelled = has(&current.metadata.labels, &desired.labels)
+            && has(&current.metadata.annotations, &desired.annotations);
+        if same("tls.crt", &desired.chain_pem)
+            && same("tls.key", &desired.key_pem)
+            && annotated
+            && labelled
+        {
             return Decision::Unchanged;
         }
     }
     let mut secret = Secret::default();
     secret.metadata.namespace = Some(desired.namespace.clone());
     secret.metadata.name = Some(desired.name.clone());
-    secret.metadata.annotations =
-        Some(BTreeMap::from([(ISSUER_ANNOTATION.to_owned(), desired.issuer.clone())]));
+    let mut annotations = desired.annotations.clone();
+    annotations.insert(ISSUER_ANNOTATION.to_owned(), desired.issuer.clone());
+    secret.metadata.annotations = Some(annotations);
+    if !desired.labels.is_empty() {
+        secret.metadata.labels = Some(desired.labels.clone());
+    }
     secret.type_ = Some(TLS_TYPE.to_owned());
     secret.data = Some(BTreeMap::from([
         ("tls.crt".to_owned(), ByteString(desired.chain_pem.clone().into_bytes())),
@@ -276,6 +297,8 @@ mod tests {
             issuer: "pebble".into(),
             chain_pem: "CHAIN".into(),
             key_pem: "KEY".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             present: false,
         }
     }
@@ -312,6 +335,28 @@ mod tests {
         let renewed = TlsSecret { chain_pem: "NEW".into(), ..desired() };
         let update = applied(secret_to_apply(&renewed, Some(&ours)));
         assert_eq!(update.data.unwrap_or_default()["tls.crt"].0, b"NEW");
+    }
+
+    #[test]
+    fn infrastructure_labels_and_annotations_are_carried_and_kept() {
+        let labelled = TlsSecret {
+            labels: BTreeMap::from([("team".to_owned(), "edge".to_owned())]),
+            annotations: BTreeMap::from([
+                ("note".to_owned(), "hi".to_owned()),
+                (ISSUER_ANNOTATION.to_owned(), "not-this".to_owned()),
+            ]),
+            ..desired()
+        };
+        let secret = applied(secret_to_apply(&labelled, None));
+        assert_eq!(secret.metadata.labels.clone().unwrap_or_default()["team"], "edge");
+        let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations["note"], "hi");
+        assert_eq!(annotations[ISSUER_ANNOTATION], "pebble", "ours wins");
+        assert_eq!(secret_to_apply(&labelled, Some(&secret)), Decision::Unchanged);
+        // A Secret of ours written before the Gateway had the label gets it.
+        let unlabelled = applied(secret_to_apply(&desired(), None));
+        let update = applied(secret_to_apply(&labelled, Some(&unlabelled)));
+        assert_eq!(update.metadata.labels.unwrap_or_default()["team"], "edge");
     }
 
     #[test]

@@ -138,7 +138,11 @@ async fn the_certificate_is_written_to_the_listeners_secret_in_cluster_mode_with
     }
     // `web-tls` does not exist: gatehouse creates it. `theirs-tls` exists, made by someone
     // else: it is never overwritten.
-    kube.apply(gateway("web", port, "www.example.test", "web-tls")).await;
+    // Its Gateway's infrastructure labels and annotations go onto the Secret it gets.
+    let mut web = gateway("web", port, "www.example.test", "web-tls");
+    web["spec"]["infrastructure"] =
+        json!({"labels": {"team": "edge"}, "annotations": {"example.com/owner": "infra"}});
+    kube.apply(web).await;
     let (their_crt, their_key) = TestCa::new().leaf(&["api.example.test"]);
     let theirs = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -176,6 +180,9 @@ kubeconfig = "kubeconfig"
     };
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert_eq!(secret["metadata"]["annotations"]["gatehouse.dev/acme-issuer"], "pebble");
+    assert_eq!(secret["metadata"]["annotations"]["example.com/owner"], "infra");
+    assert_eq!(secret["metadata"]["labels"]["team"], "edge");
+    assert_eq!(secret["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"], "web");
     let patches = kube.patches().await;
     let write = patches
         .iter()

@@ -6,11 +6,13 @@ mod acme_faults;
 mod addresses;
 mod cli;
 mod gateway_api;
+mod gateway_extended;
 mod http_policy;
 mod image;
 
 mod kube;
 mod lifecycle;
+mod listener_sets;
 mod native;
 mod systemd;
 mod tls;

@@ -305,13 +305,17 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         ("gatehouse.dev", "WasmPlugin") if version == "v1alpha1" => {
             Ok(|v, l| typed(v, l).map(Object::WasmPlugin))
         }
+        ("gateway.networking.k8s.io", "ListenerSet") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::ListenerSet))
+        }
         (
             "gateway.networking.k8s.io",
             "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
         )
         | ("", "Namespace" | "Service" | "Secret" | "Node")
         | ("discovery.k8s.io", "EndpointSlice")
-        | ("gatehouse.dev", "WasmPlugin") => {
+        | ("gatehouse.dev", "WasmPlugin")
+        | ("gateway.networking.k8s.io", "ListenerSet") => {
             Err(Unread::BadVersion(format!("{api_version} is not a supported version of {kind}")))
         }
         ("gateway.networking.k8s.io", _) => {
@@ -473,6 +477,7 @@ fn default_namespace(object: &mut Object) {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::WasmPlugin(o) => &mut o.metadata,
+        Object::ListenerSet(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

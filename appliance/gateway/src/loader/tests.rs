@@ -301,3 +301,38 @@ spec: {module: a.wasm}
     let object = from_json(json).unwrap();
     assert_eq!(object.object_ref().to_string(), "WasmPlugin team/p");
 }
+
+#[test]
+fn listener_sets_load_as_v1_with_typed_allowed_listeners() {
+    let text = format!(
+        "{GATEWAY}  allowedListeners:\n    namespaces:\n      from: Selector\n      selector: {{matchLabels: {{team: a}}}}\n---\napiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {{name: extra, namespace: team}}
+spec:
+  parentRef: {{name: web, namespace: infra}}
+  listeners:
+  - name: app
+    port: 8080
+    protocol: HTTP
+    hostname: app.example
+"
+    );
+    let loaded = load_str(Path::new("ls.yaml"), &text);
+    assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
+    let Object::Gateway(gw) = &loaded.objects[0] else { panic!("not a gateway") };
+    let allowed = gw.spec.allowed_listeners.as_ref().unwrap();
+    assert_eq!(allowed.namespaces.from, crate::types::ListenersFrom::Selector);
+    let Object::ListenerSet(set) = &loaded.objects[1] else { panic!("not a ListenerSet") };
+    assert_eq!(set.spec.parent_ref.kind, "Gateway");
+    assert_eq!(set.spec.parent_ref.group, "gateway.networking.k8s.io");
+    assert_eq!(set.spec.listeners[0].port, 8080);
+
+    let typo = "apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {name: x}\nspec:\n  parentRef: {name: web}\n  listener: []\n";
+    let loaded = load_str(Path::new("typo.yaml"), typo);
+    assert_eq!(loaded.errors.len(), 1, "{:?}", errors(&loaded));
+    assert!(errors(&loaded)[0].contains("typo.yaml:"), "{:?}", errors(&loaded));
+    let old = "apiVersion: gateway.networking.k8s.io/v1alpha1\nkind: ListenerSet\nmetadata: {name: x}\nspec: {}\n";
+    let loaded = load_str(Path::new("old.yaml"), old);
+    assert!(errors(&loaded)[0].contains("not a supported version"), "{:?}", errors(&loaded));
+    assert_eq!(Kind::ListenerSet.as_str(), "ListenerSet");
+}

@@ -1,11 +1,57 @@
-//! Which listeners of a Gateway a route's parentRef attaches to.
+//! Which listeners of a Gateway or ListenerSet a route's parentRef attaches to.
 
-use gatehouse_model::Hostname;
+use gatehouse_model::{Hostname, ObjectId};
 
-use super::{GatewayReport, Problem};
+use super::{ListenerReport, Problem, Report};
 use crate::conditions::reason;
 use crate::index::Index;
-use crate::types::{FromNamespaces, Gateway, ParentReference};
+use crate::types::{FromNamespaces, Listener, ParentReference};
+
+/// A route's parent: a Gateway or a ListenerSet of ours, with its listeners and their reports.
+pub(super) struct Parent<'a> {
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub listeners: &'a [Listener],
+    pub reports: &'a [ListenerReport],
+    /// A ListenerSet that is not attached takes no route.
+    pub accepted: Result<(), Problem>,
+}
+
+impl<'a> Parent<'a> {
+    /// The parent `id` names, from the index and the report of Gateways and ListenerSets.
+    pub fn find(index: &'a Index, report: &'a Report, id: &'a ObjectId) -> Option<Self> {
+        let key = (id.namespace.clone(), id.name.clone());
+        let (listeners, reports, accepted) = match id.kind.as_str() {
+            "ListenerSet" => {
+                let set = index.listener_sets.get(&key)?;
+                let r = report.listener_sets.get(id)?;
+                let accepted = r.accepted.clone().map_err(|p| {
+                    Problem::new(
+                        reason::NOT_ALLOWED_BY_LISTENERS,
+                        format!("ListenerSet {} is not attached: {}", id.name, p.message),
+                    )
+                });
+                (set.spec.listeners.as_slice(), r.listeners.as_slice(), accepted)
+            }
+            _ => {
+                let gateway = index.gateways.get(&key)?;
+                let r = report.gateways.get(id)?;
+                (gateway.spec.listeners.as_slice(), r.listeners.as_slice(), Ok(()))
+            }
+        };
+        // An unattached ListenerSet reports no listener.
+        let listeners = if reports.len() == listeners.len() { listeners } else { &[] };
+        Some(Self {
+            kind: &id.kind,
+            namespace: &id.namespace,
+            name: &id.name,
+            listeners,
+            reports,
+            accepted,
+        })
+    }
+}
 
 /// Indexes of the listeners the parentRef attaches to, or why it attaches to none.
 ///
@@ -13,14 +59,12 @@ use crate::types::{FromNamespaces, Gateway, ParentReference};
 /// namespaces), then hostname intersection, each narrowing the previous set.
 pub(super) fn attach(
     index: &Index,
-    gateway: &Gateway,
-    report: &GatewayReport,
+    parent: &Parent<'_>,
     route_ns: &str,
     parent_ref: &ParentReference,
     route_hostnames: &[Hostname],
 ) -> Result<Vec<usize>, Problem> {
-    let selected: Vec<usize> = gateway
-        .spec
+    let selected: Vec<usize> = parent
         .listeners
         .iter()
         .enumerate()
@@ -38,7 +82,7 @@ pub(super) fn attach(
         }
         return Err(Problem::new(
             reason::NO_MATCHING_PARENT,
-            format!("Gateway {} has no listener {}", gateway.name(), what.join(" ")),
+            format!("{} {} has no listener {}", parent.kind, parent.name, what.join(" ")),
         ));
     }
 
@@ -46,12 +90,12 @@ pub(super) fn attach(
     let allowed: Vec<usize> = selected
         .into_iter()
         .filter(|&i| {
-            let listener = &gateway.spec.listeners[i];
-            let kind_ok = report.listeners[i].supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
+            let listener = &parent.listeners[i];
+            let kind_ok = parent.reports[i].supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
             let namespaces = &listener.allowed_routes.namespaces;
             let ns_ok = match namespaces.from {
                 FromNamespaces::All => true,
-                FromNamespaces::Same => route_ns == gateway.namespace(),
+                FromNamespaces::Same => route_ns == parent.namespace,
                 FromNamespaces::Selector => {
                     namespaces.selector.as_ref().is_some_and(|s| s.matches(&route_labels))
                 }
@@ -63,8 +107,8 @@ pub(super) fn attach(
         return Err(Problem::new(
             reason::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of Gateway {} allows HTTPRoutes from namespace {route_ns}",
-                gateway.name()
+                "no listener of {} {} allows HTTPRoutes from namespace {route_ns}",
+                parent.kind, parent.name
             ),
         ));
     }
@@ -72,8 +116,8 @@ pub(super) fn attach(
     let matching: Vec<usize> = allowed
         .into_iter()
         .filter(|&i| {
-            let listener = &gateway.spec.listeners[i];
-            match (&report.listeners[i].hostname, listener.hostname.as_deref()) {
+            let listener = &parent.listeners[i];
+            match (&parent.reports[i].hostname, listener.hostname.as_deref()) {
                 // A listener hostname that did not parse matches nothing.
                 (None, Some(raw)) if !raw.is_empty() => false,
                 (None, _) => true,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use gatehouse_model::ObjectId;
 
-use super::{GatewayReport, RouteOutcome, Settings, Translation};
+use super::{GatewayReport, ListenerSetReport, RouteOutcome, Settings, Translation};
 use crate::index::{Index, Key};
 use crate::object::Kind;
 use crate::types::HttpRoute;
@@ -24,6 +24,7 @@ struct Inputs {
     stamps: Vec<u64>,
     settings: Settings,
     gateways: BTreeMap<ObjectId, GatewayReport>,
+    listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
 }
 
 /// One route's cached outcome (`None`: it names none of our Gateways).
@@ -71,18 +72,19 @@ impl Translator {
                 .collect(),
             settings: settings.clone(),
             gateways: out.report.gateways.clone(),
+            listener_sets: out.report.listener_sets.clone(),
         };
         if self.inputs.as_ref() != Some(&inputs) {
             self.routes.clear();
             self.inputs = Some(inputs);
         }
         self.translated = 0;
-        let gateways = &out.report.gateways;
+        let parents = &out.report;
         let mut outcomes = Vec::with_capacity(index.http_routes.len());
         for (key, route) in &index.http_routes {
             let fresh = match self.routes.get(key) {
                 Some(entry) if Arc::ptr_eq(&entry.route, route) => None,
-                _ => Some(super::route_outcome(index, settings, route, gateways)),
+                _ => Some(super::route_outcome(index, settings, route, parents)),
             };
             match fresh {
                 None => outcomes.push(self.routes.get(key).and_then(|e| e.outcome.clone())),
@@ -110,7 +112,7 @@ mod tests {
     use super::*;
     use crate::fixtures::*;
     use crate::object::Object;
-    use crate::types::FromNamespaces;
+    use crate::types::{FromNamespaces, ListenersFrom};
 
     /// A small deterministic generator (xorshift): the edit sequences are random but the same
     /// on every run.
@@ -141,15 +143,19 @@ mod tests {
     fn edit(rng: &mut Rng, index: &mut Index) {
         let ns = NAMESPACES[rng.below(NAMESPACES.len())];
         let svc = SERVICES[rng.below(SERVICES.len())];
-        match rng.below(12) {
+        match rng.below(14) {
             0..=4 => {
                 let name = format!("r{}", rng.below(8));
                 let gateway = if rng.below(4) == 0 { "other" } else { "web" };
                 let host = ["a.example.test", "*.example.test", "b.example.test"][rng.below(3)];
                 let target_ns = [None, Some("infra")][rng.below(2)];
                 let port = [Some(80), Some(8080), None][rng.below(3)];
+                let parent_ref = match rng.below(4) {
+                    0 => set_parent(ns, "ls", [None, Some("one")][rng.below(2)]),
+                    _ => parent(Some("infra"), gateway),
+                };
                 let mut builder = route(ns, &name)
-                    .parent(parent(Some("infra"), gateway))
+                    .parent(parent_ref)
                     .rule(rule(vec![backend(target_ns, svc, port, 1)]));
                 if rng.below(2) == 0 {
                     builder = builder.hostnames(&[host]);
@@ -181,7 +187,9 @@ mod tests {
                     http = allow_from(http, FromNamespaces::All, None);
                 }
                 let alt = listener("alt", [8080, 80][rng.below(2)], "HTTP");
-                index.apply(Object::Gateway(gateway("infra", "web", "gatehouse", vec![http, alt])));
+                let web = gateway("infra", "web", "gatehouse", vec![http, alt]);
+                let from = [ListenersFrom::None, ListenersFrom::All, ListenersFrom::Same];
+                index.apply(Object::Gateway(allow_listeners(web, from[rng.below(3)])));
             }
             9 => {
                 index.apply(namespace(ns, &[("env", ["prod", "dev"][rng.below(2)])]));
@@ -190,8 +198,18 @@ mod tests {
                 let from = ("gateway.networking.k8s.io", "HTTPRoute", ns);
                 index.apply(grant("infra", "allow", from, ("", "Service", None)));
             }
-            _ => {
+            11 => {
                 index.delete(Kind::ReferenceGrant, "infra", "allow");
+            }
+            12 => {
+                let one =
+                    with_hostname(listener("one", [80, 8081][rng.below(2)], "HTTP"), "ls.test");
+                let two = listener("two", 8082, "HTTP");
+                let created = rng.below(3) as i64;
+                index.apply(listener_set(ns, "ls", ("infra", "web"), created, vec![one, two]));
+            }
+            _ => {
+                index.delete(Kind::ListenerSet, ns, "ls");
             }
         }
     }

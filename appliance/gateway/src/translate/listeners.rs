@@ -23,10 +23,7 @@ pub(super) fn translate(
 ) -> (GatewayReport, Vec<ModelListener>) {
     let gateway_id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
     let (addresses, unsupported, not_assigned) = match allocation {
-        None => {
-            let (addresses, unsupported) = addresses(gateway, settings.default_address);
-            (addresses, unsupported, None)
-        }
+        None => addresses(gateway, settings.default_address),
         Some(allocation) => assigned(gateway, &gateway_id, allocation),
     };
     let accepted = match (class, unsupported) {
@@ -46,7 +43,13 @@ pub(super) fn translate(
     let mut certificates = Vec::new();
     for listener in &gateway.spec.listeners {
         let id = ListenerId { gateway: gateway_id.clone(), name: listener.name.clone() };
-        let (report, certs) = translate_listener(index, gateway, listener, id, client_validation);
+        let (report, certs) = translate_listener(
+            index,
+            ("Gateway", gateway.namespace()),
+            listener,
+            id,
+            client_validation,
+        );
         reports.push(report);
         certificates.push(certs);
     }
@@ -56,29 +59,47 @@ pub(super) fn translate(
     for ((listener, report), certificates) in
         gateway.spec.listeners.iter().zip(&mut reports).zip(certificates)
     {
-        let protocol = match listener.protocol.as_str() {
-            "HTTP" => Protocol::Http,
-            _ => Protocol::Https,
-        };
-        let has_certs = protocol == Protocol::Http || !certificates.is_empty();
-        report.in_desired = accepted.is_ok()
-            && report.accepted.is_ok()
-            && report.conflicted.is_none()
-            && has_certs
-            && !addresses.is_empty();
-        if report.in_desired {
-            model.push(ModelListener {
-                id: report.id.clone(),
-                addresses: addresses.clone(),
-                port: listener.port,
-                protocol,
-                hostname: report.hostname.clone(),
-                tls: (protocol == Protocol::Https).then_some(ListenerTls { certificates }),
-            });
-        }
+        model.extend(to_model(listener, report, certificates, accepted.is_ok(), &addresses));
     }
     let address_problem = not_assigned;
-    (GatewayReport { accepted, addresses, address_problem, listeners: reports }, model)
+    let report = GatewayReport {
+        accepted,
+        addresses,
+        address_problem,
+        listeners: reports,
+        attached_listener_sets: 0,
+    };
+    (report, model)
+}
+
+/// The model listener of a valid listener, and whether it is in the model
+/// (`report.in_desired`): its owner accepted, itself accepted and not conflicted, with a
+/// certificate if HTTPS and an address to bind.
+pub(super) fn to_model(
+    listener: &Listener,
+    report: &mut ListenerReport,
+    certificates: Vec<gatehouse_model::Certificate>,
+    owner_accepted: bool,
+    addresses: &[IpAddr],
+) -> Option<ModelListener> {
+    let protocol = match listener.protocol.as_str() {
+        "HTTP" => Protocol::Http,
+        _ => Protocol::Https,
+    };
+    let has_certs = protocol == Protocol::Http || !certificates.is_empty();
+    report.in_desired = owner_accepted
+        && report.accepted.is_ok()
+        && report.conflicted.is_none()
+        && has_certs
+        && !addresses.is_empty();
+    report.in_desired.then(|| ModelListener {
+        id: report.id.clone(),
+        addresses: addresses.to_vec(),
+        port: listener.port,
+        protocol,
+        hostname: report.hostname.clone(),
+        tls: (protocol == Protocol::Https).then_some(ListenerTls { certificates }),
+    })
 }
 
 /// The addresses LB-IPAM handed the Gateway, and its failures as problems: a requested
@@ -120,10 +141,20 @@ fn assigned(
     )
 }
 
-/// The IPs to bind: `spec.addresses` of type IPAddress, else the default.
-fn addresses(gateway: &Gateway, default: IpAddr) -> (Vec<IpAddr>, Option<Problem>) {
+/// The IPs to bind: `spec.addresses` of type IPAddress (an empty value: the default), or the
+/// default when there are none. Returns them, the unsupported entries (not accepted) and the
+/// unusable ones (not programmed, not bound).
+///
+/// Unusable: an address no listening socket can serve (unspecified, multicast, broadcast).
+/// Any unicast address is bound, also one not (yet) on an interface of this host (see the
+/// proxy's `IP_FREEBIND`), so traffic starts as soon as it is routed here.
+fn addresses(
+    gateway: &Gateway,
+    default: IpAddr,
+) -> (Vec<IpAddr>, Option<Problem>, Option<Problem>) {
     let mut ips = Vec::new();
     let mut problems = Vec::new();
+    let mut unusable = Vec::new();
     for address in &gateway.spec.addresses {
         if address.kind != "IPAddress" {
             problems.push(format!("address type {} is not supported", address.kind));
@@ -132,24 +163,37 @@ fn addresses(gateway: &Gateway, default: IpAddr) -> (Vec<IpAddr>, Option<Problem
             ips.push(default);
         } else {
             match address.value.parse::<IpAddr>() {
+                Ok(ip) if !usable(ip) => {
+                    unusable.push(format!("{ip} cannot be served (not a unicast address)"));
+                }
                 Ok(ip) => ips.push(ip),
                 Err(_) => problems.push(format!("{:?} is not an IP address", address.value)),
             }
         }
     }
-    if ips.is_empty() {
+    if ips.is_empty() && unusable.is_empty() {
         ips.push(default);
     }
     ips.sort();
     ips.dedup();
     let problem = (!problems.is_empty())
         .then(|| Problem::new(reason::UNSUPPORTED_ADDRESS, problems.join("; ")));
-    (ips, problem)
+    let unusable = (!unusable.is_empty())
+        .then(|| Problem::new(reason::ADDRESS_NOT_USABLE, unusable.join("; ")));
+    (ips, problem, unusable)
 }
 
-fn translate_listener(
+/// Whether a listening socket on `ip` can receive connections.
+fn usable(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
+}
+
+/// One listener's report and certificates; `namespace` is its owner's (a Gateway or a
+/// ListenerSet), where certificate refs point by default.
+pub(super) fn translate_listener(
     index: &Index,
-    gateway: &Gateway,
+    (owner_kind, namespace): (&'static str, &str),
     listener: &Listener,
     id: ListenerId,
     client_validation: bool,
@@ -226,7 +270,7 @@ fn translate_listener(
                     ));
                 }
                 let (certs, problems) =
-                    tls::resolve(index, gateway.namespace(), &tls.certificate_refs);
+                    tls::resolve(index, owner_kind, namespace, &tls.certificate_refs);
                 certificates = certs;
                 resolved.extend(problems);
             }
@@ -249,7 +293,7 @@ fn translate_listener(
 
 /// Listeners that are not distinct: one port with two protocols, or the same port, protocol
 /// and hostname twice. Every listener of a conflicting set is marked; none wins.
-fn mark_conflicts(listeners: &[Listener], reports: &mut [ListenerReport]) {
+pub(super) fn mark_conflicts(listeners: &[Listener], reports: &mut [ListenerReport]) {
     let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
     for (i, report) in reports.iter().enumerate() {
         if report.accepted.is_ok() {

@@ -6,6 +6,7 @@ mod backends;
 mod cache;
 mod grants;
 mod l4;
+mod listener_sets;
 mod listeners;
 mod policy;
 mod rules;
@@ -88,8 +89,21 @@ pub struct Report {
     pub gateway_classes: BTreeMap<String, ClassReport>,
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
-    /// HTTPRoutes with at least one parentRef to one of our Gateways.
+    /// HTTPRoutes with at least one parentRef to one of our Gateways or ListenerSets.
     pub routes: BTreeMap<ObjectId, RouteReport>,
+    /// ListenerSets whose parentRef names one of our Gateways.
+    pub listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
+}
+
+/// A ListenerSet whose parent is a Gateway of ours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerSetReport {
+    /// The Gateway it names.
+    pub parent: ObjectId,
+    /// Attached (allowed, parent accepted, at least one valid listener) or why not.
+    pub accepted: Result<(), Problem>,
+    /// Its listeners, when it is allowed and its parent accepted.
+    pub listeners: Vec<ListenerReport>,
 }
 
 /// A GatewayClass of ours.
@@ -108,9 +122,11 @@ pub struct GatewayReport {
     /// Why (some of) its addresses could not be assigned (LB-IPAM): `Programmed=False`.
     pub address_problem: Option<Problem>,
     pub listeners: Vec<ListenerReport>,
+    /// ListenerSets attached to it (`status.attachedListenerSets`).
+    pub attached_listener_sets: u32,
 }
 
-/// One listener of a Gateway of ours.
+/// One listener of a Gateway (or a ListenerSet) of ours.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListenerReport {
     pub id: ListenerId,
@@ -159,7 +175,7 @@ pub fn translate_with_addresses(
 ) -> Translation {
     let mut out = translate_gateways(index, settings, allocation);
     for route in index.http_routes.values() {
-        if let Some(outcome) = route_outcome(index, settings, route, &out.report.gateways) {
+        if let Some(outcome) = route_outcome(index, settings, route, &out.report) {
             add_route(&mut out, outcome);
         }
     }
@@ -195,9 +211,12 @@ fn translate_gateways(
         let Some(class) = out.report.gateway_classes.get(&gateway.spec.gateway_class_name) else {
             continue;
         };
-        let (report, listeners) =
+        let (mut report, listeners) =
             listeners::translate(index, settings, gateway, &class.accepted, allocation);
         out.desired.listeners.extend(listeners);
+        let (sets, listeners) = listener_sets::translate(index, gateway, &mut report);
+        out.desired.listeners.extend(listeners);
+        out.report.listener_sets.extend(sets);
         let id = ObjectId::new("Gateway", gateway.namespace(), gateway.name());
         out.report.gateways.insert(id, report);
     }
@@ -206,7 +225,8 @@ fn translate_gateways(
 }
 
 /// What one HTTPRoute contributes: a function of the route, the non-route objects and the
-/// Gateways' reports (before routes are counted), so it can be memoised per route.
+/// Gateways' and ListenerSets' reports (before routes are counted), so it can be memoised per
+/// route.
 #[derive(Clone, Debug, PartialEq)]
 struct RouteOutcome {
     id: ObjectId,
@@ -215,16 +235,19 @@ struct RouteOutcome {
     /// The WASM plugins the served route's filters name.
     plugins: Vec<gatehouse_model::WasmPlugin>,
     report: RouteReport,
-    /// Listeners (Gateway and index in its report) whose `attached_routes` this route counts in.
+    /// Listeners (Gateway or ListenerSet, and index in its report) whose `attached_routes` this
+    /// route counts in.
     counted: Vec<(ObjectId, usize)>,
 }
 
 /// Adds a route's outcome to the translation: its report, its model route, its counts.
 fn add_route(out: &mut Translation, outcome: RouteOutcome) {
-    for (gateway, i) in &outcome.counted {
-        if let Some(listener) =
-            out.report.gateways.get_mut(gateway).and_then(|g| g.listeners.get_mut(*i))
-        {
+    for (parent, i) in &outcome.counted {
+        let listeners = match parent.kind.as_str() {
+            "ListenerSet" => out.report.listener_sets.get_mut(parent).map(|s| &mut s.listeners),
+            _ => out.report.gateways.get_mut(parent).map(|g| &mut g.listeners),
+        };
+        if let Some(listener) = listeners.and_then(|l| l.get_mut(*i)) {
             listener.attached_routes += 1;
         }
     }
@@ -239,26 +262,32 @@ fn add_route(out: &mut Translation, outcome: RouteOutcome) {
     out.report.routes.insert(outcome.id, outcome.report);
 }
 
-/// The outcome of one route; `None` when it names none of our Gateways.
+/// The outcome of one route; `None` when it names none of our Gateways or ListenerSets.
+/// `parents` is the report before any route is counted.
 fn route_outcome(
     index: &Index,
     settings: &Settings,
     route: &crate::types::HttpRoute,
-    gateways: &BTreeMap<ObjectId, GatewayReport>,
+    parents_report: &Report,
 ) -> Option<RouteOutcome> {
+    let gateways = &parents_report.gateways;
     let route_ns = route.namespace();
     let mut parents = Vec::new();
     for parent_ref in &route.spec.parent_refs {
         let mut parent_ref = parent_ref.clone();
-        let gateway_ns = parent_ref.namespace.get_or_insert_with(|| route_ns.to_owned()).clone();
-        if parent_ref.group != GROUP || parent_ref.kind != "Gateway" {
+        let parent_ns = parent_ref.namespace.get_or_insert_with(|| route_ns.to_owned()).clone();
+        if parent_ref.group != GROUP {
             continue;
         }
-        let gateway_id = ObjectId::new("Gateway", gateway_ns, parent_ref.name.clone());
-        if !gateways.contains_key(&gateway_id) {
-            continue;
+        let id = ObjectId::new(parent_ref.kind.clone(), parent_ns, parent_ref.name.clone());
+        let ours = match parent_ref.kind.as_str() {
+            "Gateway" => gateways.contains_key(&id),
+            "ListenerSet" => parents_report.listener_sets.contains_key(&id),
+            _ => false,
+        };
+        if ours {
+            parents.push((id, parent_ref));
         }
-        parents.push((gateway_id, parent_ref));
     }
     if parents.is_empty() {
         return None;
@@ -290,24 +319,19 @@ fn route_outcome(
     let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
     let mut counted = Vec::new();
     let mut reports = Vec::new();
-    for (gateway_id, parent_ref) in parents {
-        let Some(gateway) =
-            index.gateways.get(&(gateway_id.namespace.clone(), gateway_id.name.clone()))
-        else {
+    for (parent_id, parent_ref) in parents {
+        let Some(parent) = attach::Parent::find(index, parents_report, &parent_id) else {
             continue;
         };
-        let Some(gateway_report) = gateways.get(&gateway_id) else { continue };
-        let accepted = match &route_problem {
-            Some(p) => Err(p.clone()),
-            None => {
-                attach::attach(index, gateway, gateway_report, route_ns, &parent_ref, &hostnames)
-            }
+        let accepted = match (&route_problem, &parent.accepted) {
+            (Some(p), _) | (None, Err(p)) => Err(p.clone()),
+            (None, Ok(())) => attach::attach(index, &parent, route_ns, &parent_ref, &hostnames),
         };
         let accepted = accepted.map(|listeners| {
             for i in listeners {
-                let listener = &gateway_report.listeners[i];
+                let listener = &parent.reports[i];
                 if attached.insert(listener.id.clone()) {
-                    counted.push((gateway_id.clone(), i));
+                    counted.push((parent_id.clone(), i));
                 }
             }
         });
@@ -319,14 +343,14 @@ fn route_outcome(
         });
     }
 
-    let listeners: Vec<ListenerId> = attached
-        .into_iter()
-        .filter(|id| {
-            gateways
-                .get(&id.gateway)
-                .is_some_and(|g| g.listeners.iter().any(|l| &l.id == id && l.in_desired))
-        })
-        .collect();
+    let in_desired = |id: &ListenerId| {
+        let listeners = match id.gateway.kind.as_str() {
+            "ListenerSet" => parents_report.listener_sets.get(&id.gateway).map(|s| &s.listeners),
+            _ => gateways.get(&id.gateway).map(|g| &g.listeners),
+        };
+        listeners.is_some_and(|l| l.iter().any(|l| &l.id == id && l.in_desired))
+    };
+    let listeners: Vec<ListenerId> = attached.into_iter().filter(in_desired).collect();
     // A route that serves nowhere needs none of its plugins.
     let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
     let model = (!listeners.is_empty()).then(|| ModelRoute {

@@ -97,6 +97,39 @@ fn unsupported_address_type_rejects_the_gateway() {
 }
 
 #[test]
+fn unusable_addresses_are_not_bound_and_not_programmed() {
+    let addr = |value: &str| crate::types::GatewaySpecAddress {
+        kind: "IPAddress".into(),
+        value: value.into(),
+    };
+    let mut g = gateway("infra", "web", "gatehouse", vec![listener("http", 80, "HTTP")]);
+    g.spec.addresses = vec![addr("224.0.0.1"), addr("127.0.80.80"), addr("255.255.255.255")];
+    let t = run(vec![ours(), Object::Gateway(g.clone())]);
+    let report = &t.report.gateways[&gateway_id()];
+    assert!(report.accepted.is_ok());
+    let problem = report.address_problem.as_ref().unwrap();
+    assert_eq!(problem.reason, "AddressNotUsable");
+    assert!(problem.message.contains("224.0.0.1"), "{}", problem.message);
+    assert_eq!(report.addresses, ["127.0.80.80".parse::<IpAddr>().unwrap()]);
+    assert_eq!(t.desired.listeners[0].addresses, report.addresses);
+
+    // Nothing usable: nothing bound (not the default address).
+    g.spec.addresses = vec![addr("0.0.0.0")];
+    let t = run(vec![ours(), Object::Gateway(g.clone())]);
+    assert_eq!(
+        reason_of(&Err(t.report.gateways[&gateway_id()].address_problem.clone().unwrap())),
+        "AddressNotUsable"
+    );
+    assert!(t.desired.listeners.is_empty());
+
+    // An empty value is ours to choose: the default address.
+    g.spec.addresses = vec![addr("")];
+    let t = run(vec![ours(), Object::Gateway(g)]);
+    assert!(t.report.gateways[&gateway_id()].address_problem.is_none());
+    assert_eq!(t.desired.listeners[0].addresses, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+}
+
+#[test]
 fn unsupported_protocol_is_a_listener_condition() {
     let t = run(vec![ours(), gw(vec![listener("tcp", 9000, "TCP"), listener("http", 80, "HTTP")])]);
     let listeners = &t.report.gateways[&gateway_id()].listeners;

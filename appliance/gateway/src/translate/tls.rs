@@ -12,15 +12,18 @@ use crate::loader::TLS_SECRET_TYPE;
 use crate::types::{GROUP, SecretObjectReference};
 
 /// The usable certificates of a listener's `certificateRefs`, and a problem for each other ref.
+///
+/// `owner_kind` is `Gateway` or `ListenerSet`: ReferenceGrants name the kind they trust.
 pub(super) fn resolve(
     index: &Index,
+    owner_kind: &'static str,
     gateway_ns: &str,
     refs: &[SecretObjectReference],
 ) -> (Vec<Certificate>, Vec<Problem>) {
     let mut certificates = Vec::new();
     let mut problems = Vec::new();
     for r in refs {
-        match resolve_one(index, gateway_ns, r) {
+        match resolve_one(index, owner_kind, gateway_ns, r) {
             Ok(cert) => certificates.push(cert),
             Err(p) => problems.push(p),
         }
@@ -30,6 +33,7 @@ pub(super) fn resolve(
 
 fn resolve_one(
     index: &Index,
+    owner_kind: &'static str,
     gateway_ns: &str,
     r: &SecretObjectReference,
 ) -> Result<Certificate, Problem> {
@@ -42,7 +46,7 @@ fn resolve_one(
     }
     let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
     let source = format!("Secret {ns}/{}", r.name);
-    let from = From { group: GROUP, kind: "Gateway", namespace: gateway_ns };
+    let from = From { group: GROUP, kind: owner_kind, namespace: gateway_ns };
     let to = To { group: "", kind: "Secret", namespace: ns, name: &r.name };
     if !grants::permits(index, &from, &to) {
         return Err(Problem::new(

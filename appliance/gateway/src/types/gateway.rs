@@ -53,12 +53,32 @@ pub struct GatewayInfrastructure {
     pub parameters_ref: Option<serde_json::Value>,
 }
 
-/// Which ListenerSets may attach (ListenerSets are not supported yet).
+/// Which ListenerSets may attach; none unless the Gateway says so.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowedListeners {
+    #[serde(default)]
+    pub namespaces: ListenerNamespaces,
+}
+
+/// Namespaces ListenerSets may come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerNamespaces {
+    #[serde(default)]
+    pub from: ListenersFrom,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<serde_json::Value>,
+    pub selector: Option<LabelSelector>,
+}
+
+/// `allowedListeners.namespaces.from`; `None` (the default) allows no ListenerSet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenersFrom {
+    All,
+    Same,
+    Selector,
+    #[default]
+    None,
 }
 
 /// Gateway-wide TLS settings: client certificate validation and backend client certificates.

@@ -8,6 +8,7 @@ mod common;
 mod gateway;
 mod gateway_class;
 mod http_route;
+mod listener_set;
 mod reference_grant;
 mod wasm_plugin;
 
@@ -17,7 +18,8 @@ pub use common::{
 };
 pub use gateway::{
     AllowedListeners, AllowedRoutes, FromNamespaces, Gateway, GatewayInfrastructure, GatewaySpec,
-    GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerTls, RouteNamespaces, TlsMode,
+    GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerNamespaces, ListenerTls, ListenersFrom,
+    RouteNamespaces, TlsMode,
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
 pub use http_route::{
@@ -26,6 +28,7 @@ pub use http_route::{
     PathMatchType, PathModifier, PathModifierType, QueryParamMatch, RedirectFilter, RewriteFilter,
     RouteFilter, RouteMatch, RouteRetry, RouteTimeouts,
 };
+pub use listener_set::{ListenerSet, ListenerSetSpec, ParentGatewayReference};
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };

@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    Gateway, GatewayClass, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute, WasmPlugin,
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -38,6 +40,9 @@ pub struct Index {
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
+    pub(crate) tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
+    pub(crate) udp_routes: BTreeMap<Key, Arc<UdpRoute>>,
+    pub(crate) tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -90,6 +95,9 @@ impl Index {
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
+            Object::TcpRoute(o) => put(&mut self.tcp_routes, k, o),
+            Object::UdpRoute(o) => put(&mut self.udp_routes, k, o),
+            Object::TlsRoute(o) => put(&mut self.tls_routes, k, o),
         };
         if changed {
             self.touch(kind);
@@ -123,6 +131,9 @@ impl Index {
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
+            Kind::TcpRoute => self.tcp_routes.remove(&k).is_some(),
+            Kind::UdpRoute => self.udp_routes.remove(&k).is_some(),
+            Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -155,6 +166,9 @@ impl Index {
             Kind::Secret => self.secrets.clear(),
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
+            Kind::TcpRoute => self.tcp_routes.clear(),
+            Kind::UdpRoute => self.udp_routes.clear(),
+            Kind::TlsRoute => self.tls_routes.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -185,6 +199,9 @@ impl Index {
             Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
+            Kind::TcpRoute => keep_others(&mut self.tcp_routes, namespace),
+            Kind::UdpRoute => keep_others(&mut self.udp_routes, namespace),
+            Kind::TlsRoute => keep_others(&mut self.tls_routes, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -209,6 +226,9 @@ impl Index {
             Kind::Secret => self.secrets.contains_key(&k),
             Kind::Node => self.nodes.contains_key(&r.name),
             Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
+            Kind::TcpRoute => self.tcp_routes.contains_key(&k),
+            Kind::UdpRoute => self.udp_routes.contains_key(&k),
+            Kind::TlsRoute => self.tls_routes.contains_key(&k),
         }
     }
 
@@ -224,6 +244,9 @@ impl Index {
             + self.secrets.len()
             + self.nodes.len()
             + self.wasm_plugins.len()
+            + self.tcp_routes.len()
+            + self.udp_routes.len()
+            + self.tls_routes.len()
     }
 
     /// Whether the index holds nothing.

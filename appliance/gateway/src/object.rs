@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    Gateway, GatewayClass, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute, WasmPlugin,
+};
 
 /// One object of a kind the index holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,9 @@ pub enum Object {
     Node(Box<Node>),
     /// Ours (`gatehouse.dev/v1alpha1`): a plugin that ExtensionRef filters point at.
     WasmPlugin(WasmPlugin),
+    TcpRoute(TcpRoute),
+    UdpRoute(UdpRoute),
+    TlsRoute(TlsRoute),
 }
 
 /// The kinds the index holds.
@@ -39,11 +44,14 @@ pub enum Kind {
     /// Watched only when backends are addressed by node and nodePort.
     Node,
     WasmPlugin,
+    TcpRoute,
+    UdpRoute,
+    TlsRoute,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -54,6 +62,9 @@ impl Kind {
         Kind::Secret,
         Kind::Node,
         Kind::WasmPlugin,
+        Kind::TcpRoute,
+        Kind::UdpRoute,
+        Kind::TlsRoute,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -69,6 +80,9 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Node => "Node",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::UdpRoute => "UDPRoute",
+            Kind::TlsRoute => "TLSRoute",
         }
     }
 
@@ -124,6 +138,9 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
             Object::WasmPlugin(_) => Kind::WasmPlugin,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::UdpRoute(_) => Kind::UdpRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
         }
     }
 
@@ -140,6 +157,9 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::WasmPlugin(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::UdpRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
         }
     }
 

@@ -181,7 +181,14 @@ mod tests {
                 (&json!(""), &json!(["services/status"])),
                 (
                     &json!("gateway.networking.k8s.io"),
-                    &json!(["gatewayclasses/status", "gateways/status", "httproutes/status"])
+                    &json!([
+                        "gatewayclasses/status",
+                        "gateways/status",
+                        "httproutes/status",
+                        "tcproutes/status",
+                        "tlsroutes/status",
+                        "udproutes/status"
+                    ])
                 ),
             ]
         );

@@ -31,6 +31,10 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Node => ApiResource::erase::<Node>(&()),
         // Ours; its CRD comes from the same type (see `crds`).
         Kind::WasmPlugin => ApiResource::erase::<WasmPlugin>(&()),
+        // Experimental channel (TLSRoute is standard since v1.5).
+        Kind::TcpRoute => gateway_api("v1alpha2", "TCPRoute", "tcproutes"),
+        Kind::UdpRoute => gateway_api("v1alpha2", "UDPRoute", "udproutes"),
+        Kind::TlsRoute => gateway_api("v1", "TLSRoute", "tlsroutes"),
     }
 }
 
@@ -90,8 +94,8 @@ mod tests {
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, six namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        // GatewayClass and Namespace once, nine namespaced kinds twice (Secrets come later).
+        assert_eq!(filtered.len(), 2 + 9 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));

@@ -10,6 +10,7 @@ mod http_policy;
 mod image;
 
 mod kube;
+mod l4;
 mod lifecycle;
 mod native;
 mod systemd;

@@ -19,6 +19,19 @@ pub(super) fn attach(
     parent_ref: &ParentReference,
     route_hostnames: &[Hostname],
 ) -> Result<Vec<usize>, Problem> {
+    attach_kind(index, gateway, report, "HTTPRoute", route_ns, parent_ref, route_hostnames)
+}
+
+/// [`attach`] for a route of `route_kind` (a listener must support that kind).
+pub(super) fn attach_kind(
+    index: &Index,
+    gateway: &Gateway,
+    report: &GatewayReport,
+    route_kind: &str,
+    route_ns: &str,
+    parent_ref: &ParentReference,
+    route_hostnames: &[Hostname],
+) -> Result<Vec<usize>, Problem> {
     let selected: Vec<usize> = gateway
         .spec
         .listeners
@@ -47,7 +60,7 @@ pub(super) fn attach(
         .into_iter()
         .filter(|&i| {
             let listener = &gateway.spec.listeners[i];
-            let kind_ok = report.listeners[i].supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
+            let kind_ok = report.listeners[i].supported_kinds.iter().any(|k| k.kind == route_kind);
             let namespaces = &listener.allowed_routes.namespaces;
             let ns_ok = match namespaces.from {
                 FromNamespaces::All => true,
@@ -63,7 +76,7 @@ pub(super) fn attach(
         return Err(Problem::new(
             reason::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of Gateway {} allows HTTPRoutes from namespace {route_ns}",
+                "no listener of Gateway {} allows {route_kind}s from namespace {route_ns}",
                 gateway.name()
             ),
         ));

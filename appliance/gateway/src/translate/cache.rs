@@ -99,6 +99,7 @@ impl Translator {
         for outcome in outcomes.into_iter().flatten() {
             super::add_route(&mut out, outcome);
         }
+        super::l4_routes::add(index, settings, &mut out);
         out
     }
 }

@@ -6,6 +6,7 @@ mod backends;
 mod cache;
 mod grants;
 mod l4;
+mod l4_routes;
 mod listeners;
 mod policy;
 mod rules;
@@ -88,7 +89,8 @@ pub struct Report {
     pub gateway_classes: BTreeMap<String, ClassReport>,
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
-    /// HTTPRoutes with at least one parentRef to one of our Gateways.
+    /// HTTPRoutes (and TCPRoutes, UDPRoutes, TLSRoutes: the id's kind tells) with at least
+    /// one parentRef to one of our Gateways.
     pub routes: BTreeMap<ObjectId, RouteReport>,
 }
 
@@ -163,6 +165,7 @@ pub fn translate_with_addresses(
             add_route(&mut out, outcome);
         }
     }
+    l4_routes::add(index, settings, &mut out);
     out
 }
 

@@ -98,7 +98,8 @@ fn unsupported_address_type_rejects_the_gateway() {
 
 #[test]
 fn unsupported_protocol_is_a_listener_condition() {
-    let t = run(vec![ours(), gw(vec![listener("tcp", 9000, "TCP"), listener("http", 80, "HTTP")])]);
+    let t =
+        run(vec![ours(), gw(vec![listener("tcp", 9000, "SCTP"), listener("http", 80, "HTTP")])]);
     let listeners = &t.report.gateways[&gateway_id()].listeners;
     assert_eq!(reason_of(&listeners[0].accepted), "UnsupportedProtocol");
     assert!(listeners[0].supported_kinds.is_empty());

@@ -8,6 +8,7 @@ mod common;
 mod gateway;
 mod gateway_class;
 mod http_route;
+mod l4_route;
 mod reference_grant;
 mod wasm_plugin;
 
@@ -26,6 +27,7 @@ pub use http_route::{
     PathMatchType, PathModifier, PathModifierType, QueryParamMatch, RedirectFilter, RewriteFilter,
     RouteFilter, RouteMatch, RouteRetry, RouteTimeouts,
 };
+pub use l4_route::{L4BackendRef, L4RouteSpec, L4Rule, TcpRoute, TlsRoute, TlsRouteSpec, UdpRoute};
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };

@@ -38,6 +38,12 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     }
 }
 
+/// Kinds whose CRD a cluster may lack (Gateway API experimental channel, or a release before
+/// TLSRoute v1): a watch answered 404 reads none of them instead of failing.
+pub fn is_optional(kind: Kind) -> bool {
+    matches!(kind, Kind::TcpRoute | Kind::UdpRoute | Kind::TlsRoute)
+}
+
 /// The field selector a kind is listed and watched with: only TLS Secrets are ever read.
 pub fn field_selector(kind: Kind) -> Option<String> {
     (kind == Kind::Secret).then(|| format!("type={TLS_SECRET_TYPE}"))

@@ -536,3 +536,69 @@ async fn bad_client_hellos_are_dropped_and_bad_routes_get_a_reason() {
     let reply = tls_exchange(stream, &setup.gateway_ca, "term.example.test", b"still").await;
     assert_eq!(reply, b"plain:still");
 }
+
+/// Cluster mode: a TCPRoute read by the watch (experimental channel, `v1alpha2`), served, and
+/// its status written to `tcproutes/status`.
+#[tokio::test]
+async fn tcp_route_from_the_cluster_is_served_and_its_status_written() {
+    use gatehouse_tests::FakeKube;
+    use serde_json::json;
+
+    let backend = tcp_echo("cluster-echo").await;
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "gatehouse"},
+               "spec": {"controllerName": "gatehouse.dev/gateway-controller"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "l4", "namespace": "default", "generation": 1},
+               "spec": {"gatewayClassName": "gatehouse",
+                        "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+                        "listeners": [{"name": "tcp", "port": port, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+               "metadata": {"name": "echo", "namespace": "default", "generation": 2},
+               "spec": {"parentRefs": [{"name": "l4"}],
+                        "rules": [{"backendRefs": [{"name": "echo", "port": 80}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "echo", "namespace": "default"},
+               "spec": {"ports": [{"port": 80, "targetPort": backend}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "echo-1", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "echo"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "", "port": backend}],
+               "endpoints": [{"addresses": ["127.0.0.1"]}]}),
+    ];
+    for object in objects {
+        kube.apply(object).await;
+    }
+    let config = r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[kubernetes]
+kubeconfig = "kubeconfig"
+"#;
+    let appliance = Appliance::start_ready(config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    appliance.wait_status(programmed).await;
+    assert_eq!(tcp_exchange(port, b"from the cluster").await, b"cluster-echo:from the cluster");
+
+    let path = "/apis/gateway.networking.k8s.io/v1alpha2/namespaces/default/tcproutes/echo/status";
+    let patch = tokio::time::timeout(BOUND, async {
+        loop {
+            let found =
+                kube.patches().await.into_iter().find(|p| p.path == path && p.answered == 200);
+            if let Some(patch) = found {
+                return patch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no TCPRoute status written; logs:\n{}", appliance.logs()));
+    let parent = &patch.body["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "gatehouse.dev/gateway-controller");
+    let accepted = condition(&parent["conditions"], "Accepted");
+    assert_eq!((&accepted["status"], &accepted["observedGeneration"]), (&json!("True"), &json!(2)));
+}

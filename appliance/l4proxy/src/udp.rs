@@ -110,7 +110,9 @@ pub(crate) async fn serve(
                     }
                     continue;
                 };
-                if upstream.try_send(&buf[..n]).is_err() {
+                // Awaited, not `try_send`: a socket tokio has not polled yet reports no write
+                // readiness, and its buffer is empty, so this completes at once.
+                if upstream.send(&buf[..n]).await.is_err() {
                     metrics.udp_dropped.inc();
                 }
                 next_id += 1;

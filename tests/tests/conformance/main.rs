@@ -11,6 +11,7 @@
 //! Run: `cargo build -p gatehouse && cargo test -p gatehouse-tests --test conformance -- --nocapture`.
 
 mod http;
+mod l4;
 
 use std::future::Future;
 use std::pin::Pin;

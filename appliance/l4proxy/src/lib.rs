@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use compile::{Bind, Frontend, Plan, compile};
 pub use metrics::L4Metrics;
+pub use tls::{HelloError, HelloReader};
 
 /// The L4 data plane: its sockets and the plan they serve.
 #[derive(Debug)]

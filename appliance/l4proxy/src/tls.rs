@@ -19,7 +19,7 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// Why a connection was dropped before routing.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum HelloError {
+pub enum HelloError {
     #[error("the client closed before finishing its ClientHello")]
     Closed,
     #[error("the ClientHello exceeds {MAX_HELLO} bytes")]
@@ -30,32 +30,74 @@ pub(crate) enum HelloError {
     Io(#[from] std::io::Error),
 }
 
+/// A ClientHello arriving in pieces from an untrusted client: parsed by rustls's `Acceptor`,
+/// every byte kept (for the passthrough replay), at most 64 KiB.
+pub struct HelloReader {
+    acceptor: Acceptor,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for HelloReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HelloReader").field("bytes", &self.bytes.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for HelloReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HelloReader {
+    /// Nothing read yet.
+    pub fn new() -> Self {
+        Self { acceptor: Acceptor::default(), bytes: Vec::new() }
+    }
+
+    /// Feeds the next bytes read; `Some` once the ClientHello is whole (bytes after it stay
+    /// with rustls for the handshake, and in [`HelloReader::bytes`] for the replay).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<Accepted>, HelloError> {
+        if self.bytes.len() + chunk.len() > MAX_HELLO {
+            return Err(HelloError::TooLong);
+        }
+        self.bytes.extend_from_slice(chunk);
+        let mut fresh = chunk;
+        while !fresh.is_empty() {
+            if self.acceptor.read_tls(&mut fresh)? == 0 {
+                return Err(HelloError::TooLong);
+            }
+        }
+        match self.acceptor.accept() {
+            Ok(accepted) => Ok(accepted),
+            Err((e, _alert)) => Err(HelloError::Invalid(e)),
+        }
+    }
+
+    /// Every byte fed so far, as it came.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// [`HelloReader::bytes`], by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// Reads until rustls has a whole ClientHello; returns it and every byte read.
 pub(crate) async fn read_client_hello<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(Accepted, Vec<u8>), HelloError> {
-    let mut acceptor = Acceptor::default();
-    let mut bytes = Vec::new();
+    let mut reader = HelloReader::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(HelloError::Closed);
         }
-        if bytes.len() + n > MAX_HELLO {
-            return Err(HelloError::TooLong);
-        }
-        bytes.extend_from_slice(&buf[..n]);
-        let mut fresh = &buf[..n];
-        while !fresh.is_empty() {
-            if acceptor.read_tls(&mut fresh)? == 0 {
-                return Err(HelloError::TooLong);
-            }
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok((accepted, bytes)),
-            Ok(None) => {}
-            Err((e, _alert)) => return Err(HelloError::Invalid(e)),
+        if let Some(accepted) = reader.push(&buf[..n])? {
+            return Ok((accepted, reader.into_bytes()));
         }
     }
 }

@@ -608,3 +608,44 @@ kubeconfig = "kubeconfig"
     let accepted = condition(&parent["conditions"], "Accepted");
     assert_eq!((&accepted["status"], &accepted["observedGeneration"]), (&json!("True"), &json!(2)));
 }
+
+/// Cluster mode against an API server without the TCPRoute, UDPRoute and TLSRoute CRDs (their
+/// lists answer 404): the appliance still gets ready and serves the rest.
+#[tokio::test]
+async fn a_cluster_without_the_l4_route_crds_still_gets_ready() {
+    use gatehouse_tests::FakeKube;
+    use serde_json::json;
+
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    for plural in ["tcproutes", "udproutes", "tlsroutes"] {
+        kube.unserve(&format!("gateway.networking.k8s.io/{plural}")).await;
+    }
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "gatehouse"},
+               "spec": {"controllerName": "gatehouse.dev/gateway-controller"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "l4", "namespace": "default", "generation": 1},
+               "spec": {"gatewayClassName": "gatehouse",
+                        "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+                        "listeners": [{"name": "tcp", "port": port, "protocol": "TCP"}]}}),
+    ];
+    for object in objects {
+        kube.apply(object).await;
+    }
+    let config =
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n";
+    // `start_ready` waits for /readyz: it fails if a watch never lists.
+    let appliance = Appliance::start_ready(config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let status = appliance.wait_status(programmed).await;
+    let listener = &object(&status, "Gateway", "l4")["status"]["listeners"][0];
+    assert_eq!(listener["attachedRoutes"], 0);
+    assert!(appliance.logs().contains("CRD not installed"), "{}", appliance.logs());
+    let requests = kube.requests().await;
+    assert!(
+        requests.iter().any(|r| r.contains("/tcproutes")),
+        "the TCPRoute watch asked: {requests:?}"
+    );
+}

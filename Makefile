@@ -151,7 +151,7 @@ clean:
 ## Fuzz every parser of untrusted input, FUZZ_SECONDS each, one target after another (nightly).
 ## The examples seed the corpora; corpora and crashes stay in fuzz/corpus, fuzz/artifacts.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := manifests config route_table ipam wasm_abi
+FUZZ_TARGETS := manifests config route_table ipam wasm_abi client_hello
 
 .PHONY: fuzz
 fuzz: setup

@@ -108,6 +108,9 @@ struct State {
     /// the connection is aborted.
     cut_next_event: Option<String>,
     requests: Vec<String>,
+    /// Resources (`group/plural`) whose lists and watches answer 404, as for a CRD that is
+    /// not installed.
+    unserved: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,12 @@ struct Logged {
 }
 
 impl FakeKube {
+    /// Answers 404 to lists and watches of `resource` (`group/plural`, e.g.
+    /// `gateway.networking.k8s.io/tcproutes`), as an API server without that CRD does.
+    pub async fn unserve(&self, resource: &str) {
+        self.shared.state.lock().await.unserved.insert(resource.to_owned());
+    }
+
     /// Starts on an ephemeral loopback port.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake API server");
@@ -468,6 +477,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
     let mut state = shared.state.lock().await;
     let verb = if watching { "WATCH" } else { "LIST" };
     state.requests.push(format!("{verb} {uri}"));
+    if state.unserved.contains(&resource) {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "the server could not find the requested resource"),
+        );
+    }
     let filter = Filter {
         resource: resource.clone(),
         namespace,

@@ -236,6 +236,9 @@ pub enum Problem {
     /// An `[xdp]` setting or an `[[l4_services]]` entry is unusable.
     #[error("{0}")]
     Xdp(String),
+    /// An `[l4]` setting is out of range.
+    #[error("{0}")]
+    L4(String),
 }
 
 /// Collects errors while validating one file.

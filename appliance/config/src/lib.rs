@@ -14,6 +14,7 @@ mod acme;
 mod default;
 mod error;
 mod ipam;
+mod l4;
 mod native;
 mod plugins;
 mod schema;
@@ -77,6 +78,8 @@ pub struct Config {
     pub acme: AcmeSettings,
     /// `[xdp]`, unless absent or `mode = "off"`. `[[l4_services]]` are in [`Config::native`].
     pub xdp: Option<XdpSettings>,
+    /// `[l4]`: bounds of the user-space L4 proxy (hot-reloads).
+    pub l4: gatehouse_model::L4Limits,
 }
 
 impl Config {
@@ -222,6 +225,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
     native.wasm_plugins = wasm_plugins;
     native.l4_services = xdp::l4_services(file.l4_services, &mut errors);
     let xdp = xdp::settings(file.xdp, &mut errors);
+    let l4 = l4::limits(file.l4, &mut errors);
     errors.finish(Config {
         admin_listen,
         shutdown_grace,
@@ -233,6 +237,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         ipam_pools,
         acme,
         xdp,
+        l4,
     })
 }
 

@@ -27,6 +27,7 @@ pub(crate) struct File {
     pub xdp: Option<Spanned<crate::xdp::schema::Xdp>>,
     #[serde(default)]
     pub l4_services: Vec<crate::xdp::schema::L4Service>,
+    pub l4: Option<crate::l4::schema::L4>,
 }
 
 /// `[[plugins]]`: a proxy-wasm filter plugin.

@@ -750,3 +750,16 @@ fn kubernetes_example_parses() {
     assert_eq!(kube.namespaces, ["default"]);
     assert_eq!(config.gateway_api, None);
 }
+
+#[test]
+fn l4_limits_default_and_out_of_range_values_are_errors_at_their_place() {
+    assert_eq!(ok("").l4, gatehouse_model::L4Limits::default());
+    let config = ok("[l4]\nudp_max_sessions = 16\nclient_hello_timeout_ms = 250\n");
+    assert_eq!(config.l4.udp_max_sessions, 16);
+    assert_eq!(config.l4.client_hello_timeout, std::time::Duration::from_millis(250));
+    let errs = errors("[l4]\nudp_max_sessions = 0\ntcp_idle_timeout_ms = 0\n");
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("2:20: udp_max_sessions"), "{errs:?}");
+    assert!(errs[1].starts_with("3:23: tcp_idle_timeout_ms"), "{errs:?}");
+    assert_eq!(errors("[l4]\nudp_sessions = 3\n").len(), 1, "unknown keys are refused");
+}

@@ -139,6 +139,8 @@ pub struct Reloader {
     secret_writer: Option<gatehouse_kube::SecretWriter>,
     /// The XDP data plane, when `[xdp]` was on at boot.
     xdp: Option<crate::xdp::Xdp>,
+    /// The user-space L4 data plane (TCP, UDP and TLS listeners).
+    l4: Option<Arc<gatehouse_l4proxy::L4Proxy>>,
     /// Memoises the Gateway API translation per route across reloads.
     translator: gatehouse_gateway::Translator,
     /// Reuses compiled routes that did not change across reloads.
@@ -176,6 +178,7 @@ impl Reloader {
             wasm: None,
             secret_writer: None,
             xdp: None,
+            l4: None,
             translator: gatehouse_gateway::Translator::new(),
             compiler: gatehouse_proxy::Compiler::new(),
             parsed: None,
@@ -186,6 +189,11 @@ impl Reloader {
     /// Feeds the XDP data plane a plan per generation, after the proxy swapped.
     pub fn set_xdp(&mut self, xdp: crate::xdp::Xdp) {
         self.xdp = Some(xdp);
+    }
+
+    /// Feeds the user-space L4 data plane every generation, right after the proxy.
+    pub fn set_l4(&mut self, l4: Arc<gatehouse_l4proxy::L4Proxy>) {
+        self.l4 = Some(l4);
     }
 
     /// The XDP data plane's state changed (interface lost or back): `/status` shows it.
@@ -415,6 +423,9 @@ impl Reloader {
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        if let Some(l4) = &self.l4 {
+            report.listener_problems.extend(l4.apply(&desired, loaded.config.l4).await);
+        }
         let previous_table = self.table.replace(table.clone());
         let applied = self.metrics.observe("apply", compiled);
         let (generation, described) = (self.generation, table.clone());

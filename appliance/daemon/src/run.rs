@@ -139,6 +139,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("gatehouse");
     let proxy = Arc::new(Proxy::new(&mut registry));
+    let l4 = Arc::new(gatehouse_l4proxy::L4Proxy::new(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
     let acme = gatehouse_acme::Manager::start(&first.config.state_dir, &mut registry);
     let mut acme_changes = acme.subscribe();
@@ -197,6 +198,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     reloader.set_ipam_state(crate::addresses::IpamState::open(&first.config.state_dir));
     reloader.set_acme(acme);
     reloader.set_wasm(wasm);
+    reloader.set_l4(l4.clone());
     if let Some(xdp) = xdp {
         reloader.set_xdp(xdp);
     }
@@ -298,6 +300,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some((cluster, _)) = cluster.as_mut() {
         cluster.release_lease().await;
     }
+    l4.shutdown();
     proxy.shutdown(shutdown_grace).await;
     reloader.stop_xdp();
     let _ = stop_admin.send(true);

@@ -2,7 +2,8 @@
 //! GatewayClass `status.supportedFeatures`.
 //!
 //! A name is listed only when a test of ours proves it; `docs/gateway-api-support.md` maps
-//! every name of the GATEWAY-HTTP profile to that test or to "not yet". Keep both in step.
+//! every name of the GATEWAY-HTTP, -TLS, -TCP and -UDP profiles to that test or to "not yet".
+//! Keep both in step.
 
 /// Proven features, sorted (the order status publishes).
 pub const SUPPORTED_FEATURES: &[&str] = &[
@@ -42,6 +43,11 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ListenerSet",
     "ReferenceGrant",
+    "TCPRoute",
+    "TLSRoute",
+    "TLSRouteModeMixed",
+    "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 #[cfg(test)]

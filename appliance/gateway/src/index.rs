@@ -11,7 +11,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute,
+    WasmPlugin,
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -39,6 +42,9 @@ pub struct Index {
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
     pub(crate) listener_sets: BTreeMap<Key, Arc<ListenerSet>>,
+    pub(crate) tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
+    pub(crate) udp_routes: BTreeMap<Key, Arc<UdpRoute>>,
+    pub(crate) tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -92,6 +98,9 @@ impl Index {
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
             Object::ListenerSet(o) => put(&mut self.listener_sets, k, o),
+            Object::TcpRoute(o) => put(&mut self.tcp_routes, k, o),
+            Object::UdpRoute(o) => put(&mut self.udp_routes, k, o),
+            Object::TlsRoute(o) => put(&mut self.tls_routes, k, o),
         };
         if changed {
             self.touch(kind);
@@ -126,6 +135,9 @@ impl Index {
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
             Kind::ListenerSet => self.listener_sets.remove(&k).is_some(),
+            Kind::TcpRoute => self.tcp_routes.remove(&k).is_some(),
+            Kind::UdpRoute => self.udp_routes.remove(&k).is_some(),
+            Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -159,6 +171,9 @@ impl Index {
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
             Kind::ListenerSet => self.listener_sets.clear(),
+            Kind::TcpRoute => self.tcp_routes.clear(),
+            Kind::UdpRoute => self.udp_routes.clear(),
+            Kind::TlsRoute => self.tls_routes.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -190,6 +205,9 @@ impl Index {
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
             Kind::ListenerSet => keep_others(&mut self.listener_sets, namespace),
+            Kind::TcpRoute => keep_others(&mut self.tcp_routes, namespace),
+            Kind::UdpRoute => keep_others(&mut self.udp_routes, namespace),
+            Kind::TlsRoute => keep_others(&mut self.tls_routes, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -215,6 +233,9 @@ impl Index {
             Kind::Node => self.nodes.contains_key(&r.name),
             Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
             Kind::ListenerSet => self.listener_sets.contains_key(&k),
+            Kind::TcpRoute => self.tcp_routes.contains_key(&k),
+            Kind::UdpRoute => self.udp_routes.contains_key(&k),
+            Kind::TlsRoute => self.tls_routes.contains_key(&k),
         }
     }
 
@@ -231,6 +252,9 @@ impl Index {
             + self.nodes.len()
             + self.wasm_plugins.len()
             + self.listener_sets.len()
+            + self.tcp_routes.len()
+            + self.udp_routes.len()
+            + self.tls_routes.len()
     }
 
     /// Whether the index holds nothing.

@@ -6,7 +6,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::types::{Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute,
+    WasmPlugin,
+};
 
 /// One object of a kind the index holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +28,9 @@ pub enum Object {
     WasmPlugin(WasmPlugin),
     /// More listeners for a Gateway.
     ListenerSet(ListenerSet),
+    TcpRoute(TcpRoute),
+    UdpRoute(UdpRoute),
+    TlsRoute(TlsRoute),
 }
 
 /// The kinds the index holds.
@@ -42,11 +48,14 @@ pub enum Kind {
     Node,
     WasmPlugin,
     ListenerSet,
+    TcpRoute,
+    UdpRoute,
+    TlsRoute,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 14] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -58,6 +67,9 @@ impl Kind {
         Kind::Node,
         Kind::WasmPlugin,
         Kind::ListenerSet,
+        Kind::TcpRoute,
+        Kind::UdpRoute,
+        Kind::TlsRoute,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -74,6 +86,9 @@ impl Kind {
             Kind::Node => "Node",
             Kind::WasmPlugin => "WasmPlugin",
             Kind::ListenerSet => "ListenerSet",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::UdpRoute => "UDPRoute",
+            Kind::TlsRoute => "TLSRoute",
         }
     }
 
@@ -130,6 +145,9 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::WasmPlugin(_) => Kind::WasmPlugin,
             Object::ListenerSet(_) => Kind::ListenerSet,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::UdpRoute(_) => Kind::UdpRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
         }
     }
 
@@ -147,6 +165,9 @@ impl Object {
             Object::Node(o) => &o.metadata,
             Object::WasmPlugin(o) => &o.metadata,
             Object::ListenerSet(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::UdpRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
         }
     }
 

@@ -18,6 +18,9 @@ use crate::types::{GROUP, Gateway, ListenersFrom, ParentReference, RouteGroupKin
 /// The API version status objects are written as.
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
+/// The API version of TCPRoute and UDPRoute (experimental channel).
+pub const API_VERSION_ALPHA2: &str = "gateway.networking.k8s.io/v1alpha2";
+
 /// One object's status: `{"apiVersion", "kind", "metadata", "status"}`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,6 +46,7 @@ pub struct StatusMetadata {
 pub enum Status {
     GatewayClass(GatewayClassStatus),
     Gateway(GatewayStatus),
+    /// Also TCPRoute, UDPRoute and TLSRoute: every route kind's status has this shape.
     HttpRoute(HttpRouteStatus),
     ListenerSet(ListenerSetStatus),
     /// A LoadBalancer Service's addresses (LB-IPAM).
@@ -332,10 +336,16 @@ pub fn status(
     }
 
     for (id, route_report) in &report.routes {
-        let Some(route) = index.http_routes.get(&(id.namespace.clone(), id.name.clone())) else {
-            continue;
+        let key = (id.namespace.clone(), id.name.clone());
+        let (meta, api_version) = match id.kind.as_str() {
+            "HTTPRoute" => (index.http_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+            "TCPRoute" => (index.tcp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
+            "UDPRoute" => (index.udp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
+            "TLSRoute" => (index.tls_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+            _ => (None, API_VERSION),
         };
-        let generation = generation(&route.metadata);
+        let Some(meta) = meta else { continue };
+        let generation = generation(meta);
         let parents = route_report
             .parents
             .iter()
@@ -359,9 +369,9 @@ pub fn status(
             })
             .collect();
         out.push(ObjectStatus {
-            api_version: API_VERSION.into(),
-            kind: "HTTPRoute".into(),
-            metadata: metadata(&route.metadata, true),
+            api_version: api_version.into(),
+            kind: id.kind.clone(),
+            metadata: metadata(meta, true),
             status: Status::HttpRoute(HttpRouteStatus { parents }),
         });
     }
@@ -608,7 +618,7 @@ mod tests {
                 "infra",
                 "web",
                 "gatehouse",
-                vec![listener("http", 80, "HTTP"), listener("tcp", 9000, "TCP")],
+                vec![listener("http", 80, "HTTP"), listener("tcp", 9000, "SCTP")],
             )),
             service("infra", "echo", &[(None, 80)]),
             route("infra", "ok")

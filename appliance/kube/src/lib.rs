@@ -209,6 +209,7 @@ pub(crate) async fn run(
     let mut stream = WatchReducer::new(scope.clone());
     let mut failing = Failing { metrics: metrics.clone(), since: None };
     let mut backoff = Duration::from_millis(500);
+    let mut crd_missing_logged = false;
     loop {
         let mut events = watcher(api.clone(), config.clone())
             .modify(|object| object.metadata.managed_fields = None)
@@ -235,6 +236,27 @@ pub(crate) async fn run(
                         metrics.rejected.set(rejected);
                         changed
                     });
+                }
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                    if status.is_not_found() && resources::is_optional(scope.kind) =>
+                {
+                    // The kind's CRD is not installed (TCPRoute and UDPRoute are in the
+                    // experimental channel only): nothing of it exists. It counts as listed,
+                    // empty, so the appliance gets ready; looked for again now and then.
+                    state.send_if_modified(|state| {
+                        stream.apply(state, watcher::Event::Init);
+                        stream.apply(state, watcher::Event::InitDone)
+                    });
+                    if !crd_missing_logged {
+                        tracing::info!(
+                            watch = %scope,
+                            "{} is not served by the API server (CRD not installed): none are read",
+                            scope.kind
+                        );
+                        crd_missing_logged = true;
+                    }
+                    backoff = MAX_BACKOFF;
+                    break;
                 }
                 Err(error) => {
                     metrics.errors.get_or_create(&labels).inc();

@@ -185,7 +185,10 @@ mod tests {
                         "gatewayclasses/status",
                         "gateways/status",
                         "httproutes/status",
-                        "listenersets/status"
+                        "listenersets/status",
+                        "tcproutes/status",
+                        "tlsroutes/status",
+                        "udproutes/status"
                     ])
                 ),
             ]

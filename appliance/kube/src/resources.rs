@@ -33,7 +33,17 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::WasmPlugin => ApiResource::erase::<WasmPlugin>(&()),
         // Standard channel since Gateway API v1.5.
         Kind::ListenerSet => gateway_api("v1", "ListenerSet", "listenersets"),
+        // Experimental channel (TLSRoute is standard since v1.5).
+        Kind::TcpRoute => gateway_api("v1alpha2", "TCPRoute", "tcproutes"),
+        Kind::UdpRoute => gateway_api("v1alpha2", "UDPRoute", "udproutes"),
+        Kind::TlsRoute => gateway_api("v1", "TLSRoute", "tlsroutes"),
     }
+}
+
+/// Kinds whose CRD a cluster may lack (Gateway API experimental channel, or a release before
+/// TLSRoute v1): a watch answered 404 reads none of them instead of failing.
+pub fn is_optional(kind: Kind) -> bool {
+    matches!(kind, Kind::TcpRoute | Kind::UdpRoute | Kind::TlsRoute)
 }
 
 /// The field selector a kind is listed and watched with: only TLS Secrets are ever read.

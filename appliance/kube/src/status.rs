@@ -46,8 +46,21 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 5] =
-    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service, Kind::ListenerSet];
+pub const STATUS_KINDS: [Kind; 8] = [
+    Kind::GatewayClass,
+    Kind::Gateway,
+    Kind::HttpRoute,
+    Kind::Service,
+    Kind::TcpRoute,
+    Kind::UdpRoute,
+    Kind::TlsRoute,
+    Kind::ListenerSet,
+];
+
+/// Route kinds: their `status.parents` is shared with other controllers.
+fn is_route(kind: &Value) -> bool {
+    matches!(kind.as_str(), Some("HTTPRoute" | "TCPRoute" | "UDPRoute" | "TLSRoute"))
+}
 
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
@@ -93,7 +106,8 @@ impl Drop for StatusWriter {
 
 /// The identity of a status object we write, or `None` when it is not one of ours.
 fn target(object: &Value) -> Option<ObjectRef> {
-    let gateway_api = object["apiVersion"] == gatehouse_gateway::status::API_VERSION;
+    let gateway_api = object["apiVersion"] == gatehouse_gateway::status::API_VERSION
+        || object["apiVersion"] == gatehouse_gateway::status::API_VERSION_ALPHA2;
     let service = object["apiVersion"] == "v1" && object["kind"] == "Service";
     if !gateway_api && !service {
         return None;
@@ -129,7 +143,7 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
         std::slice::from_mut(&mut ours),
     );
     let mut status = ours["status"].take();
-    if desired["kind"] == "HTTPRoute" {
+    if is_route(&desired["kind"]) {
         let mine = status["parents"].as_array().cloned().unwrap_or_default();
         let is_mine = |p: &Value| p["controllerName"].as_str() == Some(controller_name);
         let mut parents = Vec::new();
@@ -154,7 +168,7 @@ fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
     if let Some(namespace) = desired["metadata"]["namespace"].as_str() {
         metadata["namespace"] = namespace.into();
     }
-    if desired["kind"] == "HTTPRoute"
+    if is_route(&desired["kind"])
         && let Some(rv) = current["metadata"]["resourceVersion"].as_str()
     {
         metadata["resourceVersion"] = rv.into();

@@ -19,7 +19,7 @@ pub use http::{
     UnresolvedBackend, WeightedBackend,
 };
 pub use id::{ListenerId, ObjectId};
-pub use l4::{L4Backend, L4Protocol, L4Service};
+pub use l4::{L4Backend, L4Limits, L4Listener, L4Mode, L4Protocol, L4Route, L4Service};
 pub use listener::{
     Certificate, CertificateError, DataPlaneReport, Hostname, HostnameError, Listener,
     ListenerProblem, ListenerProblemKind, ListenerTls, Protocol, certified_key,
@@ -51,6 +51,8 @@ pub struct Desired {
     pub listener_filters: Vec<ListenerFilters>,
     /// L4 services (VIPs balanced without looking into the stream).
     pub l4_services: Vec<L4Service>,
+    /// Gateway listeners of protocol TCP, UDP and TLS with their routes (the L4 proxy).
+    pub l4_listeners: Vec<L4Listener>,
 }
 
 /// An address the appliance owns, and the object it was handed to.
@@ -69,5 +71,6 @@ impl Desired {
         self.wasm_plugins.extend(other.wasm_plugins);
         self.listener_filters.extend(other.listener_filters);
         self.l4_services.extend(other.l4_services);
+        self.l4_listeners.extend(other.l4_listeners);
     }
 }

@@ -12,6 +12,7 @@
 
 mod gateway;
 mod http;
+mod l4;
 
 use std::future::Future;
 use std::pin::Pin;

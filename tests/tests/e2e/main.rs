@@ -11,6 +11,7 @@ mod http_policy;
 mod image;
 
 mod kube;
+mod l4;
 mod lifecycle;
 mod listener_sets;
 mod native;

@@ -293,6 +293,17 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
             "HTTPRoute" => |v, l| typed(v, l).map(Object::HttpRoute),
             _ => |v, l| typed(v, l).map(Object::ReferenceGrant),
         }),
+        ("gateway.networking.k8s.io", "TCPRoute") if version == "v1alpha2" => {
+            Ok(|v, l| typed(v, l).map(Object::TcpRoute))
+        }
+        ("gateway.networking.k8s.io", "UDPRoute") if version == "v1alpha2" => {
+            Ok(|v, l| typed(v, l).map(Object::UdpRoute))
+        }
+        ("gateway.networking.k8s.io", "TLSRoute")
+            if matches!(version, "v1" | "v1alpha3" | "v1alpha2") =>
+        {
+            Ok(|v, l| typed(v, l).map(Object::TlsRoute))
+        }
         ("", "Namespace") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Namespace)),
         ("", "Service") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Service)),
         ("", "Secret") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::Secret)),
@@ -310,7 +321,8 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         }
         (
             "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "TCPRoute" | "UDPRoute"
+            | "TLSRoute",
         )
         | ("", "Namespace" | "Service" | "Secret" | "Node")
         | ("discovery.k8s.io", "EndpointSlice")
@@ -478,6 +490,9 @@ fn default_namespace(object: &mut Object) {
         Object::Secret(o) => &mut o.metadata,
         Object::WasmPlugin(o) => &mut o.metadata,
         Object::ListenerSet(o) => &mut o.metadata,
+        Object::TcpRoute(o) => &mut o.metadata,
+        Object::UdpRoute(o) => &mut o.metadata,
+        Object::TlsRoute(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

@@ -64,6 +64,18 @@ pub(super) fn attach(
     parent_ref: &ParentReference,
     route_hostnames: &[Hostname],
 ) -> Result<Vec<usize>, Problem> {
+    attach_kind(index, parent, "HTTPRoute", route_ns, parent_ref, route_hostnames)
+}
+
+/// [`attach`] for a route of `route_kind` (a listener must support that kind).
+pub(super) fn attach_kind(
+    index: &Index,
+    parent: &Parent<'_>,
+    route_kind: &str,
+    route_ns: &str,
+    parent_ref: &ParentReference,
+    route_hostnames: &[Hostname],
+) -> Result<Vec<usize>, Problem> {
     let selected: Vec<usize> = parent
         .listeners
         .iter()
@@ -91,7 +103,7 @@ pub(super) fn attach(
         .into_iter()
         .filter(|&i| {
             let listener = &parent.listeners[i];
-            let kind_ok = parent.reports[i].supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
+            let kind_ok = parent.reports[i].supported_kinds.iter().any(|k| k.kind == route_kind);
             let namespaces = &listener.allowed_routes.namespaces;
             let ns_ok = match namespaces.from {
                 FromNamespaces::All => true,
@@ -107,7 +119,7 @@ pub(super) fn attach(
         return Err(Problem::new(
             reason::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of {} {} allows HTTPRoutes from namespace {route_ns}",
+                "no listener of {} {} allows {route_kind}s from namespace {route_ns}",
                 parent.kind, parent.name
             ),
         ));

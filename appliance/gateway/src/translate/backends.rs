@@ -20,12 +20,23 @@ pub(super) fn resolve(
     route_ns: &str,
     r: &BackendRef,
 ) -> (Backend, Option<Problem>) {
+    resolve_from(index, addressing, "HTTPRoute", route_ns, r)
+}
+
+/// [`resolve`] for a backendRef of a route of `route_kind` (what ReferenceGrants name).
+pub(super) fn resolve_from(
+    index: &Index,
+    addressing: BackendAddressing,
+    route_kind: &str,
+    route_ns: &str,
+    r: &BackendRef,
+) -> (Backend, Option<Problem>) {
     let ns = r.namespace.as_deref().unwrap_or(route_ns);
     let name = match r.port {
         Some(port) => format!("{ns}/{}:{port}", r.name),
         None => format!("{ns}/{}", r.name),
     };
-    match resolve_service(index, addressing, route_ns, ns, r) {
+    match resolve_service(index, addressing, route_kind, route_ns, ns, r) {
         Ok(addrs) => (Backend::Endpoints(BackendEndpoints { name, addrs }), None),
         Err(problem) => {
             let backend =
@@ -38,6 +49,7 @@ pub(super) fn resolve(
 fn resolve_service(
     index: &Index,
     addressing: BackendAddressing,
+    route_kind: &str,
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
@@ -48,7 +60,7 @@ fn resolve_service(
             format!("backendRef kind {}/{} is not supported (only Service)", r.group, r.kind),
         ));
     }
-    let from = From { group: GROUP, kind: "HTTPRoute", namespace: route_ns };
+    let from = From { group: GROUP, kind: route_kind, namespace: route_ns };
     let to = To { group: "", kind: "Service", namespace: ns, name: &r.name };
     if !grants::permits(index, &from, &to) {
         return Err(Problem::new(

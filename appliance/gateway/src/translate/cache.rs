@@ -65,9 +65,16 @@ impl Translator {
     ) -> Translation {
         let mut out = super::translate_gateways(index, settings, allocation);
         let inputs = Inputs {
+            // An HTTPRoute's outcome depends on no route of any kind (L4 routes are
+            // translated after, and only add to listener counts).
             stamps: Kind::ALL
                 .iter()
-                .filter(|kind| **kind != Kind::HttpRoute)
+                .filter(|kind| {
+                    !matches!(
+                        kind,
+                        Kind::HttpRoute | Kind::TcpRoute | Kind::UdpRoute | Kind::TlsRoute
+                    )
+                })
                 .map(|kind| index.stamp(*kind))
                 .collect(),
             settings: settings.clone(),
@@ -101,6 +108,7 @@ impl Translator {
         for outcome in outcomes.into_iter().flatten() {
             super::add_route(&mut out, outcome);
         }
+        super::l4_routes::add(index, settings, &mut out);
         out
     }
 }
@@ -143,7 +151,7 @@ mod tests {
     fn edit(rng: &mut Rng, index: &mut Index) {
         let ns = NAMESPACES[rng.below(NAMESPACES.len())];
         let svc = SERVICES[rng.below(SERVICES.len())];
-        match rng.below(14) {
+        match rng.below(15) {
             0..=4 => {
                 let name = format!("r{}", rng.below(8));
                 let gateway = if rng.below(4) == 0 { "other" } else { "web" };
@@ -208,8 +216,19 @@ mod tests {
                 let created = rng.below(3) as i64;
                 index.apply(listener_set(ns, "ls", ("infra", "web"), created, vec![one, two]));
             }
-            _ => {
+            13 => {
                 index.delete(Kind::ListenerSet, ns, "ls");
+            }
+            _ => {
+                // An L4 route: the HTTP routes' cached outcomes stay valid.
+                let yaml = format!(
+                    "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: t{}, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: web, namespace: infra}}]\n  rules: [{{backendRefs: [{{name: {svc}, port: 80}}]}}]\n",
+                    rng.below(3)
+                );
+                let loaded = crate::loader::load_str(std::path::Path::new("t.yaml"), &yaml);
+                for object in loaded.objects {
+                    index.apply(object);
+                }
             }
         }
     }

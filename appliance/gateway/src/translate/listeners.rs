@@ -86,13 +86,18 @@ pub(super) fn to_model(
         "HTTP" => Protocol::Http,
         _ => Protocol::Https,
     };
-    let has_certs = protocol == Protocol::Http || !certificates.is_empty();
+    // TCP, UDP and TLS listeners go to the L4 proxy (see `l4_routes`), not to the model's
+    // HTTP listeners.
+    let l4 = super::l4_routes::is_l4(&listener.protocol);
+    let has_certs = protocol == Protocol::Http
+        || !certificates.is_empty()
+        || (l4 && !super::l4_routes::needs_certificates(listener));
     report.in_desired = owner_accepted
         && report.accepted.is_ok()
         && report.conflicted.is_none()
         && has_certs
         && !addresses.is_empty();
-    report.in_desired.then(|| ModelListener {
+    (report.in_desired && !l4).then(|| ModelListener {
         id: report.id.clone(),
         addresses: addresses.to_vec(),
         port: listener.port,
@@ -202,11 +207,14 @@ pub(super) fn translate_listener(
     let mut resolved = Vec::new();
     let mut certificates = Vec::new();
 
-    let supported = matches!(listener.protocol.as_str(), "HTTP" | "HTTPS");
+    let supported = matches!(listener.protocol.as_str(), "HTTP" | "HTTPS" | "TCP" | "UDP" | "TLS");
     if !supported {
         accepted = Err(Problem::new(
             reason::UNSUPPORTED_PROTOCOL,
-            format!("protocol {} is not supported (HTTP and HTTPS are)", listener.protocol),
+            format!(
+                "protocol {} is not supported (HTTP, HTTPS, TLS, TCP and UDP are)",
+                listener.protocol
+            ),
         ));
     }
 
@@ -222,7 +230,13 @@ pub(super) fn translate_listener(
         },
     };
 
-    let http_route = RouteGroupKind { group: GROUP.to_owned(), kind: "HTTPRoute".to_owned() };
+    let route_kind = match listener.protocol.as_str() {
+        "TCP" => "TCPRoute",
+        "UDP" => "UDPRoute",
+        "TLS" => "TLSRoute",
+        _ => "HTTPRoute",
+    };
+    let http_route = RouteGroupKind { group: GROUP.to_owned(), kind: route_kind.to_owned() };
     let supported_kinds = if !supported {
         Vec::new()
     } else if listener.allowed_routes.kinds.is_empty() {
@@ -243,6 +257,16 @@ pub(super) fn translate_listener(
         }
         kinds
     };
+
+    if listener.protocol == "TLS" {
+        let (problem, certs, problems) =
+            super::l4_routes::tls_listener(index, owner_kind, namespace, listener);
+        if let Some(p) = problem {
+            accepted = accepted.and(Err(p));
+        }
+        certificates = certs;
+        resolved.extend(problems);
+    }
 
     if supported && listener.protocol == "HTTPS" {
         if client_validation {
@@ -294,13 +318,15 @@ pub(super) fn translate_listener(
 /// Listeners that are not distinct: one port with two protocols, or the same port, protocol
 /// and hostname twice. Every listener of a conflicting set is marked; none wins.
 pub(super) fn mark_conflicts(listeners: &[Listener], reports: &mut [ListenerReport]) {
-    let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    // UDP listeners share port numbers with TCP-based ones without conflict.
+    let mut by_port: BTreeMap<(u16, bool), Vec<usize>> = BTreeMap::new();
     for (i, report) in reports.iter().enumerate() {
         if report.accepted.is_ok() {
-            by_port.entry(report.port).or_default().push(i);
+            let udp = listeners[i].protocol == "UDP";
+            by_port.entry((report.port, udp)).or_default().push(i);
         }
     }
-    for (port, members) in by_port {
+    for ((port, _), members) in by_port {
         let protocols: Vec<&str> =
             members.iter().map(|&i| listeners[i].protocol.as_str()).collect();
         if protocols.iter().any(|p| *p != protocols[0]) {

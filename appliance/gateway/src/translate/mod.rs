@@ -6,6 +6,7 @@ mod backends;
 mod cache;
 mod grants;
 mod l4;
+mod l4_routes;
 mod listener_sets;
 mod listeners;
 mod policy;
@@ -89,7 +90,8 @@ pub struct Report {
     pub gateway_classes: BTreeMap<String, ClassReport>,
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
-    /// HTTPRoutes with at least one parentRef to one of our Gateways or ListenerSets.
+    /// HTTPRoutes (and TCPRoutes, UDPRoutes, TLSRoutes: the id's kind tells) with at least
+    /// one parentRef to one of our Gateways or ListenerSets.
     pub routes: BTreeMap<ObjectId, RouteReport>,
     /// ListenerSets whose parentRef names one of our Gateways.
     pub listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
@@ -179,6 +181,7 @@ pub fn translate_with_addresses(
             add_route(&mut out, outcome);
         }
     }
+    l4_routes::add(index, settings, &mut out);
     out
 }
 

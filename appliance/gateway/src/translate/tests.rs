@@ -131,7 +131,8 @@ fn unusable_addresses_are_not_bound_and_not_programmed() {
 
 #[test]
 fn unsupported_protocol_is_a_listener_condition() {
-    let t = run(vec![ours(), gw(vec![listener("tcp", 9000, "TCP"), listener("http", 80, "HTTP")])]);
+    let t =
+        run(vec![ours(), gw(vec![listener("tcp", 9000, "SCTP"), listener("http", 80, "HTTP")])]);
     let listeners = &t.report.gateways[&gateway_id()].listeners;
     assert_eq!(reason_of(&listeners[0].accepted), "UnsupportedProtocol");
     assert!(listeners[0].supported_kinds.is_empty());

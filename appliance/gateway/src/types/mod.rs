@@ -8,6 +8,7 @@ mod common;
 mod gateway;
 mod gateway_class;
 mod http_route;
+mod l4_route;
 mod listener_set;
 mod reference_grant;
 mod wasm_plugin;
@@ -28,6 +29,7 @@ pub use http_route::{
     PathMatchType, PathModifier, PathModifierType, QueryParamMatch, RedirectFilter, RewriteFilter,
     RouteFilter, RouteMatch, RouteRetry, RouteTimeouts,
 };
+pub use l4_route::{L4BackendRef, L4RouteSpec, L4Rule, TcpRoute, TlsRoute, TlsRouteSpec, UdpRoute};
 pub use listener_set::{ListenerSet, ListenerSetSpec, ParentGatewayReference};
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,

@@ -1,0 +1,134 @@
+//! The user-space L4 data plane: Gateway listeners of protocol TCP, UDP and TLS
+//! ([`gatehouse_model::L4Listener`]) with their TCPRoutes, UDPRoutes and TLSRoutes.
+//!
+//! Place in the data flow: the daemon hands every generation's `Desired` to
+//! [`L4Proxy::apply`], which compiles it into one immutable [`Plan`] and swaps it in at once
+//! (one `ArcSwap` for every socket); accept loops read the plan per connection or datagram
+//! and never a config source. Sockets are bound and closed as listeners come and go; a
+//! socket that cannot be bound becomes a listener problem (status `PortUnavailable`).
+//!
+//! - TCP: weighted backend choice, a backend that refuses (or times out) gives way to the
+//!   next; the stream is spliced with half-close and an idle timeout.
+//! - UDP: one session per client address (its own socket to the backend), a bounded flow
+//!   table with idle expiry; replies leave from the listener's socket; a datagram is sent or
+//!   dropped, never queued.
+//! - TLS: the ClientHello is read (with a deadline and a size bound) and parsed by rustls;
+//!   its SNI picks the listener and route. Passthrough replays the exact bytes to the
+//!   backend and splices; Terminate completes the handshake with the listener's certificate
+//!   and forwards plaintext.
+
+mod compile;
+mod metrics;
+mod pick;
+mod splice;
+mod tcp;
+mod tls;
+mod udp;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use gatehouse_model::{Desired, L4Limits, ListenerId, ListenerProblem, ListenerProblemKind};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+pub use compile::{Bind, Frontend, Plan, compile};
+pub use metrics::L4Metrics;
+pub use tls::{HelloError, HelloReader};
+
+/// The L4 data plane: its sockets and the plan they serve.
+#[derive(Debug)]
+pub struct L4Proxy {
+    plan: Arc<ArcSwap<Plan>>,
+    sockets: Mutex<BTreeMap<Bind, JoinHandle<()>>>,
+    metrics: Arc<L4Metrics>,
+}
+
+impl L4Proxy {
+    /// A data plane serving nothing yet; its metrics go to `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        Self {
+            plan: Arc::new(ArcSwap::from_pointee(Plan::default())),
+            sockets: Mutex::new(BTreeMap::new()),
+            metrics: Arc::new(L4Metrics::register(registry)),
+        }
+    }
+
+    /// Serves the L4 listeners of `desired` with `limits`: binds new sockets, swaps the plan
+    /// in one step, closes sockets no listener needs. Established connections keep their
+    /// backend. Returns the listeners that cannot be served as asked.
+    pub async fn apply(&self, desired: &Desired, limits: L4Limits) -> Vec<ListenerProblem> {
+        let (plan, mut problems) = compile(desired, limits);
+        let wanted: Vec<(Bind, Vec<ListenerId>)> =
+            plan.frontends.iter().map(|(bind, f)| (*bind, f.listeners())).collect();
+        let missing: Vec<(Bind, Vec<ListenerId>)> = {
+            let sockets = self.sockets.lock();
+            wanted.into_iter().filter(|(bind, _)| !sockets.contains_key(bind)).collect()
+        };
+        let mut bound = Vec::new();
+        for (bind, listeners) in missing {
+            match self.bind(bind).await {
+                Ok(task) => bound.push((bind, task)),
+                Err(e) => {
+                    for listener in listeners {
+                        problems.push(ListenerProblem {
+                            listener,
+                            kind: ListenerProblemKind::PortUnavailable,
+                            message: format!("cannot bind {} {}: {e}", bind.protocol, bind.addr),
+                        });
+                    }
+                }
+            }
+        }
+        self.plan.store(Arc::new(plan));
+        let plan = self.plan.load();
+        let mut sockets = self.sockets.lock();
+        sockets.extend(bound);
+        sockets.retain(|bind, task| {
+            let keep = plan.frontends.contains_key(bind);
+            if !keep {
+                tracing::info!(addr = %bind.addr, protocol = %bind.protocol, "L4 listener closed");
+                task.abort();
+            }
+            keep
+        });
+        problems
+    }
+
+    async fn bind(&self, bind: Bind) -> std::io::Result<JoinHandle<()>> {
+        let plan = self.plan.clone();
+        let metrics = self.metrics.clone();
+        let task = match bind.protocol {
+            gatehouse_model::L4Protocol::Tcp => {
+                let listener = tokio::net::TcpListener::bind(bind.addr).await?;
+                tokio::spawn(tcp::serve(listener, bind, plan, metrics))
+            }
+            gatehouse_model::L4Protocol::Udp => {
+                let socket = tokio::net::UdpSocket::bind(bind.addr).await?;
+                tokio::spawn(udp::serve(Arc::new(socket), bind, plan, metrics))
+            }
+        };
+        tracing::info!(addr = %bind.addr, protocol = %bind.protocol, "L4 listener bound");
+        Ok(task)
+    }
+
+    /// The sockets currently bound.
+    pub fn bound(&self) -> Vec<Bind> {
+        self.sockets.lock().keys().copied().collect()
+    }
+
+    /// Closes every listening socket (shutdown); established connections end on their own.
+    pub fn shutdown(&self) {
+        for (_, task) in std::mem::take(&mut *self.sockets.lock()) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for L4Proxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

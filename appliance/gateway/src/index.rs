@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin,
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -38,6 +40,8 @@ pub struct Index {
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
+    pub(crate) backend_tls_policies: BTreeMap<Key, Arc<BackendTlsPolicy>>,
+    pub(crate) config_maps: BTreeMap<Key, Arc<ConfigMap>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -90,6 +94,8 @@ impl Index {
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
+            Object::BackendTlsPolicy(o) => put(&mut self.backend_tls_policies, k, o),
+            Object::ConfigMap(o) => put(&mut self.config_maps, k, o),
         };
         if changed {
             self.touch(kind);
@@ -123,6 +129,8 @@ impl Index {
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.remove(&k).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -155,6 +163,8 @@ impl Index {
             Kind::Secret => self.secrets.clear(),
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.clear(),
+            Kind::ConfigMap => self.config_maps.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -185,6 +195,8 @@ impl Index {
             Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
+            Kind::BackendTlsPolicy => keep_others(&mut self.backend_tls_policies, namespace),
+            Kind::ConfigMap => keep_others(&mut self.config_maps, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -209,6 +221,8 @@ impl Index {
             Kind::Secret => self.secrets.contains_key(&k),
             Kind::Node => self.nodes.contains_key(&r.name),
             Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.contains_key(&k),
+            Kind::ConfigMap => self.config_maps.contains_key(&k),
         }
     }
 
@@ -224,6 +238,8 @@ impl Index {
             + self.secrets.len()
             + self.nodes.len()
             + self.wasm_plugins.len()
+            + self.backend_tls_policies.len()
+            + self.config_maps.len()
     }
 
     /// Whether the index holds nothing.

@@ -2,11 +2,13 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{
+    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin,
+};
 
 /// One object of a kind the index holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,9 @@ pub enum Object {
     Node(Box<Node>),
     /// Ours (`gatehouse.dev/v1alpha1`): a plugin that ExtensionRef filters point at.
     WasmPlugin(WasmPlugin),
+    BackendTlsPolicy(BackendTlsPolicy),
+    /// CA certificates (`ca.crt`) that BackendTLSPolicies and frontend validation point at.
+    ConfigMap(ConfigMap),
 }
 
 /// The kinds the index holds.
@@ -39,11 +44,13 @@ pub enum Kind {
     /// Watched only when backends are addressed by node and nodePort.
     Node,
     WasmPlugin,
+    BackendTlsPolicy,
+    ConfigMap,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -54,6 +61,8 @@ impl Kind {
         Kind::Secret,
         Kind::Node,
         Kind::WasmPlugin,
+        Kind::BackendTlsPolicy,
+        Kind::ConfigMap,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -69,6 +78,8 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Node => "Node",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -124,6 +135,8 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
             Object::WasmPlugin(_) => Kind::WasmPlugin,
+            Object::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -140,6 +153,8 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::WasmPlugin(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 

@@ -4,7 +4,7 @@ use gatehouse_gateway::loader::TLS_SECRET_TYPE;
 use gatehouse_gateway::types::GROUP;
 use gatehouse_gateway::types::WasmPlugin;
 use gatehouse_gateway::{BackendAddressing, Kind};
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::ApiResource;
 
@@ -31,6 +31,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Node => ApiResource::erase::<Node>(&()),
         // Ours; its CRD comes from the same type (see `crds`).
         Kind::WasmPlugin => ApiResource::erase::<WasmPlugin>(&()),
+        Kind::BackendTlsPolicy => gateway_api("v1", "BackendTLSPolicy", "backendtlspolicies"),
+        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
     }
 }
 
@@ -90,8 +92,8 @@ mod tests {
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, six namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        // GatewayClass and Namespace once, eight namespaced kinds twice (Secrets come later).
+        assert_eq!(filtered.len(), 2 + 8 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));

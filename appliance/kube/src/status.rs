@@ -46,8 +46,18 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 4] =
-    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service];
+pub const STATUS_KINDS: [Kind; 5] =
+    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service, Kind::BackendTlsPolicy];
+
+/// The status list a kind shares with other controllers, one entry per controller (and
+/// parent or ancestor): HTTPRoute `parents`, BackendTLSPolicy `ancestors`.
+fn shared_list(desired: &Value) -> Option<&'static str> {
+    match desired["kind"].as_str()? {
+        "HTTPRoute" => Some("parents"),
+        "BackendTLSPolicy" => Some("ancestors"),
+        _ => None,
+    }
+}
 
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
@@ -76,8 +86,9 @@ impl StatusWriter {
     }
 
     /// Hands over the status objects of one applied generation (as `/status` shows them).
-    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API and (LB-IPAM) Services are
-    /// taken; the native TOML objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
+    /// Only GatewayClass, Gateway, HTTPRoute and BackendTLSPolicy of the Gateway API and
+    /// (LB-IPAM) Services are taken; the native TOML objects (and anything else) are skipped.
+    /// Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
         let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
         let update = Update { controller_name: controller_name.to_owned(), objects };
@@ -118,6 +129,7 @@ fn target(object: &Value) -> Option<ObjectRef> {
 ///   controllers that both do this never reorder each other's writes back and forth. The
 ///   write carries the resourceVersion it was computed from, so an entry another controller
 ///   adds in between makes the API server answer 409, and the writer reads again.
+///   `BackendTLSPolicy.status.ancestors` is shared the same way, per ancestor and controller.
 pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) -> Option<Value> {
     let mut seen = current.clone();
     // Single GETs carry apiVersion and kind; set them anyway, `preserve` matches on them.
@@ -129,12 +141,12 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
         std::slice::from_mut(&mut ours),
     );
     let mut status = ours["status"].take();
-    if desired["kind"] == "HTTPRoute" {
-        let mine = status["parents"].as_array().cloned().unwrap_or_default();
+    if let Some(list) = shared_list(desired) {
+        let mine = status[list].as_array().cloned().unwrap_or_default();
         let is_mine = |p: &Value| p["controllerName"].as_str() == Some(controller_name);
         let mut parents = Vec::new();
         let mut mine = Some(mine);
-        for parent in current["status"]["parents"].as_array().into_iter().flatten() {
+        for parent in current["status"][list].as_array().into_iter().flatten() {
             if is_mine(parent) {
                 parents.extend(mine.take().into_iter().flatten());
             } else {
@@ -142,7 +154,7 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
             }
         }
         parents.extend(mine.into_iter().flatten());
-        status["parents"] = Value::Array(parents);
+        status[list] = Value::Array(parents);
     }
     (current.get("status") != Some(&status)).then_some(status)
 }
@@ -154,7 +166,7 @@ fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
     if let Some(namespace) = desired["metadata"]["namespace"].as_str() {
         metadata["namespace"] = namespace.into();
     }
-    if desired["kind"] == "HTTPRoute"
+    if shared_list(desired).is_some()
         && let Some(rv) = current["metadata"]["resourceVersion"].as_str()
     {
         metadata["resourceVersion"] = rv.into();

@@ -305,11 +305,15 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         ("gatehouse.dev", "WasmPlugin") if version == "v1alpha1" => {
             Ok(|v, l| typed(v, l).map(Object::WasmPlugin))
         }
+        ("gateway.networking.k8s.io", "BackendTLSPolicy") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::BackendTlsPolicy))
+        }
+        ("", "ConfigMap") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::ConfigMap)),
         (
             "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "BackendTLSPolicy",
         )
-        | ("", "Namespace" | "Service" | "Secret" | "Node")
+        | ("", "Namespace" | "Service" | "Secret" | "Node" | "ConfigMap")
         | ("discovery.k8s.io", "EndpointSlice")
         | ("gatehouse.dev", "WasmPlugin") => {
             Err(Unread::BadVersion(format!("{api_version} is not a supported version of {kind}")))
@@ -473,6 +477,8 @@ fn default_namespace(object: &mut Object) {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::WasmPlugin(o) => &mut o.metadata,
+        Object::BackendTlsPolicy(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

@@ -26,7 +26,20 @@ pub(super) fn resolve(
         None => format!("{ns}/{}", r.name),
     };
     match resolve_service(index, addressing, route_ns, ns, r) {
-        Ok(addrs) => (Backend::Endpoints(BackendEndpoints { name, addrs }), None),
+        Ok((addrs, port_name)) => {
+            // A policy that cannot be used fails the backend's requests (5xx) rather than
+            // falling back to cleartext; its own status says why, not the route's.
+            let tls = match super::backend_tls::for_backend(index, ns, &r.name, &port_name) {
+                None => None,
+                Some(Ok(tls)) => Some(tls),
+                Some(Err(p)) => {
+                    let backend =
+                        Backend::Unresolved(UnresolvedBackend { name, reason: p.message });
+                    return (backend, None);
+                }
+            };
+            (Backend::Endpoints(BackendEndpoints { name, addrs, tls }), None)
+        }
         Err(problem) => {
             let backend =
                 Backend::Unresolved(UnresolvedBackend { name, reason: problem.message.clone() });
@@ -41,7 +54,7 @@ fn resolve_service(
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
-) -> Result<Vec<SocketAddr>, Problem> {
+) -> Result<(Vec<SocketAddr>, String), Problem> {
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
         return Err(Problem::new(
             reason::INVALID_KIND,
@@ -78,7 +91,8 @@ fn resolve_service(
         .and_then(|s| s.ports.as_ref())
         .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
         .ok_or_else(|| not_found(format!("Service {ns}/{} has no port {port}", r.name)))?;
-    let port_name = service_port.name.as_deref().unwrap_or_default();
+    let port_name = service_port.name.clone().unwrap_or_default();
+    let port_name = port_name.as_str();
     let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
 
     if addressing == BackendAddressing::NodePort {
@@ -112,7 +126,7 @@ fn resolve_service(
             .collect();
         addrs.sort();
         addrs.dedup();
-        return Ok(addrs);
+        return Ok((addrs, port_name.to_owned()));
     }
 
     let mut addrs = Vec::new();
@@ -144,7 +158,7 @@ fn resolve_service(
     }
     addrs.sort();
     addrs.dedup();
-    Ok(addrs)
+    Ok((addrs, port_name.to_owned()))
 }
 
 /// The label that keeps a node out of external load balancers' backends.

@@ -28,7 +28,7 @@ pub(super) fn resolve(
     (certificates, problems)
 }
 
-fn resolve_one(
+pub(super) fn resolve_one(
     index: &Index,
     gateway_ns: &str,
     r: &SecretObjectReference,

@@ -40,7 +40,7 @@ pub struct BackendTlsValidation {
     #[serde(default)]
     pub ca_certificate_refs: Vec<LocalObjectReference>,
     /// `System` is the only value the spec defines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "wellKnownCACertificates", skip_serializing_if = "Option::is_none")]
     pub well_known_ca_certificates: Option<String>,
     pub hostname: String,
     #[serde(default)]

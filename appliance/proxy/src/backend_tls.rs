@@ -277,3 +277,101 @@ impl TlsEndpoint {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_model::CaBundle;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+
+    use super::*;
+
+    fn ca() -> (Issuer<'static, KeyPair>, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        (Issuer::new(params, key), cert.pem())
+    }
+
+    fn roots(pem: &str) -> Arc<RootCertStore> {
+        let mut store = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(cert.unwrap()).unwrap();
+        }
+        Arc::new(store)
+    }
+
+    /// Whether a leaf for `dns` (and `uri`) signed by `issuer` passes a verifier trusting
+    /// `trusted` with `names`, connecting to `sni`.
+    fn passes(
+        issuer: &Issuer<'static, KeyPair>,
+        trusted: &str,
+        names: Vec<Name>,
+        sni: &str,
+        uri: Option<&str>,
+    ) -> bool {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["svc.example.com".to_owned()]).unwrap();
+        if let Some(uri) = uri {
+            params.subject_alt_names.push(SanType::URI(uri.try_into().unwrap()));
+        }
+        let leaf = params.signed_by(&key, issuer).unwrap();
+        let verifier = Verifier { roots: roots(trusted), names, provider: provider() };
+        let sni = ServerName::try_from(sni.to_owned()).unwrap();
+        verifier.verify_server_cert(leaf.der(), &[], &sni, &[], UnixTime::now()).is_ok()
+    }
+
+    fn dns(name: &str) -> Name {
+        Name::Dns(ServerName::try_from(name.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn the_chain_must_end_in_the_policy_roots() {
+        let (issuer, pem) = ca();
+        let (_, other) = ca();
+        assert!(passes(&issuer, &pem, Vec::new(), "svc.example.com", None));
+        assert!(!passes(&issuer, &other, Vec::new(), "svc.example.com", None));
+        assert!(!passes(&issuer, &other, vec![dns("svc.example.com")], "x.example.com", None));
+    }
+
+    #[test]
+    fn without_sans_the_hostname_is_checked_with_sans_only_they_are() {
+        let (issuer, pem) = ca();
+        assert!(!passes(&issuer, &pem, Vec::new(), "other.example.com", None));
+        let uri = "spiffe://td/ns/app/sa/svc";
+        assert!(passes(&issuer, &pem, vec![dns("svc.example.com")], "other.example.com", None));
+        assert!(passes(&issuer, &pem, vec![Name::Uri(uri.into())], "other.example.com", Some(uri)));
+        assert!(
+            !passes(&issuer, &pem, vec![dns("nope.example.com")], "svc.example.com", None),
+            "with SANs the hostname no longer authenticates"
+        );
+        assert!(!passes(
+            &issuer,
+            &pem,
+            vec![Name::Uri("spiffe://td/x".into())],
+            "svc.example.com",
+            Some(uri)
+        ));
+    }
+
+    #[test]
+    fn unusable_settings_are_errors_not_cleartext() {
+        let settings = |pem: &str, hostname: &str| BackendTls {
+            source: "BackendTLSPolicy app/p".into(),
+            hostname: hostname.into(),
+            roots: TrustRoots::Pem(vec![CaBundle {
+                source: "ConfigMap app/ca".into(),
+                pem: pem.into(),
+            }]),
+            subject_alt_names: Vec::new(),
+            client_certificate: None,
+        };
+        assert!(Connector::new(&settings("not PEM", "svc.example.com")).is_err());
+        let (_, pem) = ca();
+        assert!(matches!(
+            Connector::new(&settings(&pem, "not a name!")),
+            Err(BackendTlsError::ServerName(_))
+        ));
+        assert!(Connector::new(&settings(&pem, "svc.example.com")).is_ok());
+    }
+}

@@ -290,6 +290,40 @@ impl Index {
         namespaces
     }
 
+    /// Namespaces holding ConfigMaps of CA certificates something points at: those of
+    /// BackendTLSPolicies naming a ConfigMap (always their own), and those Gateways'
+    /// frontend validation refs point into (the Gateway's own when the ref names none).
+    pub fn ca_config_map_namespaces(&self) -> BTreeSet<String> {
+        let config_map =
+            |group: &str, kind: &str| (group.is_empty() || group == "core") && kind == "ConfigMap";
+        let mut namespaces = BTreeSet::new();
+        for ((ns, _), policy) in &self.backend_tls_policies {
+            if policy
+                .spec
+                .validation
+                .ca_certificate_refs
+                .iter()
+                .any(|r| config_map(&r.group, &r.kind))
+            {
+                namespaces.insert(ns.clone());
+            }
+        }
+        for ((gateway_ns, _), gateway) in &self.gateways {
+            let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+                continue;
+            };
+            let validations = std::iter::once(&frontend.default)
+                .chain(frontend.per_port.iter().map(|p| &p.tls))
+                .filter_map(|t| t.validation.as_ref());
+            for r in validations.flat_map(|v| &v.ca_certificate_refs) {
+                if config_map(&r.group, &r.kind) {
+                    namespaces.insert(r.namespace.clone().unwrap_or_else(|| gateway_ns.clone()));
+                }
+            }
+        }
+        namespaces
+    }
+
     /// The EndpointSlices of a Service (by the `kubernetes.io/service-name` label).
     pub(crate) fn endpoint_slices_of<'a>(
         &'a self,

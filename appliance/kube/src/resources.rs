@@ -67,11 +67,11 @@ pub fn watched_kinds(addressing: BackendAddressing) -> impl Iterator<Item = Kind
 }
 
 /// Every watch started at once for a namespace filter (empty: every namespace). Cluster-scoped
-/// kinds are always watched cluster-wide. Secrets are not among them: they are watched only in
-/// the namespaces listeners reference (see `secrets`).
+/// kinds are always watched cluster-wide. Secrets and ConfigMaps are not among them: they are
+/// watched only in the namespaces that reference them (see `secrets`).
 pub fn scopes(namespaces: &[String], addressing: BackendAddressing) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    for kind in watched_kinds(addressing).filter(|kind| *kind != Kind::Secret) {
+    for kind in watched_kinds(addressing).filter(|k| !matches!(k, Kind::Secret | Kind::ConfigMap)) {
         if !kind.is_namespaced() || namespaces.is_empty() {
             scopes.push(Scope { kind, namespace: None });
         } else {
@@ -88,12 +88,17 @@ mod tests {
     #[test]
     fn namespace_filter_splits_namespaced_kinds_only() {
         let endpoints = BackendAddressing::Endpoints;
-        assert_eq!(scopes(&[], endpoints).len(), Kind::ALL.len() - 2, "no Nodes, no Secrets");
+        assert_eq!(
+            scopes(&[], endpoints).len(),
+            Kind::ALL.len() - 3,
+            "no Nodes, Secrets, ConfigMaps"
+        );
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, eight namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 8 * 2);
+        // GatewayClass and Namespace once, seven namespaced kinds twice (Secrets and
+        // ConfigMaps come later).
+        assert_eq!(filtered.len(), 2 + 7 * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));

@@ -378,3 +378,68 @@ spec:
     let resolved = condition(&listener["conditions"], "ResolvedRefs");
     assert_eq!(resolved["reason"], "InvalidCACertificateRef");
 }
+
+/// Cluster mode: the policy and its CA come from the API server, and ConfigMaps are listed
+/// only in the namespaces that reference them.
+#[tokio::test]
+async fn cluster_mode_reads_policies_and_lists_config_maps_only_where_referenced() {
+    use gatehouse_tests::FakeKube;
+    use serde_json::json;
+
+    let ca = TestCa::new();
+    let (chain, key) = backend_cert(&ca);
+    let backend = TlsEchoBackend::start("secure", &chain, &key, None).await;
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    let gateway_api = "gateway.networking.k8s.io/v1";
+    let config_map = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "ca", "namespace": ns}, "data": {"ca.crt": ca.cert_pem}})
+    };
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+        json!({"apiVersion": gateway_api, "kind": "GatewayClass", "metadata": {"name": "gatehouse"},
+               "spec": {"controllerName": "gatehouse.dev/gateway-controller"}}),
+        json!({"apiVersion": gateway_api, "kind": "Gateway",
+               "metadata": {"name": "web", "namespace": "app"},
+               "spec": {"gatewayClassName": "gatehouse",
+                        "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+                        "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}}),
+        json!({"apiVersion": gateway_api, "kind": "HTTPRoute",
+               "metadata": {"name": "secure", "namespace": "app"},
+               "spec": {"parentRefs": [{"name": "web"}],
+                        "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secure", "namespace": "app"},
+               "spec": {"ports": [{"name": "https", "port": 443, "targetPort": backend.port()}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "secure-1", "namespace": "app",
+                            "labels": {"kubernetes.io/service-name": "secure"}},
+               "addressType": "IPv4", "ports": [{"name": "https", "port": backend.port()}],
+               "endpoints": [{"addresses": ["127.0.0.1"]}]}),
+        json!({"apiVersion": gateway_api, "kind": "BackendTLSPolicy",
+               "metadata": {"name": "secure", "namespace": "app"},
+               "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "secure"}],
+                        "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}],
+                                       "hostname": "backend.example.com"}}}),
+        config_map("app"),
+        config_map("other"),
+    ] {
+        kube.apply(object).await;
+    }
+    let config = "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nshutdown_grace_ms = 1000\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n";
+    let gh = Appliance::start_ready(config, &[("kubeconfig", &kube.kubeconfig())]).await;
+    let reply = Client::http1().get(&format!("http://127.0.0.1:{port}/")).await;
+    let status = gh.status().await;
+    let reply = reply.unwrap_or_else(|e| panic!("{e}\n{status:#}"));
+    assert_eq!(reply.status, 200, "{}", gh.logs());
+    assert_eq!(reply.backend(), Some("secure"));
+    let lists: Vec<String> = kube
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.starts_with("LIST") && r.contains("configmaps"))
+        .collect();
+    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|r| r.contains("/namespaces/app/configmaps")), "{lists:#?}");
+}

@@ -242,6 +242,7 @@ fn backend(b: BackendIn) -> WeightedBackend {
         TargetIn::Endpoints(ports) => Backend::Endpoints(BackendEndpoints {
             name: "fuzz/endpoints".to_owned(),
             addrs: ports.into_iter().map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))).collect(),
+            tls: None,
         }),
         TargetIn::Dns { host, port } => Backend::Dns { name: "fuzz/dns".to_owned(), host, port },
         TargetIn::Unresolved => Backend::Unresolved(UnresolvedBackend {

@@ -55,12 +55,19 @@ pub struct Client {
     wire: Wire,
     headers: Vec<(String, String)>,
     timeout: Duration,
+    /// A client certificate chain and key (PEM) presented over TLS.
+    client_cert: Option<(String, String)>,
 }
 
 impl Client {
     /// HTTP/1.1 in cleartext.
     pub fn http1() -> Self {
-        Self { wire: Wire::Http1, headers: Vec::new(), timeout: Duration::from_secs(10) }
+        Self {
+            wire: Wire::Http1,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            client_cert: None,
+        }
     }
 
     /// HTTP/2 with prior knowledge in cleartext (h2c).
@@ -82,6 +89,12 @@ impl Client {
             sni: sni.map(str::to_owned),
         };
         Self { wire, ..Self::http1() }
+    }
+
+    /// Presents a client certificate (`chain_pem`, `key_pem`) when the server asks for one.
+    pub fn client_cert(mut self, chain_pem: &str, key_pem: &str) -> Self {
+        self.client_cert = Some((chain_pem.to_owned(), key_pem.to_owned()));
+        self
     }
 
     /// Adds a request header to every request.
@@ -133,13 +146,24 @@ impl Client {
         let mut builder = Request::builder().method(method);
         match &self.wire {
             Wire::Tls { roots, alpn, sni } => {
-                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                     rustls::crypto::aws_lc_rs::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
+                .with_root_certificates(roots.clone());
+                let mut config = match &self.client_cert {
+                    None => config.with_no_client_auth(),
+                    Some((chain, key)) => {
+                        let chain =
+                            rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|e| e.to_string())?;
+                        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                            .map_err(|e| e.to_string())?;
+                        config.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+                    }
+                };
                 config.alpn_protocols = alpn.clone();
                 let server_name = match sni {
                     Some(sni) => ServerName::try_from(sni.clone()).map_err(|e| e.to_string())?,

@@ -63,7 +63,7 @@ impl Drop for EchoBackend {
     }
 }
 
-async fn echo(backend: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn echo(backend: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = http_body_util::Limited::new(body, 64 << 20);
     #[allow(clippy::disallowed_methods, reason = "bounded by Limited")]

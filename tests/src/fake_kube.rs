@@ -327,7 +327,16 @@ impl Drop for FakeKube {
 fn resource(api_version: &str, kind: &str) -> String {
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let lower = kind.to_ascii_lowercase();
-    let plural = if lower.ends_with('s') { format!("{lower}es") } else { format!("{lower}s") };
+    let plural = if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        // backendtlspolicy → backendtlspolicies (but gateway → gateways)
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    };
     format!("{group}/{plural}")
 }
 

@@ -13,6 +13,7 @@ mod fake_kube;
 mod pki;
 mod plugins;
 mod scripted;
+mod tls_backend;
 
 pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
@@ -23,6 +24,7 @@ pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};
 pub use pki::TestCa;
 pub use plugins::wasm_plugin;
 pub use scripted::{ScriptedBackend, Seen, Step};
+pub use tls_backend::TlsEchoBackend;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -68,7 +68,11 @@ fn http_listener(gateway_name: &str, name: &str, port: u16, hostname: Option<&st
 }
 
 fn endpoint(addr: &str) -> Backend {
-    Backend::Endpoints(BackendEndpoints { name: addr.into(), addrs: vec![addr.parse().unwrap()] })
+    Backend::Endpoints(BackendEndpoints {
+        name: addr.into(),
+        addrs: vec![addr.parse().unwrap()],
+        tls: None,
+    })
 }
 
 const MINIMAL_NATIVE: &str = r#"

@@ -40,6 +40,7 @@ pub mod reason {
     pub const INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
     pub const INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    pub const INVALID_CLIENT_CERTIFICATE_REF: &str = "InvalidClientCertificateRef";
 
     // Route.
     pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
@@ -48,4 +49,10 @@ pub mod reason {
     pub const INCOMPATIBLE_FILTERS: &str = "IncompatibleFilters";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+
+    // Policies (BackendTLSPolicy).
+    pub const CONFLICTED: &str = "Conflicted";
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
+    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
 }

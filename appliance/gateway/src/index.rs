@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
 use crate::types::{
-    Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute,
-    WasmPlugin,
+    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute,
+    TlsRoute, UdpRoute, WasmPlugin,
 };
 
 /// The label every namespace carries with its own name.
@@ -45,6 +45,8 @@ pub struct Index {
     pub(crate) tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
     pub(crate) udp_routes: BTreeMap<Key, Arc<UdpRoute>>,
     pub(crate) tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
+    pub(crate) backend_tls_policies: BTreeMap<Key, Arc<BackendTlsPolicy>>,
+    pub(crate) config_maps: BTreeMap<Key, Arc<ConfigMap>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -101,6 +103,8 @@ impl Index {
             Object::TcpRoute(o) => put(&mut self.tcp_routes, k, o),
             Object::UdpRoute(o) => put(&mut self.udp_routes, k, o),
             Object::TlsRoute(o) => put(&mut self.tls_routes, k, o),
+            Object::BackendTlsPolicy(o) => put(&mut self.backend_tls_policies, k, o),
+            Object::ConfigMap(o) => put(&mut self.config_maps, k, o),
         };
         if changed {
             self.touch(kind);
@@ -138,6 +142,8 @@ impl Index {
             Kind::TcpRoute => self.tcp_routes.remove(&k).is_some(),
             Kind::UdpRoute => self.udp_routes.remove(&k).is_some(),
             Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.remove(&k).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -174,6 +180,8 @@ impl Index {
             Kind::TcpRoute => self.tcp_routes.clear(),
             Kind::UdpRoute => self.udp_routes.clear(),
             Kind::TlsRoute => self.tls_routes.clear(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.clear(),
+            Kind::ConfigMap => self.config_maps.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -208,6 +216,8 @@ impl Index {
             Kind::TcpRoute => keep_others(&mut self.tcp_routes, namespace),
             Kind::UdpRoute => keep_others(&mut self.udp_routes, namespace),
             Kind::TlsRoute => keep_others(&mut self.tls_routes, namespace),
+            Kind::BackendTlsPolicy => keep_others(&mut self.backend_tls_policies, namespace),
+            Kind::ConfigMap => keep_others(&mut self.config_maps, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -236,6 +246,8 @@ impl Index {
             Kind::TcpRoute => self.tcp_routes.contains_key(&k),
             Kind::UdpRoute => self.udp_routes.contains_key(&k),
             Kind::TlsRoute => self.tls_routes.contains_key(&k),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.contains_key(&k),
+            Kind::ConfigMap => self.config_maps.contains_key(&k),
         }
     }
 
@@ -255,6 +267,8 @@ impl Index {
             + self.tcp_routes.len()
             + self.udp_routes.len()
             + self.tls_routes.len()
+            + self.backend_tls_policies.len()
+            + self.config_maps.len()
     }
 
     /// Whether the index holds nothing.
@@ -300,6 +314,40 @@ impl Index {
                 .filter(|r| (r.group.is_empty() || r.group == "core") && r.kind == "Secret");
             for r in refs {
                 namespaces.insert(r.namespace.clone().unwrap_or_else(|| owner_ns.clone()));
+            }
+        }
+        namespaces
+    }
+
+    /// Namespaces holding ConfigMaps of CA certificates something points at: those of
+    /// BackendTLSPolicies naming a ConfigMap (always their own), and those Gateways'
+    /// frontend validation refs point into (the Gateway's own when the ref names none).
+    pub fn ca_config_map_namespaces(&self) -> BTreeSet<String> {
+        let config_map =
+            |group: &str, kind: &str| (group.is_empty() || group == "core") && kind == "ConfigMap";
+        let mut namespaces = BTreeSet::new();
+        for ((ns, _), policy) in &self.backend_tls_policies {
+            if policy
+                .spec
+                .validation
+                .ca_certificate_refs
+                .iter()
+                .any(|r| config_map(&r.group, &r.kind))
+            {
+                namespaces.insert(ns.clone());
+            }
+        }
+        for ((gateway_ns, _), gateway) in &self.gateways {
+            let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+                continue;
+            };
+            let validations = std::iter::once(&frontend.default)
+                .chain(frontend.per_port.iter().map(|p| &p.tls))
+                .filter_map(|t| t.validation.as_ref());
+            for r in validations.flat_map(|v| &v.ca_certificate_refs) {
+                if config_map(&r.group, &r.kind) {
+                    namespaces.insert(r.namespace.clone().unwrap_or_else(|| gateway_ns.clone()));
+                }
             }
         }
         namespaces

@@ -35,6 +35,7 @@ pub mod index;
 pub mod ipam;
 pub mod loader;
 pub mod object;
+pub mod policy_status;
 pub mod status;
 pub mod transitions;
 pub mod translate;

@@ -2,13 +2,13 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::types::{
-    Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute, TlsRoute, UdpRoute,
-    WasmPlugin,
+    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute,
+    TlsRoute, UdpRoute, WasmPlugin,
 };
 
 /// One object of a kind the index holds.
@@ -31,6 +31,9 @@ pub enum Object {
     TcpRoute(TcpRoute),
     UdpRoute(UdpRoute),
     TlsRoute(TlsRoute),
+    BackendTlsPolicy(BackendTlsPolicy),
+    /// CA certificates (`ca.crt`) that BackendTLSPolicies and frontend validation point at.
+    ConfigMap(ConfigMap),
 }
 
 /// The kinds the index holds.
@@ -51,11 +54,13 @@ pub enum Kind {
     TcpRoute,
     UdpRoute,
     TlsRoute,
+    BackendTlsPolicy,
+    ConfigMap,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 16] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -70,6 +75,8 @@ impl Kind {
         Kind::TcpRoute,
         Kind::UdpRoute,
         Kind::TlsRoute,
+        Kind::BackendTlsPolicy,
+        Kind::ConfigMap,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -89,6 +96,8 @@ impl Kind {
             Kind::TcpRoute => "TCPRoute",
             Kind::UdpRoute => "UDPRoute",
             Kind::TlsRoute => "TLSRoute",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -148,6 +157,8 @@ impl Object {
             Object::TcpRoute(_) => Kind::TcpRoute,
             Object::UdpRoute(_) => Kind::UdpRoute,
             Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -168,6 +179,8 @@ impl Object {
             Object::TcpRoute(o) => &o.metadata,
             Object::UdpRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 

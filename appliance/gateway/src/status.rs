@@ -51,6 +51,8 @@ pub enum Status {
     ListenerSet(ListenerSetStatus),
     /// A LoadBalancer Service's addresses (LB-IPAM).
     Service(crate::ipam::ServiceStatus),
+    /// A policy's standing per ancestor (BackendTLSPolicy).
+    Policy(crate::policy_status::PolicyStatus),
 }
 
 /// A `metav1.Condition`.
@@ -137,14 +139,14 @@ pub struct RouteParentStatus {
 }
 
 /// Builds conditions for one object generation at one time.
-struct Conditions<'a> {
+pub(crate) struct Conditions<'a> {
     generation: i64,
     now: &'a str,
-    list: Vec<Condition>,
+    pub(crate) list: Vec<Condition>,
 }
 
 impl<'a> Conditions<'a> {
-    fn new(generation: i64, now: &'a str) -> Self {
+    pub(crate) fn new(generation: i64, now: &'a str) -> Self {
         Self { generation, now, list: Vec::new() }
     }
 
@@ -166,7 +168,7 @@ impl<'a> Conditions<'a> {
     }
 
     /// `True` with `ok_reason` when `result` is Ok, else `False` with the problem.
-    fn push_result(
+    pub(crate) fn push_result(
         &mut self,
         type_: &'static str,
         result: &Result<(), Problem>,
@@ -192,11 +194,11 @@ fn supported_features(accepted: bool) -> Vec<SupportedFeature> {
         .collect()
 }
 
-fn generation(meta: &ObjectMeta) -> i64 {
+pub(crate) fn generation(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or(1)
 }
 
-fn metadata(meta: &ObjectMeta, namespaced: bool) -> StatusMetadata {
+pub(crate) fn metadata(meta: &ObjectMeta, namespaced: bool) -> StatusMetadata {
     StatusMetadata {
         namespace: if namespaced { meta.namespace.clone() } else { None },
         name: meta.name.clone().unwrap_or_default(),
@@ -297,6 +299,11 @@ pub fn status(
         }
         let gateway_programmed = conds.list.last().is_some_and(|c| c.status == "True");
         programmed_gateways.insert(id.clone(), gateway_programmed);
+        // Gateway-level refs (spec.tls.backend.clientCertificateRef) have their own condition.
+        if let Some(cert) = crate::translate::gateway_tls::client_certificate(index, gateway) {
+            let resolved = cert.map(drop);
+            conds.push_result(c::RESOLVED_REFS, &resolved, reason::RESOLVED_REFS, "resolved");
+        }
         out.push(ObjectStatus {
             api_version: API_VERSION.into(),
             kind: "Gateway".into(),
@@ -375,6 +382,7 @@ pub fn status(
             status: Status::HttpRoute(HttpRouteStatus { parents }),
         });
     }
+    out.extend(crate::policy_status::backend_tls_policies(index, settings, translation, &now));
     out
 }
 

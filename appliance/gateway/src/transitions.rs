@@ -27,6 +27,15 @@ fn parent_part(parent: &Value) -> String {
     format!("parent:{}:{}", parent["controllerName"].as_str().unwrap_or(""), parent["parentRef"])
 }
 
+/// A policy's entry per ancestor and controller (BackendTLSPolicy `status.ancestors`).
+fn ancestor_part(ancestor: &Value) -> String {
+    format!(
+        "ancestor:{}:{}",
+        ancestor["controllerName"].as_str().unwrap_or(""),
+        ancestor["ancestorRef"]
+    )
+}
+
 /// Every condition list of an object with a name for its part.
 fn condition_lists(status: &Value) -> Vec<(String, &Value)> {
     let mut lists = vec![(String::new(), &status["conditions"])];
@@ -35,6 +44,9 @@ fn condition_lists(status: &Value) -> Vec<(String, &Value)> {
     }
     for parent in status["parents"].as_array().into_iter().flatten() {
         lists.push((parent_part(parent), &parent["conditions"]));
+    }
+    for ancestor in status["ancestors"].as_array().into_iter().flatten() {
+        lists.push((ancestor_part(ancestor), &ancestor["conditions"]));
     }
     lists
 }
@@ -93,6 +105,11 @@ pub fn preserve(previous: &[Value], current: &mut [Value]) {
         for parent in status.get_mut("parents").and_then(Value::as_array_mut).into_iter().flatten()
         {
             restamp(&parent_part(parent), parent.get_mut("conditions"));
+        }
+        for ancestor in
+            status.get_mut("ancestors").and_then(Value::as_array_mut).into_iter().flatten()
+        {
+            restamp(&ancestor_part(ancestor), ancestor.get_mut("conditions"));
         }
     }
 }

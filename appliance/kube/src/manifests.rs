@@ -182,6 +182,7 @@ mod tests {
                 (
                     &json!("gateway.networking.k8s.io"),
                     &json!([
+                        "backendtlspolicies/status",
                         "gatewayclasses/status",
                         "gateways/status",
                         "httproutes/status",

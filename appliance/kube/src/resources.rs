@@ -4,7 +4,7 @@ use gatehouse_gateway::loader::TLS_SECRET_TYPE;
 use gatehouse_gateway::types::GROUP;
 use gatehouse_gateway::types::WasmPlugin;
 use gatehouse_gateway::{BackendAddressing, Kind};
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::ApiResource;
 
@@ -37,6 +37,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::TcpRoute => gateway_api("v1alpha2", "TCPRoute", "tcproutes"),
         Kind::UdpRoute => gateway_api("v1alpha2", "UDPRoute", "udproutes"),
         Kind::TlsRoute => gateway_api("v1", "TLSRoute", "tlsroutes"),
+        Kind::BackendTlsPolicy => gateway_api("v1", "BackendTLSPolicy", "backendtlspolicies"),
+        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
     }
 }
 
@@ -77,11 +79,11 @@ pub fn watched_kinds(addressing: BackendAddressing) -> impl Iterator<Item = Kind
 }
 
 /// Every watch started at once for a namespace filter (empty: every namespace). Cluster-scoped
-/// kinds are always watched cluster-wide. Secrets are not among them: they are watched only in
-/// the namespaces listeners reference (see `secrets`).
+/// kinds are always watched cluster-wide. Secrets and ConfigMaps are not among them: they are
+/// watched only in the namespaces that reference them (see `secrets`).
 pub fn scopes(namespaces: &[String], addressing: BackendAddressing) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    for kind in watched_kinds(addressing).filter(|kind| *kind != Kind::Secret) {
+    for kind in watched_kinds(addressing).filter(|k| !matches!(k, Kind::Secret | Kind::ConfigMap)) {
         if !kind.is_namespaced() || namespaces.is_empty() {
             scopes.push(Scope { kind, namespace: None });
         } else {
@@ -98,13 +100,20 @@ mod tests {
     #[test]
     fn namespace_filter_splits_namespaced_kinds_only() {
         let endpoints = BackendAddressing::Endpoints;
-        assert_eq!(scopes(&[], endpoints).len(), Kind::ALL.len() - 2, "no Nodes, no Secrets");
+        assert_eq!(
+            scopes(&[], endpoints).len(),
+            Kind::ALL.len() - 3,
+            "no Nodes, Secrets, ConfigMaps"
+        );
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, the namespaced kinds twice (Secrets come later).
-        let namespaced =
-            Kind::ALL.iter().filter(|k| k.is_namespaced() && **k != Kind::Secret).count();
+        // GatewayClass and Namespace once, the namespaced kinds twice (Secrets and ConfigMaps
+        // come later).
+        let namespaced = Kind::ALL
+            .iter()
+            .filter(|k| k.is_namespaced() && **k != Kind::Secret && **k != Kind::ConfigMap)
+            .count();
         assert_eq!(filtered.len(), 2 + namespaced * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));

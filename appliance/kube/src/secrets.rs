@@ -1,6 +1,8 @@
 //! Secret watches narrowed to what listeners reference: one watch (field selector
 //! `type=kubernetes.io/tls`) per namespace that some Gateway listener's `certificateRefs` point
-//! into, started and stopped as Gateways change.
+//! into, started and stopped as Gateways change. ConfigMaps (CA certificates) are narrowed
+//! the same way: one watch per namespace a BackendTLSPolicy or a Gateway's frontend
+//! validation points into.
 //!
 //! Not narrowed per name: field selectors have no set-based operator, so per-name narrowing
 //! takes one watch (one long-lived API server stream) per Secret, which grows with the
@@ -28,8 +30,24 @@ pub fn wanted(state: &ClusterState, filter: &[String]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The per-namespace watches needed: Secrets where listeners point, ConfigMaps where CA
+/// certificate refs point (both within the namespace filter).
+fn wanted_scopes(state: &ClusterState, filter: &[String]) -> BTreeSet<Scope> {
+    let secrets = wanted(state, filter)
+        .into_iter()
+        .map(|ns| Scope { kind: Kind::Secret, namespace: Some(ns) });
+    let config_maps = state
+        .index
+        .ca_config_map_namespaces()
+        .into_iter()
+        .filter(|ns| filter.is_empty() || filter.contains(ns))
+        .map(|ns| Scope { kind: Kind::ConfigMap, namespace: Some(ns) });
+    secrets.chain(config_maps).collect()
+}
+
 /// Follows the published state: once the Gateways are listed, and whenever the set of
-/// referenced namespaces changes, starts and stops per-namespace Secret watches.
+/// referenced namespaces changes, starts and stops per-namespace Secret and ConfigMap
+/// watches.
 pub(crate) async fn supervise(
     client: kube::Client,
     filter: Vec<String>,
@@ -42,33 +60,33 @@ pub(crate) async fn supervise(
     loop {
         let want = {
             let current = changes.borrow_and_update();
-            current.gateways_synced().then(|| wanted(&current, &filter))
+            current.gateways_synced().then(|| wanted_scopes(&current, &filter))
         };
         if let Some(want) = want {
-            let have: BTreeSet<String> = watches.0.keys().cloned().collect();
+            let have: BTreeSet<Scope> = watches.0.keys().cloned().collect();
             if !chosen || want != have {
                 chosen = true;
-                let added: BTreeSet<String> = want.difference(&have).cloned().collect();
-                let removed: BTreeSet<String> = have.difference(&want).cloned().collect();
-                for ns in &removed {
-                    if let Some(task) = watches.0.remove(ns) {
+                let added: BTreeSet<Scope> = want.difference(&have).cloned().collect();
+                let removed: BTreeSet<Scope> = have.difference(&want).cloned().collect();
+                for scope in &removed {
+                    if let Some(task) = watches.0.remove(scope) {
                         task.abort();
                         // Wait until it is gone, so no late event refills the namespace.
                         let _ = task.await;
                     }
                 }
-                state.send_if_modified(|s| s.choose_secret_namespaces(&added, &removed));
-                for ns in added {
-                    let scope = Scope { kind: Kind::Secret, namespace: Some(ns.clone()) };
+                state.send_if_modified(|s| s.choose_scopes(&added, &removed));
+                for scope in added {
                     let task = tokio::spawn(crate::run(
                         client.clone(),
-                        scope,
+                        scope.clone(),
                         state.clone(),
                         metrics.clone(),
                     ));
-                    watches.0.insert(ns, task);
+                    watches.0.insert(scope, task);
                 }
-                tracing::info!(namespaces = ?watches.0.keys().collect::<Vec<_>>(), "watching TLS Secrets");
+                let scopes: Vec<String> = watches.0.keys().map(ToString::to_string).collect();
+                tracing::info!(?scopes, "watching TLS Secrets and CA ConfigMaps");
             }
         }
         if changes.changed().await.is_err() {
@@ -77,9 +95,10 @@ pub(crate) async fn supervise(
     }
 }
 
-/// The running Secret watches; dropped (the supervisor aborted with the cluster) they stop.
+/// The running per-namespace watches; dropped (the supervisor aborted with the cluster)
+/// they stop.
 #[derive(Default)]
-struct Watches(BTreeMap<String, JoinHandle<()>>);
+struct Watches(BTreeMap<Scope, JoinHandle<()>>);
 
 impl Drop for Watches {
     fn drop(&mut self) {

@@ -46,7 +46,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 8] = [
+pub const STATUS_KINDS: [Kind; 9] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::HttpRoute,
@@ -55,11 +55,17 @@ pub const STATUS_KINDS: [Kind; 8] = [
     Kind::UdpRoute,
     Kind::TlsRoute,
     Kind::ListenerSet,
+    Kind::BackendTlsPolicy,
 ];
 
-/// Route kinds: their `status.parents` is shared with other controllers.
-fn is_route(kind: &Value) -> bool {
-    matches!(kind.as_str(), Some("HTTPRoute" | "TCPRoute" | "UDPRoute" | "TLSRoute"))
+/// The status list a kind shares with other controllers, one entry per controller (and
+/// parent or ancestor): routes' `parents`, BackendTLSPolicy `ancestors`.
+fn shared_list(desired: &Value) -> Option<&'static str> {
+    match desired["kind"].as_str()? {
+        "HTTPRoute" | "TCPRoute" | "UDPRoute" | "TLSRoute" => Some("parents"),
+        "BackendTLSPolicy" => Some("ancestors"),
+        _ => None,
+    }
 }
 
 /// What the daemon hands over after an applied generation.
@@ -89,8 +95,9 @@ impl StatusWriter {
     }
 
     /// Hands over the status objects of one applied generation (as `/status` shows them).
-    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API and (LB-IPAM) Services are
-    /// taken; the native TOML objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
+    /// Only GatewayClass, Gateway, HTTPRoute and BackendTLSPolicy of the Gateway API and
+    /// (LB-IPAM) Services are taken; the native TOML objects (and anything else) are skipped.
+    /// Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
         let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
         let update = Update { controller_name: controller_name.to_owned(), objects };
@@ -132,6 +139,7 @@ fn target(object: &Value) -> Option<ObjectRef> {
 ///   controllers that both do this never reorder each other's writes back and forth. The
 ///   write carries the resourceVersion it was computed from, so an entry another controller
 ///   adds in between makes the API server answer 409, and the writer reads again.
+///   `BackendTLSPolicy.status.ancestors` is shared the same way, per ancestor and controller.
 pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) -> Option<Value> {
     let mut seen = current.clone();
     // Single GETs carry apiVersion and kind; set them anyway, `preserve` matches on them.
@@ -143,12 +151,12 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
         std::slice::from_mut(&mut ours),
     );
     let mut status = ours["status"].take();
-    if is_route(&desired["kind"]) {
-        let mine = status["parents"].as_array().cloned().unwrap_or_default();
+    if let Some(list) = shared_list(desired) {
+        let mine = status[list].as_array().cloned().unwrap_or_default();
         let is_mine = |p: &Value| p["controllerName"].as_str() == Some(controller_name);
         let mut parents = Vec::new();
         let mut mine = Some(mine);
-        for parent in current["status"]["parents"].as_array().into_iter().flatten() {
+        for parent in current["status"][list].as_array().into_iter().flatten() {
             if is_mine(parent) {
                 parents.extend(mine.take().into_iter().flatten());
             } else {
@@ -156,7 +164,7 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
             }
         }
         parents.extend(mine.into_iter().flatten());
-        status["parents"] = Value::Array(parents);
+        status[list] = Value::Array(parents);
     }
     (current.get("status") != Some(&status)).then_some(status)
 }
@@ -168,7 +176,7 @@ fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
     if let Some(namespace) = desired["metadata"]["namespace"].as_str() {
         metadata["namespace"] = namespace.into();
     }
-    if is_route(&desired["kind"])
+    if shared_list(desired).is_some()
         && let Some(rv) = current["metadata"]["resourceVersion"].as_str()
     {
         metadata["resourceVersion"] = rv.into();

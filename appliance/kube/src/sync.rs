@@ -44,9 +44,10 @@ impl ClusterState {
         self.unsynced.is_empty() && !self.secrets_pending
     }
 
-    /// Whether every watch but the Secret watches has listed once: the Gateways are known.
+    /// Whether every watch but the Secret and ConfigMap watches has listed once: the
+    /// Gateways (and BackendTLSPolicies) are known.
     pub fn gateways_synced(&self) -> bool {
-        self.unsynced.iter().all(|scope| scope.kind == Kind::Secret)
+        self.unsynced.iter().all(|scope| matches!(scope.kind, Kind::Secret | Kind::ConfigMap))
     }
 
     /// Records a new set of Secret watches (pure; the caller starts and stops the watches):
@@ -58,18 +59,26 @@ impl ClusterState {
         added: &BTreeSet<String>,
         removed: &BTreeSet<String>,
     ) -> bool {
+        let scopes = |set: &BTreeSet<String>| -> BTreeSet<Scope> {
+            set.iter().map(|ns| Scope { kind: Kind::Secret, namespace: Some(ns.clone()) }).collect()
+        };
+        self.choose_scopes(&scopes(added), &scopes(removed))
+    }
+
+    /// [`ClusterState::choose_secret_namespaces`] for per-namespace watches of any kind
+    /// (Secrets and the ConfigMaps of CA certificates).
+    pub fn choose_scopes(&mut self, added: &BTreeSet<Scope>, removed: &BTreeSet<Scope>) -> bool {
         let mut changed = false;
-        for ns in removed {
+        for scope in removed {
+            let Some(ns) = scope.namespace.as_deref() else { continue };
             let before = self.index.len();
-            self.index.reset_kind_in(Kind::Secret, ns, []);
+            self.index.reset_kind_in(scope.kind, ns, []);
             changed |= self.index.len() != before;
-            self.rejected.retain(|r, _| r.kind != Kind::Secret || r.namespace != *ns);
-            self.unsynced.remove(&Scope { kind: Kind::Secret, namespace: Some(ns.clone()) });
+            self.rejected.retain(|r, _| r.kind != scope.kind || r.namespace != ns);
+            self.unsynced.remove(scope);
         }
         if self.secrets_pending {
-            self.unsynced.extend(
-                added.iter().map(|ns| Scope { kind: Kind::Secret, namespace: Some(ns.clone()) }),
-            );
+            self.unsynced.extend(added.iter().cloned());
             self.secrets_pending = false;
             changed = true;
         }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::{Cors, Hostname, ListenerId, Mirror, ObjectId, RulePolicy};
+use crate::{BackendTls, Cors, Hostname, ListenerId, Mirror, ObjectId, RulePolicy};
 
 /// An HTTP route (Gateway API HTTPRoute semantics) and the listeners it attached to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -165,6 +165,8 @@ pub struct BackendEndpoints {
     /// Human name for logs and metrics, e.g. `default/echo:8080`.
     pub name: String,
     pub addrs: Vec<SocketAddr>,
+    /// TLS to the endpoints (a BackendTLSPolicy); `None` is cleartext.
+    pub tls: Option<BackendTls>,
 }
 
 /// A backend reference that could not be used, with the reason for logs.

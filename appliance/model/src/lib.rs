@@ -6,6 +6,8 @@
 //! [`DataPlaneReport`]. This crate depends on no source crate (no TOML, YAML or kube types).
 
 pub mod acme;
+mod backend_tls;
+mod client_auth;
 mod http;
 mod id;
 mod l4;
@@ -13,6 +15,8 @@ mod listener;
 mod policy;
 mod wasm;
 
+pub use backend_tls::{BackendTls, CaBundle, SubjectAltName, TrustRoots};
+pub use client_auth::{ClientValidation, ClientValidationMode};
 pub use http::{
     Backend, BackendEndpoints, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRoute,
     HttpRule, PathMatch, PathModifier, QueryMatch, Redirect, Rewrite, StringMatch,
@@ -53,6 +57,8 @@ pub struct Desired {
     pub l4_services: Vec<L4Service>,
     /// Gateway listeners of protocol TCP, UDP and TLS with their routes (the L4 proxy).
     pub l4_listeners: Vec<L4Listener>,
+    /// HTTPS listeners that validate client certificates.
+    pub client_validation: Vec<ClientValidation>,
 }
 
 /// An address the appliance owns, and the object it was handed to.
@@ -72,5 +78,6 @@ impl Desired {
         self.listener_filters.extend(other.listener_filters);
         self.l4_services.extend(other.l4_services);
         self.l4_listeners.extend(other.l4_listeners);
+        self.client_validation.extend(other.client_validation);
     }
 }

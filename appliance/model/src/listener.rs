@@ -48,7 +48,7 @@ pub struct ListenerTls {
 }
 
 /// A PEM certificate chain and its private key.
-#[derive(Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Certificate {
     /// Where it came from, for errors (`Secret default/example-tls`, a file path).
     pub source: String,

@@ -260,7 +260,7 @@ fn compile_listeners<'a>(
         }
         let (tls, cert_names) = match l.protocol {
             Protocol::Http => (None, Vec::new()),
-            Protocol::Https => match listener_tls(l, problems) {
+            Protocol::Https => match listener_tls(l, client_validation(desired, &l.id), problems) {
                 Some((config, names)) => (Some(config), names),
                 None => continue,
             },
@@ -300,8 +300,20 @@ fn compile_listeners<'a>(
     out
 }
 
+/// The client certificate validation of a listener, if it asks for one.
+fn client_validation<'a>(
+    desired: &'a Desired,
+    id: &ListenerId,
+) -> Option<&'a gatehouse_model::ClientValidation> {
+    desired.client_validation.iter().find(|v| v.listener == *id)
+}
+
 /// Loads the certificates of an HTTPS listener; `None` when none is usable.
-fn listener_tls(l: &Listener, problems: &mut Vec<ListenerProblem>) -> Option<TlsSetup> {
+fn listener_tls(
+    l: &Listener,
+    validation: Option<&gatehouse_model::ClientValidation>,
+    problems: &mut Vec<ListenerProblem>,
+) -> Option<TlsSetup> {
     let certs = l.tls.as_ref().map(|t| t.certificates.as_slice()).unwrap_or_default();
     if certs.is_empty() {
         let msg = "HTTPS listener has no certificate".to_owned();
@@ -321,7 +333,7 @@ fn listener_tls(l: &Listener, problems: &mut Vec<ListenerProblem>) -> Option<Tls
         return None;
     }
     let names = loaded.iter().map(|c| (c.source.clone(), c.names.clone())).collect();
-    match tls::server_config(loaded) {
+    match tls::server_config(loaded, validation) {
         Ok(config) => Some((config, names)),
         Err(e) => {
             problems.push(problem(l, ListenerProblemKind::InvalidCertificate, e.to_string()));
@@ -406,11 +418,24 @@ fn compile_backend(b: &WeightedBackend, plugins: &Plugins) -> CompiledBackend {
 /// Where a model backend sends traffic, with authorities parsed once.
 pub(crate) fn target(backend: &Backend) -> Target {
     match backend {
-        Backend::Endpoints(e) => Target::Endpoints {
-            name: e.name.clone(),
-            addrs: e.addrs.clone(),
-            authorities: e.addrs.iter().map(|a| Authority::try_from(a.to_string()).ok()).collect(),
-        },
+        Backend::Endpoints(e) => {
+            let tls = match e.tls.as_ref().map(crate::backend_tls::Connector::new).transpose() {
+                Ok(tls) => tls.map(Arc::new),
+                Err(err) => {
+                    return Target::Unresolved { name: e.name.clone(), reason: err.to_string() };
+                }
+            };
+            Target::Endpoints {
+                name: e.name.clone(),
+                addrs: e.addrs.clone(),
+                authorities: e
+                    .addrs
+                    .iter()
+                    .map(|a| Authority::try_from(a.to_string()).ok())
+                    .collect(),
+                tls,
+            }
+        }
         Backend::Dns { name, host, port } => {
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")

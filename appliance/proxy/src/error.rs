@@ -84,6 +84,12 @@ pub(crate) enum RequestError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS handshake with backend {backend} failed: {source}")]
+    BackendTls {
+        backend: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("backend {backend} did not answer in time")]
     Timeout { backend: String },
     #[error("the route's request timeout expired")]
@@ -108,7 +114,9 @@ impl RequestError {
             | Self::Unresolved { .. }
             | Self::UpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Connect { .. } | Self::BackendTls { .. } | Self::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::Timeout { .. } | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
@@ -118,6 +126,7 @@ impl RequestError {
     pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             Self::Connect { .. } => Some("connect"),
+            Self::BackendTls { .. } => Some("tls"),
             Self::Timeout { .. } => Some("timeout"),
             Self::Upstream { .. } => Some("protocol"),
             Self::NoEndpoints(_) => Some("no_endpoints"),

@@ -17,6 +17,8 @@
 //! namespace/name, rule and match order). Readers never lock: each request loads the current
 //! table once.
 
+mod backend_tls;
+mod client_auth;
 mod compile;
 mod cors;
 mod error;

@@ -91,6 +91,7 @@ pub(crate) async fn handle(
 fn backend_label(err: &RequestError) -> String {
     match err {
         RequestError::Connect { backend, .. }
+        | RequestError::BackendTls { backend, .. }
         | RequestError::Timeout { backend }
         | RequestError::Upstream { backend, .. }
         | RequestError::NoEndpoints(backend) => backend.clone(),

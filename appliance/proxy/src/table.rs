@@ -203,6 +203,8 @@ pub(crate) enum Target {
         addrs: Vec<SocketAddr>,
         /// `addrs` as URI authorities, index for index (`None` if one does not parse).
         authorities: Vec<Option<Authority>>,
+        /// TLS to the endpoints (BackendTLSPolicy); `None` is cleartext.
+        tls: Option<Arc<crate::backend_tls::Connector>>,
     },
     /// `host:port`, resolved by the connector at connect time.
     Dns {
@@ -226,9 +228,10 @@ impl Target {
 
     fn describe(&self) -> Value {
         match self {
-            Target::Endpoints { name, addrs, .. } => json!({
+            Target::Endpoints { name, addrs, tls, .. } => json!({
                 "name": name,
                 "endpoints": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "tls": tls.as_ref().map(|t| json!({"policy": t.source, "sni": t.server_name()})),
             }),
             Target::Dns { name, authority } => json!({"name": name, "dns": authority}),
             Target::Unresolved { name, reason } => json!({"name": name, "unresolved": reason}),

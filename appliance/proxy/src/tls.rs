@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_model::{Certificate, CertificateError, certified_key};
+use gatehouse_model::{Certificate, CertificateError, ClientValidation, certified_key};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -93,12 +93,19 @@ impl ResolvesServerCert for ListenerCerts {
     }
 }
 
-/// Builds the server config of one HTTPS listener (ALPN h2, then http/1.1).
-pub(crate) fn server_config(certs: Vec<LoadedCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ListenerCerts { certs }));
+/// Builds the server config of one HTTPS listener (ALPN h2, then http/1.1), validating
+/// client certificates when the listener asks for it.
+pub(crate) fn server_config(
+    certs: Vec<LoadedCert>,
+    validation: Option<&ClientValidation>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match validation {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(crate::client_auth::verifier(v)?),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(ListenerCerts { certs }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
+pub(crate) use crate::backend_tls::TlsEndpoint;
 use crate::error::BoxError;
 use crate::error::RequestError;
 use crate::table::{CompiledBackend, Target};
@@ -39,6 +40,8 @@ pub(crate) enum Key {
     Addr(SocketAddr),
     /// `host:port`, resolved on each connect.
     Dns(Authority),
+    /// An endpoint address spoken to over TLS ([`crate::backend_tls`]).
+    Tls(TlsEndpoint),
 }
 
 /// The endpoint a request goes to, and its authority (for a missing `Host`).
@@ -51,7 +54,7 @@ pub(crate) struct Endpoint {
 /// The next endpoint of a backend, round-robin, or its DNS authority.
 pub(crate) fn endpoint(backend: &CompiledBackend) -> Result<Endpoint, RequestError> {
     match &backend.target {
-        Target::Endpoints { name, addrs, authorities } => {
+        Target::Endpoints { name, addrs, authorities, tls } => {
             let i = backend.next_index(addrs.len());
             let addr = *addrs.get(i).ok_or_else(|| RequestError::NoEndpoints(name.clone()))?;
             let authority = match authorities.get(i) {
@@ -59,7 +62,11 @@ pub(crate) fn endpoint(backend: &CompiledBackend) -> Result<Endpoint, RequestErr
                 Some(Some(a)) => a.clone(),
                 _ => Authority::try_from(addr.to_string()).map_err(http::Error::from)?,
             };
-            Ok(Endpoint { key: Key::Addr(addr), authority })
+            let key = match tls {
+                Some(connector) => Key::Tls(TlsEndpoint { addr, connector: connector.clone() }),
+                None => Key::Addr(addr),
+            };
+            Ok(Endpoint { key, authority })
         }
         Target::Dns { authority, .. } => {
             let authority = Authority::try_from(authority.as_str()).map_err(http::Error::from)?;
@@ -159,6 +166,7 @@ impl std::fmt::Debug for Pool {
 enum SendError {
     ConnectTimeout,
     Connect(io::Error),
+    Tls(io::Error),
     Http(hyper::Error),
 }
 
@@ -209,14 +217,16 @@ impl Pool {
             .map_err(|_| SendError::ConnectTimeout)?
             .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (sender, conn) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        match key {
+            Key::Tls(t) => {
+                let tls = tokio::time::timeout(self.inner.connect_timeout, t.handshake(stream))
+                    .await
+                    .map_err(|_| SendError::ConnectTimeout)?
+                    .map_err(SendError::Tls)?;
+                http1_handshake(tls).await
             }
-        });
-        Ok(sender)
+            Key::Addr(_) | Key::Dns(_) => http1_handshake(stream).await,
+        }
     }
 
     /// Sends a request; retries once on a new connection when a reused one turned out to be
@@ -308,9 +318,23 @@ async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
     }
 }
 
+/// The HTTP/1.1 handshake; spawns the connection's driver.
+async fn http1_handshake<S>(stream: S) -> Result<Sender, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
 async fn tcp_connect(key: &Key) -> io::Result<TcpStream> {
     match key {
-        Key::Addr(addr) => TcpStream::connect(*addr).await,
+        Key::Addr(addr) | Key::Tls(TlsEndpoint { addr, .. }) => TcpStream::connect(*addr).await,
         Key::Dns(authority) => {
             let mut last = None;
             for addr in tokio::net::lookup_host(authority.as_str()).await? {
@@ -426,6 +450,9 @@ pub(crate) async fn send(
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(SendError::Connect(source))) => {
             Err(RequestError::Connect { backend: backend.to_owned(), source })
+        }
+        Ok(Err(SendError::Tls(source))) => {
+            Err(RequestError::BackendTls { backend: backend.to_owned(), source })
         }
         Ok(Err(SendError::Http(source))) => {
             Err(RequestError::Upstream { backend: backend.to_owned(), source })

@@ -201,7 +201,11 @@ fn route(name: &str, listeners: &[&Listener], hosts: &[&str], rules: Vec<HttpRul
 fn to(name: &str, addrs: &[SocketAddr], weight: u32) -> WeightedBackend {
     WeightedBackend {
         weight,
-        backend: Backend::Endpoints(BackendEndpoints { name: name.into(), addrs: addrs.to_vec() }),
+        backend: Backend::Endpoints(BackendEndpoints {
+            name: name.into(),
+            addrs: addrs.to_vec(),
+            tls: None,
+        }),
         filters: Vec::new(),
     }
 }

@@ -4,6 +4,7 @@ mod acme;
 mod acme_cluster;
 mod acme_faults;
 mod addresses;
+mod backend_tls;
 mod cli;
 mod gateway_api;
 mod gateway_extended;

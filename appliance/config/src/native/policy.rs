@@ -71,7 +71,11 @@ impl Cx<'_, '_> {
         let backend = match (m.address, m.dns) {
             (Some(address), None) => {
                 let addr = self.socket_addr(&address)?;
-                Backend::Endpoints(BackendEndpoints { name: addr.to_string(), addrs: vec![addr] })
+                Backend::Endpoints(BackendEndpoints {
+                    name: addr.to_string(),
+                    addrs: vec![addr],
+                    tls: None,
+                })
             }
             (None, Some(dns)) => {
                 let (host, port) = self.host_port(&dns)?;

@@ -319,12 +319,16 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         ("gateway.networking.k8s.io", "ListenerSet") if version == "v1" => {
             Ok(|v, l| typed(v, l).map(Object::ListenerSet))
         }
+        ("gateway.networking.k8s.io", "BackendTLSPolicy") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::BackendTlsPolicy))
+        }
+        ("", "ConfigMap") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::ConfigMap)),
         (
             "gateway.networking.k8s.io",
             "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "TCPRoute" | "UDPRoute"
-            | "TLSRoute",
+            | "TLSRoute" | "BackendTLSPolicy",
         )
-        | ("", "Namespace" | "Service" | "Secret" | "Node")
+        | ("", "Namespace" | "Service" | "Secret" | "Node" | "ConfigMap")
         | ("discovery.k8s.io", "EndpointSlice")
         | ("gatehouse.dev", "WasmPlugin")
         | ("gateway.networking.k8s.io", "ListenerSet") => {
@@ -493,6 +497,8 @@ fn default_namespace(object: &mut Object) {
         Object::TcpRoute(o) => &mut o.metadata,
         Object::UdpRoute(o) => &mut o.metadata,
         Object::TlsRoute(o) => &mut o.metadata,
+        Object::BackendTlsPolicy(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

@@ -336,3 +336,34 @@ spec:
     assert!(errors(&loaded)[0].contains("not a supported version"), "{:?}", errors(&loaded));
     assert_eq!(Kind::ListenerSet.as_str(), "ListenerSet");
 }
+
+#[test]
+fn backend_tls_policies_and_config_maps_are_read_with_their_spec_field_names() {
+    let text = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: { name: p, namespace: app }
+spec:
+  targetRefs: [{ group: "", kind: Service, name: svc, sectionName: https }]
+  validation:
+    wellKnownCACertificates: System
+    hostname: svc.example.com
+    subjectAltNames: [{ type: URI, uri: "spiffe://td/x" }]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: ca }
+data: { ca.crt: "" }
+"#;
+    let loaded = load_str(Path::new("p.yaml"), text);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let [Object::BackendTlsPolicy(p), Object::ConfigMap(c)] = &loaded.objects[..] else {
+        panic!("{:?}", loaded.objects)
+    };
+    assert_eq!(p.spec.validation.well_known_ca_certificates.as_deref(), Some("System"));
+    assert_eq!(p.spec.target_refs[0].section_name.as_deref(), Some("https"));
+    assert_eq!(p.spec.validation.subject_alt_names[0].uri.as_deref(), Some("spiffe://td/x"));
+    assert_eq!(c.metadata.namespace.as_deref(), Some("default"));
+    let typo = text.replace("hostname: svc", "hostnam: svc");
+    assert!(!load_str(Path::new("p.yaml"), &typo).errors.is_empty(), "unknown fields are errors");
+}

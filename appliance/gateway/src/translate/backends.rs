@@ -37,7 +37,20 @@ pub(super) fn resolve_from(
         None => format!("{ns}/{}", r.name),
     };
     match resolve_service(index, addressing, route_kind, route_ns, ns, r) {
-        Ok(addrs) => (Backend::Endpoints(BackendEndpoints { name, addrs }), None),
+        Ok((addrs, port_name)) => {
+            // A policy that cannot be used fails the backend's requests (5xx) rather than
+            // falling back to cleartext; its own status says why, not the route's.
+            let tls = match super::backend_tls::for_backend(index, ns, &r.name, &port_name) {
+                None => None,
+                Some(Ok(tls)) => Some(tls),
+                Some(Err(p)) => {
+                    let backend =
+                        Backend::Unresolved(UnresolvedBackend { name, reason: p.message });
+                    return (backend, None);
+                }
+            };
+            (Backend::Endpoints(BackendEndpoints { name, addrs, tls }), None)
+        }
         Err(problem) => {
             let backend =
                 Backend::Unresolved(UnresolvedBackend { name, reason: problem.message.clone() });
@@ -53,7 +66,7 @@ fn resolve_service(
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
-) -> Result<Vec<SocketAddr>, Problem> {
+) -> Result<(Vec<SocketAddr>, String), Problem> {
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
         return Err(Problem::new(
             reason::INVALID_KIND,
@@ -90,7 +103,8 @@ fn resolve_service(
         .and_then(|s| s.ports.as_ref())
         .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
         .ok_or_else(|| not_found(format!("Service {ns}/{} has no port {port}", r.name)))?;
-    let port_name = service_port.name.as_deref().unwrap_or_default();
+    let port_name = service_port.name.clone().unwrap_or_default();
+    let port_name = port_name.as_str();
     let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
 
     if addressing == BackendAddressing::NodePort {
@@ -124,7 +138,7 @@ fn resolve_service(
             .collect();
         addrs.sort();
         addrs.dedup();
-        return Ok(addrs);
+        return Ok((addrs, port_name.to_owned()));
     }
 
     let mut addrs = Vec::new();
@@ -156,7 +170,7 @@ fn resolve_service(
     }
     addrs.sort();
     addrs.dedup();
-    Ok(addrs)
+    Ok((addrs, port_name.to_owned()))
 }
 
 /// The label that keeps a node out of external load balancers' backends.

@@ -39,7 +39,6 @@ pub(super) fn translate(
         .filter(|(_, r)| r.accepted.is_ok() && r.conflicted.is_none())
         .map(|(l, r)| (l.port, l.protocol.clone(), r.hostname.clone()))
         .collect();
-    let client_validation = gateway.spec.tls.as_ref().is_some_and(|t| t.frontend.is_some());
 
     let mut reports = Vec::new();
     let mut model = Vec::new();
@@ -64,7 +63,7 @@ pub(super) fn translate(
         for listener in &set.spec.listeners {
             let lid = ListenerId { gateway: id.clone(), name: listener.name.clone() };
             let owner = ("ListenerSet", set.namespace());
-            let (r, certs) = translate_listener(index, owner, listener, lid, client_validation);
+            let (r, certs) = translate_listener(index, owner, gateway, listener, lid);
             listeners.push(r);
             certificates.push(certs);
         }

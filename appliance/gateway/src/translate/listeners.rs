@@ -8,7 +8,7 @@ use gatehouse_model::{
     Hostname, Listener as ModelListener, ListenerId, ListenerTls, ObjectId, Protocol,
 };
 
-use super::{GatewayReport, ListenerReport, Problem, Settings, tls};
+use super::{GatewayReport, ListenerReport, Problem, Settings, gateway_tls, tls};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{GROUP, Gateway, Listener, RouteGroupKind, TlsMode};
@@ -37,19 +37,12 @@ pub(super) fn translate(
         (Ok(()), Some(p)) => Err(p),
         (Ok(()), None) => Ok(()),
     };
-    let client_validation = gateway.spec.tls.as_ref().is_some_and(|t| t.frontend.is_some());
-
     let mut reports = Vec::new();
     let mut certificates = Vec::new();
     for listener in &gateway.spec.listeners {
         let id = ListenerId { gateway: gateway_id.clone(), name: listener.name.clone() };
-        let (report, certs) = translate_listener(
-            index,
-            ("Gateway", gateway.namespace()),
-            listener,
-            id,
-            client_validation,
-        );
+        let (report, certs) =
+            translate_listener(index, ("Gateway", gateway.namespace()), gateway, listener, id);
         reports.push(report);
         certificates.push(certs);
     }
@@ -195,13 +188,14 @@ fn usable(ip: IpAddr) -> bool {
 }
 
 /// One listener's report and certificates; `namespace` is its owner's (a Gateway or a
-/// ListenerSet), where certificate refs point by default.
+/// ListenerSet), where certificate refs point by default; `gateway` is the owner or the
+/// set's parent (its frontend TLS settings apply by port).
 pub(super) fn translate_listener(
     index: &Index,
     (owner_kind, namespace): (&'static str, &str),
+    gateway: &Gateway,
     listener: &Listener,
     id: ListenerId,
-    client_validation: bool,
 ) -> (ListenerReport, Vec<gatehouse_model::Certificate>) {
     let mut accepted = Ok(());
     let mut resolved = Vec::new();
@@ -269,11 +263,22 @@ pub(super) fn translate_listener(
     }
 
     if supported && listener.protocol == "HTTPS" {
-        if client_validation {
-            accepted = accepted.and(Err(Problem::new(
-                reason::UNSUPPORTED_VALUE,
-                "client certificate validation (spec.tls.frontend) is not supported",
-            )));
+        if let Some(frontend) = gateway_tls::frontend(index, gateway, listener) {
+            if owner_kind == "ListenerSet" {
+                // Refused rather than served without the validation the Gateway asks for.
+                accepted = accepted.and(Err(Problem::new(
+                    reason::UNSUPPORTED_VALUE,
+                    "client certificate validation (the parent Gateway's spec.tls.frontend) is \
+                     not supported on ListenerSet listeners",
+                )));
+            }
+            if frontend.roots.is_empty() {
+                accepted = accepted.and(Err(Problem::new(
+                    reason::NO_VALID_CA_CERTIFICATE,
+                    "client certificate validation has no usable CA certificate",
+                )));
+            }
+            resolved.extend(frontend.problems);
         }
         match &listener.tls {
             None => resolved.push(Problem::new(

@@ -2,8 +2,10 @@
 //! status needs. Pure: the same index and settings always give the same translation.
 
 mod attach;
+pub(crate) mod backend_tls;
 mod backends;
 mod cache;
+pub(crate) mod gateway_tls;
 mod grants;
 mod l4;
 mod l4_routes;
@@ -216,6 +218,7 @@ fn translate_gateways(
         };
         let (mut report, listeners) =
             listeners::translate(index, settings, gateway, &class.accepted, allocation);
+        out.desired.client_validation.extend(client_validation(index, gateway, &listeners));
         out.desired.listeners.extend(listeners);
         let (sets, listeners) = listener_sets::translate(index, gateway, &mut report);
         out.desired.listeners.extend(listeners);
@@ -224,6 +227,30 @@ fn translate_gateways(
         out.report.gateways.insert(id, report);
     }
     out.desired.l4_services = l4::services(index, settings, allocation);
+    out
+}
+
+/// Client certificate validation of a Gateway's HTTPS listeners that are served.
+fn client_validation(
+    index: &Index,
+    gateway: &crate::types::Gateway,
+    served: &[gatehouse_model::Listener],
+) -> Vec<gatehouse_model::ClientValidation> {
+    let mut out = Vec::new();
+    for model in served.iter().filter(|l| l.tls.is_some()) {
+        let Some(listener) = gateway.spec.listeners.iter().find(|l| l.name == model.id.name) else {
+            continue;
+        };
+        if let Some(f) = gateway_tls::frontend(index, gateway, listener)
+            && !f.roots.is_empty()
+        {
+            out.push(gatehouse_model::ClientValidation {
+                listener: model.id.clone(),
+                roots: f.roots,
+                mode: f.mode,
+            });
+        }
+    }
     out
 }
 
@@ -304,7 +331,7 @@ fn route_outcome(
             Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
         }
     }
-    let rules = rules::translate(index, settings, route);
+    let mut rules = rules::translate(index, settings, route);
     if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
         let mut all = Problem::merge(&rules.dropped)
             .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));
@@ -322,10 +349,26 @@ fn route_outcome(
     let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
     let mut counted = Vec::new();
     let mut reports = Vec::new();
+    // The model route is shared by its listeners: with parents of several Gateways, the
+    // first Gateway's backend client certificate is the one presented (a ListenerSet's is
+    // its parent Gateway's).
+    let mut client_certificate = None;
     for (parent_id, parent_ref) in parents {
         let Some(parent) = attach::Parent::find(index, parents_report, &parent_id) else {
             continue;
         };
+        if client_certificate.is_none() {
+            let gateway_id = match parent_id.kind.as_str() {
+                "ListenerSet" => {
+                    parents_report.listener_sets.get(&parent_id).map(|s| s.parent.clone())
+                }
+                _ => Some(parent_id.clone()),
+            };
+            client_certificate = gateway_id
+                .and_then(|g| index.gateways.get(&(g.namespace.clone(), g.name.clone())))
+                .and_then(|g| gateway_tls::client_certificate(index, g))
+                .and_then(Result::ok);
+        }
         let accepted = match (&route_problem, &parent.accepted) {
             (Some(p), _) | (None, Err(p)) => Err(p.clone()),
             (None, Ok(())) => attach::attach(index, &parent, route_ns, &parent_ref, &hostnames),
@@ -354,6 +397,9 @@ fn route_outcome(
         listeners.is_some_and(|l| l.iter().any(|l| &l.id == id && l.in_desired))
     };
     let listeners: Vec<ListenerId> = attached.into_iter().filter(in_desired).collect();
+    if let Some(certificate) = &client_certificate {
+        backend_tls::with_client_certificate(&mut rules.rules, certificate);
+    }
     // A route that serves nowhere needs none of its plugins.
     let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
     let model = (!listeners.is_empty()).then(|| ModelRoute {

@@ -31,7 +31,7 @@ pub(super) fn resolve(
     (certificates, problems)
 }
 
-fn resolve_one(
+pub(super) fn resolve_one(
     index: &Index,
     owner_kind: &'static str,
     gateway_ns: &str,

@@ -86,9 +86,74 @@ pub enum ListenersFrom {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayTlsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<serde_json::Value>,
+    pub backend: Option<GatewayBackendTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<FrontendTlsConfig>,
+}
+
+/// `spec.tls.backend`: the Gateway as a TLS client of its backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayBackendTls {
+    /// A `kubernetes.io/tls` Secret presented to backends that ask for a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretObjectReference>,
+}
+
+/// `spec.tls.frontend`: client certificate validation of HTTPS listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontendTlsConfig {
+    #[serde(default)]
+    pub default: TlsConfig,
+    #[serde(default)]
+    pub per_port: Vec<TlsPortConfig>,
+}
+
+/// TLS settings shared by listeners (today: client validation only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<FrontendValidation>,
+}
+
+/// Settings for the HTTPS listeners of one port, overriding the default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsPortConfig {
+    #[serde(deserialize_with = "port::required")]
+    pub port: u16,
+    pub tls: TlsConfig,
+}
+
+/// How client certificates are validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontendValidation {
+    pub ca_certificate_refs: Vec<ObjectReference>,
+    #[serde(default)]
+    pub mode: FrontendValidationMode,
+}
+
+/// Whether a client without a valid certificate is still served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrontendValidationMode {
+    #[default]
+    AllowValidOnly,
+    AllowInsecureFallback,
+}
+
+/// A reference to an object by group, kind, name and optional namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectReference {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// One listener of a Gateway.

@@ -4,6 +4,7 @@
 //! Spec types reject unknown fields, so a typo in a manifest is an error with its field path
 //! rather than a silently ignored setting. Defaults follow the CRDs.
 
+mod backend_tls_policy;
 mod common;
 mod gateway;
 mod gateway_class;
@@ -13,14 +14,19 @@ mod listener_set;
 mod reference_grant;
 mod wasm_plugin;
 
+pub use backend_tls_policy::{
+    BackendTlsPolicy, BackendTlsPolicySpec, BackendTlsValidation, PolicyTargetReference,
+    SubjectAltName,
+};
 pub use common::{
     GROUP, LabelSelector, LabelSelectorRequirement, LocalObjectReference, ParentReference,
     RouteGroupKind, SecretObjectReference,
 };
 pub use gateway::{
-    AllowedListeners, AllowedRoutes, FromNamespaces, Gateway, GatewayInfrastructure, GatewaySpec,
+    AllowedListeners, AllowedRoutes, FromNamespaces, FrontendTlsConfig, FrontendValidation,
+    FrontendValidationMode, Gateway, GatewayBackendTls, GatewayInfrastructure, GatewaySpec,
     GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerNamespaces, ListenerTls, ListenersFrom,
-    RouteNamespaces, TlsMode,
+    ObjectReference, RouteNamespaces, TlsConfig, TlsMode, TlsPortConfig,
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
 pub use http_route::{

@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use gatehouse_model::{
-    Backend, BackendEndpoints, HeaderMatch, HeaderModifier, Hostname, HttpFilter, HttpMatch,
-    HttpRoute, HttpRule, Listener, ListenerId, ObjectId, PathMatch, PathModifier, Protocol,
-    QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
+    Backend, BackendEndpoints, BackendProtocol, HeaderMatch, HeaderModifier, Hostname, HttpFilter,
+    HttpMatch, HttpRoute, HttpRule, Listener, ListenerId, ObjectId, PathMatch, PathModifier,
+    Protocol, QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
 };
 
 use super::*;
@@ -68,7 +68,11 @@ fn http_listener(gateway_name: &str, name: &str, port: u16, hostname: Option<&st
 }
 
 fn endpoint(addr: &str) -> Backend {
-    Backend::Endpoints(BackendEndpoints { name: addr.into(), addrs: vec![addr.parse().unwrap()] })
+    Backend::Endpoints(BackendEndpoints {
+        name: addr.into(),
+        addrs: vec![addr.parse().unwrap()],
+        protocol: BackendProtocol::Http1,
+    })
 }
 
 const MINIMAL_NATIVE: &str = r#"
@@ -301,6 +305,7 @@ hostnames = ["app.example.com"]
                         name: "backend.internal:80".into(),
                         host: "backend.internal".into(),
                         port: 80,
+                        protocol: BackendProtocol::Http1,
                     },
                     filters: vec![HttpFilter::RequestHeaderModifier(HeaderModifier {
                         remove: vec!["x-e".into()],

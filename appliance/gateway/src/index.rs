@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, WasmPlugin};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -38,6 +38,7 @@ pub struct Index {
     pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
     pub(crate) nodes: BTreeMap<String, Arc<Node>>,
     pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
+    pub(crate) grpc_routes: BTreeMap<Key, Arc<GrpcRoute>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -90,6 +91,7 @@ impl Index {
             Object::Secret(o) => put(&mut self.secrets, k, o),
             Object::Node(o) => put(&mut self.nodes, r.name, *o),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, k, o),
+            Object::GrpcRoute(o) => put(&mut self.grpc_routes, k, o),
         };
         if changed {
             self.touch(kind);
@@ -123,6 +125,7 @@ impl Index {
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Node => self.nodes.remove(name).is_some(),
             Kind::WasmPlugin => self.wasm_plugins.remove(&k).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -155,6 +158,7 @@ impl Index {
             Kind::Secret => self.secrets.clear(),
             Kind::Node => self.nodes.clear(),
             Kind::WasmPlugin => self.wasm_plugins.clear(),
+            Kind::GrpcRoute => self.grpc_routes.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -185,6 +189,7 @@ impl Index {
             Kind::EndpointSlice => keep_others(&mut self.endpoint_slices, namespace),
             Kind::Secret => keep_others(&mut self.secrets, namespace),
             Kind::WasmPlugin => keep_others(&mut self.wasm_plugins, namespace),
+            Kind::GrpcRoute => keep_others(&mut self.grpc_routes, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -209,6 +214,7 @@ impl Index {
             Kind::Secret => self.secrets.contains_key(&k),
             Kind::Node => self.nodes.contains_key(&r.name),
             Kind::WasmPlugin => self.wasm_plugins.contains_key(&k),
+            Kind::GrpcRoute => self.grpc_routes.contains_key(&k),
         }
     }
 
@@ -224,6 +230,7 @@ impl Index {
             + self.secrets.len()
             + self.nodes.len()
             + self.wasm_plugins.len()
+            + self.grpc_routes.len()
     }
 
     /// Whether the index holds nothing.

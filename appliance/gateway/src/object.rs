@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::types::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, WasmPlugin};
+use crate::types::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, WasmPlugin};
 
 /// One object of a kind the index holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,7 @@ pub enum Object {
     Node(Box<Node>),
     /// Ours (`gatehouse.dev/v1alpha1`): a plugin that ExtensionRef filters point at.
     WasmPlugin(WasmPlugin),
+    GrpcRoute(GrpcRoute),
 }
 
 /// The kinds the index holds.
@@ -39,11 +40,12 @@ pub enum Kind {
     /// Watched only when backends are addressed by node and nodePort.
     Node,
     WasmPlugin,
+    GrpcRoute,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -54,6 +56,7 @@ impl Kind {
         Kind::Secret,
         Kind::Node,
         Kind::WasmPlugin,
+        Kind::GrpcRoute,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -69,6 +72,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Node => "Node",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -124,6 +128,7 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
             Object::WasmPlugin(_) => Kind::WasmPlugin,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -140,6 +145,7 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::WasmPlugin(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
         }
     }
 

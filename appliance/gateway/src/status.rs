@@ -106,7 +106,7 @@ pub struct ListenerStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// `HTTPRoute.status`.
+/// `HTTPRoute.status` and `GRPCRoute.status` (the same schema).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpRouteStatus {
     pub parents: Vec<RouteParentStatus>,
@@ -189,7 +189,8 @@ fn metadata(meta: &ObjectMeta, namespaced: bool) -> StatusMetadata {
     }
 }
 
-/// Status of every GatewayClass, Gateway and HTTPRoute of ours, in that order.
+/// Status of every GatewayClass, Gateway, HTTPRoute and GRPCRoute of ours, in that order
+/// (routes by kind, then namespace/name).
 ///
 /// `Programmed` is only `True` once the data plane acknowledged the translation's generation.
 pub fn status(
@@ -296,10 +297,13 @@ pub fn status(
     }
 
     for (id, route_report) in &report.routes {
-        let Some(route) = index.http_routes.get(&(id.namespace.clone(), id.name.clone())) else {
-            continue;
+        let key = (id.namespace.clone(), id.name.clone());
+        let meta = match id.kind.as_str() {
+            "GRPCRoute" => index.grpc_routes.get(&key).map(|r| &r.metadata),
+            _ => index.http_routes.get(&key).map(|r| &r.metadata),
         };
-        let generation = generation(&route.metadata);
+        let Some(meta) = meta else { continue };
+        let generation = generation(meta);
         let parents = route_report
             .parents
             .iter()
@@ -324,8 +328,8 @@ pub fn status(
             .collect();
         out.push(ObjectStatus {
             api_version: API_VERSION.into(),
-            kind: "HTTPRoute".into(),
-            metadata: metadata(&route.metadata, true),
+            kind: id.kind.to_string(),
+            metadata: metadata(meta, true),
             status: Status::HttpRoute(HttpRouteStatus { parents }),
         });
     }
@@ -554,7 +558,10 @@ mod tests {
         assert_eq!(http["attachedRoutes"], 2);
         assert_eq!(
             http["supportedKinds"],
-            json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+            json!([
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+            ])
         );
         assert_eq!(
             conds(&http["conditions"]),

@@ -181,7 +181,12 @@ mod tests {
                 (&json!(""), &json!(["services/status"])),
                 (
                     &json!("gateway.networking.k8s.io"),
-                    &json!(["gatewayclasses/status", "gateways/status", "httproutes/status"])
+                    &json!([
+                        "gatewayclasses/status",
+                        "gateways/status",
+                        "grpcroutes/status",
+                        "httproutes/status"
+                    ])
                 ),
             ]
         );

@@ -22,6 +22,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::GatewayClass => gateway_api("v1", "GatewayClass", "gatewayclasses"),
         Kind::Gateway => gateway_api("v1", "Gateway", "gateways"),
         Kind::HttpRoute => gateway_api("v1", "HTTPRoute", "httproutes"),
+        Kind::GrpcRoute => gateway_api("v1", "GRPCRoute", "grpcroutes"),
         // Still v1beta1 in the standard channel's storage version.
         Kind::ReferenceGrant => gateway_api("v1beta1", "ReferenceGrant", "referencegrants"),
         Kind::Namespace => ApiResource::erase::<Namespace>(&()),
@@ -90,8 +91,10 @@ mod tests {
         let nodeport = scopes(&[], BackendAddressing::NodePort);
         assert!(nodeport.contains(&Scope { kind: Kind::Node, namespace: None }));
         let filtered = scopes(&["a".into(), "b".into()], endpoints);
-        // GatewayClass and Namespace once, six namespaced kinds twice (Secrets come later).
-        assert_eq!(filtered.len(), 2 + 6 * 2);
+        // GatewayClass and Namespace once, namespaced kinds twice (Secrets come later).
+        let namespaced =
+            Kind::ALL.iter().filter(|k| k.is_namespaced() && **k != Kind::Secret).count();
+        assert_eq!(filtered.len(), 2 + namespaced * 2);
         assert!(filtered.contains(&Scope { kind: Kind::Namespace, namespace: None }));
         assert!(filtered.contains(&Scope { kind: Kind::Service, namespace: Some("b".into()) }));
         assert!(!filtered.contains(&Scope { kind: Kind::Service, namespace: None }));
@@ -104,6 +107,7 @@ mod tests {
         }
         assert_eq!(api_resource(Kind::EndpointSlice).api_version, "discovery.k8s.io/v1");
         assert_eq!(api_resource(Kind::HttpRoute).plural, "httproutes");
+        assert_eq!(api_resource(Kind::GrpcRoute).plural, "grpcroutes");
         assert_eq!(api_resource(Kind::WasmPlugin).api_version, "gatehouse.dev/v1alpha1");
         assert_eq!(api_resource(Kind::WasmPlugin).plural, "wasmplugins");
         assert_eq!(field_selector(Kind::Secret).as_deref(), Some("type=kubernetes.io/tls"));

@@ -46,8 +46,13 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 4] =
-    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::Service];
+pub const STATUS_KINDS: [Kind; 5] =
+    [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute, Kind::GrpcRoute, Kind::Service];
+
+/// Whether a status object is a route's, whose `status.parents` other controllers share.
+fn is_route(object: &Value) -> bool {
+    object["kind"] == "HTTPRoute" || object["kind"] == "GRPCRoute"
+}
 
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
@@ -76,7 +81,7 @@ impl StatusWriter {
     }
 
     /// Hands over the status objects of one applied generation (as `/status` shows them).
-    /// Only GatewayClass, Gateway and HTTPRoute of the Gateway API and (LB-IPAM) Services are
+    /// Only GatewayClass, Gateway, HTTPRoute and GRPCRoute of the Gateway API and (LB-IPAM) Services are
     /// taken; the native TOML objects (and anything else) are skipped. Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
         let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
@@ -129,7 +134,7 @@ pub fn status_to_apply(desired: &Value, current: &Value, controller_name: &str) 
         std::slice::from_mut(&mut ours),
     );
     let mut status = ours["status"].take();
-    if desired["kind"] == "HTTPRoute" {
+    if is_route(desired) {
         let mine = status["parents"].as_array().cloned().unwrap_or_default();
         let is_mine = |p: &Value| p["controllerName"].as_str() == Some(controller_name);
         let mut parents = Vec::new();
@@ -154,7 +159,7 @@ fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
     if let Some(namespace) = desired["metadata"]["namespace"].as_str() {
         metadata["namespace"] = namespace.into();
     }
-    if desired["kind"] == "HTTPRoute"
+    if is_route(desired)
         && let Some(rv) = current["metadata"]["resourceVersion"].as_str()
     {
         metadata["resourceVersion"] = rv.into();

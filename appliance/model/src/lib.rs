@@ -14,8 +14,8 @@ mod policy;
 mod wasm;
 
 pub use http::{
-    Backend, BackendEndpoints, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRoute,
-    HttpRule, PathMatch, PathModifier, QueryMatch, Redirect, Rewrite, StringMatch,
+    Backend, BackendEndpoints, BackendProtocol, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch,
+    HttpRoute, HttpRule, PathMatch, PathModifier, QueryMatch, Redirect, Rewrite, StringMatch,
     UnresolvedBackend, WeightedBackend,
 };
 pub use id::{ListenerId, ObjectId};

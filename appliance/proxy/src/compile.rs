@@ -411,7 +411,7 @@ pub(crate) fn target(backend: &Backend) -> Target {
             addrs: e.addrs.clone(),
             authorities: e.addrs.iter().map(|a| Authority::try_from(a.to_string()).ok()).collect(),
         },
-        Backend::Dns { name, host, port } => {
+        Backend::Dns { name, host, port, .. } => {
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {

@@ -59,6 +59,7 @@ pub(crate) fn backend(name: &str, weight: u32) -> WeightedBackend {
         backend: Backend::Endpoints(BackendEndpoints {
             name: name.into(),
             addrs: vec![SocketAddr::new(LOCALHOST, 9)],
+            protocol: Default::default(),
         }),
         filters: Vec::new(),
     }

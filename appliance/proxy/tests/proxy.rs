@@ -201,7 +201,11 @@ fn route(name: &str, listeners: &[&Listener], hosts: &[&str], rules: Vec<HttpRul
 fn to(name: &str, addrs: &[SocketAddr], weight: u32) -> WeightedBackend {
     WeightedBackend {
         weight,
-        backend: Backend::Endpoints(BackendEndpoints { name: name.into(), addrs: addrs.to_vec() }),
+        backend: Backend::Endpoints(BackendEndpoints {
+            name: name.into(),
+            addrs: addrs.to_vec(),
+            protocol: Default::default(),
+        }),
         filters: Vec::new(),
     }
 }
@@ -641,6 +645,7 @@ async fn dns_backend_resolves_at_connect() {
                 name: "dns".into(),
                 host: "localhost".into(),
                 port: a.addr.port(),
+                protocol: Default::default(),
             },
             filters: vec![],
         };

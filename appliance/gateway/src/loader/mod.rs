@@ -284,6 +284,9 @@ enum Unread {
 fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     match (group, kind) {
+        ("gateway.networking.k8s.io", "GRPCRoute") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::GrpcRoute))
+        }
         (
             "gateway.networking.k8s.io",
             "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
@@ -307,7 +310,7 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         }
         (
             "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
         )
         | ("", "Namespace" | "Service" | "Secret" | "Node")
         | ("discovery.k8s.io", "EndpointSlice")
@@ -473,6 +476,7 @@ fn default_namespace(object: &mut Object) {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::WasmPlugin(o) => &mut o.metadata,
+        Object::GrpcRoute(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

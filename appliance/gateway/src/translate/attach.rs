@@ -2,7 +2,7 @@
 
 use gatehouse_model::Hostname;
 
-use super::{GatewayReport, Problem};
+use super::{GatewayReport, Problem, RouteKind};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{FromNamespaces, Gateway, ParentReference};
@@ -15,6 +15,7 @@ pub(super) fn attach(
     index: &Index,
     gateway: &Gateway,
     report: &GatewayReport,
+    kind: RouteKind,
     route_ns: &str,
     parent_ref: &ParentReference,
     route_hostnames: &[Hostname],
@@ -47,7 +48,8 @@ pub(super) fn attach(
         .into_iter()
         .filter(|&i| {
             let listener = &gateway.spec.listeners[i];
-            let kind_ok = report.listeners[i].supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
+            let kind_ok =
+                report.listeners[i].supported_kinds.iter().any(|k| k.kind == kind.as_str());
             let namespaces = &listener.allowed_routes.namespaces;
             let ns_ok = match namespaces.from {
                 FromNamespaces::All => true,
@@ -63,8 +65,9 @@ pub(super) fn attach(
         return Err(Problem::new(
             reason::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of Gateway {} allows HTTPRoutes from namespace {route_ns}",
-                gateway.name()
+                "no listener of Gateway {} allows {}s from namespace {route_ns}",
+                gateway.name(),
+                kind.as_str()
             ),
         ));
     }

@@ -4,19 +4,26 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use gatehouse_model::{Backend, BackendEndpoints, UnresolvedBackend};
+use gatehouse_model::{Backend, BackendEndpoints, BackendProtocol, UnresolvedBackend};
 use k8s_openapi::api::core::v1::Node;
 
 use super::grants::{self, From, To};
-use super::{BackendAddressing, Problem};
+use super::{BackendAddressing, Problem, RouteKind};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{BackendRef, GROUP};
 
-/// The model backend for a backendRef, and the problem when it does not resolve.
+/// The Service port `appProtocol` that asks for HTTP/2 with prior knowledge (GEP-1911).
+pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
+
+/// The model backend for a backendRef of a route of `kind`, and the problem when it does not
+/// resolve. GRPCRoute backends are spoken to over h2c; HTTPRoute backends over h2c when the
+/// Service port's `appProtocol` is [`APP_PROTOCOL_H2C`], else HTTP/1.1 (which also carries
+/// WebSocket upgrades, `kubernetes.io/ws`).
 pub(super) fn resolve(
     index: &Index,
     addressing: BackendAddressing,
+    kind: RouteKind,
     route_ns: &str,
     r: &BackendRef,
 ) -> (Backend, Option<Problem>) {
@@ -25,8 +32,17 @@ pub(super) fn resolve(
         Some(port) => format!("{ns}/{}:{port}", r.name),
         None => format!("{ns}/{}", r.name),
     };
-    match resolve_service(index, addressing, route_ns, ns, r) {
-        Ok(addrs) => (Backend::Endpoints(BackendEndpoints { name, addrs }), None),
+    match resolve_service(index, addressing, kind, route_ns, ns, r) {
+        Ok((addrs, app_protocol)) => {
+            let protocol = match kind {
+                RouteKind::Grpc => BackendProtocol::H2c,
+                RouteKind::Http if app_protocol.as_deref() == Some(APP_PROTOCOL_H2C) => {
+                    BackendProtocol::H2c
+                }
+                RouteKind::Http => BackendProtocol::Http1,
+            };
+            (Backend::Endpoints(BackendEndpoints { name, addrs, protocol }), None)
+        }
         Err(problem) => {
             let backend =
                 Backend::Unresolved(UnresolvedBackend { name, reason: problem.message.clone() });
@@ -35,20 +51,22 @@ pub(super) fn resolve(
     }
 }
 
+/// The addresses of a Service backendRef and its port's `appProtocol`.
 fn resolve_service(
     index: &Index,
     addressing: BackendAddressing,
+    kind: RouteKind,
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
-) -> Result<Vec<SocketAddr>, Problem> {
+) -> Result<(Vec<SocketAddr>, Option<String>), Problem> {
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
         return Err(Problem::new(
             reason::INVALID_KIND,
             format!("backendRef kind {}/{} is not supported (only Service)", r.group, r.kind),
         ));
     }
-    let from = From { group: GROUP, kind: "HTTPRoute", namespace: route_ns };
+    let from = From { group: GROUP, kind: kind.as_str(), namespace: route_ns };
     let to = To { group: "", kind: "Service", namespace: ns, name: &r.name };
     if !grants::permits(index, &from, &to) {
         return Err(Problem::new(
@@ -79,6 +97,7 @@ fn resolve_service(
         .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
         .ok_or_else(|| not_found(format!("Service {ns}/{} has no port {port}", r.name)))?;
     let port_name = service_port.name.as_deref().unwrap_or_default();
+    let app_protocol = service_port.app_protocol.clone();
     let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
 
     if addressing == BackendAddressing::NodePort {
@@ -112,7 +131,7 @@ fn resolve_service(
             .collect();
         addrs.sort();
         addrs.dedup();
-        return Ok(addrs);
+        return Ok((addrs, app_protocol));
     }
 
     let mut addrs = Vec::new();
@@ -144,7 +163,7 @@ fn resolve_service(
     }
     addrs.sort();
     addrs.dedup();
-    Ok(addrs)
+    Ok((addrs, app_protocol))
 }
 
 /// The label that keeps a node out of external load balancers' backends.

@@ -178,15 +178,16 @@ fn translate_listener(
         },
     };
 
-    let http_route = RouteGroupKind { group: GROUP.to_owned(), kind: "HTTPRoute".to_owned() };
+    let route_kind = |kind: &str| RouteGroupKind { group: GROUP.to_owned(), kind: kind.to_owned() };
+    let http_kinds = [route_kind("HTTPRoute"), route_kind("GRPCRoute")];
     let supported_kinds = if !supported {
         Vec::new()
     } else if listener.allowed_routes.kinds.is_empty() {
-        vec![http_route]
+        http_kinds.to_vec()
     } else {
         let mut kinds = Vec::new();
         for kind in &listener.allowed_routes.kinds {
-            if *kind == http_route {
+            if http_kinds.contains(kind) {
                 if !kinds.contains(kind) {
                     kinds.push(kind.clone());
                 }

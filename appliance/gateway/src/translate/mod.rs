@@ -4,7 +4,9 @@
 mod attach;
 mod backends;
 mod cache;
+mod conflicts;
 mod grants;
+mod grpc;
 mod l4;
 mod listeners;
 mod policy;
@@ -12,6 +14,8 @@ mod rules;
 mod tls;
 mod wasm;
 
+#[cfg(test)]
+mod grpc_tests;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +27,7 @@ use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, Ob
 
 use crate::conditions::reason;
 use crate::index::Index;
-use crate::types::{GROUP, ParentReference, RouteGroupKind};
+use crate::types::{GROUP, GrpcRoute, HttpRoute, ParentReference, RouteGroupKind};
 
 pub use cache::Translator;
 
@@ -88,7 +92,8 @@ pub struct Report {
     pub gateway_classes: BTreeMap<String, ClassReport>,
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
-    /// HTTPRoutes with at least one parentRef to one of our Gateways.
+    /// HTTPRoutes and GRPCRoutes (told apart by [`ObjectId::kind`]) with at least one
+    /// parentRef to one of our Gateways.
     pub routes: BTreeMap<ObjectId, RouteReport>,
 }
 
@@ -127,7 +132,7 @@ pub struct ListenerReport {
     pub(crate) hostname: Option<Hostname>,
 }
 
-/// An HTTPRoute that names at least one of our Gateways.
+/// An HTTPRoute or GRPCRoute that names at least one of our Gateways.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteReport {
     pub parents: Vec<ParentReport>,
@@ -142,6 +147,8 @@ pub struct ParentReport {
     pub resolved_refs: Result<(), Problem>,
     /// Set when some, but not all, rules were dropped.
     pub partially_invalid: Option<Problem>,
+    /// The listeners this parentRef attached the route to.
+    pub(crate) listeners: Vec<ListenerId>,
 }
 
 /// Translates every object of ours into the model and the status report.
@@ -158,12 +165,124 @@ pub fn translate_with_addresses(
     allocation: Option<&gatehouse_ipam::Allocation>,
 ) -> Translation {
     let mut out = translate_gateways(index, settings, allocation);
-    for route in index.http_routes.values() {
-        if let Some(outcome) = route_outcome(index, settings, route, &out.report.gateways) {
-            add_route(&mut out, outcome);
+    let gateways = &out.report.gateways;
+    let outcomes: Vec<RouteOutcome> = index
+        .http_routes
+        .values()
+        .filter_map(|route| route_outcome(index, settings, RouteRef::Http(route), gateways))
+        .chain(grpc_outcomes(index, settings, gateways))
+        .collect();
+    add_routes(&mut out, outcomes);
+    out
+}
+
+/// Every GRPCRoute's outcome (not memoised: they are few, and HTTPRoutes depend on them).
+fn grpc_outcomes<'a>(
+    index: &'a Index,
+    settings: &'a Settings,
+    gateways: &'a BTreeMap<ObjectId, GatewayReport>,
+) -> impl Iterator<Item = RouteOutcome> + 'a {
+    index
+        .grpc_routes
+        .values()
+        .filter_map(move |route| route_outcome(index, settings, RouteRef::Grpc(route), gateways))
+}
+
+/// Settles hostname conflicts between HTTPRoutes and GRPCRoutes, then adds every outcome.
+fn add_routes(out: &mut Translation, mut outcomes: Vec<RouteOutcome>) {
+    conflicts::resolve(&mut outcomes, &out.report.gateways);
+    for outcome in outcomes {
+        add_route(out, outcome);
+    }
+}
+
+/// The route kinds translated into HTTP routes of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    Http,
+    Grpc,
+}
+
+impl RouteKind {
+    /// The Kubernetes kind name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
         }
     }
-    out
+}
+
+/// An HTTPRoute or a GRPCRoute of the index.
+#[derive(Clone, Copy, Debug)]
+enum RouteRef<'a> {
+    Http(&'a HttpRoute),
+    Grpc(&'a GrpcRoute),
+}
+
+impl<'a> RouteRef<'a> {
+    fn kind(self) -> RouteKind {
+        match self {
+            RouteRef::Http(_) => RouteKind::Http,
+            RouteRef::Grpc(_) => RouteKind::Grpc,
+        }
+    }
+
+    fn metadata(self) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            RouteRef::Http(r) => &r.metadata,
+            RouteRef::Grpc(r) => &r.metadata,
+        }
+    }
+
+    fn namespace(self) -> &'a str {
+        self.metadata().namespace.as_deref().unwrap_or_default()
+    }
+
+    fn name(self) -> &'a str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    fn parent_refs(self) -> &'a [ParentReference] {
+        match self {
+            RouteRef::Http(r) => &r.spec.parent_refs,
+            RouteRef::Grpc(r) => &r.spec.parent_refs,
+        }
+    }
+
+    fn hostnames(self) -> &'a [String] {
+        match self {
+            RouteRef::Http(r) => &r.spec.hostnames,
+            RouteRef::Grpc(r) => &r.spec.hostnames,
+        }
+    }
+
+    fn has_rules(self) -> bool {
+        match self {
+            RouteRef::Http(r) => !r.spec.rules.is_empty(),
+            RouteRef::Grpc(r) => !r.spec.rules.is_empty(),
+        }
+    }
+
+    fn rules(self, index: &Index, settings: &Settings) -> rules::Rules {
+        let ns = self.namespace();
+        match self {
+            RouteRef::Http(r) => {
+                let named = r.spec.rules.iter().map(|rule| (rule.name.as_deref(), Ok(rule)));
+                rules::translate(index, settings, RouteKind::Http, ns, named)
+            }
+            RouteRef::Grpc(r) => {
+                let converted = grpc::http_rules(r);
+                let named = r
+                    .spec
+                    .rules
+                    .iter()
+                    .zip(&converted)
+                    .map(|(rule, c)| (rule.name.as_deref(), c.as_ref().map_err(Clone::clone)));
+                rules::translate(index, settings, RouteKind::Grpc, ns, named)
+            }
+        }
+    }
 }
 
 /// GatewayClasses and Gateways: everything but the routes, and no route counted yet.
@@ -210,6 +329,11 @@ fn translate_gateways(
 #[derive(Clone, Debug, PartialEq)]
 struct RouteOutcome {
     id: ObjectId,
+    kind: RouteKind,
+    /// Creation time (Unix seconds), for conflicts between kinds.
+    created: Option<i64>,
+    /// The route's valid hostnames (empty: any).
+    hostnames: Vec<Hostname>,
     /// The route to serve, when it attached to at least one listener in the model.
     model: Option<ModelRoute>,
     /// The WASM plugins the served route's filters name.
@@ -243,12 +367,13 @@ fn add_route(out: &mut Translation, outcome: RouteOutcome) {
 fn route_outcome(
     index: &Index,
     settings: &Settings,
-    route: &crate::types::HttpRoute,
+    route: RouteRef<'_>,
     gateways: &BTreeMap<ObjectId, GatewayReport>,
 ) -> Option<RouteOutcome> {
     let route_ns = route.namespace();
+    let kind = route.kind();
     let mut parents = Vec::new();
-    for parent_ref in &route.spec.parent_refs {
+    for parent_ref in route.parent_refs() {
         let mut parent_ref = parent_ref.clone();
         let gateway_ns = parent_ref.namespace.get_or_insert_with(|| route_ns.to_owned()).clone();
         if parent_ref.group != GROUP || parent_ref.kind != "Gateway" {
@@ -266,14 +391,14 @@ fn route_outcome(
 
     let mut hostnames = Vec::new();
     let mut route_problem = None;
-    for raw in &route.spec.hostnames {
+    for raw in route.hostnames() {
         match Hostname::parse(raw) {
             Ok(h) => hostnames.push(h),
             Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
         }
     }
-    let rules = rules::translate(index, settings, route);
-    if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
+    let rules = route.rules(index, settings);
+    if route_problem.is_none() && route.has_rules() && rules.rules.is_empty() {
         let mut all = Problem::merge(&rules.dropped)
             .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));
         all.message = format!("all rules are invalid: {}", all.message);
@@ -286,7 +411,7 @@ fn route_outcome(
         Problem::new(reason::UNSUPPORTED_VALUE, format!("Dropped Rule(s): {}", merged.message))
     });
 
-    let route_id = ObjectId::new("HTTPRoute", route_ns, route.name());
+    let route_id = ObjectId::new(kind.as_str(), route_ns, route.name());
     let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
     let mut counted = Vec::new();
     let mut reports = Vec::new();
@@ -299,19 +424,28 @@ fn route_outcome(
         let Some(gateway_report) = gateways.get(&gateway_id) else { continue };
         let accepted = match &route_problem {
             Some(p) => Err(p.clone()),
-            None => {
-                attach::attach(index, gateway, gateway_report, route_ns, &parent_ref, &hostnames)
-            }
+            None => attach::attach(
+                index,
+                gateway,
+                gateway_report,
+                kind,
+                route_ns,
+                &parent_ref,
+                &hostnames,
+            ),
         };
+        let mut parent_listeners = Vec::new();
         let accepted = accepted.map(|listeners| {
             for i in listeners {
                 let listener = &gateway_report.listeners[i];
+                parent_listeners.push(listener.id.clone());
                 if attached.insert(listener.id.clone()) {
                     counted.push((gateway_id.clone(), i));
                 }
             }
         });
         reports.push(ParentReport {
+            listeners: parent_listeners,
             parent_ref,
             resolved_refs: resolved_refs.clone(),
             partially_invalid: if accepted.is_ok() { partially_invalid.clone() } else { None },
@@ -329,15 +463,19 @@ fn route_outcome(
         .collect();
     // A route that serves nowhere needs none of its plugins.
     let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
+    let created = route.metadata().creation_timestamp.as_ref().map(|t| t.0.as_second());
     let model = (!listeners.is_empty()).then(|| ModelRoute {
         id: route_id.clone(),
-        created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-        hostnames,
+        created,
+        hostnames: hostnames.clone(),
         listeners,
         rules: rules.rules,
     });
     Some(RouteOutcome {
         id: route_id,
+        kind,
+        created,
+        hostnames,
         model,
         plugins,
         report: RouteReport { parents: reports },

@@ -1,4 +1,5 @@
-//! Serde types for the Gateway API kinds we read (v1.6 standard channel), and our own
+//! Serde types for the Gateway API kinds we read (v1.6 standard channel: GatewayClass,
+//! Gateway, HTTPRoute, GRPCRoute, ReferenceGrant), and our own
 //! `WasmPlugin` kind (group `gatehouse.dev`).
 //!
 //! Spec types reject unknown fields, so a typo in a manifest is an error with its field path
@@ -7,6 +8,7 @@
 mod common;
 mod gateway;
 mod gateway_class;
+mod grpc_route;
 mod http_route;
 mod reference_grant;
 mod wasm_plugin;
@@ -20,6 +22,7 @@ pub use gateway::{
     GatewaySpecAddress, GatewayTlsConfig, Listener, ListenerTls, RouteNamespaces, TlsMode,
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
+pub use grpc_route::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteSpec, GrpcRule};
 pub use http_route::{
     BackendObjectReference, BackendRef, CorsFilter, Fraction, HeaderFilter, HeaderMatch,
     HeaderValue, HttpRoute, HttpRouteSpec, HttpRule, MatchType, MirrorFilter, PathMatch,

@@ -2,10 +2,13 @@
 //! GatewayClass `status.supportedFeatures`.
 //!
 //! A name is listed only when a test of ours proves it; `docs/gateway-api-support.md` maps
-//! every name of the GATEWAY-HTTP profile to that test or to "not yet". Keep both in step.
+//! every name of the GATEWAY-HTTP and GATEWAY-GRPC profiles to that test or to "not yet". Keep both in step.
 
 /// Proven features, sorted (the order status publishes).
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "GRPCRouteRequestHeaderModifier",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
@@ -13,6 +16,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout",
     "HTTPRouteCORS",

@@ -410,14 +410,15 @@ pub(crate) fn target(backend: &Backend) -> Target {
             name: e.name.clone(),
             addrs: e.addrs.clone(),
             authorities: e.addrs.iter().map(|a| Authority::try_from(a.to_string()).ok()).collect(),
+            protocol: e.protocol,
         },
-        Backend::Dns { name, host, port, .. } => {
+        Backend::Dns { name, host, port, protocol } => {
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
                 format!("{host}:{port}")
             };
-            Target::Dns { name: name.clone(), authority }
+            Target::Dns { name: name.clone(), authority, protocol: *protocol }
         }
         Backend::Unresolved(u) => {
             Target::Unresolved { name: u.name.clone(), reason: u.reason.clone() }

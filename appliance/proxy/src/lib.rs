@@ -22,6 +22,7 @@ mod cors;
 mod error;
 mod filters;
 mod forward;
+mod h2c;
 mod matching;
 mod metrics;
 mod mirror;

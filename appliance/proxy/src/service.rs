@@ -62,6 +62,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    let grpc = crate::error::is_grpc(req.headers());
     let table = shared.table.load_full();
     let mut matched = Matched::default();
     let resp = match proxy(shared, &table, conn, req, &mut matched).await {
@@ -76,7 +77,7 @@ pub(crate) async fn handle(
             if let Some(kind) = err.upstream_kind() {
                 shared.metrics.upstream_error(backend_label(&err), kind);
             }
-            err.into_response()
+            err.into_response_for(grpc)
         }
     };
     shared.metrics.request(

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use gatehouse_model::{
-    Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol, RulePolicy,
+    BackendProtocol, Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol,
+    RulePolicy,
 };
 use http::uri::Authority;
 use rustls::ServerConfig;
@@ -203,11 +204,13 @@ pub(crate) enum Target {
         addrs: Vec<SocketAddr>,
         /// `addrs` as URI authorities, index for index (`None` if one does not parse).
         authorities: Vec<Option<Authority>>,
+        protocol: BackendProtocol,
     },
     /// `host:port`, resolved by the connector at connect time.
     Dns {
         name: String,
         authority: String,
+        protocol: BackendProtocol,
     },
     Unresolved {
         name: String,
@@ -224,13 +227,22 @@ impl Target {
         }
     }
 
+    /// How the backend is spoken to.
+    pub(crate) fn protocol(&self) -> BackendProtocol {
+        match self {
+            Target::Endpoints { protocol, .. } | Target::Dns { protocol, .. } => *protocol,
+            Target::Unresolved { .. } => BackendProtocol::Http1,
+        }
+    }
+
     fn describe(&self) -> Value {
         match self {
-            Target::Endpoints { name, addrs, .. } => json!({
+            Target::Endpoints { name, addrs, protocol, .. } => json!({
                 "name": name,
                 "endpoints": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "protocol": format!("{protocol:?}"),
             }),
-            Target::Dns { name, authority } => json!({"name": name, "dns": authority}),
+            Target::Dns { name, authority, .. } => json!({"name": name, "dns": authority}),
             Target::Unresolved { name, reason } => json!({"name": name, "unresolved": reason}),
         }
     }

@@ -50,7 +50,7 @@ pub(crate) struct Endpoint {
 /// The next endpoint of a backend, round-robin, or its DNS authority.
 pub(crate) fn endpoint(backend: &CompiledBackend) -> Result<Endpoint, RequestError> {
     match &backend.target {
-        Target::Endpoints { name, addrs, authorities } => {
+        Target::Endpoints { name, addrs, authorities, .. } => {
             let i = backend.next_index(addrs.len());
             let addr = *addrs.get(i).ok_or_else(|| RequestError::NoEndpoints(name.clone()))?;
             let authority = match authorities.get(i) {
@@ -302,7 +302,7 @@ async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
     }
 }
 
-async fn tcp_connect(key: &Key) -> io::Result<TcpStream> {
+pub(crate) async fn tcp_connect(key: &Key) -> io::Result<TcpStream> {
     match key {
         Key::Addr(addr) => TcpStream::connect(*addr).await,
         Key::Dns(authority) => {
@@ -367,6 +367,11 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body from a connection that is not pooled here (h2c: multiplexed, shared).
+    pub(crate) fn unpooled(body: Incoming) -> Self {
+        Self { body, reuse: None }
+    }
+
     fn release(&mut self) {
         if let Some(Reuse { pool, key, sender }) = self.reuse.take()
             && let Some(pool) = pool.upgrade()

@@ -10,6 +10,7 @@
 //!
 //! Run: `cargo build -p gatehouse && cargo test -p gatehouse-tests --test conformance -- --nocapture`.
 
+mod grpc;
 mod http;
 
 use std::future::Future;

@@ -6,6 +6,7 @@ mod acme_faults;
 mod addresses;
 mod cli;
 mod gateway_api;
+mod grpc;
 mod http_policy;
 mod image;
 

@@ -14,6 +14,7 @@ mod grpc;
 mod pki;
 mod plugins;
 mod scripted;
+mod websocket;
 
 pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
@@ -25,6 +26,7 @@ pub use grpc::{ChannelBody, GrpcCall, GrpcClient, GrpcEcho, GrpcReply, frame_mes
 pub use pki::TestCa;
 pub use plugins::wasm_plugin;
 pub use scripted::{ScriptedBackend, Seen, Step};
+pub use websocket::{WebSocketClient, WebSocketEcho, websocket_accept};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -32,6 +32,7 @@ mod server;
 mod service;
 mod table;
 mod tls;
+mod tunnel;
 mod upstream;
 mod wasm;
 

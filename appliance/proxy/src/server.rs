@@ -325,7 +325,7 @@ async fn serve_http<I>(
         let info = info.clone();
         async move { Ok::<_, Infallible>(service::handle(&shared, &info, req).await) }
     });
-    let conn = shared.http.serve_connection(io, svc);
+    let conn = shared.http.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     loop {
         tokio::select! {

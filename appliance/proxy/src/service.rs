@@ -19,6 +19,7 @@ use crate::matching::RequestView;
 use crate::redirect::{RedirectInput, location};
 use crate::server::Shared;
 use crate::table::{ListenerRoutes, MatchEntry, RouteTable};
+use crate::tunnel;
 use crate::upstream::{self, RequestBody};
 use crate::wasm;
 
@@ -166,6 +167,12 @@ async fn forward_matched(
     }
     let endpoint = upstream::endpoint(backend)?;
 
+    let mut req = req;
+    // A WebSocket (or other) upgrade becomes a tunnel after the backend's 101; only HTTP/1.1
+    // backends can take one.
+    let upgrade = tunnel::requested(req.version(), req.headers())
+        .filter(|_| backend.target.protocol() == gatehouse_model::BackendProtocol::Http1)
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     // Backend-level rewrite fields override the rule's; both apply to the original path.
@@ -195,6 +202,9 @@ async fn forward_matched(
     };
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some((protocol, _)) = &upgrade {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
     add_forwarded(&mut parts.headers, conn, listener.port, authority.as_ref());
     for ops in rule.filters.request_headers.iter().chain(&backend.filters.request_headers) {
         ops.apply(&mut parts.headers);
@@ -233,9 +243,20 @@ async fn forward_matched(
         }
     };
     let upstream_req = Request::from_parts(parts, body);
-    let resp = forward::send(shared, rule, backend, endpoint, upstream_req).await?;
+    let mut resp = forward::send(shared, rule, backend, endpoint, upstream_req).await?;
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded = match upgrade {
+        Some((protocol, client)) if switched => {
+            tunnel::spawn(client, hyper::upgrade::on(&mut resp));
+            Some(protocol)
+        }
+        _ => None,
+    };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgraded {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
         ops.apply(&mut parts.headers);
     }

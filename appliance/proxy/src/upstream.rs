@@ -206,7 +206,8 @@ impl Pool {
         let (sender, conn) =
             http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // With upgrades: a 101 hands the connection over to a tunnel.
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });

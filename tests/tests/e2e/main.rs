@@ -18,6 +18,7 @@ mod tls;
 mod units;
 mod wasm;
 mod wasm_gateway_api;
+mod websocket;
 mod xdp;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.

@@ -243,8 +243,14 @@ fn backend(b: BackendIn) -> WeightedBackend {
             name: "fuzz/endpoints".to_owned(),
             addrs: ports.into_iter().map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))).collect(),
             tls: None,
+            protocol: Default::default(),
         }),
-        TargetIn::Dns { host, port } => Backend::Dns { name: "fuzz/dns".to_owned(), host, port },
+        TargetIn::Dns { host, port } => Backend::Dns {
+            name: "fuzz/dns".to_owned(),
+            host,
+            port,
+            protocol: Default::default(),
+        },
         TargetIn::Unresolved => Backend::Unresolved(UnresolvedBackend {
             name: "fuzz/unresolved".to_owned(),
             reason: "fuzz".to_owned(),

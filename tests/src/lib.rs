@@ -10,10 +10,12 @@ mod ca_faults;
 mod client;
 mod echo;
 mod fake_kube;
+mod grpc;
 mod pki;
 mod plugins;
 mod scripted;
 mod tls_backend;
+mod websocket;
 
 pub use acme_peers::{Bind9, Pebble, PebbleOptions, acme_peers_installed, pebble_issuer_toml};
 pub use appliance::{Appliance, gatehouse_bin};
@@ -21,10 +23,12 @@ pub use ca_faults::{CaFault, CaRequest, FaultyCa};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;
 pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};
+pub use grpc::{ChannelBody, GrpcCall, GrpcClient, GrpcEcho, GrpcReply, frame_message};
 pub use pki::TestCa;
 pub use plugins::wasm_plugin;
 pub use scripted::{ScriptedBackend, Seen, Step};
 pub use tls_backend::TlsEchoBackend;
+pub use websocket::{WebSocketClient, WebSocketEcho, websocket_accept};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -545,18 +545,21 @@ impl Cx<'_, '_> {
             *weight.get_ref()
         });
         let filters = self.filters(b.filters, Level::Backend, matches);
+        let protocol = b.protocol.into();
         let backend = match (b.address, b.dns) {
             (Some(address), None) => {
                 let addr = self.socket_addr(&address)?;
+                let name = addr.to_string();
                 Backend::Endpoints(BackendEndpoints {
-                    name: addr.to_string(),
+                    name,
                     addrs: vec![addr],
                     tls: None,
+                    protocol,
                 })
             }
             (None, Some(dns)) => {
                 let (host, port) = self.host_port(&dns)?;
-                Backend::Dns { name: format!("{host}:{port}"), host, port }
+                Backend::Dns { name: format!("{host}:{port}"), host, port, protocol }
             }
             _ => {
                 self.errors.push(&span, Problem::BackendForm);

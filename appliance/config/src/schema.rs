@@ -304,8 +304,29 @@ pub(crate) struct Backend {
     pub address: Option<Spanned<String>>,
     pub dns: Option<Spanned<String>>,
     pub weight: Option<Spanned<u32>>,
+    /// How the proxy speaks to the backend; HTTP/1.1 when left out.
+    #[serde(default)]
+    pub protocol: BackendProtocol,
     #[serde(default)]
     pub filters: Vec<Spanned<Filter>>,
+}
+
+/// A backend's `protocol`: `"http1"` or `"h2c"` (HTTP/2 with prior knowledge).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BackendProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
+impl From<BackendProtocol> for gatehouse_model::BackendProtocol {
+    fn from(p: BackendProtocol) -> Self {
+        match p {
+            BackendProtocol::Http1 => Self::Http1,
+            BackendProtocol::H2c => Self::H2c,
+        }
+    }
 }
 
 /// `[ipam]`.

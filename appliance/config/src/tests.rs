@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use gatehouse_model::{
-    Backend, BackendEndpoints, HeaderMatch, HeaderModifier, Hostname, HttpFilter, HttpMatch,
-    HttpRoute, HttpRule, Listener, ListenerId, ObjectId, PathMatch, PathModifier, Protocol,
-    QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
+    Backend, BackendEndpoints, BackendProtocol, HeaderMatch, HeaderModifier, Hostname, HttpFilter,
+    HttpMatch, HttpRoute, HttpRule, Listener, ListenerId, ObjectId, PathMatch, PathModifier,
+    Protocol, QueryMatch, Redirect, Rewrite, StringMatch, WeightedBackend,
 };
 
 use super::*;
@@ -72,6 +72,7 @@ fn endpoint(addr: &str) -> Backend {
         name: addr.into(),
         addrs: vec![addr.parse().unwrap()],
         tls: None,
+        protocol: BackendProtocol::Http1,
     })
 }
 
@@ -305,6 +306,7 @@ hostnames = ["app.example.com"]
                         name: "backend.internal:80".into(),
                         host: "backend.internal".into(),
                         port: 80,
+                        protocol: BackendProtocol::Http1,
                     },
                     filters: vec![HttpFilter::RequestHeaderModifier(HeaderModifier {
                         remove: vec!["x-e".into()],

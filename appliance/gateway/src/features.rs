@@ -2,13 +2,17 @@
 //! GatewayClass `status.supportedFeatures`.
 //!
 //! A name is listed only when a test of ours proves it; `docs/gateway-api-support.md` maps
-//! every name of the GATEWAY-HTTP, -TLS, -TCP and -UDP profiles to that test or to "not yet".
+//! every name of the GATEWAY-HTTP, -GRPC, -TLS, -TCP and -UDP profiles to that test or to "not
+//! yet".
 //! Keep both in step.
 
 /// Proven features, sorted (the order status publishes).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "GRPCRouteRequestHeaderModifier",
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayBackendClientCertificate",
@@ -23,6 +27,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout",
     "HTTPRouteCORS",

@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::object::{Kind, Object, ObjectRef};
 use crate::types::{
-    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute,
-    TlsRoute, UdpRoute, WasmPlugin,
+    BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, ReferenceGrant,
+    TcpRoute, TlsRoute, UdpRoute, WasmPlugin,
 };
 
 /// The label every namespace carries with its own name.
@@ -47,6 +47,7 @@ pub struct Index {
     pub(crate) tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
     pub(crate) backend_tls_policies: BTreeMap<Key, Arc<BackendTlsPolicy>>,
     pub(crate) config_maps: BTreeMap<Key, Arc<ConfigMap>>,
+    pub(crate) grpc_routes: BTreeMap<Key, Arc<GrpcRoute>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -105,6 +106,7 @@ impl Index {
             Object::TlsRoute(o) => put(&mut self.tls_routes, k, o),
             Object::BackendTlsPolicy(o) => put(&mut self.backend_tls_policies, k, o),
             Object::ConfigMap(o) => put(&mut self.config_maps, k, o),
+            Object::GrpcRoute(o) => put(&mut self.grpc_routes, k, o),
         };
         if changed {
             self.touch(kind);
@@ -144,6 +146,7 @@ impl Index {
             Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
             Kind::BackendTlsPolicy => self.backend_tls_policies.remove(&k).is_some(),
             Kind::ConfigMap => self.config_maps.remove(&k).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
         };
         if removed {
             self.touch(kind);
@@ -182,6 +185,7 @@ impl Index {
             Kind::TlsRoute => self.tls_routes.clear(),
             Kind::BackendTlsPolicy => self.backend_tls_policies.clear(),
             Kind::ConfigMap => self.config_maps.clear(),
+            Kind::GrpcRoute => self.grpc_routes.clear(),
         }
         self.touch(kind);
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -218,6 +222,7 @@ impl Index {
             Kind::TlsRoute => keep_others(&mut self.tls_routes, namespace),
             Kind::BackendTlsPolicy => keep_others(&mut self.backend_tls_policies, namespace),
             Kind::ConfigMap => keep_others(&mut self.config_maps, namespace),
+            Kind::GrpcRoute => keep_others(&mut self.grpc_routes, namespace),
         }
         self.touch(kind);
         for object in objects
@@ -248,6 +253,7 @@ impl Index {
             Kind::TlsRoute => self.tls_routes.contains_key(&k),
             Kind::BackendTlsPolicy => self.backend_tls_policies.contains_key(&k),
             Kind::ConfigMap => self.config_maps.contains_key(&k),
+            Kind::GrpcRoute => self.grpc_routes.contains_key(&k),
         }
     }
 
@@ -269,6 +275,7 @@ impl Index {
             + self.tls_routes.len()
             + self.backend_tls_policies.len()
             + self.config_maps.len()
+            + self.grpc_routes.len()
     }
 
     /// Whether the index holds nothing.

@@ -7,8 +7,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::types::{
-    BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute,
-    TlsRoute, UdpRoute, WasmPlugin,
+    BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, ReferenceGrant,
+    TcpRoute, TlsRoute, UdpRoute, WasmPlugin,
 };
 
 /// One object of a kind the index holds.
@@ -34,6 +34,7 @@ pub enum Object {
     BackendTlsPolicy(BackendTlsPolicy),
     /// CA certificates (`ca.crt`) that BackendTLSPolicies and frontend validation point at.
     ConfigMap(ConfigMap),
+    GrpcRoute(GrpcRoute),
 }
 
 /// The kinds the index holds.
@@ -56,11 +57,12 @@ pub enum Kind {
     TlsRoute,
     BackendTlsPolicy,
     ConfigMap,
+    GrpcRoute,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -77,6 +79,7 @@ impl Kind {
         Kind::TlsRoute,
         Kind::BackendTlsPolicy,
         Kind::ConfigMap,
+        Kind::GrpcRoute,
     ];
 
     /// The Kubernetes kind name (`HTTPRoute`, `EndpointSlice`).
@@ -98,6 +101,7 @@ impl Kind {
             Kind::TlsRoute => "TLSRoute",
             Kind::BackendTlsPolicy => "BackendTLSPolicy",
             Kind::ConfigMap => "ConfigMap",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -159,6 +163,7 @@ impl Object {
             Object::TlsRoute(_) => Kind::TlsRoute,
             Object::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -181,6 +186,7 @@ impl Object {
             Object::TlsRoute(o) => &o.metadata,
             Object::BackendTlsPolicy(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
         }
     }
 

@@ -123,7 +123,7 @@ pub struct ListenerStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// `HTTPRoute.status`.
+/// `HTTPRoute.status` and `GRPCRoute.status` (the same schema).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpRouteStatus {
     pub parents: Vec<RouteParentStatus>,
@@ -206,7 +206,8 @@ pub(crate) fn metadata(meta: &ObjectMeta, namespaced: bool) -> StatusMetadata {
     }
 }
 
-/// Status of every GatewayClass, Gateway, ListenerSet and HTTPRoute of ours, in that order.
+/// Status of every GatewayClass, Gateway, ListenerSet and route of ours (HTTPRoute, GRPCRoute,
+/// TCPRoute, UDPRoute, TLSRoute), in that order (routes by kind, then namespace/name).
 ///
 /// `Programmed` is only `True` once the data plane acknowledged the translation's generation.
 pub fn status(
@@ -346,6 +347,7 @@ pub fn status(
         let key = (id.namespace.clone(), id.name.clone());
         let (meta, api_version) = match id.kind.as_str() {
             "HTTPRoute" => (index.http_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+            "GRPCRoute" => (index.grpc_routes.get(&key).map(|r| &r.metadata), API_VERSION),
             "TCPRoute" => (index.tcp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
             "UDPRoute" => (index.udp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
             "TLSRoute" => (index.tls_routes.get(&key).map(|r| &r.metadata), API_VERSION),
@@ -677,7 +679,10 @@ mod tests {
         assert_eq!(http["attachedRoutes"], 2);
         assert_eq!(
             http["supportedKinds"],
-            json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+            json!([
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+            ])
         );
         assert_eq!(
             conds(&http["conditions"]),
@@ -844,7 +849,10 @@ mod tests {
         assert_eq!(l["attachedRoutes"], 1);
         assert_eq!(
             l["supportedKinds"],
-            json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+            json!([
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+            ])
         );
         assert_eq!(conds(&l["conditions"])[0], c("Accepted", "True", "Accepted"));
         let far = find("ListenerSet", "team", "far");

@@ -185,6 +185,7 @@ mod tests {
                         "backendtlspolicies/status",
                         "gatewayclasses/status",
                         "gateways/status",
+                        "grpcroutes/status",
                         "httproutes/status",
                         "listenersets/status",
                         "tcproutes/status",

@@ -22,6 +22,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::GatewayClass => gateway_api("v1", "GatewayClass", "gatewayclasses"),
         Kind::Gateway => gateway_api("v1", "Gateway", "gateways"),
         Kind::HttpRoute => gateway_api("v1", "HTTPRoute", "httproutes"),
+        Kind::GrpcRoute => gateway_api("v1", "GRPCRoute", "grpcroutes"),
         // Still v1beta1 in the standard channel's storage version.
         Kind::ReferenceGrant => gateway_api("v1beta1", "ReferenceGrant", "referencegrants"),
         Kind::Namespace => ApiResource::erase::<Namespace>(&()),
@@ -127,6 +128,7 @@ mod tests {
         }
         assert_eq!(api_resource(Kind::EndpointSlice).api_version, "discovery.k8s.io/v1");
         assert_eq!(api_resource(Kind::HttpRoute).plural, "httproutes");
+        assert_eq!(api_resource(Kind::GrpcRoute).plural, "grpcroutes");
         assert_eq!(api_resource(Kind::WasmPlugin).api_version, "gatehouse.dev/v1alpha1");
         assert_eq!(api_resource(Kind::WasmPlugin).plural, "wasmplugins");
         assert_eq!(api_resource(Kind::ListenerSet).api_version, "gateway.networking.k8s.io/v1");

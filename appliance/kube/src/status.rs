@@ -46,10 +46,11 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds whose status is written (`get` and `patch` on their `/status`): ours of the
 /// Gateway API, and LoadBalancer Services that LB-IPAM gave addresses.
-pub const STATUS_KINDS: [Kind; 9] = [
+pub const STATUS_KINDS: [Kind; 10] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::HttpRoute,
+    Kind::GrpcRoute,
     Kind::Service,
     Kind::TcpRoute,
     Kind::UdpRoute,
@@ -62,7 +63,7 @@ pub const STATUS_KINDS: [Kind; 9] = [
 /// parent or ancestor): routes' `parents`, BackendTLSPolicy `ancestors`.
 fn shared_list(desired: &Value) -> Option<&'static str> {
     match desired["kind"].as_str()? {
-        "HTTPRoute" | "TCPRoute" | "UDPRoute" | "TLSRoute" => Some("parents"),
+        "HTTPRoute" | "GRPCRoute" | "TCPRoute" | "UDPRoute" | "TLSRoute" => Some("parents"),
         "BackendTLSPolicy" => Some("ancestors"),
         _ => None,
     }
@@ -95,9 +96,9 @@ impl StatusWriter {
     }
 
     /// Hands over the status objects of one applied generation (as `/status` shows them).
-    /// Only GatewayClass, Gateway, HTTPRoute and BackendTLSPolicy of the Gateway API and
-    /// (LB-IPAM) Services are taken; the native TOML objects (and anything else) are skipped.
-    /// Never blocks: the writer sees the latest set.
+    /// Only GatewayClass, Gateway, the routes, ListenerSet and BackendTLSPolicy of the Gateway
+    /// API and (LB-IPAM) Services are taken; the native TOML objects (and anything else) are
+    /// skipped. Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
         let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
         let update = Update { controller_name: controller_name.to_owned(), objects };

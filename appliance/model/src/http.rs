@@ -154,7 +154,7 @@ pub enum Backend {
     /// An empty list answers 503.
     Endpoints(BackendEndpoints),
     /// A DNS name resolved by the proxy when connecting.
-    Dns { name: String, host: String, port: u16 },
+    Dns { name: String, host: String, port: u16, protocol: BackendProtocol },
     /// A reference that did not resolve; requests picking it get 500.
     Unresolved(UnresolvedBackend),
 }
@@ -167,6 +167,18 @@ pub struct BackendEndpoints {
     pub addrs: Vec<SocketAddr>,
     /// TLS to the endpoints (a BackendTLSPolicy); `None` is cleartext.
     pub tls: Option<BackendTls>,
+    pub protocol: BackendProtocol,
+}
+
+/// How the proxy speaks HTTP to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (a WebSocket `Upgrade` becomes a byte tunnel after the backend's 101).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c): gRPC backends, Service ports with
+    /// `appProtocol: kubernetes.io/h2c`.
+    H2c,
 }
 
 /// A backend reference that could not be used, with the reason for logs.

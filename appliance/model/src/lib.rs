@@ -18,8 +18,8 @@ mod wasm;
 pub use backend_tls::{BackendTls, CaBundle, SubjectAltName, TrustRoots};
 pub use client_auth::{ClientValidation, ClientValidationMode};
 pub use http::{
-    Backend, BackendEndpoints, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch, HttpRoute,
-    HttpRule, PathMatch, PathModifier, QueryMatch, Redirect, Rewrite, StringMatch,
+    Backend, BackendEndpoints, BackendProtocol, HeaderMatch, HeaderModifier, HttpFilter, HttpMatch,
+    HttpRoute, HttpRule, PathMatch, PathModifier, QueryMatch, Redirect, Rewrite, StringMatch,
     UnresolvedBackend, WeightedBackend,
 };
 pub use id::{ListenerId, ObjectId};

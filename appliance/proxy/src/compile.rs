@@ -434,15 +434,16 @@ pub(crate) fn target(backend: &Backend) -> Target {
                     .map(|a| Authority::try_from(a.to_string()).ok())
                     .collect(),
                 tls,
+                protocol: e.protocol,
             }
         }
-        Backend::Dns { name, host, port } => {
+        Backend::Dns { name, host, port, protocol } => {
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
                 format!("{host}:{port}")
             };
-            Target::Dns { name: name.clone(), authority }
+            Target::Dns { name: name.clone(), authority, protocol: *protocol }
         }
         Backend::Unresolved(u) => {
             Target::Unresolved { name: u.name.clone(), reason: u.reason.clone() }

@@ -148,3 +148,117 @@ impl RequestError {
         resp
     }
 }
+
+/// gRPC status codes the proxy answers with (the gRPC spec's numbering).
+pub(crate) mod grpc_code {
+    pub const DEADLINE_EXCEEDED: u8 = 4;
+    pub const UNIMPLEMENTED: u8 = 12;
+    pub const INTERNAL: u8 = 13;
+    pub const UNAVAILABLE: u8 = 14;
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc` or `application/grpc+…`):
+/// errors are then answered as gRPC status, never as an HTTP error page.
+pub(crate) fn is_grpc(headers: &header::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl RequestError {
+    /// The gRPC status code for a gRPC request that failed here.
+    pub(crate) fn grpc_code(&self) -> u8 {
+        match self {
+            Self::NoRoute => grpc_code::UNIMPLEMENTED,
+            Self::Timeout { .. } | Self::RequestTimeout => grpc_code::DEADLINE_EXCEEDED,
+            Self::Misdirected
+            | Self::NoBackend
+            | Self::Unresolved { .. }
+            | Self::NoEndpoints(_)
+            | Self::Connect { .. }
+            | Self::BackendTls { .. }
+            | Self::Upstream { .. } => grpc_code::UNAVAILABLE,
+            Self::InvalidRule(_) | Self::UpstreamRequest(_) | Self::RequestBody(_) => {
+                grpc_code::INTERNAL
+            }
+        }
+    }
+
+    /// The error as the client expects it: a gRPC status for a gRPC call, else
+    /// [`RequestError::into_response`].
+    pub(crate) fn into_response_for(self, grpc: bool) -> Response<ProxyBody> {
+        if grpc { self.into_grpc_response() } else { self.into_response() }
+    }
+
+    /// A trailers-only gRPC response: HTTP 200, `application/grpc`, `grpc-status` and
+    /// `grpc-message` in the header block that ends the stream. The message names the
+    /// HTTP status the error stands for; details go to logs, not to clients.
+    fn into_grpc_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let message = format!(
+            "gatehouse: {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        );
+        let mut resp = Response::new(full(""));
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", header::HeaderValue::from(u16::from(self.grpc_code())));
+        if let Ok(v) = header::HeaderValue::from_str(&percent_encode(&message)) {
+            headers.insert("grpc-message", v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_requests_are_recognised_by_content_type() {
+        let h = |v: &'static str| {
+            let mut h = header::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(v));
+            is_grpc(&h)
+        };
+        assert!(h("application/grpc"));
+        assert!(h("application/grpc+proto"));
+        assert!(h("Application/GRPC;charset=utf-8"));
+        assert!(!h("application/grpc-web"));
+        assert!(!h("application/json"));
+        assert!(!is_grpc(&header::HeaderMap::new()));
+    }
+
+    #[test]
+    fn errors_become_trailers_only_grpc_status() {
+        let resp = RequestError::NoRoute.into_response_for(true);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/grpc");
+        assert_eq!(resp.headers()["grpc-status"], "12");
+        assert_eq!(resp.headers()["grpc-message"], "gatehouse: 404 Not Found");
+        assert!(resp.body().is_end_stream());
+        let timeout = RequestError::Timeout { backend: "b".into() };
+        assert_eq!(timeout.grpc_code(), grpc_code::DEADLINE_EXCEEDED);
+        assert_eq!(RequestError::NoEndpoints("b".into()).grpc_code(), grpc_code::UNAVAILABLE);
+        assert_eq!(percent_encode("a%b\nc"), "a%25b%0Ac");
+        let plain = RequestError::NoRoute.into_response_for(false);
+        assert_eq!(plain.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -60,6 +60,7 @@ pub(crate) fn backend(name: &str, weight: u32) -> WeightedBackend {
             name: name.into(),
             addrs: vec![SocketAddr::new(LOCALHOST, 9)],
             tls: None,
+            protocol: Default::default(),
         }),
         filters: Vec::new(),
     }

@@ -45,7 +45,7 @@ pub(crate) async fn send(
     // not provably `Send`.
     let mirrors = || rule.filters.mirrors.iter().chain(&backend.filters.mirrors);
     if retry.is_none() && mirrors().next().is_none() {
-        return upstream::send(&shared.pool, endpoint.key, req, timeout, name).await;
+        return crate::h2c::send(shared, backend, endpoint.key, req, timeout, name).await;
     }
     let (parts, body) = req.into_parts();
     let bytes = match replayable(body).await? {
@@ -55,29 +55,21 @@ pub(crate) async fn send(
                 shared.metrics.mirrors.record(m.backend.target.name(), "skipped_body");
             }
             let req = Request::from_parts(parts, body);
-            return upstream::send(&shared.pool, endpoint.key, req, timeout, name).await;
+            return crate::h2c::send(shared, backend, endpoint.key, req, timeout, name).await;
         }
     };
     for m in mirrors().filter(|m| m.draw()) {
-        mirror::spawn(
-            &shared.pool,
-            &shared.mirror_permits,
-            &shared.metrics.mirrors,
-            m,
-            &parts,
-            bytes.clone(),
-            timeout,
-        );
+        mirror::spawn(shared, m, &parts, bytes.clone(), timeout);
     }
     let Some(retry) = retry else {
         let req = mirror::copy(&parts, bytes);
-        return upstream::send(&shared.pool, endpoint.key, req, timeout, name).await;
+        return crate::h2c::send(shared, backend, endpoint.key, req, timeout, name).await;
     };
     let mut endpoint = endpoint;
     let mut done = 0;
     loop {
         let req = mirror::copy(&parts, bytes.clone());
-        let result = upstream::send(&shared.pool, endpoint.key, req, timeout, name).await;
+        let result = crate::h2c::send(shared, backend, endpoint.key, req, timeout, name).await;
         let Some(kind) = retryable(&retry.codes, &result) else { return result };
         if done >= retry.attempts {
             return result;

@@ -24,6 +24,7 @@ mod cors;
 mod error;
 mod filters;
 mod forward;
+mod h2c;
 mod matching;
 mod metrics;
 mod mirror;
@@ -33,6 +34,7 @@ mod server;
 mod service;
 mod table;
 mod tls;
+mod tunnel;
 mod upstream;
 mod wasm;
 

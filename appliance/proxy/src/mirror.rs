@@ -5,18 +5,16 @@
 //! [`MAX_MIRRORS_IN_FLIGHT`] mirrors run at once over the whole proxy; beyond that, copies are
 //! dropped (and counted) rather than queued.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http::request::Parts;
 use hyper::body::Body;
-use tokio::sync::Semaphore;
 
 use crate::filters::CompiledMirror;
-use crate::metrics::MirrorMetrics;
-use crate::upstream::{self, Pool, RequestBody};
+use crate::server::Shared;
+use crate::upstream::{self, RequestBody};
 
 /// Mirrored requests in flight at once, over every route.
 pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 512;
@@ -24,14 +22,13 @@ pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 512;
 /// Starts one mirror of the request whose head is `head` and whose (replayable) body is
 /// `body`, bounded by `timeout` for the whole exchange. Returns at once.
 pub(crate) fn spawn(
-    pool: &Pool,
-    permits: &Arc<Semaphore>,
-    metrics: &MirrorMetrics,
+    shared: &Shared,
     mirror: &CompiledMirror,
     head: &Parts,
     body: Option<Bytes>,
     timeout: Duration,
 ) {
+    let (permits, metrics) = (&shared.mirror_permits, &shared.metrics.mirrors);
     let name = mirror.backend.target.name();
     let Ok(permit) = permits.clone().try_acquire_owned() else {
         metrics.record(name, "dropped");
@@ -47,13 +44,22 @@ pub(crate) fn spawn(
         }
     };
     let req = copy(head, body);
-    let pool = pool.clone();
+    let pool = shared.pool.clone();
+    let h2c = shared.h2c.clone();
+    let protocol = mirror.backend.target.protocol();
     let metrics = metrics.clone();
     let name = name.to_owned();
     tokio::spawn(async move {
         let _permit = permit;
         let exchange = async {
-            let resp = upstream::send(&pool, endpoint.key, req, timeout, &name).await?;
+            let resp = match protocol {
+                gatehouse_model::BackendProtocol::Http1 => {
+                    upstream::send(&pool, endpoint.key, req, timeout, &name).await?
+                }
+                gatehouse_model::BackendProtocol::H2c => {
+                    h2c.send(endpoint.key, req, timeout, &name).await?
+                }
+            };
             let mut body = resp.into_body();
             // Read to the end so the connection can be reused; the bytes are dropped.
             while let Some(frame) =

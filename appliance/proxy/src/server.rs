@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub table: ArcSwap<RouteTable>,
     pub metrics: Metrics,
     pub pool: Pool,
+    /// Multiplexed HTTP/2 (h2c) connections, for backends that speak it.
+    pub h2c: crate::h2c::H2cPool,
     pub options: ProxyOptions,
     /// Bounds the request mirrors in flight ([`crate::mirror`]).
     pub mirror_permits: Arc<Semaphore>,
@@ -119,6 +121,7 @@ impl Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             metrics: Metrics::register(metrics),
             pool: Pool::new(options.upstream_connect_timeout, options.upstream_idle_timeout),
+            h2c: crate::h2c::H2cPool::new(options.upstream_connect_timeout),
             options,
             mirror_permits: Arc::new(Semaphore::new(crate::mirror::MAX_MIRRORS_IN_FLIGHT)),
             http,
@@ -322,7 +325,7 @@ async fn serve_http<I>(
         let info = info.clone();
         async move { Ok::<_, Infallible>(service::handle(&shared, &info, req).await) }
     });
-    let conn = shared.http.serve_connection(io, svc);
+    let conn = shared.http.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     loop {
         tokio::select! {

@@ -19,6 +19,7 @@ use crate::matching::RequestView;
 use crate::redirect::{RedirectInput, location};
 use crate::server::Shared;
 use crate::table::{ListenerRoutes, MatchEntry, RouteTable};
+use crate::tunnel;
 use crate::upstream::{self, RequestBody};
 use crate::wasm;
 
@@ -62,6 +63,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    let grpc = crate::error::is_grpc(req.headers());
     let table = shared.table.load_full();
     let mut matched = Matched::default();
     let resp = match proxy(shared, &table, conn, req, &mut matched).await {
@@ -76,7 +78,7 @@ pub(crate) async fn handle(
             if let Some(kind) = err.upstream_kind() {
                 shared.metrics.upstream_error(backend_label(&err), kind);
             }
-            err.into_response()
+            err.into_response_for(grpc)
         }
     };
     shared.metrics.request(
@@ -166,6 +168,12 @@ async fn forward_matched(
     }
     let endpoint = upstream::endpoint(backend)?;
 
+    let mut req = req;
+    // A WebSocket (or other) upgrade becomes a tunnel after the backend's 101; only HTTP/1.1
+    // backends can take one.
+    let upgrade = tunnel::requested(req.version(), req.headers())
+        .filter(|_| backend.target.protocol() == gatehouse_model::BackendProtocol::Http1)
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     // Backend-level rewrite fields override the rule's; both apply to the original path.
@@ -195,6 +203,9 @@ async fn forward_matched(
     };
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some((protocol, _)) = &upgrade {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
     add_forwarded(&mut parts.headers, conn, listener.port, authority.as_ref());
     for ops in rule.filters.request_headers.iter().chain(&backend.filters.request_headers) {
         ops.apply(&mut parts.headers);
@@ -238,9 +249,20 @@ async fn forward_matched(
     if let Some(answer) = chain.as_ref().and_then(wasm::Chain::take_answer) {
         return Ok(answer);
     }
-    let resp = sent?;
+    let mut resp = sent?;
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded = match upgrade {
+        Some((protocol, client)) if switched => {
+            tunnel::spawn(client, hyper::upgrade::on(&mut resp));
+            Some(protocol)
+        }
+        _ => None,
+    };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgraded {
+        tunnel::restore(&mut parts.headers, protocol);
+    }
     for ops in rule.filters.response_headers.iter().chain(&backend.filters.response_headers) {
         ops.apply(&mut parts.headers);
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use gatehouse_model::{
-    Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol, RulePolicy,
+    BackendProtocol, Hostname, HttpMatch, ListenerId, ListenerProblem, ObjectId, Protocol,
+    RulePolicy,
 };
 use http::uri::Authority;
 use rustls::ServerConfig;
@@ -205,11 +206,14 @@ pub(crate) enum Target {
         authorities: Vec<Option<Authority>>,
         /// TLS to the endpoints (BackendTLSPolicy); `None` is cleartext.
         tls: Option<Arc<crate::backend_tls::Connector>>,
+        /// How HTTP is spoken to the endpoints.
+        protocol: BackendProtocol,
     },
     /// `host:port`, resolved by the connector at connect time.
     Dns {
         name: String,
         authority: String,
+        protocol: BackendProtocol,
     },
     Unresolved {
         name: String,
@@ -226,14 +230,23 @@ impl Target {
         }
     }
 
+    /// How the backend is spoken to.
+    pub(crate) fn protocol(&self) -> BackendProtocol {
+        match self {
+            Target::Endpoints { protocol, .. } | Target::Dns { protocol, .. } => *protocol,
+            Target::Unresolved { .. } => BackendProtocol::Http1,
+        }
+    }
+
     fn describe(&self) -> Value {
         match self {
-            Target::Endpoints { name, addrs, tls, .. } => json!({
+            Target::Endpoints { name, addrs, tls, protocol, .. } => json!({
                 "name": name,
                 "endpoints": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "tls": tls.as_ref().map(|t| json!({"policy": t.source, "sni": t.server_name()})),
+                "protocol": format!("{protocol:?}"),
             }),
-            Target::Dns { name, authority } => json!({"name": name, "dns": authority}),
+            Target::Dns { name, authority, .. } => json!({"name": name, "dns": authority}),
             Target::Unresolved { name, reason } => json!({"name": name, "unresolved": reason}),
         }
     }

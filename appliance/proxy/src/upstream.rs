@@ -54,7 +54,7 @@ pub(crate) struct Endpoint {
 /// The next endpoint of a backend, round-robin, or its DNS authority.
 pub(crate) fn endpoint(backend: &CompiledBackend) -> Result<Endpoint, RequestError> {
     match &backend.target {
-        Target::Endpoints { name, addrs, authorities, tls } => {
+        Target::Endpoints { name, addrs, authorities, tls, .. } => {
             let i = backend.next_index(addrs.len());
             let addr = *addrs.get(i).ok_or_else(|| RequestError::NoEndpoints(name.clone()))?;
             let authority = match authorities.get(i) {
@@ -325,14 +325,15 @@ where
 {
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        // With upgrades: a 101 hands the connection over to a tunnel.
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
     Ok(sender)
 }
 
-async fn tcp_connect(key: &Key) -> io::Result<TcpStream> {
+pub(crate) async fn tcp_connect(key: &Key) -> io::Result<TcpStream> {
     match key {
         Key::Addr(addr) | Key::Tls(TlsEndpoint { addr, .. }) => TcpStream::connect(*addr).await,
         Key::Dns(authority) => {
@@ -397,6 +398,11 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body from a connection that is not pooled here (h2c: multiplexed, shared).
+    pub(crate) fn unpooled(body: Incoming) -> Self {
+        Self { body, reuse: None }
+    }
+
     fn release(&mut self) {
         if let Some(Reuse { pool, key, sender }) = self.reuse.take()
             && let Some(pool) = pool.upgrade()

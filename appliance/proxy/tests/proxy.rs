@@ -205,6 +205,7 @@ fn to(name: &str, addrs: &[SocketAddr], weight: u32) -> WeightedBackend {
             name: name.into(),
             addrs: addrs.to_vec(),
             tls: None,
+            protocol: Default::default(),
         }),
         filters: Vec::new(),
     }
@@ -645,6 +646,7 @@ async fn dns_backend_resolves_at_connect() {
                 name: "dns".into(),
                 host: "localhost".into(),
                 port: a.addr.port(),
+                protocol: Default::default(),
             },
             filters: vec![],
         };

@@ -12,6 +12,7 @@
 
 mod backend_tls;
 mod gateway;
+mod grpc;
 mod http;
 mod l4;
 

@@ -166,7 +166,9 @@ async fn renewal_swaps_the_certificate_without_a_failed_request_with_pebble_and_
     assert!(acme_peers_installed(), "pebble and bind9 are required: run make setup");
     let bind = Bind9::start(&["www.example.test", "example.test"], "");
     // Short-lived certificates: renewal at about 2/3 of 24 s.
-    let options = PebbleOptions { validity_seconds: Some(24), ..Default::default() };
+    // Renewal starts at two thirds of the lifetime; each failed attempt waits out a DNS timeout
+    // (seconds): 30 s leave the old certificate valid while the test looks at it.
+    let options = PebbleOptions { validity_seconds: Some(30), ..Default::default() };
     let pebble = Pebble::start(&bind.addr(), &options);
     let echo = EchoBackend::start("echo").await;
     let port = free_port();
@@ -232,7 +234,9 @@ async fn renewal_swaps_the_certificate_without_a_failed_request_with_pebble_and_
 async fn dns_down_at_renewal_keeps_the_old_certificate_serving_with_pebble_and_bind9() {
     assert!(acme_peers_installed(), "pebble and bind9 are required: run make setup");
     let mut bind = Bind9::start(&["www.example.test", "example.test"], "");
-    let options = PebbleOptions { validity_seconds: Some(24), ..Default::default() };
+    // Renewal starts at two thirds of the lifetime; each failed attempt waits out a DNS timeout
+    // (seconds): 30 s leave the old certificate valid while the test looks at it.
+    let options = PebbleOptions { validity_seconds: Some(30), ..Default::default() };
     let pebble = Pebble::start(&bind.addr(), &options);
     let echo = EchoBackend::start("echo").await;
     let port = free_port();
@@ -245,15 +249,17 @@ async fn dns_down_at_renewal_keeps_the_old_certificate_serving_with_pebble_and_b
     // The DNS server goes away before the renewal is due: renewal fails with a clear reason.
     bind.stop();
     let deadline = Instant::now() + Duration::from_secs(40);
+    // The certificates renew one after the other: the first to fail is the one to look at.
+    let dns_error = |e: &&serde_json::Value| e["last_error"]["reason"] == "DNSError";
     let failed = loop {
         let status = appliance.status().await;
-        if status["acme"][0]["last_error"]["reason"] == "DNSError" {
+        if status["acme"].as_array().is_some_and(|a| a.iter().any(|e| dns_error(&e))) {
             break status;
         }
         assert!(Instant::now() < deadline, "renewal never failed: {status:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let entry = &failed["acme"][0];
+    let entry = failed["acme"].as_array().and_then(|a| a.iter().find(dns_error)).unwrap();
     assert!(entry["next_attempt"].is_u64(), "a retry is planned: {entry}");
     // The listener still has its certificate: resolved, and HTTPS still answers with it.
     assert_eq!(condition(listener(&failed, "www"), "ResolvedRefs")["status"], "True");

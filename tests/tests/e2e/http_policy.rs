@@ -401,7 +401,6 @@ async fn gateway_class_lists_supported_features_sorted() {
     for feature in ["HTTPRoute", "HTTPRouteCORS", "HTTPRouteRequestMirror", "HTTPRouteRetry"] {
         assert!(names.contains(&feature), "{feature} missing from {names:?}");
     }
-    assert!(!names.contains(&"HTTPRouteBackendProtocolWebSocket"), "not proven yet");
 }
 
 #[tokio::test]

@@ -311,6 +311,7 @@ fn status_path(kind: &str, namespace: Option<&str>, name: &str) -> String {
         "GatewayClass" => "gatewayclasses",
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
+        "GRPCRoute" => "grpcroutes",
         other => panic!("no status written for {other}"),
     };
     match namespace {
@@ -1151,4 +1152,54 @@ async fn api_server_down_30s_then_back_keeps_serving_and_resyncs_slow() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(appliance.logs().contains("watch recovered; resynced from the API server"));
+}
+
+#[tokio::test]
+async fn grpc_routes_are_watched_served_and_their_status_written() {
+    let grpc = gatehouse_tests::GrpcEcho::start("grpc").await;
+    let port = free_port();
+    let kube = FakeKube::start().await;
+    for object in [namespace("default"), gateway_class(), gateway(port)] {
+        kube.apply(object).await;
+    }
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "grpc", "namespace": "default"},
+        "spec": {"ports": [{"port": 80, "targetPort": grpc.port()}]}
+    }))
+    .await;
+    kube.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "grpc-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "grpc"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": grpc.port()}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
+    }))
+    .await;
+    let appliance = start(&kube, None).await;
+    kube.apply(json!({
+        "apiVersion": GATEWAY_API, "kind": "GRPCRoute",
+        "metadata": {"name": "echo", "namespace": "default", "generation": 1},
+        "spec": {
+            "parentRefs": [{"name": "web"}],
+            "rules": [{
+                "matches": [{"method": {"service": "echo.v1.Echo"}}],
+                "backendRefs": [{"name": "grpc", "port": 80}]
+            }]
+        }
+    }))
+    .await;
+    let route = written(&kube, &appliance, "GRPCRoute", Some("default"), "echo", |o| {
+        our_parents(o).first().is_some_and(|p| is_true(&p["conditions"], "Accepted"))
+    })
+    .await;
+    assert_eq!(our_parents(&route)[0]["parentRef"]["name"], "web");
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let reply = gatehouse_tests::GrpcClient::connect(addr)
+        .await
+        .unary("any.example.com", "/echo.v1.Echo/Say", &[], b"from the cluster")
+        .await;
+    assert_eq!(reply.grpc_status(), Some(0), "{reply:?}");
+    assert_eq!(reply.json()["message"], "from the cluster");
 }

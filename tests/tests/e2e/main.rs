@@ -8,6 +8,7 @@ mod backend_tls;
 mod cli;
 mod gateway_api;
 mod gateway_extended;
+mod grpc;
 mod http_policy;
 mod image;
 
@@ -22,6 +23,7 @@ mod units;
 mod wasm;
 mod wasm_bodies;
 mod wasm_gateway_api;
+mod websocket;
 mod xdp;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use std::ops::Range;
 
 use gatehouse_model::{
-    Backend, BackendEndpoints, Cors, HttpFilter, Mirror, Retry, RulePolicy, is_cors_origin,
+    Backend, BackendEndpoints, BackendProtocol, Cors, HttpFilter, Mirror, Retry, RulePolicy,
+    is_cors_origin,
 };
 use toml::Spanned;
 
@@ -71,15 +72,19 @@ impl Cx<'_, '_> {
         let backend = match (m.address, m.dns) {
             (Some(address), None) => {
                 let addr = self.socket_addr(&address)?;
+                let name = addr.to_string();
+                let protocol = BackendProtocol::Http1;
                 Backend::Endpoints(BackendEndpoints {
-                    name: addr.to_string(),
+                    name,
                     addrs: vec![addr],
                     tls: None,
+                    protocol,
                 })
             }
             (None, Some(dns)) => {
                 let (host, port) = self.host_port(&dns)?;
-                Backend::Dns { name: format!("{host}:{port}"), host, port }
+                let protocol = BackendProtocol::Http1;
+                Backend::Dns { name: format!("{host}:{port}"), host, port, protocol }
             }
             _ => {
                 self.errors.push(span, Problem::BackendForm);

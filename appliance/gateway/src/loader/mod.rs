@@ -284,6 +284,9 @@ enum Unread {
 fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     match (group, kind) {
+        ("gateway.networking.k8s.io", "GRPCRoute") if version == "v1" => {
+            Ok(|v, l| typed(v, l).map(Object::GrpcRoute))
+        }
         (
             "gateway.networking.k8s.io",
             "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant",
@@ -325,8 +328,8 @@ fn converter(api_version: &str, kind: &str) -> Result<Convert, Unread> {
         ("", "ConfigMap") if version == "v1" => Ok(|v, l| typed(v, l).map(Object::ConfigMap)),
         (
             "gateway.networking.k8s.io",
-            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "TCPRoute" | "UDPRoute"
-            | "TLSRoute" | "BackendTLSPolicy",
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant" | "TCPRoute"
+            | "UDPRoute" | "TLSRoute" | "BackendTLSPolicy",
         )
         | ("", "Namespace" | "Service" | "Secret" | "Node" | "ConfigMap")
         | ("discovery.k8s.io", "EndpointSlice")
@@ -499,6 +502,7 @@ fn default_namespace(object: &mut Object) {
         Object::TlsRoute(o) => &mut o.metadata,
         Object::BackendTlsPolicy(o) => &mut o.metadata,
         Object::ConfigMap(o) => &mut o.metadata,
+        Object::GrpcRoute(o) => &mut o.metadata,
         Object::GatewayClass(_) | Object::Namespace(_) | Object::Node(_) => return,
     };
     meta.namespace.get_or_insert_with(|| "default".to_owned());

@@ -121,7 +121,7 @@ fn duplicates_name_both_places() {
 #[test]
 fn unknown_and_later_kinds_are_warnings() {
     let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\n\
-                apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g}\nspec: {}\n---\n\
+                apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: BackendLBPolicy\nmetadata: {name: g}\nspec: {}\n---\n\
                 apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\n";
     let loaded = load_str(Path::new("x.yaml"), text);
     assert!(loaded.errors.is_empty(), "{:?}", errors(&loaded));
@@ -129,7 +129,7 @@ fn unknown_and_later_kinds_are_warnings() {
     let warnings: Vec<_> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(warnings[0].starts_with("x.yaml:1: Deployment d: skipped"));
-    assert!(warnings[1].starts_with("x.yaml:5: GRPCRoute g: skipped"));
+    assert!(warnings[1].starts_with("x.yaml:5: BackendLBPolicy g: skipped"));
     assert!(warnings[2].starts_with("x.yaml:10: Secret s: skipped"));
 }
 

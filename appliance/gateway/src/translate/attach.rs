@@ -2,7 +2,7 @@
 
 use gatehouse_model::{Hostname, ObjectId};
 
-use super::{ListenerReport, Problem, Report};
+use super::{ListenerReport, Problem, Report, RouteKind};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{FromNamespaces, Listener, ParentReference};
@@ -60,11 +60,12 @@ impl<'a> Parent<'a> {
 pub(super) fn attach(
     index: &Index,
     parent: &Parent<'_>,
+    kind: RouteKind,
     route_ns: &str,
     parent_ref: &ParentReference,
     route_hostnames: &[Hostname],
 ) -> Result<Vec<usize>, Problem> {
-    attach_kind(index, parent, "HTTPRoute", route_ns, parent_ref, route_hostnames)
+    attach_kind(index, parent, kind.as_str(), route_ns, parent_ref, route_hostnames)
 }
 
 /// [`attach`] for a route of `route_kind` (a listener must support that kind).

@@ -4,23 +4,30 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use gatehouse_model::{Backend, BackendEndpoints, UnresolvedBackend};
+use gatehouse_model::{Backend, BackendEndpoints, BackendProtocol, UnresolvedBackend};
 use k8s_openapi::api::core::v1::Node;
 
 use super::grants::{self, From, To};
-use super::{BackendAddressing, Problem};
+use super::{BackendAddressing, Problem, RouteKind};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{BackendRef, GROUP};
 
-/// The model backend for a backendRef, and the problem when it does not resolve.
+/// The Service port `appProtocol` that asks for HTTP/2 with prior knowledge (GEP-1911).
+pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
+
+/// The model backend for a backendRef of a route of `kind`, and the problem when it does not
+/// resolve. GRPCRoute backends are spoken to over h2c; HTTPRoute backends over h2c when the
+/// Service port's `appProtocol` is [`APP_PROTOCOL_H2C`], else HTTP/1.1 (which also carries
+/// WebSocket upgrades, `kubernetes.io/ws`).
 pub(super) fn resolve(
     index: &Index,
     addressing: BackendAddressing,
+    kind: RouteKind,
     route_ns: &str,
     r: &BackendRef,
 ) -> (Backend, Option<Problem>) {
-    resolve_from(index, addressing, "HTTPRoute", route_ns, r)
+    resolve_from(index, addressing, kind.as_str(), route_ns, r)
 }
 
 /// [`resolve`] for a backendRef of a route of `route_kind` (what ReferenceGrants name).
@@ -37,7 +44,7 @@ pub(super) fn resolve_from(
         None => format!("{ns}/{}", r.name),
     };
     match resolve_service(index, addressing, route_kind, route_ns, ns, r) {
-        Ok((addrs, port_name)) => {
+        Ok((addrs, port_name, app_protocol)) => {
             // A policy that cannot be used fails the backend's requests (5xx) rather than
             // falling back to cleartext; its own status says why, not the route's.
             let tls = match super::backend_tls::for_backend(index, ns, &r.name, &port_name) {
@@ -49,7 +56,10 @@ pub(super) fn resolve_from(
                     return (backend, None);
                 }
             };
-            (Backend::Endpoints(BackendEndpoints { name, addrs, tls }), None)
+            let h2c = route_kind == RouteKind::Grpc.as_str()
+                || app_protocol.as_deref() == Some(APP_PROTOCOL_H2C);
+            let protocol = if h2c { BackendProtocol::H2c } else { BackendProtocol::Http1 };
+            (Backend::Endpoints(BackendEndpoints { name, addrs, tls, protocol }), None)
         }
         Err(problem) => {
             let backend =
@@ -59,6 +69,7 @@ pub(super) fn resolve_from(
     }
 }
 
+/// The addresses of a Service backendRef and its port's `appProtocol`.
 fn resolve_service(
     index: &Index,
     addressing: BackendAddressing,
@@ -66,7 +77,7 @@ fn resolve_service(
     route_ns: &str,
     ns: &str,
     r: &BackendRef,
-) -> Result<(Vec<SocketAddr>, String), Problem> {
+) -> Result<(Vec<SocketAddr>, String, Option<String>), Problem> {
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
         return Err(Problem::new(
             reason::INVALID_KIND,
@@ -105,6 +116,7 @@ fn resolve_service(
         .ok_or_else(|| not_found(format!("Service {ns}/{} has no port {port}", r.name)))?;
     let port_name = service_port.name.clone().unwrap_or_default();
     let port_name = port_name.as_str();
+    let app_protocol = service_port.app_protocol.clone();
     let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
 
     if addressing == BackendAddressing::NodePort {
@@ -138,7 +150,7 @@ fn resolve_service(
             .collect();
         addrs.sort();
         addrs.dedup();
-        return Ok((addrs, port_name.to_owned()));
+        return Ok((addrs, port_name.to_owned(), app_protocol));
     }
 
     let mut addrs = Vec::new();
@@ -170,7 +182,7 @@ fn resolve_service(
     }
     addrs.sort();
     addrs.dedup();
-    Ok((addrs, port_name.to_owned()))
+    Ok((addrs, port_name.to_owned(), app_protocol))
 }
 
 /// The label that keeps a node out of external load balancers' backends.

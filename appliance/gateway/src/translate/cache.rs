@@ -1,5 +1,6 @@
 //! Memoised translation: a cluster event that changes one HTTPRoute retranslates that route,
-//! not all of them.
+//! not all of them. GRPCRoutes are not memoised (their stamp is among the inputs, since an
+//! HTTPRoute's hostname conflicts depend on them).
 //!
 //! A route's outcome is a function of the route, the non-route objects and the Gateways'
 //! reports; [`Translator`] keeps each route's outcome next to the route object it came from
@@ -91,7 +92,12 @@ impl Translator {
         for (key, route) in &index.http_routes {
             let fresh = match self.routes.get(key) {
                 Some(entry) if Arc::ptr_eq(&entry.route, route) => None,
-                _ => Some(super::route_outcome(index, settings, route, parents)),
+                _ => Some(super::route_outcome(
+                    index,
+                    settings,
+                    super::RouteRef::Http(route),
+                    parents,
+                )),
             };
             match fresh {
                 None => outcomes.push(self.routes.get(key).and_then(|e| e.outcome.clone())),
@@ -105,9 +111,9 @@ impl Translator {
         if self.routes.len() > index.http_routes.len() {
             self.routes.retain(|key, _| index.http_routes.contains_key(key));
         }
-        for outcome in outcomes.into_iter().flatten() {
-            super::add_route(&mut out, outcome);
-        }
+        let mut outcomes: Vec<_> = outcomes.into_iter().flatten().collect();
+        outcomes.extend(super::grpc_outcomes(index, settings, parents));
+        super::add_routes(&mut out, outcomes);
         super::l4_routes::add(index, settings, &mut out);
         out
     }

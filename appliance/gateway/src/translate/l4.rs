@@ -49,6 +49,7 @@ pub(super) fn services(
             let (backend, _) = super::backends::resolve(
                 index,
                 settings.backend_addressing,
+                super::RouteKind::Http,
                 &namespace,
                 &reference,
             );

@@ -220,6 +220,7 @@ fn add_route(
             }
             Err(_) => Vec::new(),
         };
+        let parent_listeners: Vec<ListenerId> = found.iter().map(|(_, lid)| lid.clone()).collect();
         for (i, lid) in found {
             if attached.insert(lid) {
                 count(out, &gateway_id, i);
@@ -227,6 +228,7 @@ fn add_route(
         }
         let accepted = accepted.map(|_| ());
         reports.push(ParentReport {
+            listeners: parent_listeners,
             parent_ref,
             accepted,
             resolved_refs: resolved_refs.clone(),

@@ -224,21 +224,22 @@ pub(super) fn translate_listener(
         },
     };
 
-    let route_kind = match listener.protocol.as_str() {
-        "TCP" => "TCPRoute",
-        "UDP" => "UDPRoute",
-        "TLS" => "TLSRoute",
-        _ => "HTTPRoute",
+    let route_kind = |kind: &str| RouteGroupKind { group: GROUP.to_owned(), kind: kind.to_owned() };
+    // The route kinds a listener of this protocol serves (HTTP and HTTPS: both HTTP kinds).
+    let http_kinds: Vec<RouteGroupKind> = match listener.protocol.as_str() {
+        "TCP" => vec![route_kind("TCPRoute")],
+        "UDP" => vec![route_kind("UDPRoute")],
+        "TLS" => vec![route_kind("TLSRoute")],
+        _ => vec![route_kind("HTTPRoute"), route_kind("GRPCRoute")],
     };
-    let http_route = RouteGroupKind { group: GROUP.to_owned(), kind: route_kind.to_owned() };
     let supported_kinds = if !supported {
         Vec::new()
     } else if listener.allowed_routes.kinds.is_empty() {
-        vec![http_route]
+        http_kinds.clone()
     } else {
         let mut kinds = Vec::new();
         for kind in &listener.allowed_routes.kinds {
-            if *kind == http_route {
+            if http_kinds.contains(kind) {
                 if !kinds.contains(kind) {
                     kinds.push(kind.clone());
                 }

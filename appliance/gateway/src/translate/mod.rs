@@ -5,8 +5,10 @@ mod attach;
 pub(crate) mod backend_tls;
 mod backends;
 mod cache;
+mod conflicts;
 pub(crate) mod gateway_tls;
 mod grants;
+mod grpc;
 mod l4;
 mod l4_routes;
 mod listener_sets;
@@ -16,6 +18,8 @@ mod rules;
 mod tls;
 mod wasm;
 
+#[cfg(test)]
+mod grpc_tests;
 #[cfg(test)]
 mod tests;
 
@@ -27,7 +31,7 @@ use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, Ob
 
 use crate::conditions::reason;
 use crate::index::Index;
-use crate::types::{GROUP, ParentReference, RouteGroupKind};
+use crate::types::{GROUP, GrpcRoute, HttpRoute, ParentReference, RouteGroupKind};
 
 pub use cache::Translator;
 
@@ -92,8 +96,8 @@ pub struct Report {
     pub gateway_classes: BTreeMap<String, ClassReport>,
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
-    /// HTTPRoutes (and TCPRoutes, UDPRoutes, TLSRoutes: the id's kind tells) with at least
-    /// one parentRef to one of our Gateways or ListenerSets.
+    /// HTTPRoutes, GRPCRoutes, TCPRoutes, UDPRoutes and TLSRoutes (the id's kind tells) with
+    /// at least one parentRef to one of our Gateways or ListenerSets.
     pub routes: BTreeMap<ObjectId, RouteReport>,
     /// ListenerSets whose parentRef names one of our Gateways.
     pub listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
@@ -147,7 +151,7 @@ pub struct ListenerReport {
     pub(crate) hostname: Option<Hostname>,
 }
 
-/// An HTTPRoute that names at least one of our Gateways.
+/// An HTTPRoute or GRPCRoute that names at least one of our Gateways.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteReport {
     pub parents: Vec<ParentReport>,
@@ -162,6 +166,8 @@ pub struct ParentReport {
     pub resolved_refs: Result<(), Problem>,
     /// Set when some, but not all, rules were dropped.
     pub partially_invalid: Option<Problem>,
+    /// The listeners this parentRef attached the route to.
+    pub(crate) listeners: Vec<ListenerId>,
 }
 
 /// Translates every object of ours into the model and the status report.
@@ -178,13 +184,125 @@ pub fn translate_with_addresses(
     allocation: Option<&gatehouse_ipam::Allocation>,
 ) -> Translation {
     let mut out = translate_gateways(index, settings, allocation);
-    for route in index.http_routes.values() {
-        if let Some(outcome) = route_outcome(index, settings, route, &out.report) {
-            add_route(&mut out, outcome);
-        }
-    }
+    let parents = &out.report;
+    let outcomes: Vec<RouteOutcome> = index
+        .http_routes
+        .values()
+        .filter_map(|route| route_outcome(index, settings, RouteRef::Http(route), parents))
+        .chain(grpc_outcomes(index, settings, parents))
+        .collect();
+    add_routes(&mut out, outcomes);
     l4_routes::add(index, settings, &mut out);
     out
+}
+
+/// Every GRPCRoute's outcome (not memoised: they are few, and HTTPRoutes depend on them).
+fn grpc_outcomes<'a>(
+    index: &'a Index,
+    settings: &'a Settings,
+    parents: &'a Report,
+) -> impl Iterator<Item = RouteOutcome> + 'a {
+    index
+        .grpc_routes
+        .values()
+        .filter_map(move |route| route_outcome(index, settings, RouteRef::Grpc(route), parents))
+}
+
+/// Settles hostname conflicts between HTTPRoutes and GRPCRoutes, then adds every outcome.
+fn add_routes(out: &mut Translation, mut outcomes: Vec<RouteOutcome>) {
+    conflicts::resolve(&mut outcomes, &out.report.gateways);
+    for outcome in outcomes {
+        add_route(out, outcome);
+    }
+}
+
+/// The route kinds translated into HTTP routes of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    Http,
+    Grpc,
+}
+
+impl RouteKind {
+    /// The Kubernetes kind name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+}
+
+/// An HTTPRoute or a GRPCRoute of the index.
+#[derive(Clone, Copy, Debug)]
+enum RouteRef<'a> {
+    Http(&'a HttpRoute),
+    Grpc(&'a GrpcRoute),
+}
+
+impl<'a> RouteRef<'a> {
+    fn kind(self) -> RouteKind {
+        match self {
+            RouteRef::Http(_) => RouteKind::Http,
+            RouteRef::Grpc(_) => RouteKind::Grpc,
+        }
+    }
+
+    fn metadata(self) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            RouteRef::Http(r) => &r.metadata,
+            RouteRef::Grpc(r) => &r.metadata,
+        }
+    }
+
+    fn namespace(self) -> &'a str {
+        self.metadata().namespace.as_deref().unwrap_or_default()
+    }
+
+    fn name(self) -> &'a str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    fn parent_refs(self) -> &'a [ParentReference] {
+        match self {
+            RouteRef::Http(r) => &r.spec.parent_refs,
+            RouteRef::Grpc(r) => &r.spec.parent_refs,
+        }
+    }
+
+    fn hostnames(self) -> &'a [String] {
+        match self {
+            RouteRef::Http(r) => &r.spec.hostnames,
+            RouteRef::Grpc(r) => &r.spec.hostnames,
+        }
+    }
+
+    fn has_rules(self) -> bool {
+        match self {
+            RouteRef::Http(r) => !r.spec.rules.is_empty(),
+            RouteRef::Grpc(r) => !r.spec.rules.is_empty(),
+        }
+    }
+
+    fn rules(self, index: &Index, settings: &Settings) -> rules::Rules {
+        let ns = self.namespace();
+        match self {
+            RouteRef::Http(r) => {
+                let named = r.spec.rules.iter().map(|rule| (rule.name.as_deref(), Ok(rule)));
+                rules::translate(index, settings, RouteKind::Http, ns, named)
+            }
+            RouteRef::Grpc(r) => {
+                let converted = grpc::http_rules(r);
+                let named = r
+                    .spec
+                    .rules
+                    .iter()
+                    .zip(&converted)
+                    .map(|(rule, c)| (rule.name.as_deref(), c.as_ref().map_err(Clone::clone)));
+                rules::translate(index, settings, RouteKind::Grpc, ns, named)
+            }
+        }
+    }
 }
 
 /// GatewayClasses and Gateways: everything but the routes, and no route counted yet.
@@ -260,6 +378,11 @@ fn client_validation(
 #[derive(Clone, Debug, PartialEq)]
 struct RouteOutcome {
     id: ObjectId,
+    kind: RouteKind,
+    /// Creation time (Unix seconds), for conflicts between kinds.
+    created: Option<i64>,
+    /// The route's valid hostnames (empty: any).
+    hostnames: Vec<Hostname>,
     /// The route to serve, when it attached to at least one listener in the model.
     model: Option<ModelRoute>,
     /// The WASM plugins the served route's filters name.
@@ -297,13 +420,14 @@ fn add_route(out: &mut Translation, outcome: RouteOutcome) {
 fn route_outcome(
     index: &Index,
     settings: &Settings,
-    route: &crate::types::HttpRoute,
+    route: RouteRef<'_>,
     parents_report: &Report,
 ) -> Option<RouteOutcome> {
     let gateways = &parents_report.gateways;
     let route_ns = route.namespace();
+    let kind = route.kind();
     let mut parents = Vec::new();
-    for parent_ref in &route.spec.parent_refs {
+    for parent_ref in route.parent_refs() {
         let mut parent_ref = parent_ref.clone();
         let parent_ns = parent_ref.namespace.get_or_insert_with(|| route_ns.to_owned()).clone();
         if parent_ref.group != GROUP {
@@ -325,14 +449,14 @@ fn route_outcome(
 
     let mut hostnames = Vec::new();
     let mut route_problem = None;
-    for raw in &route.spec.hostnames {
+    for raw in route.hostnames() {
         match Hostname::parse(raw) {
             Ok(h) => hostnames.push(h),
             Err(e) => route_problem = Some(Problem::new(reason::UNSUPPORTED_VALUE, e.to_string())),
         }
     }
-    let mut rules = rules::translate(index, settings, route);
-    if route_problem.is_none() && !route.spec.rules.is_empty() && rules.rules.is_empty() {
+    let mut rules = route.rules(index, settings);
+    if route_problem.is_none() && route.has_rules() && rules.rules.is_empty() {
         let mut all = Problem::merge(&rules.dropped)
             .unwrap_or_else(|| Problem::new(reason::UNSUPPORTED_VALUE, "no valid rule"));
         all.message = format!("all rules are invalid: {}", all.message);
@@ -345,7 +469,7 @@ fn route_outcome(
         Problem::new(reason::UNSUPPORTED_VALUE, format!("Dropped Rule(s): {}", merged.message))
     });
 
-    let route_id = ObjectId::new("HTTPRoute", route_ns, route.name());
+    let route_id = ObjectId::new(kind.as_str(), route_ns, route.name());
     let mut attached: BTreeSet<ListenerId> = BTreeSet::new();
     let mut counted = Vec::new();
     let mut reports = Vec::new();
@@ -371,17 +495,22 @@ fn route_outcome(
         }
         let accepted = match (&route_problem, &parent.accepted) {
             (Some(p), _) | (None, Err(p)) => Err(p.clone()),
-            (None, Ok(())) => attach::attach(index, &parent, route_ns, &parent_ref, &hostnames),
+            (None, Ok(())) => {
+                attach::attach(index, &parent, kind, route_ns, &parent_ref, &hostnames)
+            }
         };
+        let mut parent_listeners = Vec::new();
         let accepted = accepted.map(|listeners| {
             for i in listeners {
                 let listener = &parent.reports[i];
+                parent_listeners.push(listener.id.clone());
                 if attached.insert(listener.id.clone()) {
                     counted.push((parent_id.clone(), i));
                 }
             }
         });
         reports.push(ParentReport {
+            listeners: parent_listeners,
             parent_ref,
             resolved_refs: resolved_refs.clone(),
             partially_invalid: if accepted.is_ok() { partially_invalid.clone() } else { None },
@@ -402,15 +531,19 @@ fn route_outcome(
     }
     // A route that serves nowhere needs none of its plugins.
     let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
+    let created = route.metadata().creation_timestamp.as_ref().map(|t| t.0.as_second());
     let model = (!listeners.is_empty()).then(|| ModelRoute {
         id: route_id.clone(),
-        created: route.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-        hostnames,
+        created,
+        hostnames: hostnames.clone(),
         listeners,
         rules: rules.rules,
     });
     Some(RouteOutcome {
         id: route_id,
+        kind,
+        created,
+        hostnames,
         model,
         plugins,
         report: RouteReport { parents: reports },

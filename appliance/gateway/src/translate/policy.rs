@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use gatehouse_model::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
 
-use super::{BackendAddressing, Problem, backends};
+use super::{BackendAddressing, Problem, RouteKind, backends};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{BackendRef, CorsFilter, HttpRule, MirrorFilter, RouteFilter};
@@ -99,6 +99,7 @@ pub(super) fn rule_policy(rule: &HttpRule) -> Result<RulePolicy, Problem> {
 pub(super) fn mirrors(
     index: &Index,
     addressing: BackendAddressing,
+    kind: RouteKind,
     route_ns: &str,
     filters: &[RouteFilter],
     unresolved: &mut Vec<Problem>,
@@ -120,7 +121,7 @@ pub(super) fn mirrors(
             weight: 1,
             filters: Vec::new(),
         };
-        let (backend, problem) = backends::resolve(index, addressing, route_ns, &as_ref);
+        let (backend, problem) = backends::resolve(index, addressing, kind, route_ns, &as_ref);
         unresolved.extend(problem);
         out.push(Mirror { backend, numerator, denominator });
     }

@@ -1,4 +1,5 @@
-//! HTTPRoute rules: matches, filters and backends into model rules.
+//! HTTPRoute rules (and GRPCRoute rules, converted to their HTTP form by `grpc`): matches,
+//! filters and backends into model rules.
 //!
 //! An invalid rule is dropped (the spec's "Drop Rule(s)" approach); its problem is reported.
 
@@ -10,11 +11,11 @@ use gatehouse_model::{
     WeightedBackend,
 };
 
-use super::{BackendAddressing, Problem, Settings, backends, policy, wasm};
+use super::{BackendAddressing, Problem, RouteKind, Settings, backends, policy, wasm};
 use crate::conditions::reason;
 use crate::index::Index;
 use crate::types::{
-    HeaderFilter, HttpRoute, HttpRule, MatchType, PathMatchType, PathModifier as SpecPathModifier,
+    HeaderFilter, HttpRule, MatchType, PathMatchType, PathModifier as SpecPathModifier,
     PathModifierType, RedirectFilter, RewriteFilter, RouteFilter, RouteMatch,
 };
 
@@ -33,24 +34,36 @@ struct Cx<'a> {
     index: &'a Index,
     addressing: BackendAddressing,
     module_dir: Option<&'a Path>,
+    kind: RouteKind,
     route_ns: &'a str,
 }
 
-pub(super) fn translate(index: &Index, settings: &Settings, route: &HttpRoute) -> Rules {
+/// Translates a route's rules, each with its name; a rule that is already known to be
+/// invalid (`Err`) is dropped with its problem.
+pub(super) fn translate<'r>(
+    index: &Index,
+    settings: &Settings,
+    kind: RouteKind,
+    route_ns: &str,
+    rules: impl IntoIterator<Item = (Option<&'r str>, Result<&'r HttpRule, Problem>)>,
+) -> Rules {
     let mut out = Rules::default();
     let cx = Cx {
         index,
         addressing: settings.backend_addressing,
         module_dir: settings.wasm_module_dir.as_deref(),
-        route_ns: route.namespace(),
+        kind,
+        route_ns,
     };
-    for (i, rule) in route.spec.rules.iter().enumerate() {
-        let label = match &rule.name {
+    for (i, (name, rule)) in rules.into_iter().enumerate() {
+        let label = match name {
             Some(name) => format!("rule {i} ({name})"),
             None => format!("rule {i}"),
         };
         let mut plugins = Vec::new();
-        match translate_rule(&cx, rule, &mut out.unresolved, &mut plugins) {
+        let translated =
+            rule.and_then(|rule| translate_rule(&cx, rule, &mut out.unresolved, &mut plugins));
+        match translated {
             Ok(r) => {
                 out.rules.push(r);
                 for plugin in plugins {
@@ -84,20 +97,35 @@ fn translate_rule(
     let mut filters = translate_filters(cx, &rule.filters, all_prefix, &mut extension, plugins)?;
     let mut problems = Vec::new();
     filters.extend(
-        policy::mirrors(cx.index, cx.addressing, cx.route_ns, &rule.filters, &mut problems)?
-            .into_iter()
-            .map(HttpFilter::RequestMirror),
+        policy::mirrors(
+            cx.index,
+            cx.addressing,
+            cx.kind,
+            cx.route_ns,
+            &rule.filters,
+            &mut problems,
+        )?
+        .into_iter()
+        .map(HttpFilter::RequestMirror),
     );
     let mut backends = Vec::new();
     for r in &rule.backend_refs {
         let mut backend_filters =
             translate_filters(cx, &r.filters, all_prefix, &mut extension, plugins)?;
         backend_filters.extend(
-            policy::mirrors(cx.index, cx.addressing, cx.route_ns, &r.filters, &mut problems)?
-                .into_iter()
-                .map(HttpFilter::RequestMirror),
+            policy::mirrors(
+                cx.index,
+                cx.addressing,
+                cx.kind,
+                cx.route_ns,
+                &r.filters,
+                &mut problems,
+            )?
+            .into_iter()
+            .map(HttpFilter::RequestMirror),
         );
-        let (backend, problem) = backends::resolve(cx.index, cx.addressing, cx.route_ns, r);
+        let (backend, problem) =
+            backends::resolve(cx.index, cx.addressing, cx.kind, cx.route_ns, r);
         problems.extend(problem);
         backends.push(WeightedBackend { weight: r.weight, backend, filters: backend_filters });
     }

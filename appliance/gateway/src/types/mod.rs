@@ -1,4 +1,5 @@
-//! Serde types for the Gateway API kinds we read (v1.6 standard channel), and our own
+//! Serde types for the Gateway API kinds we read (v1.6 standard channel: GatewayClass,
+//! Gateway, HTTPRoute, GRPCRoute, ReferenceGrant), and our own
 //! `WasmPlugin` kind (group `gatehouse.dev`).
 //!
 //! Spec types reject unknown fields, so a typo in a manifest is an error with its field path
@@ -8,6 +9,7 @@ mod backend_tls_policy;
 mod common;
 mod gateway;
 mod gateway_class;
+mod grpc_route;
 mod http_route;
 mod l4_route;
 mod listener_set;
@@ -29,6 +31,7 @@ pub use gateway::{
     ObjectReference, RouteNamespaces, TlsConfig, TlsMode, TlsPortConfig,
 };
 pub use gateway_class::{GatewayClass, GatewayClassSpec, ParametersReference};
+pub use grpc_route::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteSpec, GrpcRule};
 pub use http_route::{
     BackendObjectReference, BackendRef, CorsFilter, Fraction, HeaderFilter, HeaderMatch,
     HeaderValue, HttpRoute, HttpRouteSpec, HttpRule, MatchType, MirrorFilter, PathMatch,

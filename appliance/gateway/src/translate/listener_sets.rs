@@ -63,7 +63,19 @@ pub(super) fn translate(
         for listener in &set.spec.listeners {
             let lid = ListenerId { gateway: id.clone(), name: listener.name.clone() };
             let owner = ("ListenerSet", set.namespace());
-            let (r, certs) = translate_listener(index, owner, gateway, listener, lid);
+            let (mut r, certs) = translate_listener(index, owner, gateway, listener, lid);
+            if super::l4_routes::is_l4(&listener.protocol) {
+                // Refused rather than reported as programmed: the L4 proxy takes its listeners
+                // from Gateways only, for now.
+                r.accepted = Err(Problem::new(
+                    reason::UNSUPPORTED_PROTOCOL,
+                    format!(
+                        "protocol {} is not supported on ListenerSet listeners (use the Gateway's)",
+                        listener.protocol
+                    ),
+                ));
+                r.in_desired = false;
+            }
             listeners.push(r);
             certificates.push(certs);
         }
@@ -244,6 +256,30 @@ mod tests {
         assert_eq!(reason(&t, "in", "ls"), "ok");
         assert_eq!(reason(&t, "out", "ls"), "NotAllowed");
         assert_eq!(attached_sets(&t), 1);
+    }
+
+    #[test]
+    fn l4_listeners_in_a_set_are_refused_not_reported_as_served() {
+        let mut tcp = host("tcp", 9000, "t.example");
+        tcp.protocol = "TCP".into();
+        tcp.hostname = None;
+        let t = run(vec![
+            gateway_class("gatehouse", CONTROLLER),
+            web(Some(ListenersFrom::All)),
+            listener_set(
+                "a",
+                "mixed",
+                ("infra", "web"),
+                10,
+                vec![host("web", 81, "a.example"), tcp],
+            ),
+        ]);
+        let set = &t.report.listener_sets[&set_id("a", "mixed")];
+        assert!(set.accepted.is_ok(), "the HTTP listener keeps the set attached");
+        assert!(set.listeners[0].in_desired);
+        let refused = &set.listeners[1];
+        assert_eq!(refused.accepted.as_ref().err().map(|p| p.reason), Some("UnsupportedProtocol"));
+        assert!(!refused.in_desired);
     }
 
     #[test]

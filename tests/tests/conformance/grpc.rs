@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use gatehouse_tests::{Appliance, GrpcClient, GrpcEcho, GrpcReply, free_port};
+use gatehouse_tests::{Appliance, GrpcClient, GrpcEcho, GrpcReply, free_port, service_manifest};
 use serde_json::Value;
 
 use crate::{
@@ -232,9 +232,8 @@ async fn world() -> World {
     }
     // v3 again, for HTTPRoutes: the gRPC echo speaks HTTP/2 only, which an HTTPRoute backend
     // gets from `appProtocol: kubernetes.io/h2c`.
-    let h2c = service("infra", "v3-h2c", backends[2].port())
-        .replace("  - port: 80\n", "  - port: 80\n    appProtocol: kubernetes.io/h2c\n");
-    yaml.push_str(&h2c);
+    let h2c = "kubernetes.io/h2c";
+    yaml.push_str(&service_manifest("infra", "v3-h2c", backends[2].port(), Some(h2c)));
     for (kind, name, created, spec) in ROUTES {
         yaml.push_str(&route(kind, name, created, spec));
     }

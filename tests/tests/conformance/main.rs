@@ -128,38 +128,9 @@ shutdown_grace_ms = 2000
 manifests = ["manifests"]
 "#;
 
-/// A Service (port 80, unnamed, optional `appProtocol`) with one ready EndpointSlice at
-/// 127.0.0.1:`port`.
+/// A Service (port 80, unnamed) with one ready EndpointSlice at 127.0.0.1:`port`.
 pub fn service(namespace: &str, name: &str, port: u16) -> String {
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  ports:
-  - port: 80
-    targetPort: {port}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: {namespace}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-- name: ""
-  port: {port}
-endpoints:
-- addresses: ["127.0.0.1"]
-  conditions:
-    ready: true
-"#
-    )
+    gatehouse_tests::service_manifest(namespace, name, port, None)
 }
 
 /// A Namespace with labels (for `allowedRoutes` selectors).

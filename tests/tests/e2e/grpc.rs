@@ -273,33 +273,22 @@ async fn http_route_reaches_an_h2c_only_backend_by_app_protocol() {
     let h2 = GrpcEcho::start("h2-only").await;
     let port = free_port();
     let mut yaml = manifests(port, &[]);
-    yaml.push_str(&format!(
+    yaml.push_str(&gatehouse_tests::service_manifest(
+        "default",
+        "h2",
+        h2.port(),
+        Some("kubernetes.io/h2c"),
+    ));
+    yaml.push_str(
         r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: h2, namespace: default}}
-spec:
-  ports: [{{port: 80, appProtocol: kubernetes.io/h2c}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: h2-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: h2}}
-addressType: IPv4
-ports: [{{port: {backend}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: h2, namespace: default}}
+metadata: {name: h2, namespace: default}
 spec:
-  parentRefs: [{{name: web}}]
-  rules: [{{backendRefs: [{{name: h2, port: 80}}]}}]
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: h2, port: 80}]}]
 "#,
-        backend = h2.port()
-    ));
+    );
     let _gh = Appliance::start_ready(gateway_api_config(), &[("manifests/all.yaml", &yaml)]).await;
     let reply = Client::http1()
         .get_host(&format!("http://127.0.0.1:{port}/echo.v1.Echo/Say"), "app.example.com")

@@ -68,35 +68,7 @@ spec:
 
 /// A Service on port 80 (unnamed) with one EndpointSlice pointing at 127.0.0.1:`port`.
 pub fn service(name: &str, namespace: &str, port: u16) -> String {
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  ports:
-  - port: 80
-    targetPort: {port}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: {namespace}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-- name: ""
-  port: {port}
-endpoints:
-- addresses: ["127.0.0.1"]
-  conditions:
-    ready: true
-"#
-    )
+    gatehouse_tests::service_manifest(namespace, name, port, None)
 }
 
 /// The config file for Gateway API mode with manifests in `manifests/`.

@@ -10,34 +10,23 @@ async fn websocket_upgrade_becomes_a_tunnel_to_the_backend() {
     let ws = WebSocketEcho::start().await;
     let port = free_port();
     let mut yaml = manifests(port, &[]);
-    yaml.push_str(&format!(
+    yaml.push_str(&gatehouse_tests::service_manifest(
+        "default",
+        "ws",
+        ws.port(),
+        Some("kubernetes.io/ws"),
+    ));
+    yaml.push_str(
         r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: ws, namespace: default}}
-spec:
-  ports: [{{port: 80, appProtocol: kubernetes.io/ws}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: ws-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: ws}}
-addressType: IPv4
-ports: [{{port: {backend}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: ws, namespace: default}}
+metadata: {name: ws, namespace: default}
 spec:
-  parentRefs: [{{name: web}}]
+  parentRefs: [{name: web}]
   hostnames: [ws.example.com]
-  rules: [{{backendRefs: [{{name: ws, port: 80}}]}}]
+  rules: [{backendRefs: [{name: ws, port: 80}]}]
 "#,
-        backend = ws.port()
-    ));
+    );
     let _gh = Appliance::start_ready(gateway_api_config(), &[("manifests/all.yaml", &yaml)]).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = WebSocketClient::connect(addr, "ws.example.com", "/chat")

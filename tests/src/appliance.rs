@@ -134,12 +134,17 @@ impl Appliance {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Waits until `/readyz` answers 200, panicking with the logs after 20 s.
+    /// Waits until `/readyz` answers 200 and `/status` shows a served generation, panicking
+    /// with the logs after 20 s.
+    ///
+    /// `/status` is computed off the reload path and follows readiness by a moment: a test
+    /// that reads status right after start must not see the document from before the load.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let reply = crate::Client::http1().get(&self.admin_url("/readyz")).await;
             if reply.is_ok_and(|reply| reply.status == 200) {
+                self.wait_status(|s| s["generation"].as_u64().unwrap_or(0) >= 1).await;
                 return;
             }
             assert!(
@@ -168,7 +173,7 @@ impl Appliance {
         self.wait_status(|s| s["generation"].as_u64().unwrap_or(0) > after).await
     }
 
-    /// Waits (10 s at most) until `/status` satisfies `pred`.
+    /// Waits (20 s at most) until `/status` satisfies `pred`.
     pub async fn wait_status(
         &self,
         pred: impl Fn(&serde_json::Value) -> bool,

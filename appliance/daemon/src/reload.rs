@@ -423,18 +423,36 @@ impl Reloader {
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        // XDP follows the proxy, then the user-space L4 proxy serves what XDP left to it (a
+        // listener XDP takes over is balanced before its socket closes). A plan XDP refuses
+        // leaves the previous one serving.
+        let xdp = match &self.xdp {
+            Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
+            None => crate::xdp::Applied::default(),
+        };
         if let Some(l4) = &self.l4 {
-            report.listener_problems.extend(l4.apply(&desired, loaded.config.l4).await);
+            let problems = match &xdp.user_space {
+                Some(listeners) => {
+                    let part = Desired {
+                        generation: desired.generation,
+                        l4_listeners: listeners.clone(),
+                        ..Desired::default()
+                    };
+                    l4.apply(&part, loaded.config.l4).await
+                }
+                None => l4.apply(&desired, loaded.config.l4).await,
+            };
+            report.listener_problems.extend(problems);
         }
+        report.listener_problems.extend(xdp.listener_problems);
         let previous_table = self.table.replace(table.clone());
         let applied = self.metrics.observe("apply", compiled);
         let (generation, described) = (self.generation, table.clone());
         self.admin.publish_config_with(
             move || json!({"generation": generation, "routes": described.describe()}),
         );
-        // XDP follows the proxy; a plan it refuses leaves the previous one serving.
         let xdp_problems = match &self.xdp {
-            Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
+            Some(_) => xdp.warnings,
             // LoadBalancer Services without XDP only get their addresses: no warning for them.
             None if desired
                 .l4_services

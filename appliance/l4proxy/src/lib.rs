@@ -102,11 +102,11 @@ impl L4Proxy {
         let metrics = self.metrics.clone();
         let task = match bind.protocol {
             gatehouse_model::L4Protocol::Tcp => {
-                let listener = tokio::net::TcpListener::bind(bind.addr).await?;
+                let listener = tokio::net::TcpListener::from_std(socket(bind)?.into())?;
                 tokio::spawn(tcp::serve(listener, bind, plan, metrics))
             }
             gatehouse_model::L4Protocol::Udp => {
-                let socket = tokio::net::UdpSocket::bind(bind.addr).await?;
+                let socket = tokio::net::UdpSocket::from_std(socket(bind)?.into())?;
                 tokio::spawn(udp::serve(Arc::new(socket), bind, plan, metrics))
             }
         };
@@ -125,6 +125,32 @@ impl L4Proxy {
             task.abort();
         }
     }
+}
+
+/// A listening TCP or bound UDP socket with `IP_FREEBIND` (best effort), as the HTTP proxy's:
+/// a Gateway address from the pools binds before (or without) being on an interface.
+fn socket(bind: Bind) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (kind, protocol) = match bind.protocol {
+        gatehouse_model::L4Protocol::Tcp => (Type::STREAM, Protocol::TCP),
+        gatehouse_model::L4Protocol::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(bind.addr), kind, Some(protocol))?;
+    if bind.protocol == gatehouse_model::L4Protocol::Tcp {
+        socket.set_reuse_address(true)?;
+    }
+    let _ = if bind.addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)
+    } else {
+        socket.set_freebind_v4(true)
+    };
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.addr.into())?;
+    if bind.protocol == gatehouse_model::L4Protocol::Tcp {
+        socket.listen(1024)?;
+    }
+    Ok(socket)
 }
 
 impl Drop for L4Proxy {

@@ -139,6 +139,8 @@ pub struct Reloader {
     secret_writer: Option<gatehouse_kube::SecretWriter>,
     /// The XDP data plane, when `[xdp]` was on at boot.
     xdp: Option<crate::xdp::Xdp>,
+    /// Whether the XDP program was attached when the last generation was applied.
+    xdp_attached: Option<bool>,
     /// The user-space L4 data plane (TCP, UDP and TLS listeners).
     l4: Option<Arc<gatehouse_l4proxy::L4Proxy>>,
     /// Memoises the Gateway API translation per route across reloads.
@@ -178,6 +180,7 @@ impl Reloader {
             wasm: None,
             secret_writer: None,
             xdp: None,
+            xdp_attached: None,
             l4: None,
             translator: gatehouse_gateway::Translator::new(),
             compiler: gatehouse_proxy::Compiler::new(),
@@ -196,9 +199,13 @@ impl Reloader {
         self.l4 = Some(l4);
     }
 
-    /// The XDP data plane's state changed (interface lost or back): `/status` shows it.
-    pub fn xdp_changed(&mut self) {
+    /// The XDP data plane's state changed: `/status` shows it. Returns whether its interface
+    /// was lost or came back since the last apply: the listeners XDP serves then need a
+    /// reload for their status (not served while it is gone).
+    pub fn xdp_changed(&mut self) -> bool {
         self.publish_status();
+        let attached = self.xdp.as_ref().map(crate::xdp::Xdp::attached);
+        attached.is_some() && attached != self.xdp_attached
     }
 
     /// Detaches the XDP program (shutdown).
@@ -426,6 +433,7 @@ impl Reloader {
         // XDP follows the proxy, then the user-space L4 proxy serves what XDP left to it (a
         // listener XDP takes over is balanced before its socket closes). A plan XDP refuses
         // leaves the previous one serving.
+        self.xdp_attached = self.xdp.as_ref().map(crate::xdp::Xdp::attached);
         let xdp = match &self.xdp {
             Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
             None => crate::xdp::Applied::default(),

@@ -63,13 +63,25 @@ impl Xdp {
         let split = gatehouse_xdp::split_l4(desired);
         let mut listener_problems = split.problems;
         let plan = gatehouse_xdp::plan(desired, &plan_settings(settings));
-        if let Err(e) = self.plane.apply(plan).await {
+        let not_served = match self.plane.apply(plan).await {
+            Err(e) => {
+                warnings.push(e.clone());
+                Some(e)
+            }
+            // The maps hold the plan, but no frame reaches them until the interface is back
+            // (the daemon reloads when it is).
+            Ok(_) if !self.plane.status().attached => Some(format!(
+                "the XDP interface {} is gone: not served until it is back",
+                self.boot.0
+            )),
+            Ok(_) => None,
+        };
+        if let Some(message) = not_served {
             listener_problems.extend(split.xdp.into_iter().map(|listener| ListenerProblem {
                 listener,
                 kind: ListenerProblemKind::NotApplied,
-                message: e.clone(),
+                message: message.clone(),
             }));
-            warnings.push(e);
         }
         Applied { warnings, listener_problems, user_space: Some(split.user_space) }
     }
@@ -77,6 +89,11 @@ impl Xdp {
     /// `/status` → `xdp`.
     pub fn describe(&self) -> Value {
         serde_json::to_value(self.plane.status()).unwrap_or(Value::Null)
+    }
+
+    /// Whether the program is attached now (false while its interface is gone).
+    pub fn attached(&self) -> bool {
+        self.plane.status().attached
     }
 
     /// Changes of the data plane's state (interface lost or back).

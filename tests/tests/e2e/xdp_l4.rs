@@ -421,6 +421,22 @@ fn tcp_and_udp_routes_and_a_load_balancer_service_through_xdp_needs_root() {
     appliance.write("manifests/l4.yaml", &manifests_v4);
     wait_status(&appliance, &ns, all_programmed);
 
+    // The interface goes away: what XDP serves is not programmed until it is back; the
+    // user-space TLS listener stays programmed.
+    crate::xdp::run(&["ip", "-n", &ns, "link", "del", "a0"]);
+    let status = wait_status(&appliance, &ns, |s| {
+        listener_programmed(s, "l4", "udp").is_some_and(|(s, _)| s == "False")
+    });
+    let (_, message) = listener_programmed(&status, "l4", "tcp").expect("listener");
+    assert!(message.contains("XDP interface a0 is gone"), "{message}");
+    assert_eq!(listener_programmed(&status, "tls", "tls").map(|(s, _)| s), Some("True".into()));
+    crate::xdp::run(&[
+        "ip", "link", "add", "a0", "netns", &ns, "type", "veth", "peer", "name", "la", "netns",
+        &topo.lan,
+    ]);
+    crate::xdp::run(&["ip", "-n", &ns, "link", "set", "a0", "up"]);
+    wait_status(&appliance, &ns, |s| s["xdp"]["attached"] == true && all_programmed(s));
+
     appliance.signal("TERM");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let exit = rt.block_on(appliance.wait_exit(Duration::from_secs(10)));

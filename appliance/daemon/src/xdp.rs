@@ -14,7 +14,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Xdp {
     plane: Plane,
-    boot: (String, XdpMode, u32, u32),
+    boot: (Vec<String>, XdpMode, u32, u32),
 }
 
 impl Xdp {
@@ -31,7 +31,7 @@ impl Xdp {
             ..Limits::default()
         };
         let config =
-            PlaneConfig { interface: settings.interface.clone(), mode, require_driver, limits };
+            PlaneConfig { interfaces: settings.interfaces.clone(), mode, require_driver, limits };
         let plane = Plane::start(config).map_err(|e| anyhow::anyhow!("[xdp]: {e}"))?;
         registry.register_collector(Box::new(plane.collector()));
         Ok(Xdp { plane, boot: settings.boot_only() })
@@ -55,7 +55,7 @@ impl Xdp {
         let mut warnings = Vec::new();
         if settings.boot_only() != self.boot {
             warnings.push(
-                "[xdp] interface, mode, maglev_table_size or max_flows changed: they take effect \
+                "[xdp] interface(s), mode, maglev_table_size or max_flows changed: they take effect \
                  after a restart"
                     .to_owned(),
             );
@@ -72,7 +72,7 @@ impl Xdp {
             // (the daemon reloads when it is).
             Ok(_) if !self.plane.status().attached => Some(format!(
                 "the XDP interface {} is gone: not served until it is back",
-                self.boot.0
+                self.plane.status().missing.join(", ")
             )),
             Ok(_) => None,
         };

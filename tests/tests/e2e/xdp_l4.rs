@@ -568,3 +568,154 @@ fn load_balancer_service_from_the_cluster_through_xdp_with_its_status_written_ne
         server.join().expect("backend");
     }
 }
+
+/// A two-armed appliance: clients on one interface, backends on another, no bridge.
+struct TwoArmed {
+    client: String,
+    appliance: String,
+    backend: String,
+}
+
+impl TwoArmed {
+    fn new() -> TwoArmed {
+        let id = std::process::id();
+        let t = TwoArmed {
+            client: format!("ghe2-c-{id}"),
+            appliance: format!("ghe2-a-{id}"),
+            backend: format!("ghe2-b-{id}"),
+        };
+        for ns in [&t.client, &t.appliance, &t.backend] {
+            crate::xdp::run(&["ip", "netns", "add", ns]);
+            crate::xdp::run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let links = [
+            (&t.client, "c0", "c1", &["10.20.1.2/24"][..], "10.20.1.1/24"),
+            (&t.backend, "b0", "b1", &["10.20.2.2/24", "10.20.2.3/24"][..], "10.20.2.1/24"),
+        ];
+        for (ns, dev, arm, addrs, arm_addr) in links {
+            crate::xdp::run(&[
+                "ip",
+                "link",
+                "add",
+                dev,
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                arm,
+                "netns",
+                &t.appliance,
+            ]);
+            for addr in addrs {
+                crate::xdp::run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            }
+            crate::xdp::run(&["ip", "-n", &t.appliance, "addr", "add", arm_addr, "dev", arm]);
+            for (n, d) in [(ns.as_str(), dev), (t.appliance.as_str(), arm)] {
+                crate::xdp::run(&["ip", "-n", n, "link", "set", d, "up"]);
+                crate::xdp::run(&["ip", "netns", "exec", n, "ethtool", "-K", d, "tx", "off"]);
+            }
+        }
+        let a = t.appliance.as_str();
+        crate::xdp::run(&["ip", "netns", "exec", a, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for key in ["all", "default", "c1", "b1"] {
+            let setting = format!("net.ipv4.conf.{key}.rp_filter=0");
+            crate::xdp::run(&["ip", "netns", "exec", a, "sysctl", "-qw", &setting]);
+        }
+        t
+    }
+}
+
+impl Drop for TwoArmed {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.appliance, &self.backend] {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// An XDP program that passes everything on `dev` in `ns` (veth delivers redirected frames
+/// only to a peer that runs one).
+fn pass_on(ns: &str, dev: &'static str) -> gatehouse_xdp::Datapath {
+    in_ns(ns, move || {
+        let limits =
+            gatehouse_xdp::Limits { max_vips: 4, max_backends: 4, ring_size: 13, max_flows: 1024 };
+        let mut dp = gatehouse_xdp::Datapath::load(limits).expect("load the peer program");
+        dp.attach(dev, gatehouse_xdp::AttachMode::Driver).expect("attach to the peer");
+        dp
+    })
+    .join()
+    .expect("peer program")
+}
+
+#[test]
+fn two_armed_appliance_balances_from_one_interface_to_the_other_needs_root() {
+    if !root() {
+        return;
+    }
+    let topo = TwoArmed::new();
+    let ns = topo.appliance.clone();
+    let _peers = [pass_on(&topo.client, "c0"), pass_on(&topo.backend, "b0")];
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = [
+        backend(&topo.backend, "10.20.2.2:8080", stop.clone()),
+        backend(&topo.backend, "10.20.2.3:8080", stop.clone()),
+    ];
+    let config = r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[runtime]
+shutdown_grace_ms = 200
+[xdp]
+interfaces = ["c1", "b1"]
+mode = "driver"
+maglev_table_size = 4099
+max_flows = 4096
+nat_source_v4 = "10.20.2.254"
+
+[[l4_services]]
+name = "echo"
+address = "10.20.1.100"
+port = 80
+backends = [{ address = "10.20.2.2:8080" }, { address = "10.20.2.3:8080" }]
+"#;
+    let mut appliance = Appliance::start_in_netns(&ns, config, &[]);
+    let status = wait_status(&appliance, &ns, |s| {
+        s["xdp"]["applied_generation"].as_u64().is_some_and(|g| g >= 1)
+    });
+    assert_eq!(status["xdp"]["interfaces"], json!(["c1", "b1"]), "{status:#}");
+    assert_eq!(
+        (&status["xdp"]["attached"], &status["xdp"]["mode"]),
+        (&json!(true), &json!("driver"))
+    );
+    let attached = |dev: &str| {
+        crate::xdp::run(&["ip", "-n", &ns, "-d", "link", "show", dev]).contains("prog/xdp")
+    };
+    assert!(attached("c1") && attached("b1"));
+
+    // The client's ARP for the VIP is answered on c1, the backends' for the NAT source on b1.
+    let vip: SocketAddr = "10.20.1.100:80".parse().expect("VIP");
+    let answers = in_ns(&topo.client, move || (0..40).map(|_| ask(vip)).collect::<Vec<String>>())
+        .join()
+        .expect("client");
+    assert!(answers.iter().all(|a| a == "10.20.2.2:8080" || a == "10.20.2.3:8080"), "{answers:?}");
+    assert!(answers.iter().any(|a| a == "10.20.2.2:8080"), "{answers:?}");
+    assert!(answers.iter().any(|a| a == "10.20.2.3:8080"), "{answers:?}");
+
+    // One arm lost: the status says which, the other stays attached.
+    crate::xdp::run(&["ip", "-n", &ns, "link", "del", "b1"]);
+    let status = wait_status(&appliance, &ns, |s| s["xdp"]["attached"] == false);
+    assert_eq!(status["xdp"]["missing"], json!(["b1"]), "{status:#}");
+    assert!(attached("c1"));
+
+    appliance.signal("TERM");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let exit = rt.block_on(appliance.wait_exit(Duration::from_secs(10)));
+    assert!(exit.success(), "{exit:?}\n{}", appliance.logs());
+    assert!(!attached("c1"), "the XDP program outlived the process");
+    stop.store(true, Ordering::Relaxed);
+    for server in servers {
+        server.join().expect("backend");
+    }
+}

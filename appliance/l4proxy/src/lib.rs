@@ -158,3 +158,40 @@ impl Drop for L4Proxy {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use gatehouse_model::{L4Listener, L4Mode, ObjectId};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pool_addresses_bind_before_they_are_on_an_interface() {
+        // 192.0.2.0/24 (TEST-NET-1) is on no interface here: IP_FREEBIND lets both bind.
+        let listener = |name: &str, mode| L4Listener {
+            id: ListenerId {
+                gateway: ObjectId::new("Gateway", "infra", "edge"),
+                name: name.into(),
+            },
+            addresses: vec!["192.0.2.77".parse().unwrap()],
+            port: 7000,
+            mode,
+            hostname: None,
+            routes: Vec::new(),
+        };
+        let desired = Desired {
+            generation: 1,
+            l4_listeners: vec![listener("tcp", L4Mode::Tcp), listener("udp", L4Mode::Udp)],
+            ..Desired::default()
+        };
+        let proxy = L4Proxy::new(&mut Registry::default());
+        let problems = proxy.apply(&desired, L4Limits::default()).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        let bound: Vec<String> =
+            proxy.bound().iter().map(|b| format!("{} {}", b.protocol, b.addr)).collect();
+        assert_eq!(bound, ["tcp 192.0.2.77:7000", "udp 192.0.2.77:7000"]);
+        proxy.shutdown();
+    }
+}

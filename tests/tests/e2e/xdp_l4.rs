@@ -662,11 +662,14 @@ fn two_armed_appliance_balances_from_one_interface_to_the_other_needs_root() {
         backend(&topo.backend, "10.20.2.2:8080", stop.clone()),
         backend(&topo.backend, "10.20.2.3:8080", stop.clone()),
     ];
+    // A LoadBalancer Service from a manifest: its address from the pool on the client side.
     let config = r#"
 [admin]
 listen = "127.0.0.1:{admin}"
 [runtime]
 shutdown_grace_ms = 200
+[gateway_api]
+manifests = ["manifests"]
 [xdp]
 interfaces = ["c1", "b1"]
 mode = "driver"
@@ -674,16 +677,34 @@ maglev_table_size = 4099
 max_flows = 4096
 nat_source_v4 = "10.20.2.254"
 
-[[l4_services]]
-name = "echo"
-address = "10.20.1.100"
-port = 80
-backends = [{ address = "10.20.2.2:8080" }, { address = "10.20.2.3:8080" }]
+[[ipam.pools]]
+name = "client-side"
+cidrs = ["10.20.1.100/31"]
 "#;
-    let mut appliance = Appliance::start_in_netns(&ns, config, &[]);
+    let service = r#"apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{name: tcp, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: default
+  labels: {kubernetes.io/service-name: echo}
+addressType: IPv4
+ports: [{name: tcp, port: 8080, protocol: TCP}]
+endpoints: [{addresses: ["10.20.2.2"]}, {addresses: ["10.20.2.3"]}]
+"#;
+    let mut appliance = Appliance::start_in_netns(&ns, config, &[("manifests/echo.yaml", service)]);
     let status = wait_status(&appliance, &ns, |s| {
         s["xdp"]["applied_generation"].as_u64().is_some_and(|g| g >= 1)
+            && object(s, "Service", "echo").is_some()
     });
+    let service = object(&status, "Service", "echo").expect("the Service's status");
+    assert_eq!(service["status"]["loadBalancer"]["ingress"][0]["ip"], "10.20.1.100");
     assert_eq!(status["xdp"]["interfaces"], json!(["c1", "b1"]), "{status:#}");
     assert_eq!(
         (&status["xdp"]["attached"], &status["xdp"]["mode"]),

@@ -49,8 +49,11 @@ pub enum XdpForwarding {
 /// `[xdp]` when present with a mode other than `off`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XdpSettings {
-    /// Interface the program attaches to (boot-only).
+    /// Interface the program attaches to (boot-only); the first of `interfaces`.
     pub interface: String,
+    /// Every interface the program attaches to, `interface` first (boot-only): `interface =
+    /// "eth0"` or `interfaces = ["eth0", "eth1"]` for a two-armed appliance.
+    pub interfaces: Vec<String>,
     /// Attach mode (boot-only); never [`XdpMode::Off`] here.
     pub mode: XdpMode,
     /// Maglev table length per VIP, a prime (boot-only).
@@ -71,8 +74,8 @@ pub struct XdpSettings {
 
 impl XdpSettings {
     /// The settings fixed when the program is loaded and attached: a change needs a restart.
-    pub fn boot_only(&self) -> (String, XdpMode, u32, u32) {
-        (self.interface.clone(), self.mode, self.maglev_table_size, self.max_flows)
+    pub fn boot_only(&self) -> (Vec<String>, XdpMode, u32, u32) {
+        (self.interfaces.clone(), self.mode, self.maglev_table_size, self.max_flows)
     }
 }
 
@@ -83,6 +86,7 @@ pub(crate) mod schema {
     #[serde(deny_unknown_fields)]
     pub(crate) struct Xdp {
         pub interface: Option<Spanned<String>>,
+        pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
         pub mode: Option<XdpMode>,
         pub maglev_table_size: Option<Spanned<u32>>,
         pub max_flows: Option<Spanned<u32>>,
@@ -187,21 +191,37 @@ pub(crate) fn settings(
     if mode == XdpMode::Off {
         return None;
     }
-    let interface = match xdp.interface {
-        Some(name) => {
-            let n = name.get_ref();
-            if n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']) {
-                errors.push(&name.span(), problem(format!("{n:?} is not an interface name")));
+    let names = match (xdp.interface, xdp.interfaces) {
+        (Some(name), None) => vec![name],
+        (None, Some(list)) => {
+            if list.get_ref().is_empty() {
+                errors.push(&list.span(), problem("interfaces must name at least one interface"));
             }
-            name.into_inner()
+            list.into_inner()
         }
-        None => {
+        (Some(_), Some(list)) => {
+            errors.push(&list.span(), problem("set `interface` or `interfaces`, not both"));
+            list.into_inner()
+        }
+        (None, None) => {
             errors.push(&span, problem("[xdp] needs `interface` unless mode = \"off\""));
-            String::new()
+            Vec::new()
         }
     };
+    let mut interfaces: Vec<String> = Vec::new();
+    for name in names {
+        let n = name.get_ref();
+        if n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']) {
+            errors.push(&name.span(), problem(format!("{n:?} is not an interface name")));
+        } else if interfaces.contains(n) {
+            errors.push(&name.span(), problem(format!("interface {n:?} is named twice")));
+            continue;
+        }
+        interfaces.push(name.into_inner());
+    }
     Some(XdpSettings {
-        interface,
+        interface: interfaces.first().cloned().unwrap_or_default(),
+        interfaces,
         mode,
         maglev_table_size,
         max_flows,
@@ -377,7 +397,7 @@ backends = [{ address = "10.0.0.3:53" }]
         )
         .unwrap();
         let xdp = config.xdp.unwrap();
-        assert_eq!(xdp.boot_only(), ("eth1".to_owned(), XdpMode::Driver, 4099, 4096));
+        assert_eq!(xdp.boot_only(), (vec!["eth1".to_owned()], XdpMode::Driver, 4099, 4096));
         assert_eq!(xdp.forwarding, XdpForwarding::Ipip);
         assert_eq!(xdp.source_v4, Some("10.0.0.254".parse().unwrap()));
         assert_eq!(xdp.source_v6, Some("fd00::fe".parse().unwrap()));
@@ -433,5 +453,27 @@ backends = []
         for (e, want) in errors.iter().zip(expected) {
             assert!(e.starts_with(want), "{e} / {want}");
         }
+    }
+
+    #[test]
+    fn two_interfaces_and_their_errors() {
+        let xdp = parse("[xdp]\ninterfaces = [\"c1\", \"b1\"]\n").unwrap().xdp.unwrap();
+        assert_eq!(
+            (xdp.interface.as_str(), xdp.interfaces.clone()),
+            ("c1", vec!["c1".into(), "b1".into()])
+        );
+        let errors =
+            parse("[xdp]\ninterface = \"a\"\ninterfaces = [\"b\", \"b\", \"x/y\"]\n").unwrap_err();
+        let expected = [
+            "3:14: set `interface` or `interfaces`, not both",
+            "3:20: interface \"b\" is named twice",
+            "3:25: \"x/y\" is not an interface name",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (e, want) in errors.iter().zip(expected) {
+            assert!(e.starts_with(want), "{e} / {want}");
+        }
+        let errors = parse("[xdp]\ninterfaces = []\n").unwrap_err();
+        assert!(errors[0].starts_with("2:14: interfaces must name at least one"), "{errors:?}");
     }
 }

@@ -139,6 +139,8 @@ pub struct Reloader {
     secret_writer: Option<gatehouse_kube::SecretWriter>,
     /// The XDP data plane, when `[xdp]` was on at boot.
     xdp: Option<crate::xdp::Xdp>,
+    /// Whether the XDP program was attached when the last generation was applied.
+    xdp_attached: Option<bool>,
     /// The user-space L4 data plane (TCP, UDP and TLS listeners).
     l4: Option<Arc<gatehouse_l4proxy::L4Proxy>>,
     /// Memoises the Gateway API translation per route across reloads.
@@ -178,6 +180,7 @@ impl Reloader {
             wasm: None,
             secret_writer: None,
             xdp: None,
+            xdp_attached: None,
             l4: None,
             translator: gatehouse_gateway::Translator::new(),
             compiler: gatehouse_proxy::Compiler::new(),
@@ -196,9 +199,13 @@ impl Reloader {
         self.l4 = Some(l4);
     }
 
-    /// The XDP data plane's state changed (interface lost or back): `/status` shows it.
-    pub fn xdp_changed(&mut self) {
+    /// The XDP data plane's state changed: `/status` shows it. Returns whether its interface
+    /// was lost or came back since the last apply: the listeners XDP serves then need a
+    /// reload for their status (not served while it is gone).
+    pub fn xdp_changed(&mut self) -> bool {
         self.publish_status();
+        let attached = self.xdp.as_ref().map(crate::xdp::Xdp::attached);
+        attached.is_some() && attached != self.xdp_attached
     }
 
     /// Detaches the XDP program (shutdown).
@@ -423,18 +430,37 @@ impl Reloader {
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        // XDP follows the proxy, then the user-space L4 proxy serves what XDP left to it (a
+        // listener XDP takes over is balanced before its socket closes). A plan XDP refuses
+        // leaves the previous one serving.
+        self.xdp_attached = self.xdp.as_ref().map(crate::xdp::Xdp::attached);
+        let xdp = match &self.xdp {
+            Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
+            None => crate::xdp::Applied::default(),
+        };
         if let Some(l4) = &self.l4 {
-            report.listener_problems.extend(l4.apply(&desired, loaded.config.l4).await);
+            let problems = match &xdp.user_space {
+                Some(listeners) => {
+                    let part = Desired {
+                        generation: desired.generation,
+                        l4_listeners: listeners.clone(),
+                        ..Desired::default()
+                    };
+                    l4.apply(&part, loaded.config.l4).await
+                }
+                None => l4.apply(&desired, loaded.config.l4).await,
+            };
+            report.listener_problems.extend(problems);
         }
+        report.listener_problems.extend(xdp.listener_problems);
         let previous_table = self.table.replace(table.clone());
         let applied = self.metrics.observe("apply", compiled);
         let (generation, described) = (self.generation, table.clone());
         self.admin.publish_config_with(
             move || json!({"generation": generation, "routes": described.describe()}),
         );
-        // XDP follows the proxy; a plan it refuses leaves the previous one serving.
         let xdp_problems = match &self.xdp {
-            Some(xdp) => xdp.apply(&desired, loaded.config.xdp.as_ref()).await,
+            Some(_) => xdp.warnings,
             // LoadBalancer Services without XDP only get their addresses: no warning for them.
             None if desired
                 .l4_services

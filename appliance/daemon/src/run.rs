@@ -270,8 +270,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 if !changed {
                     xdp_changes = None;
                 }
-                reloader.xdp_changed();
-                continue;
+                if !reloader.xdp_changed() {
+                    continue;
+                }
+                tracing::debug!("XDP interface lost or back: reloading");
+                cluster_only = true;
             }
             Ok(()) = acme_changes.changed() => {
                 tracing::debug!("ACME certificates changed: reloading");

@@ -1,9 +1,10 @@
 //! The XDP data plane in the daemon: started at boot from `[xdp]` (boot-only: interface,
-//! mode, table sizes), fed a plan per generation after the proxy swapped, counters on
+//! mode, table sizes), fed a plan per generation after the proxy swapped and before the
+//! user-space L4 proxy (which serves the L4 listeners XDP leaves to it), counters on
 //! `/metrics`, its state in `/status` under `xdp`, detached on exit.
 
 use gatehouse_config::{XdpForwarding, XdpMode, XdpSettings};
-use gatehouse_model::Desired;
+use gatehouse_model::{Desired, L4Listener, ListenerProblem, ListenerProblemKind};
 use gatehouse_xdp::{AttachMode, Forwarding, Limits, PlanSettings, Plane, PlaneConfig};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Xdp {
     plane: Plane,
-    boot: (String, XdpMode, u32, u32),
+    boot: (Vec<String>, XdpMode, u32, u32),
 }
 
 impl Xdp {
@@ -30,41 +31,69 @@ impl Xdp {
             ..Limits::default()
         };
         let config =
-            PlaneConfig { interface: settings.interface.clone(), mode, require_driver, limits };
+            PlaneConfig { interfaces: settings.interfaces.clone(), mode, require_driver, limits };
         let plane = Plane::start(config).map_err(|e| anyhow::anyhow!("[xdp]: {e}"))?;
         registry.register_collector(Box::new(plane.collector()));
         Ok(Xdp { plane, boot: settings.boot_only() })
     }
 
-    /// Applies the plan of `desired`; returns why it was not applied (the previous plan keeps
-    /// serving), or a boot-only change that waits for a restart.
-    pub async fn apply(&self, desired: &Desired, settings: Option<&XdpSettings>) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// Applies the plan of `desired` and says which L4 listeners it left to user space.
+    /// A refused plan (the previous one keeps serving) is a warning, and every listener
+    /// XDP was to balance gets a `NotApplied` problem: not programmed at this generation.
+    pub async fn apply(&self, desired: &Desired, settings: Option<&XdpSettings>) -> Applied {
         let Some(settings) = settings else {
-            problems.push(
-                "[xdp] was removed or turned off: the XDP program stays attached with its boot \
-                 settings until a restart"
-                    .to_owned(),
-            );
-            return problems;
+            return Applied {
+                warnings: vec![
+                    "[xdp] was removed or turned off: the XDP program stays attached with its \
+                     boot settings until a restart; the user-space L4 proxy serves every L4 \
+                     listener"
+                        .to_owned(),
+                ],
+                ..Applied::default()
+            };
         };
+        let mut warnings = Vec::new();
         if settings.boot_only() != self.boot {
-            problems.push(
-                "[xdp] interface, mode, maglev_table_size or max_flows changed: they take effect \
+            warnings.push(
+                "[xdp] interface(s), mode, maglev_table_size or max_flows changed: they take effect \
                  after a restart"
                     .to_owned(),
             );
         }
+        let split = gatehouse_xdp::split_l4(desired);
+        let mut listener_problems = split.problems;
         let plan = gatehouse_xdp::plan(desired, &plan_settings(settings));
-        if let Err(e) = self.plane.apply(plan).await {
-            problems.push(e);
+        let not_served = match self.plane.apply(plan).await {
+            Err(e) => {
+                warnings.push(e.clone());
+                Some(e)
+            }
+            // The maps hold the plan, but no frame reaches them until the interface is back
+            // (the daemon reloads when it is).
+            Ok(_) if !self.plane.status().attached => Some(format!(
+                "the XDP interface {} is gone: not served until it is back",
+                self.plane.status().missing.join(", ")
+            )),
+            Ok(_) => None,
+        };
+        if let Some(message) = not_served {
+            listener_problems.extend(split.xdp.into_iter().map(|listener| ListenerProblem {
+                listener,
+                kind: ListenerProblemKind::NotApplied,
+                message: message.clone(),
+            }));
         }
-        problems
+        Applied { warnings, listener_problems, user_space: Some(split.user_space) }
     }
 
     /// `/status` → `xdp`.
     pub fn describe(&self) -> Value {
         serde_json::to_value(self.plane.status()).unwrap_or(Value::Null)
+    }
+
+    /// Whether the program is attached now (false while its interface is gone).
+    pub fn attached(&self) -> bool {
+        self.plane.status().attached
     }
 
     /// Changes of the data plane's state (interface lost or back).
@@ -76,6 +105,17 @@ impl Xdp {
     pub fn stop(&mut self) {
         self.plane.stop();
     }
+}
+
+/// What applying a generation to XDP gave.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// For `last_reload.warnings`.
+    pub warnings: Vec<String>,
+    /// L4 listeners XDP does not serve as asked (VIP taken, plan refused).
+    pub listener_problems: Vec<ListenerProblem>,
+    /// The L4 listeners the user-space proxy serves; `None`: all of them.
+    pub user_space: Option<Vec<L4Listener>>,
 }
 
 /// The hot-reloaded part of `[xdp]` as the plan builder reads it.

@@ -765,6 +765,28 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_the_serving_data_plane_refused_is_accepted_but_not_programmed() {
+        let report = DataPlaneReport {
+            generation: 3,
+            listener_problems: vec![ListenerProblem {
+                listener: ListenerId {
+                    gateway: ObjectId::new("Gateway", "infra", "web"),
+                    name: "http".into(),
+                },
+                kind: ListenerProblemKind::NotApplied,
+                message: "XDP plan of generation 3 not applied: no IPv6 source address".into(),
+            }],
+        };
+        let out = run(base(), &report);
+        let listener = &out[1]["status"]["listeners"][0]["conditions"];
+        let l = conds(listener);
+        assert_eq!(l[0], c("Accepted", "True", "Accepted"));
+        assert_eq!(l[3], c("Programmed", "False", "Invalid"));
+        let message = listener[3]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("no IPv6 source address"), "{message}");
+    }
+
+    #[test]
     fn route_rejections_and_class_parameters() {
         let mut class = gateway_class("gatehouse", CONTROLLER);
         if let Object::GatewayClass(gc) = &mut class {

@@ -102,11 +102,11 @@ impl L4Proxy {
         let metrics = self.metrics.clone();
         let task = match bind.protocol {
             gatehouse_model::L4Protocol::Tcp => {
-                let listener = tokio::net::TcpListener::bind(bind.addr).await?;
+                let listener = tokio::net::TcpListener::from_std(socket(bind)?.into())?;
                 tokio::spawn(tcp::serve(listener, bind, plan, metrics))
             }
             gatehouse_model::L4Protocol::Udp => {
-                let socket = tokio::net::UdpSocket::bind(bind.addr).await?;
+                let socket = tokio::net::UdpSocket::from_std(socket(bind)?.into())?;
                 tokio::spawn(udp::serve(Arc::new(socket), bind, plan, metrics))
             }
         };
@@ -127,8 +127,71 @@ impl L4Proxy {
     }
 }
 
+/// A listening TCP or bound UDP socket with `IP_FREEBIND` (best effort), as the HTTP proxy's:
+/// a Gateway address from the pools binds before (or without) being on an interface.
+fn socket(bind: Bind) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (kind, protocol) = match bind.protocol {
+        gatehouse_model::L4Protocol::Tcp => (Type::STREAM, Protocol::TCP),
+        gatehouse_model::L4Protocol::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(bind.addr), kind, Some(protocol))?;
+    if bind.protocol == gatehouse_model::L4Protocol::Tcp {
+        socket.set_reuse_address(true)?;
+    }
+    let _ = if bind.addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)
+    } else {
+        socket.set_freebind_v4(true)
+    };
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.addr.into())?;
+    if bind.protocol == gatehouse_model::L4Protocol::Tcp {
+        socket.listen(1024)?;
+    }
+    Ok(socket)
+}
+
 impl Drop for L4Proxy {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use gatehouse_model::{L4Listener, L4Mode, ObjectId};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pool_addresses_bind_before_they_are_on_an_interface() {
+        // 192.0.2.0/24 (TEST-NET-1) is on no interface here: IP_FREEBIND lets both bind.
+        let listener = |name: &str, mode| L4Listener {
+            id: ListenerId {
+                gateway: ObjectId::new("Gateway", "infra", "edge"),
+                name: name.into(),
+            },
+            addresses: vec!["192.0.2.77".parse().unwrap()],
+            port: 7000,
+            mode,
+            hostname: None,
+            routes: Vec::new(),
+        };
+        let desired = Desired {
+            generation: 1,
+            l4_listeners: vec![listener("tcp", L4Mode::Tcp), listener("udp", L4Mode::Udp)],
+            ..Desired::default()
+        };
+        let proxy = L4Proxy::new(&mut Registry::default());
+        let problems = proxy.apply(&desired, L4Limits::default()).await;
+        assert!(problems.is_empty(), "{problems:?}");
+        let bound: Vec<String> =
+            proxy.bound().iter().map(|b| format!("{} {}", b.protocol, b.addr)).collect();
+        assert_eq!(bound, ["tcp 192.0.2.77:7000", "udp 192.0.2.77:7000"]);
+        proxy.shutdown();
     }
 }

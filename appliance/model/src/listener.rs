@@ -231,6 +231,9 @@ pub enum ListenerProblemKind {
     HostnameConflict,
     /// A certificate or key could not be loaded.
     InvalidCertificate,
+    /// The data plane that serves the listener refused this generation (the one before keeps
+    /// serving); `Programmed` stays false.
+    NotApplied,
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod plane;
 
 pub use applier::{vip_key, wire_addr};
 pub use datapath::{AttachMode, Attachment, Datapath, Stats};
-pub use desired::{PlanSettings, plan};
+pub use desired::{L4Split, PlanSettings, plan, split_l4};
 pub use error::XdpError;
 pub use gatehouse_ebpf_common as common;
 pub use metrics::XdpCollector;

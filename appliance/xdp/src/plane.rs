@@ -1,7 +1,8 @@
 //! The XDP data plane as the daemon runs it: one thread owns the [`Datapath`], applies plans
 //! it is sent (and acknowledges their generation), announces newly owned addresses, refreshes
-//! the counters for `/metrics`, and watches the interface: when it disappears the loss is
-//! logged, counted and shown in the status; when it returns the program is attached again.
+//! the counters for `/metrics`, and watches the interfaces (one, or several for a two-armed
+//! appliance, all sharing the maps): when one disappears the loss is logged, counted and
+//! shown in the status; when it returns the program is attached to it again.
 //!
 //! A thread rather than a task: map writes and netlink calls are blocking syscalls, and the
 //! program stays attached exactly as long as this thread holds the `Datapath` (its links are
@@ -29,7 +30,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// How to start the data plane (the `[xdp]` boot settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaneConfig {
-    pub interface: String,
+    /// Every interface the program attaches to (at least one).
+    pub interfaces: Vec<String>,
     pub mode: AttachMode,
     /// With [`AttachMode::Driver`]: fail instead of falling back to generic mode.
     pub require_driver: bool,
@@ -39,11 +41,17 @@ pub struct PlaneConfig {
 /// What `/status` shows of the data plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PlaneStatus {
+    /// The first interface.
     pub interface: String,
-    /// `driver` or `generic`, as attached.
+    /// Every interface.
+    pub interfaces: Vec<String>,
+    /// `driver` or `generic`, as attached (`generic` when any interface fell back).
     pub mode: String,
-    /// Whether the program is attached now (false while the interface is gone).
+    /// Whether the program is attached to every interface now (false while one is gone).
     pub attached: bool,
+    /// The interfaces that are gone now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
     /// Times the interface disappeared since boot.
     pub interface_losses: u64,
     /// The generation whose plan the maps hold.
@@ -159,7 +167,10 @@ struct Worker {
     shared: Arc<Shared>,
     changes: watch::Sender<PlaneStatus>,
     status: PlaneStatus,
-    ifindex: Option<u32>,
+    /// Per interface (in `config.interfaces` order): its index while the program is attached.
+    ifindex: Vec<Option<u32>>,
+    /// Per interface: attached in generic mode.
+    generic: Vec<bool>,
     plan: Plan,
 }
 
@@ -170,38 +181,60 @@ impl Worker {
         changes: watch::Sender<PlaneStatus>,
     ) -> Result<Worker, XdpError> {
         let datapath = Datapath::load(config.limits)?;
+        let n = config.interfaces.len();
         let mut worker = Worker {
             datapath,
-            status: PlaneStatus { interface: config.interface.clone(), ..PlaneStatus::default() },
+            status: PlaneStatus {
+                interface: config.interfaces.first().cloned().unwrap_or_default(),
+                interfaces: config.interfaces.clone(),
+                ..PlaneStatus::default()
+            },
             config,
             shared,
             changes,
-            ifindex: None,
+            ifindex: vec![None; n],
+            generic: vec![false; n],
             plan: Plan::default(),
         };
-        worker.attach()?;
+        // Dropping the datapath on an error detaches what was attached.
+        for i in 0..n {
+            worker.attach(i)?;
+        }
+        worker.update_status();
         worker.publish();
         Ok(worker)
     }
 
-    fn attach(&mut self) -> Result<(), XdpError> {
-        let attachment = self.datapath.attach(&self.config.interface, self.config.mode)?;
+    fn attach(&mut self, i: usize) -> Result<(), XdpError> {
+        let interface = self.config.interfaces[i].clone();
+        let attachment = self.datapath.attach(&interface, self.config.mode)?;
         if attachment.fell_back && self.config.require_driver {
-            self.datapath.detach(&self.config.interface);
-            return Err(XdpError::DriverModeUnavailable(self.config.interface.clone()));
+            self.datapath.detach(&interface);
+            return Err(XdpError::DriverModeUnavailable(interface));
         }
         info!(
             interface = %attachment.interface,
             mode = ?attachment.mode,
             "XDP program attached"
         );
-        self.ifindex = Some(attachment.ifindex);
-        self.status.attached = true;
-        self.status.mode = match attachment.mode {
-            AttachMode::Driver => "driver".into(),
-            AttachMode::Generic => "generic".into(),
-        };
+        self.ifindex[i] = Some(attachment.ifindex);
+        self.generic[i] = attachment.mode == AttachMode::Generic;
         Ok(())
+    }
+
+    /// `attached`, `missing` and `mode` from the per-interface state.
+    fn update_status(&mut self) {
+        self.status.missing = self
+            .config
+            .interfaces
+            .iter()
+            .zip(&self.ifindex)
+            .filter(|(_, index)| index.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.status.attached = self.status.missing.is_empty();
+        let generic = self.generic.iter().zip(&self.ifindex).any(|(g, i)| *g && i.is_some());
+        self.status.mode = if generic { "generic".into() } else { "driver".into() };
     }
 
     fn run(&mut self, commands: &mpsc::Receiver<Command>) {
@@ -215,8 +248,10 @@ impl Worker {
                 Err(mpsc::RecvTimeoutError::Timeout) => self.tick(),
             }
         }
-        if self.datapath.detach(&self.config.interface) {
-            info!(interface = %self.config.interface, "XDP program detached");
+        for interface in &self.config.interfaces {
+            if self.datapath.detach(interface) {
+                info!(%interface, "XDP program detached");
+            }
         }
     }
 
@@ -229,9 +264,7 @@ impl Worker {
                 self.plan = plan;
                 self.status.applied_generation = Some(generation);
                 self.status.last_error = None;
-                if self.status.attached {
-                    self.announce(&new);
-                }
+                self.announce(&new);
                 self.refresh_stats();
                 self.publish();
                 Ok(generation)
@@ -246,11 +279,20 @@ impl Worker {
         }
     }
 
+    /// Announces `addrs` on every attached interface (a two-armed appliance owns its
+    /// addresses on both sides: clients ask for the VIPs, backends for the NAT source).
     fn announce(&self, addrs: &[IpAddr]) {
-        match crate::announce::announce(&self.config.interface, addrs) {
+        let attached = self.config.interfaces.iter().zip(&self.ifindex);
+        for (interface, _) in attached.filter(|(_, index)| index.is_some()) {
+            self.announce_on(interface, addrs);
+        }
+    }
+
+    fn announce_on(&self, interface: &str, addrs: &[IpAddr]) {
+        match crate::announce::announce(interface, addrs) {
             Ok(0) => {}
             Ok(sent) => info!(
-                interface = %self.config.interface,
+                %interface,
                 addresses = ?addrs,
                 sent,
                 "announced newly owned addresses (gratuitous ARP / unsolicited NA)"
@@ -259,30 +301,36 @@ impl Worker {
         }
     }
 
-    /// Looks at the interface: gone → detached (logged, counted); back → attached again.
+    /// Looks at the interfaces: one gone → detached from it (logged, counted); back →
+    /// attached again and every owned address announced on it.
     fn tick(&mut self) {
-        let now = nix::net::if_::if_nametoindex(self.config.interface.as_str()).ok();
-        if now != self.ifindex || (now.is_some() && !self.status.attached) {
-            if self.status.attached {
-                error!(
-                    interface = %self.config.interface,
-                    "XDP interface disappeared: VIPs are not served until it returns"
-                );
-                self.datapath.detach(&self.config.interface);
-                self.status.attached = false;
+        let mut changed = false;
+        for i in 0..self.config.interfaces.len() {
+            let interface = self.config.interfaces[i].clone();
+            let now = nix::net::if_::if_nametoindex(interface.as_str()).ok();
+            if now == self.ifindex[i] {
+                continue;
+            }
+            changed = true;
+            if self.ifindex[i].is_some() {
+                error!(%interface, "XDP interface disappeared: VIPs are not served on it until it returns");
+                self.datapath.detach(&interface);
                 self.status.interface_losses += 1;
-                self.ifindex = None;
+                self.ifindex[i] = None;
             }
             if now.is_some() {
-                match self.attach() {
+                match self.attach(i) {
                     Ok(()) => {
-                        info!(interface = %self.config.interface, "XDP interface is back: re-attached");
+                        info!(%interface, "XDP interface is back: re-attached");
                         let owned = self.plan.owned.clone();
-                        self.announce(&owned);
+                        self.announce_on(&interface, &owned);
                     }
                     Err(e) => warn!(%e, "XDP interface is back but attaching failed; retrying"),
                 }
             }
+        }
+        if changed {
+            self.update_status();
             self.publish();
         }
         self.refresh_stats();

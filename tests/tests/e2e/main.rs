@@ -25,6 +25,7 @@ mod wasm_bodies;
 mod wasm_gateway_api;
 mod websocket;
 mod xdp;
+mod xdp_l4;
 
 /// Our GatewayClass, `gatehouse`, ending with a document separator.
 pub const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1

@@ -23,7 +23,7 @@ const VIP: &str = "10.10.0.100";
 const B1: &str = "10.10.0.3:8080";
 const B2: &str = "10.10.0.4:8080";
 
-fn root() -> bool {
+pub(crate) fn root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root =
         status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
@@ -33,23 +33,23 @@ fn root() -> bool {
     root
 }
 
-fn run(cmd: &[&str]) -> String {
+pub(crate) fn run(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("run a command");
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// client, appliance, two backends and the L2 segment joining them; removed on drop.
-struct Topology {
-    lan: String,
-    client: String,
-    appliance: String,
-    backends: [String; 2],
+pub(crate) struct Topology {
+    pub(crate) lan: String,
+    pub(crate) client: String,
+    pub(crate) appliance: String,
+    pub(crate) backends: [String; 2],
 }
 
 impl Topology {
     /// `tag` keeps the namespaces of tests running in parallel apart.
-    fn new(tag: &str) -> Topology {
+    pub(crate) fn new(tag: &str) -> Topology {
         let id = format!("{tag}{}", std::process::id());
         let t = Topology {
             lan: format!("ghe-lan-{id}"),
@@ -107,7 +107,10 @@ impl Drop for Topology {
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub(crate) fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     let file = File::open(format!("/run/netns/{ns}")).expect("open the namespace");
     std::thread::spawn(move || {
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -116,7 +119,7 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 }
 
 /// `GET path` on the admin API inside the appliance's namespace; `None` while it is down.
-fn admin_get(ns: &str, port: u16, path: &str) -> Option<String> {
+pub(crate) fn admin_get(ns: &str, port: u16, path: &str) -> Option<String> {
     let path = path.to_owned();
     in_ns(ns, move || {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
@@ -133,7 +136,7 @@ fn admin_get(ns: &str, port: u16, path: &str) -> Option<String> {
 }
 
 /// Waits (20 s at most) until `/status` satisfies `pred`.
-fn wait_status(appliance: &Appliance, ns: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_status(appliance: &Appliance, ns: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = admin_get(ns, appliance.admin, "/status")
@@ -152,7 +155,7 @@ fn wait_status(appliance: &Appliance, ns: &str, pred: impl Fn(&Value) -> bool) -
 }
 
 /// A TCP server on `addr` in namespace `ns` answering every line with its address.
-fn backend(ns: &str, addr: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+pub(crate) fn backend(ns: &str, addr: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     in_ns(ns, move || {
         let listener = TcpListener::bind(addr).expect("bind the backend");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -219,7 +222,7 @@ backends = [{{ address = "{B1}", weight = {w1} }}, {{ address = "{B2}", weight =
 }
 
 /// An XDP program that passes everything on the appliance's bridge port (see the module doc).
-fn pass_on_bridge_port(lan: &str) -> gatehouse_xdp::Datapath {
+pub(crate) fn pass_on_bridge_port(lan: &str) -> gatehouse_xdp::Datapath {
     in_ns(lan, || {
         let limits =
             gatehouse_xdp::Limits { max_vips: 4, max_backends: 4, ring_size: 13, max_flows: 1024 };
@@ -231,7 +234,7 @@ fn pass_on_bridge_port(lan: &str) -> gatehouse_xdp::Datapath {
     .expect("peer program")
 }
 
-fn xdp_attached(ns: &str) -> bool {
+pub(crate) fn xdp_attached(ns: &str) -> bool {
     run(&["ip", "-n", ns, "-d", "link", "show", "a0"]).contains("prog/xdp")
 }
 

@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, OwnedKey, Settings, VIP_FLAG_IPIP, VipKey,
-    VipValue, addr_from_octets, mapped_v4,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, OwnedKey, Settings, VIP_FLAG_IPIP,
+    VipKey, VipValue, addr_from_octets, filter_add, mapped_v4,
 };
 
 use crate::error::{XdpError, map_err};
@@ -67,6 +67,8 @@ pub(crate) struct State {
     owned: BTreeSet<Addr>,
     drop: BTreeSet<(Addr, u32)>,
     applied: Option<u64>,
+    /// Next hops are not cached (epoch 0): their changes cannot be watched.
+    pub next_hop_cache_off: bool,
 }
 
 impl State {
@@ -107,6 +109,14 @@ pub(crate) fn apply(
         maps.settings.get(&0, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     settings.source_v4 = plan.source_v4.map(|a| wire_addr(a.into())).unwrap_or_default();
     settings.source_v6 = plan.source_v6.map(|a| wire_addr(a.into())).unwrap_or_default();
+    // The address filter lets through the old and the new addresses while the VIPs change;
+    // the last write below narrows it to the new ones.
+    let filter = address_filter(plan);
+    for (word, new) in settings.filter.iter_mut().zip(filter) {
+        *word |= new;
+    }
+    // Backend ids may get new addresses: cached next hops are stale from here on.
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
     // Sources first: a new VIP may forward as soon as it appears.
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
 
@@ -240,9 +250,35 @@ pub(crate) fn apply(
 
     settings.generation = plan.generation;
     settings.drop_entries = state.drop.len() as u32;
+    settings.filter = filter;
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     state.applied = Some(plan.generation);
     Ok(plan.generation)
+}
+
+/// Marks every cached next hop stale (the kernel's neighbours, routes or links changed).
+pub(crate) fn invalidate_next_hops(maps: &mut Maps, state: &State) -> Result<(), XdpError> {
+    let mut settings =
+        maps.settings.get(&0, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
+    maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))
+}
+
+/// The epoch after `epoch`, never 0 (0 marks a next hop never resolved), or 0 (the program
+/// caches nothing) with the cache off.
+fn next_epoch(epoch: u32, state: &State) -> u32 {
+    if state.next_hop_cache_off { 0 } else { epoch.wrapping_add(1).max(1) }
+}
+
+/// The destination-address filter of a plan: every VIP address and the NAT sources.
+fn address_filter(plan: &Plan) -> [u64; FILTER_WORDS] {
+    let mut filter = [0; FILTER_WORDS];
+    let sources = plan.source_v4.map(IpAddr::V4).into_iter().chain(plan.source_v6.map(IpAddr::V6));
+    for addr in plan.vips.iter().map(|v| v.addr).chain(sources) {
+        filter_add(&mut filter, &wire_addr(addr));
+    }
+    filter
 }
 
 fn key_bytes(k: &VipKey) -> (Addr, u16, u8) {

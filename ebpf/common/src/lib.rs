@@ -39,12 +39,20 @@ pub const MAP_COUNTERS: &str = "GH_COUNTERS";
 pub const MAP_SYN: &str = "GH_SYN";
 /// Index 0: the [`GenFrame`] the benchmark generator sends (array of one).
 pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
+/// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
+pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
+/// Per-CPU benchmark counters of the new-flow twin (`u64`): index 0 is the run counter that
+/// makes every run a new flow, 1 + action counts the actions returned.
+pub const MAP_BENCH: &str = "GH_BENCH";
 
 /// The XDP program that is attached to interfaces.
 pub const PROGRAM_NAME: &str = "gatehouse_xdp";
 /// A test-only variant that restores the frame after each run, so `BPF_PROG_TEST_RUN` with
 /// `repeat > 1` sees the original packet every time (benchmarks).
 pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
+/// A test-only variant that gives every run a new flow (its source address and port come from
+/// a per-CPU run counter) and restores the frame after it: new flows with `repeat > 1`.
+pub const BENCH_NEW_FLOW_PROGRAM_NAME: &str = "gatehouse_xdp_bench_new";
 /// A program that only returns `XDP_PASS`: the benchmark harness's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
 /// A program that only returns `XDP_TX`: with live-frames `BPF_PROG_TEST_RUN`, a traffic
@@ -167,9 +175,10 @@ pub struct NatReverse {
     pub vip_index: u32,
 }
 
-/// Program-wide settings (index 0 of [`MAP_SETTINGS`]).
+/// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
+/// every frame (an array lookup the verifier inlines: no helper call).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Source address for full NAT and IPIP outer headers to IPv4 backends, IPv4-mapped.
     pub source_v4: Addr,
@@ -179,7 +188,69 @@ pub struct Settings {
     pub generation: u64,
     /// Entries in the drop list; 0 skips its lookup (host order).
     pub drop_entries: u32,
-    pub _pad: u32,
+    /// Cached next hops ([`MAP_NEXT_HOP`]) resolved at another epoch are stale. User space
+    /// bumps it when the kernel's neighbours, routes or links change and on every plan
+    /// (host order; never 0, which marks a slot never resolved).
+    pub next_hop_epoch: u32,
+    /// A Bloom-like filter of the destination addresses the program handles (every VIP
+    /// address and the NAT sources): bit [`filter_slot`] of an address. A frame whose bit is
+    /// clear is none of the program's business and passes before any hash-map lookup.
+    pub filter: [u64; FILTER_WORDS],
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source_v4: [0; 4],
+            source_v6: [0; 4],
+            generation: 0,
+            drop_entries: 0,
+            next_hop_epoch: 0,
+            filter: [0; FILTER_WORDS],
+        }
+    }
+}
+
+/// Words of [`Settings::filter`] (4096 bits).
+pub const FILTER_WORDS: usize = 64;
+
+/// The bit of [`Settings::filter`] that stands for an address.
+#[inline(always)]
+pub fn filter_slot(addr: &Addr) -> u32 {
+    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x9e37_79b1) >> 20
+}
+
+/// Whether an address's bit is set in a filter.
+#[inline(always)]
+pub fn filter_has(filter: &[u64; FILTER_WORDS], addr: &Addr) -> bool {
+    let slot = filter_slot(addr);
+    (filter[(slot >> 6) as usize & (FILTER_WORDS - 1)] >> (slot & 63)) & 1 != 0
+}
+
+/// Sets an address's bit in a filter.
+#[inline(always)]
+pub fn filter_add(filter: &mut [u64; FILTER_WORDS], addr: &Addr) {
+    let slot = filter_slot(addr);
+    filter[(slot >> 6) as usize & (FILTER_WORDS - 1)] |= 1 << (slot & 63);
+}
+
+/// The kernel FIB's answer for one backend, cached per CPU (index: backend id) so a packet of a
+/// known backend costs no `bpf_fib_lookup`. Valid only while `epoch` is
+/// [`Settings::next_hop_epoch`] and for the ingress interface it was resolved from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// The epoch it was resolved at; 0: never.
+    pub epoch: u32,
+    /// The ingress interface the lookup was made for.
+    pub ingress: u32,
+    /// The egress interface.
+    pub ifindex: u32,
+    /// The route's MTU: longer packets go to the kernel (as the FIB would answer).
+    pub mtu: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad: u16,
 }
 
 /// Key of the owned-address table.

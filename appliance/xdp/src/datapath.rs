@@ -274,14 +274,13 @@ impl Datapath {
         self.named_program(common::BENCH_NEW_FLOW_PROGRAM_NAME)
     }
 
-    /// The new-flow twin's counters, summed over CPUs: runs, then the count per action.
+    /// The new-flow twin's counters: runs, then the count per action.
     pub fn bench_counts(&self) -> Result<Vec<u64>, XdpError> {
         let map =
             self.ebpf.map(common::MAP_BENCH).ok_or(XdpError::MissingMap(common::MAP_BENCH))?;
-        let counts = PerCpuArray::<_, u64>::try_from(map).map_err(map_err(common::MAP_BENCH))?;
-        (0..8)
-            .map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).map_err(map_err(common::MAP_BENCH)))
-            .collect()
+        let counts =
+            aya::maps::Array::<_, u64>::try_from(map).map_err(map_err(common::MAP_BENCH))?;
+        (0..8).map(|i| counts.get(&i, 0).map_err(map_err(common::MAP_BENCH))).collect()
     }
 
     /// The trivial `XDP_PASS` program (the benchmark's floor).

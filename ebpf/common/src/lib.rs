@@ -41,7 +41,7 @@ pub const MAP_SYN: &str = "GH_SYN";
 pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
 /// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
 pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
-/// Per-CPU benchmark counters of the new-flow twin (`u64`): index 0 is the run counter that
+/// Benchmark counters of the new-flow twin (`u64`, array): index 0 is the run counter that
 /// makes every run a new flow, 1 + action counts the actions returned.
 pub const MAP_BENCH: &str = "GH_BENCH";
 
@@ -51,7 +51,7 @@ pub const PROGRAM_NAME: &str = "gatehouse_xdp";
 /// `repeat > 1` sees the original packet every time (benchmarks).
 pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
 /// A test-only variant that gives every run a new flow (its source address and port come from
-/// a per-CPU run counter) and restores the frame after it: new flows with `repeat > 1`.
+/// a run counter) and restores the frame after it: new flows with `repeat > 1`.
 pub const BENCH_NEW_FLOW_PROGRAM_NAME: &str = "gatehouse_xdp_bench_new";
 /// A program that only returns `XDP_PASS`: the benchmark harness's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
@@ -113,7 +113,7 @@ pub struct VipValue {
     pub ring_offset: u32,
     /// Length of the Maglev table, a prime (host order); 0 for PASS.
     pub ring_size: u32,
-    /// New TCP connections (SYN without a flow entry) allowed per second per CPU; 0 = no limit.
+    /// New TCP connections (SYNs without ACK) allowed per second per CPU; 0 = no limit.
     pub syn_limit: u32,
 }
 

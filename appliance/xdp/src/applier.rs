@@ -378,3 +378,65 @@ fn sync_drop(maps: &mut Maps, state: &mut State, plan: &Plan) -> Result<(), XdpE
     state.drop = wanted;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use std::net::IpAddr;
+
+    use gatehouse_ebpf_common::filter_has;
+
+    use super::{State, address_filter, next_epoch, wire_addr};
+    use crate::plan::{L4Protocol, Plan, Vip, VipAction};
+
+    #[test]
+    fn the_address_filter_holds_every_vip_and_nat_source_and_few_others() {
+        let vips: Vec<Vip> = (0..200u32)
+            .map(|i| Vip {
+                addr: IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                port: 80,
+                protocol: L4Protocol::Tcp,
+                action: VipAction::Pass,
+            })
+            .chain(std::iter::once(Vip {
+                addr: "2001:db8::1".parse().unwrap(),
+                port: 443,
+                protocol: L4Protocol::Udp,
+                action: VipAction::Pass,
+            }))
+            .collect();
+        let plan = Plan {
+            vips,
+            source_v4: Some("192.0.2.254".parse().unwrap()),
+            source_v6: Some("2001:db8::fe".parse().unwrap()),
+            ..Plan::default()
+        };
+        let filter = address_filter(&plan);
+        for addr in plan
+            .vips
+            .iter()
+            .map(|v| v.addr)
+            .chain(["192.0.2.254".parse().unwrap(), "2001:db8::fe".parse().unwrap()])
+        {
+            assert!(filter_has(&filter, &wire_addr(addr)), "{addr}");
+        }
+        // 202 of 4096 bits set: most other addresses are out before any hash lookup.
+        let others = (0..10_000u32)
+            .filter(|i| {
+                filter_has(&filter, &wire_addr(IpAddr::from([172, 16, (i >> 8) as u8, *i as u8])))
+            })
+            .count();
+        assert!(others < 1_000, "{others} of 10000 unrelated addresses pass the filter");
+    }
+
+    #[test]
+    fn next_hop_epochs_skip_zero_and_are_zero_with_the_cache_off() {
+        let mut state = State::default();
+        assert_eq!(next_epoch(0, &state), 1);
+        assert_eq!(next_epoch(u32::MAX, &state), 1);
+        assert_eq!(next_epoch(7, &state), 8);
+        state.next_hop_cache_off = true;
+        assert_eq!(next_epoch(7, &state), 0);
+    }
+}

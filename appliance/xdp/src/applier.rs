@@ -38,6 +38,7 @@ pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
     pub backends: Array<MapData, Backend>,
     pub ring: Array<MapData, u32>,
+    pub vip_gen: Array<MapData, u32>,
     pub settings: Array<MapData, Settings>,
     pub owned: HashMap<MapData, OwnedKey, u32>,
     pub drop: LpmTrie<MapData, Addr, u32>,
@@ -46,6 +47,10 @@ pub(crate) struct Maps {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VipSlot {
     index: u32,
+    /// The generation of the VIP's shape (see `FlowValue::vip_gen`) and the shape itself:
+    /// (action, flags, whether the table is empty).
+    shape_gen: u32,
+    shape: (u8, u8, bool),
     /// The half the program reads now.
     half: u32,
     /// What the live half holds: (backend id, weight) in table order, and the table itself.
@@ -64,6 +69,8 @@ pub(crate) struct State {
     /// Ids marked dead in the last generation, free from the next one on.
     quarantine: Vec<u32>,
     next_backend_id: u32,
+    /// The last VIP generation handed out.
+    last_vip_gen: u32,
     owned: BTreeSet<Addr>,
     drop: BTreeSet<(Addr, u32)>,
     applied: Option<u64>,
@@ -181,7 +188,14 @@ pub(crate) fn apply(
         let (value, slot) = match &vip.action {
             VipAction::Pass => (
                 VipValue { action: ACTION_PASS, index, ..VipValue::default() },
-                VipSlot { index, half: 0, members: Vec::new(), table: Vec::new() },
+                VipSlot {
+                    index,
+                    shape_gen: 0,
+                    shape: (ACTION_PASS, 0, true),
+                    half: 0,
+                    members: Vec::new(),
+                    table: Vec::new(),
+                },
             ),
             VipAction::Balance { backends, forwarding, syn_limit } => {
                 let members: Vec<(u32, u32)> = backends
@@ -213,10 +227,26 @@ pub(crate) fn apply(
                     // An empty table (every weight 0) is a VIP without backends: PASS.
                     ring_size: if table.is_empty() { 0 } else { limits.ring_size },
                     syn_limit: *syn_limit,
+                    shape_gen: 0,
                 };
-                (value, VipSlot { index, half, members, table })
+                let shape = (ACTION_BALANCE, value.flags, table.is_empty());
+                (value, VipSlot { index, shape_gen: 0, shape, half, members, table })
             }
         };
+        // Flows pinned under another shape (or another VIP at this index) stop being trusted
+        // before the VIP entry changes; a change of backends alone keeps them.
+        let (mut value, mut slot) = (value, slot);
+        slot.shape_gen = match &previous {
+            Some(p) if p.shape == slot.shape && p.index == index => p.shape_gen,
+            _ => {
+                state.last_vip_gen = state.last_vip_gen.wrapping_add(1).max(1);
+                maps.vip_gen
+                    .set(index, state.last_vip_gen, 0)
+                    .map_err(map_err(gatehouse_ebpf_common::MAP_VIP_GEN))?;
+                state.last_vip_gen
+            }
+        };
+        value.shape_gen = slot.shape_gen;
         maps.vips.insert(key, value, 0).map_err(map_err(gatehouse_ebpf_common::MAP_VIPS))?;
         state.vips.insert(key, slot);
     }
@@ -229,6 +259,10 @@ pub(crate) fn apply(
             return Err(map_err(gatehouse_ebpf_common::MAP_VIPS)(e));
         }
         if let Some(slot) = state.vips.remove(&key) {
+            // Its flows are no longer trusted (generation 0 is never handed out).
+            maps.vip_gen
+                .set(slot.index, 0, 0)
+                .map_err(map_err(gatehouse_ebpf_common::MAP_VIP_GEN))?;
             state.free_vip_indexes.push(slot.index);
         }
     }

@@ -89,6 +89,7 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_VIPS, limits.max_vips)
             .map_max_entries(common::MAP_VIP_STATS, limits.max_vips)
+            .map_max_entries(common::MAP_VIP_GEN, limits.max_vips)
             .map_max_entries(common::MAP_SYN, limits.max_vips)
             .map_max_entries(common::MAP_BACKENDS, limits.max_backends)
             .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
@@ -118,6 +119,8 @@ impl Datapath {
                 .map_err(map_err(common::MAP_BACKENDS))?,
             ring: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_RING)?)
                 .map_err(map_err(common::MAP_RING))?,
+            vip_gen: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIP_GEN)?)
+                .map_err(map_err(common::MAP_VIP_GEN))?,
             settings: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_SETTINGS)?)
                 .map_err(map_err(common::MAP_SETTINGS))?,
             owned: HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_OWNED)?)

@@ -39,6 +39,8 @@ pub const MAP_COUNTERS: &str = "GH_COUNTERS";
 pub const MAP_SYN: &str = "GH_SYN";
 /// Index 0: the [`GenFrame`] the benchmark generator sends (array of one).
 pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
+/// By VIP index: the generation of the VIP's shape (`u32`, array), see [`FlowValue::vip_gen`].
+pub const MAP_VIP_GEN: &str = "GH_VIP_GEN";
 /// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
 pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
 /// Benchmark counters of the new-flow twin (`u64`, array): index 0 is the run counter that
@@ -115,6 +117,9 @@ pub struct VipValue {
     pub ring_size: u32,
     /// New TCP connections (SYNs without ACK) allowed per second per CPU; 0 = no limit.
     pub syn_limit: u32,
+    /// The generation of this VIP's shape (action, flags, whether its table is empty),
+    /// also in [`MAP_VIP_GEN`] at `index` (host order; never 0).
+    pub shape_gen: u32,
 }
 
 /// A real server behind a VIP.
@@ -148,7 +153,10 @@ pub struct FlowKey {
     pub _pad2: u16,
 }
 
-/// Where an established flow goes.
+/// Where an established flow goes, and enough of its VIP that a packet of the flow needs no
+/// VIP lookup: while `vip_gen` is [`MAP_VIP_GEN`]`[vip_index]`, the VIP is there with the same
+/// shape (the applier gives a VIP a new generation when it is created, removed, or changes its
+/// action, forwarding or emptiness; not when its backends change, so flows stay pinned).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
@@ -156,7 +164,13 @@ pub struct FlowValue {
     pub backend: u32,
     /// Source port chosen for full NAT, network order (0 for IPIP).
     pub snat_port: u16,
-    pub _pad: u16,
+    /// The VIP's `VIP_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The VIP's index (host order).
+    pub vip_index: u32,
+    /// The VIP's generation when the flow was pinned (host order).
+    pub vip_gen: u32,
 }
 
 /// The original addresses of a full-NAT flow, to rewrite a backend's reply.

@@ -70,6 +70,8 @@ static GH_GEN_FRAME: Array<GenFrame> = Array::with_max_entries(1, 0);
 #[map]
 static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
 #[map]
+static GH_VIP_GEN: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
+#[map]
 static GH_NEXT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 /// Shared, not per CPU: `BPF_PROG_TEST_RUN` may move to another CPU between repetitions, and
 /// the run counter must go on from where it was (one benchmark runs at a time).
@@ -238,31 +240,11 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
     }
-    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
-    // SAFETY: map values stay valid for the whole program run (RCU).
-    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
-        return not_a_vip(raw, pkt);
-    };
-    if settings.drop_entries != 0 {
-        let probe = LpmKey::new(128, pkt.src);
-        if GH_DROP.get(&probe).is_some() {
-            count(COUNTER_DROP_LIST);
-            return xdp_action::XDP_DROP;
-        }
-    }
-    let stats = GH_VIP_STATS.get_ptr_mut(vip.index);
-    if let Some(s) = stats {
-        // SAFETY: per-CPU slot.
-        unsafe {
-            (*s).packets += 1;
-            (*s).bytes += u64::from(pkt.ip_len);
-        }
-    }
-    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
-        if vip.action == ACTION_PASS {
-            count(COUNTER_VIP_PASS);
-        }
-        return xdp_action::XDP_PASS;
+    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+    if pkt.dst == *source
+        && let Some(action) = nat_reply(raw, pkt)
+    {
+        return action;
     }
     let flow = FlowKey {
         src: pkt.src,
@@ -273,29 +255,84 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         _pad: 0,
         _pad2: 0,
     };
-    let mut pinned = FlowValue::default();
-    let mut hit = false;
-    // A SYN opens a connection: it takes the Maglev choice without asking the connection
-    // table (whose bucket, for a new flow, is a cache miss). A retransmitted SYN finds the
-    // same backend unless the table changed meanwhile, and with full NAT its own source port.
-    // SAFETY: read by value right away.
+    // An established flow: its entry says where to and which VIP it belongs to; while that
+    // VIP's generation stands, no VIP lookup. A SYN opens a connection: it takes the Maglev
+    // choice without asking the connection table (whose bucket, for a new flow, is a cache
+    // miss). A retransmitted SYN finds the same backend unless the table changed meanwhile,
+    // and with full NAT its own source port.
     if !(pkt.proto == PROTO_TCP && pkt.syn_only())
-        && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }
+        // SAFETY: read by value right away.
+        && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }.copied()
+        && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
+        && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
     {
-        pinned = *entry;
-        hit = GH_BACKENDS.get(pinned.backend).is_some_and(|b| b.live != 0);
-    }
-    if !hit {
-        match new_flow(vip, &flow, pkt, settings) {
-            Ok(v) => pinned = v,
-            Err(action) => return action,
+        if dropped(settings, pkt) {
+            return xdp_action::XDP_DROP;
         }
-        if let Some(s) = stats {
-            // SAFETY: per-CPU slot.
-            unsafe { (*s).new_flows += 1 };
+        vip_count(entry.vip_index, pkt, false);
+        return to_backend(raw, pkt, &entry);
+    }
+    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
+    // SAFETY: map values stay valid for the whole program run (RCU).
+    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    };
+    if dropped(settings, pkt) {
+        return xdp_action::XDP_DROP;
+    }
+    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
+        vip_count(vip.index, pkt, false);
+        if vip.action == ACTION_PASS {
+            count(COUNTER_VIP_PASS);
+        }
+        return xdp_action::XDP_PASS;
+    }
+    let pinned = match new_flow(vip, &flow, pkt, settings) {
+        Ok(v) => v,
+        Err(action) => {
+            vip_count(vip.index, pkt, false);
+            return action;
+        }
+    };
+    vip_count(vip.index, pkt, true);
+    to_backend(raw, pkt, &pinned)
+}
+
+/// Whether the drop list holds the packet's source.
+#[inline(always)]
+fn dropped(settings: &Settings, pkt: &Parsed) -> bool {
+    if settings.drop_entries == 0 {
+        return false;
+    }
+    let probe = LpmKey::new(128, pkt.src);
+    if GH_DROP.get(&probe).is_some() {
+        count(COUNTER_DROP_LIST);
+        return true;
+    }
+    false
+}
+
+/// Counts a packet for a VIP (and a new flow).
+#[inline(always)]
+fn vip_count(index: u32, pkt: &Parsed, new_flow: bool) {
+    if let Some(s) = GH_VIP_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += u64::from(pkt.ip_len);
+            if new_flow {
+                (*s).new_flows += 1;
+            }
         }
     }
-    let Some(backend) = GH_BACKENDS.get(pinned.backend) else {
+}
+
+/// Forwards a packet of a pinned flow to its backend: full NAT or IPIP, then out.
+#[inline(never)]
+fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
+    let (Some(backend), Some(settings)) = (GH_BACKENDS.get(pinned.backend), GH_SETTINGS.get(0))
+    else {
         return xdp_action::XDP_DROP;
     };
     if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
@@ -305,7 +342,7 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
             (*s).bytes += u64::from(pkt.ip_len);
         }
     }
-    if vip.flags & VIP_FLAG_IPIP != 0 {
+    if pinned.flags & VIP_FLAG_IPIP != 0 {
         if !encapsulate(raw, pkt, backend, settings) {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
@@ -365,7 +402,14 @@ fn new_flow(
             }
         }
     };
-    let value = FlowValue { backend: id, snat_port, _pad: 0 };
+    let value = FlowValue {
+        backend: id,
+        snat_port,
+        flags: vip.flags,
+        _pad: 0,
+        vip_index: vip.index,
+        vip_gen: vip.shape_gen,
+    };
     let _ = GH_FLOWS.insert(flow, &value, 0);
     Ok(value)
 }
@@ -437,18 +481,10 @@ fn syn_flood(vip: &VipValue) -> bool {
     }
 }
 
-/// Not a VIP: a backend's reply to a full-NAT flow, or none of our business.
+/// A backend's reply to a full-NAT flow (sent to the NAT source): rewritten back as from the
+/// VIP to the client and sent on. `None`: no such flow, the packet goes on as any other.
 #[inline(never)]
-fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
-    let Some(settings) = GH_SETTINGS.get(0) else {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    };
-    let ours = if pkt.v4 { pkt.dst == settings.source_v4 } else { pkt.dst == settings.source_v6 };
-    if !ours {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    }
+fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -459,17 +495,14 @@ fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         _pad2: 0,
     };
     // SAFETY: read by value right away.
-    let Some(orig) = (unsafe { GH_NAT.get(&key) }) else {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    };
+    let orig = unsafe { GH_NAT.get(&key) }?;
     count(COUNTER_NAT_REVERSE);
     let ports = packet::ports(orig.vip_port, orig.client_port);
     if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
         count(COUNTER_MALFORMED);
-        return xdp_action::XDP_DROP;
+        return Some(xdp_action::XDP_DROP);
     }
-    forward(raw, pkt, &orig.client, false, NO_SLOT)
+    Some(forward(raw, pkt, &orig.client, false, NO_SLOT))
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next

@@ -262,9 +262,10 @@ pub struct NextHop {
     pub ifindex: u32,
     /// The route's MTU: longer packets go to the kernel (as the FIB would answer).
     pub mtu: u16,
-    pub dmac: [u8; 6],
-    pub smac: [u8; 6],
     pub _pad: u16,
+    /// The Ethernet header's first 12 bytes: the next hop's MAC, then the egress interface's,
+    /// as words (8-aligned at offset 16) so the program copies them in two stores.
+    pub macs: [u32; 3],
 }
 
 /// Key of the owned-address table.

@@ -539,7 +539,10 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
                 count(COUNTER_FIB_PASS);
                 return xdp_action::XDP_PASS;
             }
-            return send(ctx, &nh.dmac, &nh.smac, nh.ifindex, ingress);
+            if !packet::set_mac_words(ctx, &nh.macs) {
+                return xdp_action::XDP_PASS;
+            }
+            return out(nh.ifindex, ingress);
         }
     }
     let v4 = pkt.v4;
@@ -568,8 +571,12 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
             (*nh).ingress = ingress;
             (*nh).ifindex = fib.ifindex;
             (*nh).mtu = mtu;
-            (*nh).dmac = fib.dmac;
-            (*nh).smac = fib.smac;
+            let (d, s) = (fib.dmac, fib.smac);
+            (*nh).macs = [
+                u32::from_ne_bytes([d[0], d[1], d[2], d[3]]),
+                u32::from_ne_bytes([d[4], d[5], s[0], s[1]]),
+                u32::from_ne_bytes([s[2], s[3], s[4], s[5]]),
+            ];
             (*nh).epoch = epoch;
         }
     }
@@ -618,6 +625,12 @@ fn send(ctx: &Ctx, dmac: &[u8; 6], smac: &[u8; 6], ifindex: u32, ingress: u32) -
     if !packet::set_macs(ctx, dmac, smac) {
         return xdp_action::XDP_PASS;
     }
+    out(ifindex, ingress)
+}
+
+/// Out of `ifindex` (back out of the ingress: `XDP_TX`).
+#[inline(always)]
+fn out(ifindex: u32, ingress: u32) -> u32 {
     if ifindex == ingress {
         xdp_action::XDP_TX
     } else {

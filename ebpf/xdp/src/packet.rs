@@ -382,6 +382,12 @@ pub fn set_macs(ctx: &Ctx, dst: &[u8; 6], src: &[u8; 6]) -> bool {
     store(ctx, 0, *dst) && store(ctx, 6, *src)
 }
 
+/// Sets the Ethernet destination and source from their 12 bytes as three words.
+#[inline(always)]
+pub fn set_mac_words(ctx: &Ctx, macs: &[u32; 3]) -> bool {
+    store(ctx, 0, u64::from(macs[0]) | (u64::from(macs[1]) << 32)) && store(ctx, 8, macs[2])
+}
+
 /// After growing the head by `by` bytes, moves the `l2`-byte link header to the new start.
 /// Word by word: a byte array copy becomes a `memmove` call that BPF runs a byte at a time.
 #[inline(always)]

@@ -260,7 +260,7 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     // choice without asking the connection table (whose bucket, for a new flow, is a cache
     // miss). A retransmitted SYN finds the same backend unless the table changed meanwhile,
     // and with full NAT its own source port.
-    if !(pkt.proto == PROTO_TCP && pkt.syn_only())
+    let pinned = if !(pkt.proto == PROTO_TCP && pkt.syn_only())
         // SAFETY: read by value right away.
         && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }.copied()
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
@@ -270,33 +270,46 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
             return xdp_action::XDP_DROP;
         }
         vip_count(entry.vip_index, pkt, false);
-        return to_backend(raw, pkt, &entry);
-    }
+        entry
+    } else {
+        match unpinned(pkt, &flow, settings) {
+            Ok(v) => v,
+            Err(action) => return action,
+        }
+    };
+    to_backend(raw, pkt, &pinned)
+}
+
+/// A packet whose flow is not (or no longer) pinned: through the VIP table, and for a
+/// balanced VIP a new flow. `Err` carries the action for a packet that goes no further.
+#[inline(never)]
+fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowValue, u32> {
     let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
     // SAFETY: map values stay valid for the whole program run (RCU).
     let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
         count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
+        return Err(xdp_action::XDP_PASS);
     };
     if dropped(settings, pkt) {
-        return xdp_action::XDP_DROP;
+        return Err(xdp_action::XDP_DROP);
     }
     if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
         vip_count(vip.index, pkt, false);
         if vip.action == ACTION_PASS {
             count(COUNTER_VIP_PASS);
         }
-        return xdp_action::XDP_PASS;
+        return Err(xdp_action::XDP_PASS);
     }
-    let pinned = match new_flow(vip, &flow, pkt, settings) {
-        Ok(v) => v,
+    match new_flow(vip, flow, pkt, settings) {
+        Ok(v) => {
+            vip_count(vip.index, pkt, true);
+            Ok(v)
+        }
         Err(action) => {
             vip_count(vip.index, pkt, false);
-            return action;
+            Err(action)
         }
-    };
-    vip_count(vip.index, pkt, true);
-    to_backend(raw, pkt, &pinned)
+    }
 }
 
 /// Whether the drop list holds the packet's source.
@@ -329,7 +342,7 @@ fn vip_count(index: u32, pkt: &Parsed, new_flow: bool) {
 }
 
 /// Forwards a packet of a pinned flow to its backend: full NAT or IPIP, then out.
-#[inline(never)]
+#[inline(always)]
 fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
     let (Some(backend), Some(settings)) = (GH_BACKENDS.get(pinned.backend), GH_SETTINGS.get(0))
     else {

@@ -1,4 +1,4 @@
-//! Watching the kernel's neighbours, routes, addresses and links. The program caches the
+//! Watching the kernel's neighbours, routes, rules, addresses and links. The program caches the
 //! FIB's answer (egress interface, MACs, MTU) per backend instead of asking the FIB for every
 //! packet; any change there must make that cache stale, so the data plane subscribes to the
 //! kernel's rtnetlink notifications and bumps the cache's epoch
@@ -16,8 +16,10 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-/// rtnetlink multicast groups: links, neighbours, IPv4/IPv6 addresses and routes.
-const GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
+/// rtnetlink multicast groups (bit n-1 for group n): links (1), neighbours (3), IPv4
+/// addresses (5), routes (7) and rules (8), IPv6 addresses (9), routes (11) and rules (19),
+/// nexthop objects (32).
+const GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x4_0000 | 0x8000_0000;
 
 /// A subscription to the kernel's neighbour, route, address and link changes, in the network
 /// namespace of the thread that opened it.

@@ -3,7 +3,7 @@
 //! the counters for `/metrics`, and watches the interface: when it disappears the loss is
 //! logged, counted and shown in the status; when it returns the program is attached again.
 //!
-//! A second thread waits for the kernel's neighbour, route and link changes and has the
+//! A second thread waits for the kernel's neighbour, route, rule and link changes and has the
 //! first mark the program's cached next hops stale (see [`crate::NextHopWatch`]).
 //!
 //! A thread rather than a task: map writes and netlink calls are blocking syscalls, and the
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -66,7 +66,7 @@ pub(crate) struct Shared {
 
 enum Command {
     Apply(Box<Plan>, oneshot::Sender<Result<u64, String>>),
-    /// The kernel's neighbours, routes or links changed.
+    /// The kernel's neighbours, routes, rules or links changed.
     NextHops,
     /// Their changes can no longer be watched: no more next-hop caching.
     NextHopsUnwatched,
@@ -167,7 +167,7 @@ impl Drop for Plane {
     }
 }
 
-/// Starts the thread that turns the kernel's neighbour, route and link notifications into
+/// Starts the thread that turns the kernel's neighbour, route, rule and link notifications into
 /// [`Command::NextHops`]; it ends within a [`TICK`] of `stop`. Without the subscription the
 /// cache would go stale: the program then stops caching (logged as an error).
 fn watch_next_hops(commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
@@ -179,6 +179,7 @@ fn watch_next_hops(commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
             return;
         }
     };
+    let on_failure = commands.clone();
     let spawned = std::thread::Builder::new().name("gatehouse-xdp-nh".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match watch.wait() {
@@ -197,7 +198,8 @@ fn watch_next_hops(commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
         }
     });
     if let Err(e) = spawned {
-        error!(%e, "cannot start the next-hop watch");
+        error!(%e, "cannot start the next-hop watch; the XDP program asks the FIB for every packet");
+        disable_next_hop_cache(&on_failure);
     }
 }
 
@@ -257,8 +259,11 @@ impl Worker {
     }
 
     fn run(&mut self, commands: &mpsc::Receiver<Command>) {
+        // Ticks keep their pace however many commands arrive (neighbour changes can be
+        // frequent on a busy host).
+        let mut next_tick = Instant::now() + TICK;
         loop {
-            match commands.recv_timeout(TICK) {
+            match commands.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(Command::Apply(plan, reply)) => {
                     let result = self.apply(*plan);
                     let _ = reply.send(result);
@@ -274,7 +279,11 @@ impl Worker {
                     }
                 }
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => self.tick(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + TICK;
             }
         }
         if self.datapath.detach(&self.config.interface) {

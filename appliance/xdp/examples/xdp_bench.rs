@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use frames::{Frame, TCP_ACK, TCP_SYN};
+use frames::{Frame, TCP_ACK, TCP_SYN, seen};
 use gatehouse_xdp::common::COUNTER_NO_BACKEND;
 use gatehouse_xdp::{Datapath, Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};
 
@@ -228,6 +228,29 @@ fn measure() {
     let miss = repeated("miss", bench, &miss_frame, &[2]);
     let hit_nat = repeated("conntrack hit, full NAT", bench, &nat_frame, &forwarded);
     let hit_ipip = repeated("conntrack hit, IPIP", bench, &ipip_frame, &forwarded);
+    // A backend's reply to that full-NAT flow, rewritten back to the client: the NAT source
+    // port is the one the program chose (seen on the forward packet, run once unrestored).
+    let mut out = vec![0u8; nat_frame.len() + 128];
+    let first = dp
+        .program(false)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(&nat_frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap();
+    out.truncate(first.data_size_out as usize);
+    let forward = seen(&out, 0);
+    let reply_frame = Frame::tcp(
+        &forward.dst.to_string(),
+        forward.dport,
+        &forward.src.to_string(),
+        forward.sport,
+        TCP_ACK,
+    )
+    .bytes();
+    let reply = repeated("reply, full NAT", bench, &reply_frame, &forwarded);
 
     let distinct = |dst: &str| -> Vec<Vec<u8>> {
         (0..NEW_FLOWS)
@@ -294,6 +317,7 @@ fn measure() {
     println!("RESULT ns_per_packet_miss {miss:.1}");
     println!("RESULT ns_per_packet_hit {hit_nat:.1}");
     println!("RESULT ns_per_packet_hit_ipip {hit_ipip:.1}");
+    println!("RESULT ns_per_packet_reply {reply:.1}");
     println!("RESULT ns_per_packet_new_flow {new_nat_repeated:.1}");
     println!("RESULT ns_per_packet_new_flow_ipip {new_ipip_repeated:.1}");
     println!("RESULT ns_per_packet_new_flow_cold {new_nat:.1}");

@@ -178,6 +178,9 @@ fn backends(ns: &str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
             socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
             let stop = stop.clone();
             threads.push(std::thread::spawn(move || {
+                // Replies leave from CPU 0: veth runs the appliance's program on the sender's
+                // CPU, and the next-hop cache is per CPU.
+                on_cpu0();
                 let mut buf = [0u8; 64];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((_, from)) = socket.recv_from(&mut buf) {
@@ -295,14 +298,19 @@ fn tcp_and_udp_through_a_vip_weights_flow_pinning_and_arp_needs_root() {
     drop((appliance, peer_c, peer_b));
 }
 
+/// Pins the calling thread to CPU 0.
+fn on_cpu0() {
+    let mut cpu0 = nix::sched::CpuSet::new();
+    cpu0.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).unwrap();
+}
+
 /// One UDP exchange through the VIP from the client namespace: the answer, or `None` when
 /// nothing came back within a second. Sent from CPU 0: veth runs the appliance's program on
 /// the sender's CPU, and the next-hop cache is per CPU.
 fn udp_exchange(client_ns: &str) -> Option<String> {
     in_ns(client_ns, || {
-        let mut cpu0 = nix::sched::CpuSet::new();
-        cpu0.set(0).unwrap();
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).unwrap();
+        on_cpu0();
         let socket = UdpSocket::bind("10.10.1.2:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         socket.send_to(b"which", "10.10.1.100:53").unwrap();
@@ -316,7 +324,8 @@ fn udp_exchange(client_ns: &str) -> Option<String> {
     .unwrap()
 }
 
-/// The program caches the FIB's next hop per backend. When the backend's MAC changes and the
+/// The program caches the FIB's next hop per backend (and per client for the replies). When the
+/// backend's (the client's) MAC changes and the
 /// appliance's kernel learns it, the cached one is wrong (frames to it are dropped by the
 /// backend as not its own) until the cache is marked stale: the rtnetlink watch reports the
 /// neighbour change, and after [`Datapath::invalidate_next_hops`] the next packet is resolved
@@ -380,6 +389,33 @@ fn next_hop_cache_follows_a_changed_neighbour_needs_root() {
     assert!(changed, "no rtnetlink notification for the changed neighbour");
     appliance.invalidate_next_hops().unwrap();
     assert_eq!(udp_exchange(&topo.client).as_deref(), Some("10.10.2.2:5353"));
+
+    // The same for the client, whose next hop the reverse path caches.
+    let c = topo.client.clone();
+    let client_neighbour = |mac: &str| {
+        let args =
+            ["neigh", "replace", "10.10.1.2", "lladdr", mac, "dev", "c1", "nud", "permanent"];
+        run(&[&["ip", "-n", a.as_str()][..], &args[..]].concat());
+    };
+    let c0_mac = run(&["ip", "-n", &c, "-br", "link", "show", "c0"]);
+    client_neighbour(c0_mac.split_whitespace().nth(2).unwrap());
+    while watch.wait().unwrap() {}
+    appliance.invalidate_next_hops().unwrap();
+    assert_eq!(udp_exchange(&c).as_deref(), Some("10.10.2.2:5353"));
+    while watch.wait().unwrap() {}
+    run(&["ip", "-n", &c, "link", "set", "c0", "address", "02:00:00:00:0c:0c"]);
+    client_neighbour("02:00:00:00:0c:0c");
+    assert_eq!(udp_exchange(&c), None, "the reply went to the client's cached (old) MAC");
+    let mut changed = false;
+    for _ in 0..25 {
+        changed = watch.wait().unwrap();
+        if changed {
+            break;
+        }
+    }
+    assert!(changed, "no rtnetlink notification for the client's changed neighbour");
+    appliance.invalidate_next_hops().unwrap();
+    assert_eq!(udp_exchange(&c).as_deref(), Some("10.10.2.2:5353"));
 
     stop.store(true, Ordering::Relaxed);
     servers.join().unwrap();

@@ -43,6 +43,18 @@ pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
 pub const MAP_VIP_GEN: &str = "GH_VIP_GEN";
 /// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
 pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
+/// Per-CPU [`NextHop`] of clients (the full-NAT reverse path), direct-mapped by
+/// [`client_hop_slot`]; an entry serves only the address it holds.
+pub const MAP_CLIENT_HOP: &str = "GH_CLIENT_HOP";
+/// Slots of [`MAP_CLIENT_HOP`] per CPU.
+pub const CLIENT_HOP_SLOTS: u32 = 4096;
+
+/// The [`MAP_CLIENT_HOP`] slot of a client address.
+#[inline(always)]
+pub fn client_hop_slot(addr: &Addr) -> u32 {
+    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x85eb_ca6b) >> 20
+}
+
 /// Benchmark counters of the new-flow twin (`u64`, array): index 0 is the run counter that
 /// makes every run a new flow, 1 + action counts the actions returned.
 pub const MAP_BENCH: &str = "GH_BENCH";
@@ -248,9 +260,10 @@ pub fn filter_add(filter: &mut [u64; FILTER_WORDS], addr: &Addr) {
     filter[(slot >> 6) as usize & (FILTER_WORDS - 1)] |= 1 << (slot & 63);
 }
 
-/// The kernel FIB's answer for one backend, cached per CPU (index: backend id) so a packet of a
-/// known backend costs no `bpf_fib_lookup`. Valid only while `epoch` is
-/// [`Settings::next_hop_epoch`] and for the ingress interface it was resolved from.
+/// The kernel FIB's answer for one destination, cached per CPU (for backends by id in
+/// [`MAP_NEXT_HOP`], for clients by [`client_hop_slot`] in [`MAP_CLIENT_HOP`]) so a packet to a
+/// known destination costs no `bpf_fib_lookup`. Valid only while `epoch` is
+/// [`Settings::next_hop_epoch`], for the ingress interface it was resolved from and for `addr`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NextHop {
@@ -266,6 +279,8 @@ pub struct NextHop {
     /// The Ethernet header's first 12 bytes: the next hop's MAC, then the egress interface's,
     /// as words (8-aligned at offset 16) so the program copies them in two stores.
     pub macs: [u32; 3],
+    /// The destination it was resolved for (IPv4-mapped, wire order).
+    pub addr: Addr,
 }
 
 /// Key of the owned-address table.

@@ -22,13 +22,13 @@ use aya_ebpf::maps::lpm_trie::Key as LpmKey;
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, COUNTER_ARP_REPLY, COUNTER_DROP_LIST,
-    COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS, COUNTER_NAT_REVERSE,
-    COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, GEN_FRAME_LEN,
-    GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, NextHop, OwnedKey, PROTO_TCP,
-    PROTO_UDP, Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, filter_has,
-    flow_hash, is_mapped_v4, nat_port,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
+    COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
+    COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey,
+    FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse,
+    NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats,
+    VipValue, client_hop_slot, filter_has, flow_hash, is_mapped_v4, nat_port,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -73,6 +73,8 @@ static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MA
 static GH_VIP_GEN: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
 #[map]
 static GH_NEXT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+#[map]
+static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 /// Shared, not per CPU: `BPF_PROG_TEST_RUN` may move to another CPU between repetitions, and
 /// the run counter must go on from where it was (one benchmark runs at a time).
 #[map]
@@ -83,8 +85,8 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
-/// `forward` without a next-hop cache slot (replies to clients).
-const NO_SLOT: u32 = u32::MAX;
+/// `forward`'s slot bit for a client's next hop ([`GH_CLIENT_HOP`]) rather than a backend's.
+const CLIENT_SLOT: u32 = 1 << 31;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 
@@ -515,17 +517,18 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
         count(COUNTER_MALFORMED);
         return Some(xdp_action::XDP_DROP);
     }
-    Some(forward(raw, pkt, &orig.client, false, NO_SLOT))
+    Some(forward(raw, pkt, &orig.client, false, CLIENT_SLOT | client_hop_slot(&orig.client)))
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next
 /// hop's MAC is known, else through the kernel's stack (which resolves it).
 /// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `slot`: the
-/// backend id whose cached next hop ([`GH_NEXT_HOP`]) serves, or [`NO_SLOT`].
+/// backend id whose cached next hop ([`GH_NEXT_HOP`]) serves, or [`CLIENT_SLOT`] and the
+/// client's slot in [`GH_CLIENT_HOP`].
 ///
-/// The next hop is the kernel FIB's answer (`bpf_fib_lookup`), cached per CPU and backend
-/// while the epoch user space bumps on neighbour, route and link changes stays the same: a
-/// packet to a known backend costs no FIB lookup.
+/// The next hop is the kernel FIB's answer (`bpf_fib_lookup`), cached per CPU while the epoch
+/// user space bumps on neighbour, route, rule and link changes stays the same: a packet to a
+/// known destination costs no FIB lookup.
 #[inline(never)]
 fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot: u32) -> u32 {
     let ctx = &Ctx::new(raw);
@@ -542,11 +545,15 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
         return xdp_action::XDP_PASS;
     }
     let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
-    let cached = if slot == NO_SLOT || epoch == 0 { None } else { GH_NEXT_HOP.get_ptr_mut(slot) };
+    let cached = match (epoch, slot & CLIENT_SLOT) {
+        (0, _) => None,
+        (_, 0) => GH_NEXT_HOP.get_ptr_mut(slot),
+        _ => GH_CLIENT_HOP.get_ptr_mut(slot & !CLIENT_SLOT),
+    };
     if let Some(nh) = cached {
         // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
         let nh = unsafe { &*nh };
-        if nh.epoch == epoch && nh.ingress == ingress {
+        if nh.epoch == epoch && nh.ingress == ingress && nh.addr == *dst {
             if ip_len > nh.mtu {
                 // What the FIB answers too (FRAG_NEEDED): the kernel sends the ICMP error.
                 count(COUNTER_FIB_PASS);
@@ -582,6 +589,7 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
         // change that bumped it meanwhile makes the next packet ask again.
         unsafe {
             (*nh).ingress = ingress;
+            (*nh).addr = *dst;
             (*nh).ifindex = fib.ifindex;
             (*nh).mtu = mtu;
             let (d, s) = (fib.dmac, fib.smac);

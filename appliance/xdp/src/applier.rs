@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, OwnedKey, Settings, VIP_FLAG_IPIP, VipKey,
-    VipValue, addr_from_octets, mapped_v4,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, OwnedKey, Settings, VIP_FLAG_IPIP,
+    VipKey, VipValue, addr_from_octets, filter_add, mapped_v4,
 };
 
 use crate::error::{XdpError, map_err};
@@ -38,6 +38,7 @@ pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
     pub backends: Array<MapData, Backend>,
     pub ring: Array<MapData, u32>,
+    pub vip_gen: Array<MapData, u32>,
     pub settings: Array<MapData, Settings>,
     pub owned: HashMap<MapData, OwnedKey, u32>,
     pub drop: LpmTrie<MapData, Addr, u32>,
@@ -46,6 +47,10 @@ pub(crate) struct Maps {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VipSlot {
     index: u32,
+    /// The generation of the VIP's shape (see `FlowValue::vip_gen`) and the shape itself:
+    /// (action, flags, whether the table is empty).
+    shape_gen: u32,
+    shape: (u8, u8, bool),
     /// The half the program reads now.
     half: u32,
     /// What the live half holds: (backend id, weight) in table order, and the table itself.
@@ -64,9 +69,13 @@ pub(crate) struct State {
     /// Ids marked dead in the last generation, free from the next one on.
     quarantine: Vec<u32>,
     next_backend_id: u32,
+    /// The last VIP generation handed out.
+    last_vip_gen: u32,
     owned: BTreeSet<Addr>,
     drop: BTreeSet<(Addr, u32)>,
     applied: Option<u64>,
+    /// Next hops are not cached (epoch 0): their changes cannot be watched.
+    pub next_hop_cache_off: bool,
 }
 
 impl State {
@@ -107,6 +116,14 @@ pub(crate) fn apply(
         maps.settings.get(&0, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     settings.source_v4 = plan.source_v4.map(|a| wire_addr(a.into())).unwrap_or_default();
     settings.source_v6 = plan.source_v6.map(|a| wire_addr(a.into())).unwrap_or_default();
+    // The address filter lets through the old and the new addresses while the VIPs change;
+    // the last write below narrows it to the new ones.
+    let filter = address_filter(plan);
+    for (word, new) in settings.filter.iter_mut().zip(filter) {
+        *word |= new;
+    }
+    // Backend ids may get new addresses: cached next hops are stale from here on.
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
     // Sources first: a new VIP may forward as soon as it appears.
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
 
@@ -171,7 +188,14 @@ pub(crate) fn apply(
         let (value, slot) = match &vip.action {
             VipAction::Pass => (
                 VipValue { action: ACTION_PASS, index, ..VipValue::default() },
-                VipSlot { index, half: 0, members: Vec::new(), table: Vec::new() },
+                VipSlot {
+                    index,
+                    shape_gen: 0,
+                    shape: (ACTION_PASS, 0, true),
+                    half: 0,
+                    members: Vec::new(),
+                    table: Vec::new(),
+                },
             ),
             VipAction::Balance { backends, forwarding, syn_limit } => {
                 let members: Vec<(u32, u32)> = backends
@@ -203,10 +227,26 @@ pub(crate) fn apply(
                     // An empty table (every weight 0) is a VIP without backends: PASS.
                     ring_size: if table.is_empty() { 0 } else { limits.ring_size },
                     syn_limit: *syn_limit,
+                    shape_gen: 0,
                 };
-                (value, VipSlot { index, half, members, table })
+                let shape = (ACTION_BALANCE, value.flags, table.is_empty());
+                (value, VipSlot { index, shape_gen: 0, shape, half, members, table })
             }
         };
+        // Flows pinned under another shape (or another VIP at this index) stop being trusted
+        // before the VIP entry changes; a change of backends alone keeps them.
+        let (mut value, mut slot) = (value, slot);
+        slot.shape_gen = match &previous {
+            Some(p) if p.shape == slot.shape && p.index == index => p.shape_gen,
+            _ => {
+                state.last_vip_gen = state.last_vip_gen.wrapping_add(1).max(1);
+                maps.vip_gen
+                    .set(index, state.last_vip_gen, 0)
+                    .map_err(map_err(gatehouse_ebpf_common::MAP_VIP_GEN))?;
+                state.last_vip_gen
+            }
+        };
+        value.shape_gen = slot.shape_gen;
         maps.vips.insert(key, value, 0).map_err(map_err(gatehouse_ebpf_common::MAP_VIPS))?;
         state.vips.insert(key, slot);
     }
@@ -219,6 +259,10 @@ pub(crate) fn apply(
             return Err(map_err(gatehouse_ebpf_common::MAP_VIPS)(e));
         }
         if let Some(slot) = state.vips.remove(&key) {
+            // Its flows are no longer trusted (generation 0 is never handed out).
+            maps.vip_gen
+                .set(slot.index, 0, 0)
+                .map_err(map_err(gatehouse_ebpf_common::MAP_VIP_GEN))?;
             state.free_vip_indexes.push(slot.index);
         }
     }
@@ -240,9 +284,35 @@ pub(crate) fn apply(
 
     settings.generation = plan.generation;
     settings.drop_entries = state.drop.len() as u32;
+    settings.filter = filter;
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     state.applied = Some(plan.generation);
     Ok(plan.generation)
+}
+
+/// Marks every cached next hop stale (the kernel's neighbours, routes or links changed).
+pub(crate) fn invalidate_next_hops(maps: &mut Maps, state: &State) -> Result<(), XdpError> {
+    let mut settings =
+        maps.settings.get(&0, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
+    settings.next_hop_epoch = next_epoch(settings.next_hop_epoch, state);
+    maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))
+}
+
+/// The epoch after `epoch`, never 0 (0 marks a next hop never resolved), or 0 (the program
+/// caches nothing) with the cache off.
+fn next_epoch(epoch: u32, state: &State) -> u32 {
+    if state.next_hop_cache_off { 0 } else { epoch.wrapping_add(1).max(1) }
+}
+
+/// The destination-address filter of a plan: every VIP address and the NAT sources.
+fn address_filter(plan: &Plan) -> [u64; FILTER_WORDS] {
+    let mut filter = [0; FILTER_WORDS];
+    let sources = plan.source_v4.map(IpAddr::V4).into_iter().chain(plan.source_v6.map(IpAddr::V6));
+    for addr in plan.vips.iter().map(|v| v.addr).chain(sources) {
+        filter_add(&mut filter, &wire_addr(addr));
+    }
+    filter
 }
 
 fn key_bytes(k: &VipKey) -> (Addr, u16, u8) {
@@ -341,4 +411,66 @@ fn sync_drop(maps: &mut Maps, state: &mut State, plan: &Plan) -> Result<(), XdpE
     }
     state.drop = wanted;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use std::net::IpAddr;
+
+    use gatehouse_ebpf_common::filter_has;
+
+    use super::{State, address_filter, next_epoch, wire_addr};
+    use crate::plan::{L4Protocol, Plan, Vip, VipAction};
+
+    #[test]
+    fn the_address_filter_holds_every_vip_and_nat_source_and_few_others() {
+        let vips: Vec<Vip> = (0..200u32)
+            .map(|i| Vip {
+                addr: IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                port: 80,
+                protocol: L4Protocol::Tcp,
+                action: VipAction::Pass,
+            })
+            .chain(std::iter::once(Vip {
+                addr: "2001:db8::1".parse().unwrap(),
+                port: 443,
+                protocol: L4Protocol::Udp,
+                action: VipAction::Pass,
+            }))
+            .collect();
+        let plan = Plan {
+            vips,
+            source_v4: Some("192.0.2.254".parse().unwrap()),
+            source_v6: Some("2001:db8::fe".parse().unwrap()),
+            ..Plan::default()
+        };
+        let filter = address_filter(&plan);
+        for addr in plan
+            .vips
+            .iter()
+            .map(|v| v.addr)
+            .chain(["192.0.2.254".parse().unwrap(), "2001:db8::fe".parse().unwrap()])
+        {
+            assert!(filter_has(&filter, &wire_addr(addr)), "{addr}");
+        }
+        // 202 of 4096 bits set: most other addresses are out before any hash lookup.
+        let others = (0..10_000u32)
+            .filter(|i| {
+                filter_has(&filter, &wire_addr(IpAddr::from([172, 16, (i >> 8) as u8, *i as u8])))
+            })
+            .count();
+        assert!(others < 1_000, "{others} of 10000 unrelated addresses pass the filter");
+    }
+
+    #[test]
+    fn next_hop_epochs_skip_zero_and_are_zero_with_the_cache_off() {
+        let mut state = State::default();
+        assert_eq!(next_epoch(0, &state), 1);
+        assert_eq!(next_epoch(u32::MAX, &state), 1);
+        assert_eq!(next_epoch(7, &state), 8);
+        state.next_hop_cache_off = true;
+        assert_eq!(next_epoch(7, &state), 0);
+    }
 }

@@ -89,9 +89,11 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_VIPS, limits.max_vips)
             .map_max_entries(common::MAP_VIP_STATS, limits.max_vips)
+            .map_max_entries(common::MAP_VIP_GEN, limits.max_vips)
             .map_max_entries(common::MAP_SYN, limits.max_vips)
             .map_max_entries(common::MAP_BACKENDS, limits.max_backends)
             .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
+            .map_max_entries(common::MAP_NEXT_HOP, limits.max_backends)
             .map_max_entries(common::MAP_RING, ring)
             .map_max_entries(common::MAP_FLOWS, limits.max_flows)
             .map_max_entries(common::MAP_NAT, limits.max_flows)
@@ -99,6 +101,7 @@ impl Datapath {
         for name in [
             common::PROGRAM_NAME,
             common::BENCH_PROGRAM_NAME,
+            common::BENCH_NEW_FLOW_PROGRAM_NAME,
             common::FLOOR_PROGRAM_NAME,
             common::GENERATOR_PROGRAM_NAME,
         ] {
@@ -116,6 +119,8 @@ impl Datapath {
                 .map_err(map_err(common::MAP_BACKENDS))?,
             ring: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_RING)?)
                 .map_err(map_err(common::MAP_RING))?,
+            vip_gen: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIP_GEN)?)
+                .map_err(map_err(common::MAP_VIP_GEN))?,
             settings: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_SETTINGS)?)
                 .map_err(map_err(common::MAP_SETTINGS))?,
             owned: HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_OWNED)?)
@@ -237,6 +242,20 @@ impl Datapath {
         applier::apply(&mut self.maps, &mut self.state, &self.limits, plan)
     }
 
+    /// Marks every cached next hop stale: the program asks the kernel's FIB again for the
+    /// next packet to each backend. Call it when the kernel's neighbours, routes or links
+    /// changed ([`crate::NextHopWatch`] says when); every [`Datapath::apply`] does it too.
+    pub fn invalidate_next_hops(&mut self) -> Result<(), XdpError> {
+        applier::invalidate_next_hops(&mut self.maps, &self.state)
+    }
+
+    /// Turns the program's next-hop cache on (the default) or off (every forwarded packet
+    /// asks the FIB): off when the kernel's changes cannot be watched.
+    pub fn set_next_hop_cache(&mut self, on: bool) -> Result<(), XdpError> {
+        self.state.next_hop_cache_off = !on;
+        applier::invalidate_next_hops(&mut self.maps, &self.state)
+    }
+
     /// The generation last applied.
     pub fn applied(&self) -> Option<u64> {
         self.state.applied()
@@ -251,6 +270,20 @@ impl Datapath {
     pub fn program(&self, bench: bool) -> Result<&Xdp, XdpError> {
         let name = if bench { common::BENCH_PROGRAM_NAME } else { common::PROGRAM_NAME };
         self.named_program(name)
+    }
+
+    /// The benchmark twin that makes every run a new flow.
+    pub fn new_flow_bench_program(&self) -> Result<&Xdp, XdpError> {
+        self.named_program(common::BENCH_NEW_FLOW_PROGRAM_NAME)
+    }
+
+    /// The new-flow twin's counters: runs, then the count per action.
+    pub fn bench_counts(&self) -> Result<Vec<u64>, XdpError> {
+        let map =
+            self.ebpf.map(common::MAP_BENCH).ok_or(XdpError::MissingMap(common::MAP_BENCH))?;
+        let counts =
+            aya::maps::Array::<_, u64>::try_from(map).map_err(map_err(common::MAP_BENCH))?;
+        (0..8).map(|i| counts.get(&i, 0).map_err(map_err(common::MAP_BENCH))).collect()
     }
 
     /// The trivial `XDP_PASS` program (the benchmark's floor).

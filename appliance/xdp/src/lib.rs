@@ -14,6 +14,7 @@ mod error;
 pub mod maglev;
 mod metrics;
 pub mod model;
+mod nexthop;
 mod plan;
 mod plane;
 
@@ -23,5 +24,6 @@ pub use desired::{L4Split, PlanSettings, plan, split_l4};
 pub use error::XdpError;
 pub use gatehouse_ebpf_common as common;
 pub use metrics::XdpCollector;
+pub use nexthop::NextHopWatch;
 pub use plan::{Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};
 pub use plane::{Plane, PlaneConfig, PlaneStatus};

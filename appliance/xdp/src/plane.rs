@@ -4,6 +4,9 @@
 //! appliance, all sharing the maps): when one disappears the loss is logged, counted and
 //! shown in the status; when it returns the program is attached to it again.
 //!
+//! A second thread waits for the kernel's neighbour, route, rule and link changes and has the
+//! first mark the program's cached next hops stale (see [`crate::NextHopWatch`]).
+//!
 //! A thread rather than a task: map writes and netlink calls are blocking syscalls, and the
 //! program stays attached exactly as long as this thread holds the `Datapath` (its links are
 //! file descriptors: they close with the process even when it is killed).
@@ -11,9 +14,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -22,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::datapath::{AttachMode, Datapath, Stats};
 use crate::error::XdpError;
+use crate::nexthop::NextHopWatch;
 use crate::plan::{Limits, Plan};
 
 /// How often the thread looks at the interface and refreshes the counters.
@@ -69,6 +74,10 @@ pub(crate) struct Shared {
 
 enum Command {
     Apply(Box<Plan>, oneshot::Sender<Result<u64, String>>),
+    /// The kernel's neighbours, routes, rules or links changed.
+    NextHops,
+    /// Their changes can no longer be watched: no more next-hop caching.
+    NextHopsUnwatched,
     Stop,
 }
 
@@ -89,6 +98,7 @@ impl Plane {
         let shared = Arc::new(Shared::default());
         let (changes_tx, changes) = watch::channel(PlaneStatus::default());
         let thread_shared = shared.clone();
+        let watch_commands = commands.clone();
         let thread = std::thread::Builder::new()
             .name("gatehouse-xdp".into())
             .spawn(move || {
@@ -102,7 +112,11 @@ impl Plane {
                         return;
                     }
                 };
+                // Opened here: the subscription is to this thread's network namespace.
+                let stop = Arc::new(AtomicBool::new(false));
+                watch_next_hops(watch_commands, stop.clone());
                 worker.run(&rx);
+                stop.store(true, Ordering::Relaxed);
             })
             .map_err(|source| XdpError::Interface { interface: "thread".into(), source })?;
         match ready_rx.recv() {
@@ -159,6 +173,46 @@ impl Drop for Plane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts the thread that turns the kernel's neighbour, route, rule and link notifications into
+/// [`Command::NextHops`]; it ends within a [`TICK`] of `stop`. Without the subscription the
+/// cache would go stale: the program then stops caching (logged as an error).
+fn watch_next_hops(commands: mpsc::Sender<Command>, stop: Arc<AtomicBool>) {
+    let watch = match NextHopWatch::open(TICK) {
+        Ok(watch) => watch,
+        Err(e) => {
+            error!(%e, "cannot watch the kernel's neighbours and routes; the XDP program asks the FIB for every packet");
+            disable_next_hop_cache(&commands);
+            return;
+        }
+    };
+    let on_failure = commands.clone();
+    let spawned = std::thread::Builder::new().name("gatehouse-xdp-nh".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match watch.wait() {
+                Ok(false) => {}
+                Ok(true) => {
+                    if commands.send(Command::NextHops).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    error!(%e, "lost the kernel's neighbour and route notifications; the XDP program asks the FIB for every packet");
+                    disable_next_hop_cache(&commands);
+                    break;
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        error!(%e, "cannot start the next-hop watch; the XDP program asks the FIB for every packet");
+        disable_next_hop_cache(&on_failure);
+    }
+}
+
+fn disable_next_hop_cache(commands: &mpsc::Sender<Command>) {
+    let _ = commands.send(Command::NextHopsUnwatched);
 }
 
 struct Worker {
@@ -238,14 +292,31 @@ impl Worker {
     }
 
     fn run(&mut self, commands: &mpsc::Receiver<Command>) {
+        // Ticks keep their pace however many commands arrive (neighbour changes can be
+        // frequent on a busy host).
+        let mut next_tick = Instant::now() + TICK;
         loop {
-            match commands.recv_timeout(TICK) {
+            match commands.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(Command::Apply(plan, reply)) => {
                     let result = self.apply(*plan);
                     let _ = reply.send(result);
                 }
+                Ok(Command::NextHops) => {
+                    if let Err(e) = self.datapath.invalidate_next_hops() {
+                        warn!(%e, "cannot mark the XDP next-hop cache stale");
+                    }
+                }
+                Ok(Command::NextHopsUnwatched) => {
+                    if let Err(e) = self.datapath.set_next_hop_cache(false) {
+                        warn!(%e, "cannot turn the XDP next-hop cache off");
+                    }
+                }
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => self.tick(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + TICK;
             }
         }
         for interface in &self.config.interfaces {

@@ -518,3 +518,40 @@ fn differential_against_the_reference_model_needs_root() {
     assert!(counts.get("Drop").copied().unwrap_or(0) > 50, "{counts:?}");
     assert!(counts.get("Ipip").copied().unwrap_or(0) > 100, "{counts:?}");
 }
+
+/// Packets of an established flow skip the VIP lookup while the VIP keeps its shape: a VIP
+/// that is removed stops forwarding them, one whose forwarding changes forwards them the new
+/// way, and a change of its backends alone keeps them on theirs (see the test above).
+#[test]
+fn established_flows_follow_their_vip_leaving_and_changing_forwarding_needs_root() {
+    if !root() {
+        return;
+    }
+    let mut dp = loaded();
+    let syn = Frame::tcp("203.0.113.40", 40400, "10.0.0.1", 80, TCP_SYN).bytes();
+    let ack = Frame::tcp("203.0.113.40", 40400, "10.0.0.1", 80, TCP_ACK).bytes();
+    assert!(forwarded(run(&dp, &syn).0));
+    let (action, out) = run(&dp, &ack);
+    assert!(forwarded(action));
+    assert_eq!(seen(&out, 0).src, "10.9.9.9".parse::<IpAddr>().unwrap(), "full NAT");
+
+    // The VIP leaves: its established flow is none of the program's business any more.
+    let mut without = plan();
+    without.generation = 2;
+    without.vips.remove(0);
+    dp.apply(&without).unwrap();
+    let (action, out) = run(&dp, &ack);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, ack, "untouched");
+
+    // It comes back forwarding by IPIP: the same flow is encapsulated now.
+    let mut ipip = plan();
+    ipip.generation = 3;
+    ipip.vips[0].action = balance(&["10.1.0.1:8080", "10.1.0.2:8080"], Forwarding::Ipip, 0);
+    dp.apply(&ipip).unwrap();
+    let (action, out) = run(&dp, &ack);
+    assert!(forwarded(action));
+    assert_eq!(out.len(), ack.len() + 20);
+    assert_eq!(seen(&out, 0).proto, 4, "IPIP");
+    assert_eq!(out[34..], ack[14..], "inner packet unchanged");
+}

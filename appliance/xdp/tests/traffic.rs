@@ -11,12 +11,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gatehouse_xdp::{
-    AttachMode, Datapath, Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr,
+    AttachMode, Datapath, Forwarding, L4Protocol, Limits, NextHopWatch, Plan, Vip, VipAction,
+    WeightedAddr,
 };
 
 fn root() -> bool {
@@ -44,7 +45,9 @@ struct Topology {
 
 impl Topology {
     fn new() -> Topology {
-        let id = std::process::id();
+        // Unique per test: the tests of this file run in parallel threads of one process.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let t = Topology {
             client: format!("ghx-c-{id}"),
             appliance: format!("ghx-a-{id}"),
@@ -175,6 +178,9 @@ fn backends(ns: &str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
             socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
             let stop = stop.clone();
             threads.push(std::thread::spawn(move || {
+                // Replies leave from CPU 0: veth runs the appliance's program on the sender's
+                // CPU, and the next-hop cache is per CPU.
+                on_cpu0();
                 let mut buf = [0u8; 64];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((_, from)) = socket.recv_from(&mut buf) {
@@ -290,4 +296,128 @@ fn tcp_and_udp_through_a_vip_weights_flow_pinning_and_arp_needs_root() {
     stop.store(true, Ordering::Relaxed);
     servers.join().unwrap();
     drop((appliance, peer_c, peer_b));
+}
+
+/// Pins the calling thread to CPU 0.
+fn on_cpu0() {
+    let mut cpu0 = nix::sched::CpuSet::new();
+    cpu0.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).unwrap();
+}
+
+/// One UDP exchange through the VIP from the client namespace: the answer, or `None` when
+/// nothing came back within a second. Sent from CPU 0: veth runs the appliance's program on
+/// the sender's CPU, and the next-hop cache is per CPU.
+fn udp_exchange(client_ns: &str) -> Option<String> {
+    in_ns(client_ns, || {
+        on_cpu0();
+        let socket = UdpSocket::bind("10.10.1.2:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        socket.send_to(b"which", "10.10.1.100:53").unwrap();
+        let mut buf = [0u8; 64];
+        socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .join()
+    .unwrap()
+}
+
+/// The program caches the FIB's next hop per backend (and per client for the replies). When the
+/// backend's (the client's) MAC changes and the
+/// appliance's kernel learns it, the cached one is wrong (frames to it are dropped by the
+/// backend as not its own) until the cache is marked stale: the rtnetlink watch reports the
+/// neighbour change, and after [`Datapath::invalidate_next_hops`] the next packet is resolved
+/// again (the daemon's data plane does both on its own).
+#[test]
+fn next_hop_cache_follows_a_changed_neighbour_needs_root() {
+    if !root() {
+        return;
+    }
+    let topo = Topology::new();
+    let (a, b) = (topo.appliance.clone(), topo.backend.clone());
+    let peers = [(topo.client.clone(), "c0"), (b.clone(), "b0")].map(|(ns, dev)| {
+        in_ns(&ns, move || {
+            let mut dp = Datapath::load(limits()).unwrap();
+            dp.attach(dev, AttachMode::Driver).unwrap();
+            dp
+        })
+        .join()
+        .unwrap()
+    });
+    let (mut appliance, watch) = in_ns(&a, || {
+        let mut dp = Datapath::load(limits()).unwrap();
+        for dev in ["c1", "b1"] {
+            dp.attach(dev, AttachMode::Driver).unwrap();
+        }
+        (dp, NextHopWatch::open(Duration::from_millis(200)).unwrap())
+    })
+    .join()
+    .unwrap();
+    let mut udp_plan = plan(1, &[("10.10.2.2:8080", 1)]);
+    if let VipAction::Balance { backends, .. } = &mut udp_plan.vips[1].action {
+        backends.truncate(1);
+    }
+    appliance.apply(&udp_plan).unwrap();
+    let neighbour = |mac: &str| {
+        let args =
+            ["neigh", "replace", "10.10.2.2", "lladdr", mac, "dev", "b1", "nud", "permanent"];
+        run(&[&["ip", "-n", a.as_str()][..], &args[..]].concat());
+    };
+    let b0_mac = run(&["ip", "-n", &b, "-br", "link", "show", "b0"]);
+    neighbour(b0_mac.split_whitespace().nth(2).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = backends(&b, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+
+    assert_eq!(udp_exchange(&topo.client).as_deref(), Some("10.10.2.2:5353"));
+    // The backend's MAC changes and the appliance's kernel learns it, but the program still
+    // sends to the MAC it cached: a FIB lookup per packet would have found the new one.
+    while watch.wait().unwrap() {}
+    run(&["ip", "-n", &b, "link", "set", "b0", "address", "02:00:00:00:0b:0b"]);
+    neighbour("02:00:00:00:0b:0b");
+    assert_eq!(udp_exchange(&topo.client), None, "sent to the cached (old) MAC");
+    // The watch reported the change; marking the cache stale makes the program ask again.
+    let mut changed = false;
+    for _ in 0..25 {
+        changed = watch.wait().unwrap();
+        if changed {
+            break;
+        }
+    }
+    assert!(changed, "no rtnetlink notification for the changed neighbour");
+    appliance.invalidate_next_hops().unwrap();
+    assert_eq!(udp_exchange(&topo.client).as_deref(), Some("10.10.2.2:5353"));
+
+    // The same for the client, whose next hop the reverse path caches.
+    let c = topo.client.clone();
+    let client_neighbour = |mac: &str| {
+        let args =
+            ["neigh", "replace", "10.10.1.2", "lladdr", mac, "dev", "c1", "nud", "permanent"];
+        run(&[&["ip", "-n", a.as_str()][..], &args[..]].concat());
+    };
+    let c0_mac = run(&["ip", "-n", &c, "-br", "link", "show", "c0"]);
+    client_neighbour(c0_mac.split_whitespace().nth(2).unwrap());
+    while watch.wait().unwrap() {}
+    appliance.invalidate_next_hops().unwrap();
+    assert_eq!(udp_exchange(&c).as_deref(), Some("10.10.2.2:5353"));
+    while watch.wait().unwrap() {}
+    run(&["ip", "-n", &c, "link", "set", "c0", "address", "02:00:00:00:0c:0c"]);
+    client_neighbour("02:00:00:00:0c:0c");
+    assert_eq!(udp_exchange(&c), None, "the reply went to the client's cached (old) MAC");
+    let mut changed = false;
+    for _ in 0..25 {
+        changed = watch.wait().unwrap();
+        if changed {
+            break;
+        }
+    }
+    assert!(changed, "no rtnetlink notification for the client's changed neighbour");
+    appliance.invalidate_next_hops().unwrap();
+    assert_eq!(udp_exchange(&c).as_deref(), Some("10.10.2.2:5353"));
+
+    stop.store(true, Ordering::Relaxed);
+    servers.join().unwrap();
+    drop((appliance, peers));
 }

@@ -39,12 +39,34 @@ pub const MAP_COUNTERS: &str = "GH_COUNTERS";
 pub const MAP_SYN: &str = "GH_SYN";
 /// Index 0: the [`GenFrame`] the benchmark generator sends (array of one).
 pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
+/// By VIP index: the generation of the VIP's shape (`u32`, array), see [`FlowValue::vip_gen`].
+pub const MAP_VIP_GEN: &str = "GH_VIP_GEN";
+/// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
+pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
+/// Per-CPU [`NextHop`] of clients (the full-NAT reverse path), direct-mapped by
+/// [`client_hop_slot`]; an entry serves only the address it holds.
+pub const MAP_CLIENT_HOP: &str = "GH_CLIENT_HOP";
+/// Slots of [`MAP_CLIENT_HOP`] per CPU.
+pub const CLIENT_HOP_SLOTS: u32 = 4096;
+
+/// The [`MAP_CLIENT_HOP`] slot of a client address.
+#[inline(always)]
+pub fn client_hop_slot(addr: &Addr) -> u32 {
+    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x85eb_ca6b) >> 20
+}
+
+/// Benchmark counters of the new-flow twin (`u64`, array): index 0 is the run counter that
+/// makes every run a new flow, 1 + action counts the actions returned.
+pub const MAP_BENCH: &str = "GH_BENCH";
 
 /// The XDP program that is attached to interfaces.
 pub const PROGRAM_NAME: &str = "gatehouse_xdp";
 /// A test-only variant that restores the frame after each run, so `BPF_PROG_TEST_RUN` with
 /// `repeat > 1` sees the original packet every time (benchmarks).
 pub const BENCH_PROGRAM_NAME: &str = "gatehouse_xdp_bench";
+/// A test-only variant that gives every run a new flow (its source address and port come from
+/// a run counter) and restores the frame after it: new flows with `repeat > 1`.
+pub const BENCH_NEW_FLOW_PROGRAM_NAME: &str = "gatehouse_xdp_bench_new";
 /// A program that only returns `XDP_PASS`: the benchmark harness's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "gatehouse_xdp_floor";
 /// A program that only returns `XDP_TX`: with live-frames `BPF_PROG_TEST_RUN`, a traffic
@@ -105,8 +127,11 @@ pub struct VipValue {
     pub ring_offset: u32,
     /// Length of the Maglev table, a prime (host order); 0 for PASS.
     pub ring_size: u32,
-    /// New TCP connections (SYN without a flow entry) allowed per second per CPU; 0 = no limit.
+    /// New TCP connections (SYNs without ACK) allowed per second per CPU; 0 = no limit.
     pub syn_limit: u32,
+    /// The generation of this VIP's shape (action, flags, whether its table is empty),
+    /// also in [`MAP_VIP_GEN`] at `index` (host order; never 0).
+    pub shape_gen: u32,
 }
 
 /// A real server behind a VIP.
@@ -140,7 +165,10 @@ pub struct FlowKey {
     pub _pad2: u16,
 }
 
-/// Where an established flow goes.
+/// Where an established flow goes, and enough of its VIP that a packet of the flow needs no
+/// VIP lookup: while `vip_gen` is [`MAP_VIP_GEN`]`[vip_index]`, the VIP is there with the same
+/// shape (the applier gives a VIP a new generation when it is created, removed, or changes its
+/// action, forwarding or emptiness; not when its backends change, so flows stay pinned).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
@@ -148,7 +176,13 @@ pub struct FlowValue {
     pub backend: u32,
     /// Source port chosen for full NAT, network order (0 for IPIP).
     pub snat_port: u16,
-    pub _pad: u16,
+    /// The VIP's `VIP_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The VIP's index (host order).
+    pub vip_index: u32,
+    /// The VIP's generation when the flow was pinned (host order).
+    pub vip_gen: u32,
 }
 
 /// The original addresses of a full-NAT flow, to rewrite a backend's reply.
@@ -167,9 +201,10 @@ pub struct NatReverse {
     pub vip_index: u32,
 }
 
-/// Program-wide settings (index 0 of [`MAP_SETTINGS`]).
+/// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
+/// every frame (an array lookup the verifier inlines: no helper call).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Source address for full NAT and IPIP outer headers to IPv4 backends, IPv4-mapped.
     pub source_v4: Addr,
@@ -179,7 +214,73 @@ pub struct Settings {
     pub generation: u64,
     /// Entries in the drop list; 0 skips its lookup (host order).
     pub drop_entries: u32,
-    pub _pad: u32,
+    /// Cached next hops ([`MAP_NEXT_HOP`]) resolved at another epoch are stale. User space
+    /// bumps it when the kernel's neighbours, routes or links change and on every plan
+    /// (host order; never 0, which marks a slot never resolved).
+    pub next_hop_epoch: u32,
+    /// A Bloom-like filter of the destination addresses the program handles (every VIP
+    /// address and the NAT sources): bit [`filter_slot`] of an address. A frame whose bit is
+    /// clear is none of the program's business and passes before any hash-map lookup.
+    pub filter: [u64; FILTER_WORDS],
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source_v4: [0; 4],
+            source_v6: [0; 4],
+            generation: 0,
+            drop_entries: 0,
+            next_hop_epoch: 0,
+            filter: [0; FILTER_WORDS],
+        }
+    }
+}
+
+/// Words of [`Settings::filter`] (4096 bits).
+pub const FILTER_WORDS: usize = 64;
+
+/// The bit of [`Settings::filter`] that stands for an address.
+#[inline(always)]
+pub fn filter_slot(addr: &Addr) -> u32 {
+    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x9e37_79b1) >> 20
+}
+
+/// Whether an address's bit is set in a filter.
+#[inline(always)]
+pub fn filter_has(filter: &[u64; FILTER_WORDS], addr: &Addr) -> bool {
+    let slot = filter_slot(addr);
+    (filter[(slot >> 6) as usize & (FILTER_WORDS - 1)] >> (slot & 63)) & 1 != 0
+}
+
+/// Sets an address's bit in a filter.
+#[inline(always)]
+pub fn filter_add(filter: &mut [u64; FILTER_WORDS], addr: &Addr) {
+    let slot = filter_slot(addr);
+    filter[(slot >> 6) as usize & (FILTER_WORDS - 1)] |= 1 << (slot & 63);
+}
+
+/// The kernel FIB's answer for one destination, cached per CPU (for backends by id in
+/// [`MAP_NEXT_HOP`], for clients by [`client_hop_slot`] in [`MAP_CLIENT_HOP`]) so a packet to a
+/// known destination costs no `bpf_fib_lookup`. Valid only while `epoch` is
+/// [`Settings::next_hop_epoch`], for the ingress interface it was resolved from and for `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// The epoch it was resolved at; 0: never.
+    pub epoch: u32,
+    /// The ingress interface the lookup was made for.
+    pub ingress: u32,
+    /// The egress interface.
+    pub ifindex: u32,
+    /// The route's MTU: longer packets go to the kernel (as the FIB would answer).
+    pub mtu: u16,
+    pub _pad: u16,
+    /// The Ethernet header's first 12 bytes: the next hop's MAC, then the egress interface's,
+    /// as words (8-aligned at offset 16) so the program copies them in two stores.
+    pub macs: [u32; 3],
+    /// The destination it was resolved for (IPv4-mapped, wire order).
+    pub addr: Addr,
 }
 
 /// Key of the owned-address table.

@@ -5,8 +5,8 @@
 #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use crate::{
-    Backend, BackendStats, FlowKey, FlowValue, GenFrame, Mac, NatReverse, OwnedKey, Settings,
-    SynWindow, VipKey, VipStats, VipValue,
+    Backend, BackendStats, FlowKey, FlowValue, GenFrame, Mac, NatReverse, NextHop, OwnedKey,
+    Settings, SynWindow, VipKey, VipStats, VipValue,
 };
 
 // SAFETY (every impl below): each type is `#[repr(C)]`, `Copy`, made only of integers and
@@ -37,3 +37,5 @@ unsafe impl aya::Pod for BackendStats {}
 unsafe impl aya::Pod for SynWindow {}
 // SAFETY: see above.
 unsafe impl aya::Pod for GenFrame {}
+// SAFETY: see above.
+unsafe impl aya::Pod for NextHop {}

@@ -22,13 +22,13 @@ use aya_ebpf::maps::lpm_trie::Key as LpmKey;
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, COUNTER_ARP_REPLY, COUNTER_DROP_LIST,
-    COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS, COUNTER_NAT_REVERSE,
-    COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS, DEFAULT_MAX_BACKENDS,
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey, FlowValue, GEN_FRAME_LEN,
-    GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, OwnedKey, PROTO_TCP, PROTO_UDP,
-    Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, flow_hash, is_mapped_v4,
-    nat_port,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
+    COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
+    COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey,
+    FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse,
+    NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats,
+    VipValue, client_hop_slot, filter_has, flow_hash, is_mapped_v4, nat_port,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -39,11 +39,17 @@ static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MA
 static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
+/// LRU flags: 0, one LRU list shared by every CPU. `BPF_F_NO_COMMON_LRU` (per-CPU lists)
+/// measured no cheaper here (`BPF_PROG_TEST_RUN` runs on one CPU, so the shared list's lock is
+/// never contended) and would give each CPU only `max_flows / possible CPUs` entries: a
+/// single-queue interface could use a fraction of the table.
+const LRU_FLAGS: u32 = 0;
 #[map]
 static GH_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
 #[map]
-static GH_NAT: LruHashMap<FlowKey, NatReverse> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+static GH_NAT: LruHashMap<FlowKey, NatReverse> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
 #[map]
 static GH_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
@@ -63,11 +69,24 @@ static GH_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0
 static GH_GEN_FRAME: Array<GenFrame> = Array::with_max_entries(1, 0);
 #[map]
 static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+#[map]
+static GH_VIP_GEN: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
+#[map]
+static GH_NEXT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+#[map]
+static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
+/// Shared, not per CPU: `BPF_PROG_TEST_RUN` may move to another CPU between repetitions, and
+/// the run counter must go on from where it was (one benchmark runs at a time).
+#[map]
+static GH_BENCH: Array<u64> = Array::with_max_entries(8, 0);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
+/// `forward`'s slot bit for a client's next hop ([`GH_CLIENT_HOP`]) rather than a backend's.
+const CLIENT_SLOT: u32 = 1 << 31;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 
@@ -81,12 +100,44 @@ pub fn gatehouse_xdp(ctx: XdpContext) -> u32 {
 /// so that `BPF_PROG_TEST_RUN` with `repeat > 1` runs every repetition on the original frame.
 #[xdp]
 pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
+    restoring(&ctx)
+}
+
+/// Benchmark-only twin for new flows: every run gets its own flow (the run counter
+/// becomes the last two bytes of the IPv4 source address and the TCP/UDP source port of the
+/// untagged IPv4 frame the harness sends), then runs as [`gatehouse_xdp_bench`]. The actions
+/// returned are counted (`GH_BENCH[1 + action]`) so the harness checks every run's.
+#[xdp]
+pub fn gatehouse_xdp_bench_new(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 60 <= ctx.data_end()
+        && let Some(counter) = GH_BENCH.get_ptr_mut(0)
+    {
+        // SAFETY: the benchmark's own slot (one test run at a time); the 60 bytes at `start`
+        // were bounds-checked just above.
+        unsafe {
+            let n = *counter;
+            *counter = n + 1;
+            core::ptr::write((start + 28) as *mut u16, ((n >> 16) as u16).to_be());
+            core::ptr::write((start + 34) as *mut u16, (n as u16).to_be());
+        }
+    }
+    let action = restoring(&ctx);
+    if let Some(c) = GH_BENCH.get_ptr_mut(1 + action) {
+        // SAFETY: the benchmark's own slot (see above).
+        unsafe { *c += 1 };
+    }
+    action
+}
+
+#[inline(always)]
+fn restoring(ctx: &XdpContext) -> u32 {
     // 60 bytes as 7 words + 1: byte arrays would be copied a byte at a time.
     type Saved = ([u64; 7], u32);
     const SAVED: usize = 60;
     let start = ctx.data();
     if start + SAVED > ctx.data_end() {
-        return process(&ctx);
+        return process(ctx);
     }
     // SAFETY: the 60 bytes at `start` were bounds-checked just above; unaligned packet access
     // is accepted (see packet.rs).
@@ -94,7 +145,7 @@ pub fn gatehouse_xdp_bench(ctx: XdpContext) -> u32 {
         (core::ptr::read(start as *const [u64; 7]), core::ptr::read((start + 56) as *const u32))
     };
     let before = ctx.data_end() - start;
-    let action = process(&ctx);
+    let action = process(ctx);
     let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
     if grown > 0 && grown <= 64 {
         // SAFETY: a plain helper call on this program's own context.
@@ -183,34 +234,19 @@ fn count(index: u32) {
 // call chain within the verifier's 512-byte stack limit. The common path (`l4`) is inlined.
 #[inline(always)]
 fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
-    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
-    // SAFETY: map values stay valid for the whole program run (RCU).
-    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
-        return not_a_vip(raw, pkt);
-    };
     let Some(settings) = GH_SETTINGS.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    if settings.drop_entries != 0 {
-        let probe = LpmKey::new(128, pkt.src);
-        if GH_DROP.get(&probe).is_some() {
-            count(COUNTER_DROP_LIST);
-            return xdp_action::XDP_DROP;
-        }
-    }
-    let stats = GH_VIP_STATS.get_ptr_mut(vip.index);
-    if let Some(s) = stats {
-        // SAFETY: per-CPU slot.
-        unsafe {
-            (*s).packets += 1;
-            (*s).bytes += u64::from(pkt.ip_len);
-        }
-    }
-    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
-        if vip.action == ACTION_PASS {
-            count(COUNTER_VIP_PASS);
-        }
+    // Most frames are for none of our addresses: out before any hash-map lookup.
+    if !filter_has(&settings.filter, &pkt.dst) {
+        count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
+    }
+    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
+    if pkt.dst == *source
+        && let Some(action) = nat_reply(raw, pkt)
+    {
+        return action;
     }
     let flow = FlowKey {
         src: pkt.src,
@@ -221,24 +257,97 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         _pad: 0,
         _pad2: 0,
     };
-    let mut pinned = FlowValue::default();
-    let mut hit = false;
-    // SAFETY: read by value right away.
-    if let Some(entry) = unsafe { GH_FLOWS.get(&flow) } {
-        pinned = *entry;
-        hit = GH_BACKENDS.get(pinned.backend).is_some_and(|b| b.live != 0);
-    }
-    if !hit {
-        match new_flow(vip, &flow, pkt, settings) {
-            Ok(v) => pinned = v,
+    // An established flow: its entry says where to and which VIP it belongs to; while that
+    // VIP's generation stands, no VIP lookup. A SYN opens a connection: it takes the Maglev
+    // choice without asking the connection table (whose bucket, for a new flow, is a cache
+    // miss). A retransmitted SYN finds the same backend unless the table changed meanwhile,
+    // and with full NAT its own source port.
+    let pinned = if !(pkt.proto == PROTO_TCP && pkt.syn_only())
+        // SAFETY: read by value right away.
+        && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }.copied()
+        && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
+        && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
+    {
+        if dropped(settings, pkt) {
+            return xdp_action::XDP_DROP;
+        }
+        vip_count(entry.vip_index, pkt, false);
+        entry
+    } else {
+        match unpinned(pkt, &flow, settings) {
+            Ok(v) => v,
             Err(action) => return action,
         }
-        if let Some(s) = stats {
-            // SAFETY: per-CPU slot.
-            unsafe { (*s).new_flows += 1 };
+    };
+    to_backend(raw, pkt, &pinned)
+}
+
+/// A packet whose flow is not (or no longer) pinned: through the VIP table, and for a
+/// balanced VIP a new flow. `Err` carries the action for a packet that goes no further.
+#[inline(never)]
+fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowValue, u32> {
+    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
+    // SAFETY: map values stay valid for the whole program run (RCU).
+    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
+        count(COUNTER_MISS);
+        return Err(xdp_action::XDP_PASS);
+    };
+    if dropped(settings, pkt) {
+        return Err(xdp_action::XDP_DROP);
+    }
+    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
+        vip_count(vip.index, pkt, false);
+        if vip.action == ACTION_PASS {
+            count(COUNTER_VIP_PASS);
+        }
+        return Err(xdp_action::XDP_PASS);
+    }
+    match new_flow(vip, flow, pkt, settings) {
+        Ok(v) => {
+            vip_count(vip.index, pkt, true);
+            Ok(v)
+        }
+        Err(action) => {
+            vip_count(vip.index, pkt, false);
+            Err(action)
         }
     }
-    let Some(backend) = GH_BACKENDS.get(pinned.backend) else {
+}
+
+/// Whether the drop list holds the packet's source.
+#[inline(always)]
+fn dropped(settings: &Settings, pkt: &Parsed) -> bool {
+    if settings.drop_entries == 0 {
+        return false;
+    }
+    let probe = LpmKey::new(128, pkt.src);
+    if GH_DROP.get(&probe).is_some() {
+        count(COUNTER_DROP_LIST);
+        return true;
+    }
+    false
+}
+
+/// Counts a packet for a VIP (and a new flow).
+#[inline(always)]
+fn vip_count(index: u32, pkt: &Parsed, new_flow: bool) {
+    if let Some(s) = GH_VIP_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += u64::from(pkt.ip_len);
+            if new_flow {
+                (*s).new_flows += 1;
+            }
+        }
+    }
+}
+
+/// Forwards a packet of a pinned flow to its backend: full NAT or IPIP, then out.
+#[inline(always)]
+fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
+    let (Some(backend), Some(settings)) = (GH_BACKENDS.get(pinned.backend), GH_SETTINGS.get(0))
+    else {
         return xdp_action::XDP_DROP;
     };
     if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
@@ -248,12 +357,12 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
             (*s).bytes += u64::from(pkt.ip_len);
         }
     }
-    if vip.flags & VIP_FLAG_IPIP != 0 {
+    if pinned.flags & VIP_FLAG_IPIP != 0 {
         if !encapsulate(raw, pkt, backend, settings) {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        return forward(raw, pkt, &backend.addr, true);
+        return forward(raw, pkt, &backend.addr, true, pinned.backend);
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     let ports = packet::ports(pinned.snat_port, backend.port);
@@ -261,7 +370,7 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &backend.addr, false)
+    forward(raw, pkt, &backend.addr, false, pinned.backend)
 }
 
 /// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
@@ -308,7 +417,14 @@ fn new_flow(
             }
         }
     };
-    let value = FlowValue { backend: id, snat_port, _pad: 0 };
+    let value = FlowValue {
+        backend: id,
+        snat_port,
+        flags: vip.flags,
+        _pad: 0,
+        vip_index: vip.index,
+        vip_gen: vip.shape_gen,
+    };
     let _ = GH_FLOWS.insert(flow, &value, 0);
     Ok(value)
 }
@@ -380,18 +496,10 @@ fn syn_flood(vip: &VipValue) -> bool {
     }
 }
 
-/// Not a VIP: a backend's reply to a full-NAT flow, or none of our business.
+/// A backend's reply to a full-NAT flow (sent to the NAT source): rewritten back as from the
+/// VIP to the client and sent on. `None`: no such flow, the packet goes on as any other.
 #[inline(never)]
-fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
-    let Some(settings) = GH_SETTINGS.get(0) else {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    };
-    let ours = if pkt.v4 { pkt.dst == settings.source_v4 } else { pkt.dst == settings.source_v6 };
-    if !ours {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    }
+fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -402,24 +510,27 @@ fn not_a_vip(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         _pad2: 0,
     };
     // SAFETY: read by value right away.
-    let Some(orig) = (unsafe { GH_NAT.get(&key) }) else {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    };
+    let orig = unsafe { GH_NAT.get(&key) }?;
     count(COUNTER_NAT_REVERSE);
     let ports = packet::ports(orig.vip_port, orig.client_port);
     if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
         count(COUNTER_MALFORMED);
-        return xdp_action::XDP_DROP;
+        return Some(xdp_action::XDP_DROP);
     }
-    forward(raw, pkt, &orig.client, false)
+    Some(forward(raw, pkt, &orig.client, false, CLIENT_SLOT | client_hop_slot(&orig.client)))
 }
 
-/// Sends a rewritten packet on its way: straight out of the right interface when the kernel's
-/// FIB knows the next hop's MAC, else through the kernel's stack (which resolves it).
-/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header.
+/// Sends a rewritten packet on its way: straight out of the right interface when the next
+/// hop's MAC is known, else through the kernel's stack (which resolves it).
+/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `slot`: the
+/// backend id whose cached next hop ([`GH_NEXT_HOP`]) serves, or [`CLIENT_SLOT`] and the
+/// client's slot in [`GH_CLIENT_HOP`].
+///
+/// The next hop is the kernel FIB's answer (`bpf_fib_lookup`), cached per CPU while the epoch
+/// user space bumps on neighbour, route, rule and link changes stays the same: a packet to a
+/// known destination costs no FIB lookup.
 #[inline(never)]
-fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool) -> u32 {
+fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot: u32) -> u32 {
     let ctx = &Ctx::new(raw);
     // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
     let ingress = ctx.ingress_ifindex();
@@ -433,15 +544,92 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool) -> u3
         count(COUNTER_FIB_PASS);
         return xdp_action::XDP_PASS;
     }
+    let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
+    let cached = match (epoch, slot & CLIENT_SLOT) {
+        (0, _) => None,
+        (_, 0) => GH_NEXT_HOP.get_ptr_mut(slot),
+        _ => GH_CLIENT_HOP.get_ptr_mut(slot & !CLIENT_SLOT),
+    };
+    if let Some(nh) = cached {
+        // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
+        let nh = unsafe { &*nh };
+        if nh.epoch == epoch && nh.ingress == ingress && nh.addr == *dst {
+            if ip_len > nh.mtu {
+                // What the FIB answers too (FRAG_NEEDED): the kernel sends the ICMP error.
+                count(COUNTER_FIB_PASS);
+                return xdp_action::XDP_PASS;
+            }
+            if !packet::set_mac_words(ctx, &nh.macs) {
+                return xdp_action::XDP_PASS;
+            }
+            return out(nh.ifindex, ingress);
+        }
+    }
     let v4 = pkt.v4;
-    // Zeroed as eight aligned words: `mem::zeroed` or byte arrays become a memset call.
     const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
-    let mut words = [0u64; 8];
-    // SAFETY: 64 zeroed, 8-aligned bytes are a valid `bpf_fib_lookup` (a plain C struct).
+    let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
+    // SAFETY: 64 8-aligned bytes, zeroed by `fib_query` before use, are a valid
+    // `bpf_fib_lookup` (a plain C struct).
     let fib = unsafe { &mut *(words.as_mut_ptr() as *mut bpf_fib_lookup) };
+    // To cache, ask with the largest length first: FRAG_NEEDED then tells the route's MTU.
+    let asked = if cached.is_some() { u16::MAX } else { ip_len };
+    let mut rc = fib_query(ctx, fib, v4, proto, asked, ingress, dst);
+    let mut mtu = u16::MAX;
+    if cached.is_some() && rc == BPF_FIB_LKUP_RET_FRAG_NEEDED {
+        // SAFETY: the helper wrote the MTU into this union member.
+        mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+        rc = fib_query(ctx, fib, v4, proto, 0, ingress, dst);
+    }
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        count(COUNTER_FIB_PASS);
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(nh) = cached {
+        // SAFETY: per-CPU slot (see above). The epoch is the one read before the lookup, so a
+        // change that bumped it meanwhile makes the next packet ask again.
+        unsafe {
+            (*nh).ingress = ingress;
+            (*nh).addr = *dst;
+            (*nh).ifindex = fib.ifindex;
+            (*nh).mtu = mtu;
+            let (d, s) = (fib.dmac, fib.smac);
+            (*nh).macs = [
+                u32::from_ne_bytes([d[0], d[1], d[2], d[3]]),
+                u32::from_ne_bytes([d[4], d[5], s[0], s[1]]),
+                u32::from_ne_bytes([s[2], s[3], s[4], s[5]]),
+            ];
+            (*nh).epoch = epoch;
+        }
+    }
+    if ip_len > mtu {
+        count(COUNTER_FIB_PASS);
+        return xdp_action::XDP_PASS;
+    }
+    send(ctx, &fib.dmac, &fib.smac, fib.ifindex, ingress)
+}
+
+/// One `bpf_fib_lookup` for `dst`, into `fib` (zeroed first); returns the helper's code.
+#[inline(always)]
+fn fib_query(
+    ctx: &Ctx,
+    fib: &mut bpf_fib_lookup,
+    v4: bool,
+    proto: u8,
+    tot_len: u16,
+    ingress: u32,
+    dst: &Addr,
+) -> i64 {
+    let words = fib as *mut bpf_fib_lookup as *mut u64;
+    let mut i = 0;
+    while i < 8 {
+        // SAFETY: eight words inside `fib`. Volatile: LLVM would fuse plain stores into a
+        // `memset` call, which BPF runs a byte at a time.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
     fib.family = if v4 { AF_INET } else { AF_INET6 };
     fib.l4_protocol = proto;
-    fib.__bindgen_anon_1.tot_len = ip_len;
+    fib.__bindgen_anon_1.tot_len = tot_len;
     fib.ifindex = ingress;
     if v4 {
         fib.__bindgen_anon_4.ipv4_dst = dst[3];
@@ -449,21 +637,26 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool) -> u3
         fib.__bindgen_anon_4.ipv6_dst = *dst;
     }
     // SAFETY: `fib` is a properly sized local struct; the helper writes only into it.
-    let rc = unsafe {
-        fib_lookup(ctx.raw.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
-    };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS {
-        count(COUNTER_FIB_PASS);
+    unsafe { fib_lookup(ctx.raw.cast(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
+}
+
+/// Sets the MACs and sends the frame out of `ifindex` (back out of the ingress: `XDP_TX`).
+#[inline(always)]
+fn send(ctx: &Ctx, dmac: &[u8; 6], smac: &[u8; 6], ifindex: u32, ingress: u32) -> u32 {
+    if !packet::set_macs(ctx, dmac, smac) {
         return xdp_action::XDP_PASS;
     }
-    if !packet::set_macs(ctx, &fib.dmac, &fib.smac) {
-        return xdp_action::XDP_PASS;
-    }
-    if fib.ifindex == ingress {
+    out(ifindex, ingress)
+}
+
+/// Out of `ifindex` (back out of the ingress: `XDP_TX`).
+#[inline(always)]
+fn out(ifindex: u32, ingress: u32) -> u32 {
+    if ifindex == ingress {
         xdp_action::XDP_TX
     } else {
         // SAFETY: a plain helper call.
-        unsafe { bpf_redirect(fib.ifindex, 0) as u32 }
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
     }
 }
 

@@ -382,21 +382,35 @@ pub fn set_macs(ctx: &Ctx, dst: &[u8; 6], src: &[u8; 6]) -> bool {
     store(ctx, 0, *dst) && store(ctx, 6, *src)
 }
 
+/// Sets the Ethernet destination and source from their 12 bytes as three words.
+#[inline(always)]
+pub fn set_mac_words(ctx: &Ctx, macs: &[u32; 3]) -> bool {
+    store(ctx, 0, u64::from(macs[0]) | (u64::from(macs[1]) << 32)) && store(ctx, 8, macs[2])
+}
+
 /// After growing the head by `by` bytes, moves the `l2`-byte link header to the new start.
+/// Word by word: a byte array copy becomes a `memmove` call that BPF runs a byte at a time.
 #[inline(always)]
 pub fn move_l2(ctx: &Ctx, l2: usize, by: usize) -> bool {
+    let (Some(a), Some(b)) = (load::<u64>(ctx, by), load::<u32>(ctx, by + 8)) else {
+        return false;
+    };
     match l2 {
-        ETH_HLEN => match load::<[u8; 14]>(ctx, by) {
-            Some(h) => store(ctx, 0, h),
+        ETH_HLEN => match load::<u16>(ctx, by + 12) {
+            Some(c) => store(ctx, 0, a) && store(ctx, 8, b) && store(ctx, 12, c),
             None => false,
         },
-        18 => match load::<[u8; 18]>(ctx, by) {
-            Some(h) => store(ctx, 0, h),
-            None => false,
+        18 => match (load::<u32>(ctx, by + 12), load::<u16>(ctx, by + 16)) {
+            (Some(c), Some(d)) => {
+                store(ctx, 0, a) && store(ctx, 8, b) && store(ctx, 12, c) && store(ctx, 16, d)
+            }
+            _ => false,
         },
-        _ => match load::<[u8; 22]>(ctx, by) {
-            Some(h) => store(ctx, 0, h),
-            None => false,
+        _ => match (load::<u64>(ctx, by + 12), load::<u16>(ctx, by + 20)) {
+            (Some(c), Some(d)) => {
+                store(ctx, 0, a) && store(ctx, 8, b) && store(ctx, 12, c) && store(ctx, 20, d)
+            }
+            _ => false,
         },
     }
 }

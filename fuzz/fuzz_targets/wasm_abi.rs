@@ -123,6 +123,7 @@ fuzz_target!(|input: Input| {
         failure_policy: FailurePolicy::Closed,
         timeout: Duration::from_millis(500),
         memory_limit: 16 << 20,
+        upstreams: Vec::new(),
     };
     let plugins = runtime.block_on(host.prepare(&[spec])).unwrap();
     let plugin = plugins.get("fuzz").unwrap();

@@ -61,7 +61,7 @@ impl Chain {
 
 /// Runs the request-head phase of every plugin and puts the body behind the plugins' body
 /// callbacks. `Err` is the response to send instead.
-pub(crate) fn request(
+pub(crate) async fn request(
     plugins: &[&Arc<Plugin>],
     info: RequestInfo,
     scheme: &'static str,
@@ -90,7 +90,12 @@ pub(crate) fn request(
     let eos = body.is_end_stream();
     let mut answer = None;
     for ctx in &mut contexts {
-        if let Verdict::Respond(local) = ctx.on_request_headers(&mut head, eos) {
+        let mut verdict = ctx.on_request_headers(&mut head, eos);
+        if verdict == Verdict::Wait {
+            // The plugin made HTTP calls: the request waits for their answers.
+            verdict = ctx.resume(&mut head).await;
+        }
+        if let Verdict::Respond(local) = verdict {
             answer = Some(local);
             break;
         }
@@ -249,7 +254,8 @@ impl<B> Filtered<B> {
                 Direction::Response => ctx.on_response_body(held, eos),
             };
             match verdict {
-                Verdict::Continue => data = Bytes::from(std::mem::take(held)),
+                // Calls are only waited for in the request-head phase.
+                Verdict::Continue | Verdict::Wait => data = Bytes::from(std::mem::take(held)),
                 Verdict::Buffer => return Ok(None),
                 Verdict::Respond(local) => {
                     return Err(match self.direction {

@@ -1,17 +1,21 @@
 //! A prepared plugin: its compiled module, a few warm instances, and the per-request HTTP
 //! context the proxy drives. Failures are handled here, per the plugin's failure policy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gatehouse_model::FailurePolicy;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use gatehouse_model::{Backend, FailurePolicy};
 use parking_lot::Mutex;
 use wasmtime::{Engine, InstancePre};
 
 use crate::abi::ACTION_PAUSE;
 use crate::abi::metrics::GuestMetrics;
 use crate::abi::shared_data::SharedData;
+use crate::calls::{CallClient, CallResponse};
 use crate::error::WasmError;
 use crate::instance::{Failure, FailureKind, Instance, Phase};
 use crate::metrics::HostMetrics;
@@ -28,6 +32,9 @@ pub(crate) struct PluginShared {
     pub shared_data: Arc<SharedData>,
     pub metrics: Arc<GuestMetrics>,
     pub host_metrics: HostMetrics,
+    /// Upstreams `proxy_http_call` may name.
+    pub upstreams: HashMap<String, Arc<Backend>>,
+    pub calls: CallClient,
 }
 
 /// A plugin ready to serve: compiled, started once (so its configuration was accepted).
@@ -65,6 +72,9 @@ pub enum Verdict {
     /// Answer with this response instead (a plugin's local response, or 500 on a failure
     /// under `failure_policy = "closed"`).
     Respond(LocalResponse),
+    /// Request headers only: the plugin dispatched HTTP calls and paused; the stream waits
+    /// in [`HttpContext::resume`] until it continues or answers.
+    Wait,
 }
 
 pub(crate) struct Settings {
@@ -275,6 +285,56 @@ impl HttpContext {
         !self.skip && self.pending.is_none()
     }
 
+    /// After [`Verdict::Wait`]: runs the HTTP calls the plugin dispatched (concurrently, each
+    /// under its timeout) and hands each answer to `proxy_on_http_call_response` as it comes,
+    /// with `head` as the request head the plugin sees and may change. Returns once the plugin
+    /// continued, answered or failed; calls still running then are dropped.
+    pub async fn resume(&mut self, head: &mut Head) -> Verdict {
+        let shared = self.plugin.shared.clone();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let Some(state) = self.state.as_mut() else { return Verdict::Continue };
+            for call in state.calls.drain(..) {
+                let shared = shared.clone();
+                running.push(async move {
+                    let (token, upstream) = (call.token, call.upstream.clone());
+                    let result = shared.calls.run(call, shared.body_limit).await;
+                    (token, upstream, result)
+                });
+            }
+            state.calls_in_flight = running.len();
+            let Some((token, upstream, result)) = running.next().await else {
+                // Nothing dispatched: `run` never asks to wait then.
+                return Verdict::Continue;
+            };
+            let response = match result {
+                Ok(response) => {
+                    shared.host_metrics.http_call(&shared.name, "ok");
+                    response
+                }
+                Err(error) => {
+                    tracing::warn!(target: "wasm", plugin = %shared.name, %upstream, %error, "http call failed");
+                    shared.host_metrics.http_call(&shared.name, "failed");
+                    CallResponse::default()
+                }
+            };
+            let phase = Phase::HttpCallResponse {
+                token,
+                headers: (response.head.pseudo.len() + response.head.headers.len()) as u32,
+                body: response.body.len() as u32,
+                trailers: response.trailers.len() as u32,
+            };
+            if let Some(state) = self.state.as_mut() {
+                state.calls_in_flight = running.len();
+                state.call_response = Some(response);
+            }
+            match self.with_head(head, true, phase) {
+                Verdict::Wait => continue,
+                verdict => return verdict,
+            }
+        }
+    }
+
     fn with_head(&mut self, head: &mut Head, request: bool, phase: Phase) -> Verdict {
         if let Some(v) = self.early() {
             return v;
@@ -332,6 +392,7 @@ impl HttpContext {
             Some(instance) => {
                 if let Some(s) = self.state.as_mut() {
                     s.continued = false;
+                    s.calls_allowed = phase.may_call();
                 }
                 instance.stream(self.id, phase, &mut self.state)
             }
@@ -342,16 +403,31 @@ impl HttpContext {
         };
         match result {
             Ok(action) => {
-                let state = self.state.as_mut();
-                if let Some(local) = state.and_then(|s| s.local_response.take()) {
+                let Some(state) = self.state.as_mut() else { return Verdict::Continue };
+                // The answer to a call is read only in its own callback.
+                state.call_response = None;
+                let local = state.local_response.take();
+                let continued = state.continued;
+                // A call queued by a callback that does not wait for it is not made.
+                let paused = !continued
+                    && local.is_none()
+                    && (action == ACTION_PAUSE || matches!(phase, Phase::HttpCallResponse { .. }));
+                if !paused && !state.calls.is_empty() {
+                    tracing::debug!(target: "wasm", plugin = %plugin.shared.name, calls = state.calls.len(), "http calls dropped: the stream did not wait for them");
+                    state.calls.clear();
+                }
+                let waiting = !state.calls.is_empty() || state.calls_in_flight > 0;
+                if let Some(local) = local {
                     plugin.shared.host_metrics.local_response(&plugin.shared.name);
                     return Verdict::Respond(local);
                 }
-                let continued = self.state.as_ref().is_some_and(|s| s.continued);
-                if action == ACTION_PAUSE && !continued && may_buffer {
+                if paused && waiting && phase.may_call() {
+                    return Verdict::Wait;
+                }
+                if paused && may_buffer {
                     return Verdict::Buffer;
                 }
-                if action == ACTION_PAUSE && !continued {
+                if paused {
                     // Nothing we implement could resume this stream later.
                     plugin.record(&Failure {
                         kind: FailureKind::Stalled,

@@ -24,7 +24,10 @@ fn read_only(state: &HostState, buffer: u32) -> Result<&[u8], Status> {
                 &http.response_body
             })
         }
-        buffer_type::HTTP_CALL_RESPONSE_BODY => Err(Status::NotFound),
+        buffer_type::HTTP_CALL_RESPONSE_BODY => {
+            let http = state.http.as_ref().ok_or(Status::NotFound)?;
+            Ok(&http.call_response.as_ref().ok_or(Status::NotFound)?.body)
+        }
         _ => Err(Status::BadArgument),
     }
 }

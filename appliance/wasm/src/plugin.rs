@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use gatehouse_model::{Backend, FailurePolicy};
@@ -264,13 +265,13 @@ impl HttpContext {
 
     /// `proxy_on_request_body` with the body held so far (one chunk, or the chunks since the
     /// guest asked to buffer); the guest may replace it.
-    pub fn on_request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+    pub fn on_request_body(&mut self, body: &mut Bytes, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, true, Phase::RequestBody { size, eos: end_of_stream })
     }
 
     /// `proxy_on_response_body` with the body held so far; the guest may replace it.
-    pub fn on_response_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+    pub fn on_response_body(&mut self, body: &mut Bytes, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, false, Phase::ResponseBody { size, eos: end_of_stream })
     }
@@ -355,7 +356,7 @@ impl HttpContext {
         verdict
     }
 
-    fn with_body(&mut self, body: &mut Vec<u8>, request: bool, phase: Phase) -> Verdict {
+    fn with_body(&mut self, body: &mut Bytes, request: bool, phase: Phase) -> Verdict {
         if let Some(v) = self.early() {
             return v;
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use wasmtime::{Memory, TypedFunc};
 
@@ -74,8 +75,8 @@ pub(crate) struct HttpState {
     pub response: Head,
     pub request_trailers: HeaderMap,
     pub response_trailers: HeaderMap,
-    pub request_body: Vec<u8>,
-    pub response_body: Vec<u8>,
+    pub request_body: Bytes,
+    pub response_body: Bytes,
     pub local_response: Option<LocalResponse>,
     /// `proxy_continue_stream` was called during the callback.
     pub continued: bool,
@@ -99,8 +100,8 @@ impl HttpState {
             response: Head::default(),
             request_trailers: HeaderMap::new(),
             response_trailers: HeaderMap::new(),
-            request_body: Vec::new(),
-            response_body: Vec::new(),
+            request_body: Bytes::new(),
+            response_body: Bytes::new(),
             local_response: None,
             continued: false,
             properties: HashMap::new(),

@@ -261,6 +261,42 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_are_service_ports_of_the_plugins_namespace() {
+        use gatehouse_model::Backend;
+
+        use crate::fixtures::{endpoint_slice, index, service};
+        use crate::types::{WasmServicePort, WasmUpstreamRef};
+        let upstream = |name: &str, service: &str, port| WasmUpstreamRef {
+            name: name.into(),
+            service: WasmServicePort { name: service.into(), port },
+        };
+        let spec = WasmPluginSpec {
+            upstreams: vec![upstream("auth", "auth", 80), upstream("gone", "nope", 80)],
+            sha256: Some(SHA.into()),
+            ..spec("https://example.com/f.wasm")
+        };
+        let plugin = wasm_plugin("team", "p", spec);
+        let crate::Object::WasmPlugin(p) = plugin.clone() else { unreachable!() };
+        let index = index([
+            plugin,
+            service("team", "auth", &[(Some("http"), 80)]),
+            endpoint_slice("team", "auth-a", "auth", &[("http", 8080)], &[("10.0.0.1", None)]),
+        ]);
+        let ups = upstreams(&index, BackendAddressing::Endpoints, &p);
+        assert_eq!(ups.len(), 2);
+        assert_eq!(ups[0].name, "auth");
+        assert!(
+            matches!(&ups[0].backend, Backend::Endpoints(e) if e.addrs == ["10.0.0.1:8080".parse().unwrap()]),
+            "{:?}",
+            ups[0].backend
+        );
+        // One that does not resolve stays, unresolved: calls to it fail, the route is fine.
+        assert!(
+            matches!(&ups[1].backend, Backend::Unresolved(u) if u.reason.contains("does not exist"))
+        );
+    }
+
+    #[test]
     fn limits_policy_and_config() {
         let dir = Some(Path::new("/w"));
         let full = WasmPluginSpec {

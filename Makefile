@@ -91,8 +91,8 @@ bench-xdp: setup
 	bench/xdp
 
 
-## Build the WASM plugins and the proxy-wasm SDK's http_headers example (from the published
-## crate's source, unmodified) into $(GATEHOUSE_PLUGINS_DIR).
+## Build the WASM plugins and the proxy-wasm SDK's http_headers and http_auth_random examples
+## (from the published crate's source, unmodified) into $(GATEHOUSE_PLUGINS_DIR).
 plugins: setup
 	cd plugins && $(CARGO) build --release --target wasm32-wasip1 --target-dir $(PLUGINS_TARGET)
 	@src=$$($(CARGO) metadata --manifest-path plugins/sdk-example/Cargo.toml --format-version 1 \
@@ -102,8 +102,11 @@ plugins: setup
 	cp -r "$$(dirname $$src)" $(PLUGINS_TARGET)/sdk-src/proxy-wasm && \
 	cd $(PLUGINS_TARGET)/sdk-src/proxy-wasm && \
 	printf '\n# its own workspace, even under this repository'"'"'s target/\n[workspace]\n' >> Cargo.toml && \
-	$(CARGO) build --release --target wasm32-wasip1 --example http_headers --target-dir $(PLUGINS_TARGET) && \
-	cp $(PLUGINS_TARGET)/wasm32-wasip1/release/examples/http_headers.wasm $(GATEHOUSE_PLUGINS_DIR)/sdk_http_headers.wasm
+	$(CARGO) build --release --target wasm32-wasip1 --example http_headers --example http_auth_random \
+	  --target-dir $(PLUGINS_TARGET) && \
+	for e in http_headers http_auth_random; do \
+	  cp $(PLUGINS_TARGET)/wasm32-wasip1/release/examples/$$e.wasm $(GATEHOUSE_PLUGINS_DIR)/sdk_$$e.wasm; \
+	done
 
 ## WASM filter cost: no filter vs native header modifier vs the header-modifier plugin (release).
 bench-wasm: setup

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use gatehouse_model::{FailurePolicy, ModuleSource, WasmPlugin};
+use gatehouse_model::{
+    Backend, BackendEndpoints, BackendProtocol, FailurePolicy, ModuleSource, WasmPlugin,
+    WasmUpstream,
+};
 use toml::Spanned;
 
 use crate::error::{Errors, Position, Problem};
@@ -80,7 +83,81 @@ pub(crate) fn convert(
             Some(schema::FailurePolicy::Open) => FailurePolicy::Open,
         };
         let config = p.config.map_or_else(|| "{}".to_owned(), |c| to_json(&c).to_string());
-        out.push(WasmPlugin { name, module, config, failure_policy, timeout, memory_limit });
+        let upstreams = upstreams(p.upstreams, errors);
+        out.push(WasmPlugin {
+            name,
+            module,
+            config,
+            failure_policy,
+            timeout,
+            memory_limit,
+            upstreams,
+        });
+    }
+    out
+}
+
+/// A plugin's `upstreams`: unique names, each with one `address` or one `dns` name.
+fn upstreams(
+    list: Vec<Spanned<schema::PluginUpstream>>,
+    errors: &mut Errors<'_>,
+) -> Vec<WasmUpstream> {
+    let mut seen: HashMap<String, Position> = HashMap::new();
+    let mut out = Vec::new();
+    for entry in list {
+        let span = entry.span();
+        let u = entry.into_inner();
+        let name = u.name.get_ref().clone();
+        if let Some(first) = seen.get(&name) {
+            let problem =
+                Problem::DuplicateName { what: "upstream", name: name.clone(), first: *first };
+            errors.push(&u.name.span(), problem);
+        } else {
+            seen.insert(name.clone(), errors.position(&u.name.span()));
+        }
+        let protocol = BackendProtocol::Http1;
+        let backend = match (u.address, u.dns) {
+            (Some(address), None) => match crate::native::parse_socket_addr(address.get_ref()) {
+                Ok(addr) if addr.port() != 0 => Backend::Endpoints(BackendEndpoints {
+                    name: addr.to_string(),
+                    addrs: vec![addr],
+                    tls: None,
+                    protocol,
+                }),
+                Ok(_) => {
+                    errors.push(&address.span(), Problem::ZeroPort);
+                    continue;
+                }
+                Err(problem) => {
+                    errors.push(&address.span(), problem);
+                    continue;
+                }
+            },
+            (None, Some(dns)) => {
+                let port = dns.get_ref().rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+                match port {
+                    Some((host, Ok(port))) if !host.is_empty() && port != 0 => Backend::Dns {
+                        name: dns.get_ref().clone(),
+                        host: host.to_owned(),
+                        port,
+                        protocol,
+                    },
+                    _ => {
+                        let problem = Problem::InvalidHostPort {
+                            value: dns.get_ref().clone(),
+                            reason: "expected host:port".into(),
+                        };
+                        errors.push(&dns.span(), problem);
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                errors.push(&span, Problem::BackendForm);
+                continue;
+            }
+        };
+        out.push(WasmUpstream { name, backend });
     }
     out
 }
@@ -230,6 +307,49 @@ parents = ["web"]
             "gh.toml:25:34: no [[plugins]] entry is named \"nope\"",
         ];
         for e in expect {
+            assert!(errors.iter().any(|got| got.starts_with(e)), "{e} not in {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn upstreams_are_named_addresses_or_dns_names() {
+        let config = parse(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+upstreams = [{ name = "httpbin", address = "127.0.0.1:8081" }, { name = "authz", dns = "authz.internal:80" }]
+"#,
+        )
+        .unwrap();
+        let u = &config.native.wasm_plugins[0].upstreams;
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].name, "httpbin");
+        assert!(
+            matches!(&u[0].backend, Backend::Endpoints(e) if e.addrs == ["127.0.0.1:8081".parse().unwrap()])
+        );
+        assert!(
+            matches!(&u[1].backend, Backend::Dns { host, port: 80, .. } if host == "authz.internal")
+        );
+        let errors = parse(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+upstreams = [
+  { name = "a", address = "nowhere" },
+  { name = "a", dns = "no-port" },
+  { name = "b" },
+]
+"#,
+        )
+        .unwrap_err();
+        for e in [
+            "gh.toml:14:27: \"nowhere\" is not a socket address",
+            "gh.toml:15:12: duplicate upstream name \"a\"",
+            "gh.toml:15:23: \"no-port\" is not HOST:PORT",
+            "gh.toml:16:3: a backend needs exactly one of `address` or `dns`",
+        ] {
             assert!(errors.iter().any(|got| got.starts_with(e)), "{e} not in {errors:#?}");
         }
     }

@@ -44,6 +44,18 @@ pub(crate) struct Plugin {
     pub timeout_ms: Option<Spanned<u64>>,
     /// Bytes, or a string with a `KiB`/`MiB`/`GiB` suffix.
     pub memory_limit: Option<Spanned<MemoryLimit>>,
+    /// Upstreams the plugin may call (`proxy_http_call`), by name.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<PluginUpstream>>,
+}
+
+/// `{ name, address = "ip:port" }` or `{ name, dns = "host:port" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PluginUpstream {
+    pub name: Spanned<String>,
+    pub address: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

@@ -357,9 +357,17 @@ impl Reloader {
     async fn prepare_plugins(&mut self, loaded: &mut Loaded) -> Result<Plugins, Vec<String>> {
         match self.wasm.as_mut() {
             Some(wasm) => {
-                let (plugins, warnings) = wasm.prepare(&loaded.desired.wasm_plugins).await?;
-                loaded.warnings.extend(warnings);
-                Ok(plugins)
+                let prepared = wasm.prepare(&loaded.desired.wasm_plugins).await?;
+                loaded.warnings.extend(prepared.warnings);
+                // Their routes' status says so (ResolvedRefs=False).
+                if let Some(api) = loaded.gateway_api.as_mut() {
+                    gatehouse_gateway::translate::mark_failed_plugins(
+                        &mut api.translation.report,
+                        &loaded.desired.http_routes,
+                        &prepared.failed,
+                    );
+                }
+                Ok(prepared.plugins)
             }
             None if loaded.desired.wasm_plugins.is_empty() => Ok(Plugins::default()),
             None => Err(vec!["wasm plugins are not available in this mode".to_owned()]),

@@ -29,12 +29,9 @@ impl WasmPlugins {
     /// WasmPlugin object (named `namespace/name`; TOML names cannot hold a `/`) is left out
     /// with a warning instead: the rules that use it answer 500, and whoever may write such an
     /// object cannot hold back every other change by pointing it at a broken module.
-    pub async fn prepare(
-        &mut self,
-        specs: &[WasmPlugin],
-    ) -> Result<(Plugins, Vec<String>), Vec<String>> {
+    pub async fn prepare(&mut self, specs: &[WasmPlugin]) -> Result<Prepared, Vec<String>> {
         if specs.is_empty() && self.host.is_none() {
-            return Ok((Plugins::default(), Vec::new()));
+            return Ok(Prepared::default());
         }
         let host = match &self.host {
             Some(host) => host.clone(),
@@ -57,7 +54,7 @@ impl WasmPlugins {
             errors.into_iter().map(|(name, e)| format!("plugin {name:?}: {e}")).collect()
         };
         let errors = match host.prepare(specs).await {
-            Ok(plugins) => return Ok((plugins, Vec::new())),
+            Ok(plugins) => return Ok(Prepared { plugins, ..Prepared::default() }),
             Err(errors) => errors,
         };
         if errors.iter().any(|(name, _)| !is_object(name)) {
@@ -70,15 +67,25 @@ impl WasmPlugins {
             .collect();
         let plugins = host.prepare(&kept).await.map_err(describe)?;
         let warnings = errors
-            .into_iter()
+            .iter()
             .map(|(name, e)| {
                 format!(
                     "WasmPlugin {name}: {e}; the rules that use it answer 500 until it is fixed"
                 )
             })
             .collect();
-        Ok((plugins, warnings))
+        let failed = errors.into_iter().map(|(name, e)| (name, e.to_string())).collect();
+        Ok(Prepared { plugins, warnings, failed })
     }
+}
+
+/// The plugins of a generation, and the WasmPlugin objects left out.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub plugins: Plugins,
+    pub warnings: Vec<String>,
+    /// `(namespace/name, error)` of each WasmPlugin whose module could not be prepared.
+    pub failed: Vec<(String, String)>,
 }
 
 /// Whether a plugin comes from a Gateway API WasmPlugin object (`namespace/name`).

@@ -30,7 +30,7 @@ pub use listener::{
 };
 
 pub use policy::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
-pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin};
+pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin, WasmUpstream};
 
 use std::net::IpAddr;
 

@@ -3,11 +3,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{HttpFilter, ListenerId};
+use crate::{Backend, HttpFilter, ListenerId};
 
 /// A proxy-wasm filter plugin: its module, configuration and limits. Routes and listeners
 /// refer to it by name with [`crate::HttpFilter::Wasm`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WasmPlugin {
     /// Unique name (`namespace/name` for Gateway API `WasmPlugin` objects).
     pub name: String,
@@ -19,6 +19,16 @@ pub struct WasmPlugin {
     pub timeout: Duration,
     /// Memory cap of one instance, in bytes.
     pub memory_limit: u64,
+    /// The upstreams the plugin may call with `proxy_http_call`, by the name it passes.
+    pub upstreams: Vec<WasmUpstream>,
+}
+
+/// A named upstream of a plugin: `proxy_http_call("name", …)` goes to `backend`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WasmUpstream {
+    /// The name the plugin's code uses (Envoy's cluster name).
+    pub name: String,
+    pub backend: Backend,
 }
 
 impl WasmPlugin {

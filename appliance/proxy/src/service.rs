@@ -238,7 +238,7 @@ async fn forward_matched(
             protocol: if client_version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
             tls: conn.protocol == Protocol::Https,
         };
-        match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body) {
+        match wasm::request(&plugins, info, conn.protocol.scheme(), &mut parts, body).await {
             Ok((chain, body)) => (Some(chain), body),
             Err(local) => return Ok(*local),
         }

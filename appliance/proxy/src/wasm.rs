@@ -46,10 +46,6 @@ enum Answer {
 }
 
 impl Chain {
-    fn any_active(&self) -> bool {
-        self.shared.lock().list.iter().any(HttpContext::active)
-    }
-
     /// The answer a plugin decided while the request body streamed, if any.
     pub(crate) fn take_answer(&self) -> Option<Response<ProxyBody>> {
         match self.shared.lock().answer.take()? {
@@ -61,7 +57,7 @@ impl Chain {
 
 /// Runs the request-head phase of every plugin and puts the body behind the plugins' body
 /// callbacks. `Err` is the response to send instead.
-pub(crate) fn request(
+pub(crate) async fn request(
     plugins: &[&Arc<Plugin>],
     info: RequestInfo,
     scheme: &'static str,
@@ -90,7 +86,12 @@ pub(crate) fn request(
     let eos = body.is_end_stream();
     let mut answer = None;
     for ctx in &mut contexts {
-        if let Verdict::Respond(local) = ctx.on_request_headers(&mut head, eos) {
+        let mut verdict = ctx.on_request_headers(&mut head, eos);
+        if verdict == Verdict::Wait {
+            // The plugin made HTTP calls: the request waits for their answers.
+            verdict = ctx.resume(&mut head).await;
+        }
+        if let Verdict::Respond(local) = verdict {
             answer = Some(local);
             break;
         }
@@ -99,14 +100,16 @@ pub(crate) fn request(
     if let Some(local) = answer {
         return Err(Box::new(local_response(local)));
     }
+    let active = contexts.iter().any(HttpContext::active);
+    let plugins = contexts.len();
     let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list: contexts, answer: None })) };
     if eos {
         return Ok((chain, RequestBody::Empty));
     }
-    if !chain.any_active() {
+    if !active {
         return Ok((chain, RequestBody::from(body)));
     }
-    let filtered = Filtered::new(body, chain.clone(), Direction::Request);
+    let filtered = Filtered::new(body, chain.clone(), Direction::Request, plugins);
     Ok((chain, RequestBody::Filtered(Box::new(filtered))))
 }
 
@@ -137,7 +140,10 @@ impl Chain {
         parts: &mut response::Parts,
         body: UpstreamBody,
     ) -> Result<ProxyBody, Box<Response<ProxyBody>>> {
-        if !self.any_active() {
+        // One lock for the whole head phase: it is taken once per request.
+        let mut guard = self.shared.lock();
+        let contexts = &mut guard.list;
+        if !contexts.iter().any(HttpContext::active) {
             return Ok(ProxyBody::Upstream(body));
         }
         let mut head = Head {
@@ -146,12 +152,15 @@ impl Chain {
         };
         let eos = body.is_end_stream();
         let mut answer = None;
-        for ctx in self.shared.lock().list.iter_mut().rev() {
+        for ctx in contexts.iter_mut().rev() {
             if let Verdict::Respond(local) = ctx.on_response_headers(&mut head, eos) {
                 answer = Some(local);
                 break;
             }
         }
+        let active = contexts.iter().any(HttpContext::active);
+        let plugins = contexts.len();
+        drop(guard);
         parts.headers = std::mem::take(&mut head.headers);
         if let Some(s) = head.pseudo(":status").and_then(|s| s.parse::<u16>().ok()) {
             parts.status = StatusCode::from_u16(s).unwrap_or(parts.status);
@@ -159,10 +168,11 @@ impl Chain {
         if let Some(local) = answer {
             return Err(Box::new(local_response(local)));
         }
-        if eos || !self.any_active() {
+        if eos || !active {
             return Ok(ProxyBody::Upstream(body));
         }
-        Ok(ProxyBody::Filtered(Box::new(Filtered::new(body, self, Direction::Response))))
+        let filtered = Filtered::new(body, self, Direction::Response, plugins);
+        Ok(ProxyBody::Filtered(Box::new(filtered)))
     }
 }
 
@@ -207,8 +217,8 @@ enum FilterStop {
 }
 
 impl<B> Filtered<B> {
-    fn new(inner: B, chain: Chain, direction: Direction) -> Self {
-        let plugins = chain.shared.lock().list.len();
+    /// `plugins`: how many contexts the chain holds.
+    fn new(inner: B, chain: Chain, direction: Direction, plugins: usize) -> Self {
         Self {
             inner,
             chain,
@@ -235,9 +245,16 @@ impl<B> Filtered<B> {
             if !ctx.active() {
                 continue;
             }
+            // What the plugin sees: what it holds, then this chunk (no copy when it holds
+            // nothing, the common case).
             let held = &mut self.held[k];
-            held.extend_from_slice(&data);
-            if held.len() > ctx.body_limit() {
+            let mut seen = if held.is_empty() {
+                data
+            } else {
+                held.extend_from_slice(&data);
+                Bytes::from(std::mem::take(held))
+            };
+            if seen.len() > ctx.body_limit() {
                 let limit = ctx.body_limit();
                 if self.direction == Direction::Request {
                     contexts.answer = Some(Answer::Status(StatusCode::PAYLOAD_TOO_LARGE));
@@ -245,12 +262,16 @@ impl<B> Filtered<B> {
                 return Err(FilterStop::OverLimit(limit));
             }
             let verdict = match self.direction {
-                Direction::Request => ctx.on_request_body(held, eos),
-                Direction::Response => ctx.on_response_body(held, eos),
+                Direction::Request => ctx.on_request_body(&mut seen, eos),
+                Direction::Response => ctx.on_response_body(&mut seen, eos),
             };
             match verdict {
-                Verdict::Continue => data = Bytes::from(std::mem::take(held)),
-                Verdict::Buffer => return Ok(None),
+                // Calls are only waited for in the request-head phase.
+                Verdict::Continue | Verdict::Wait => data = seen,
+                Verdict::Buffer => {
+                    *held = Vec::from(seen);
+                    return Ok(None);
+                }
                 Verdict::Respond(local) => {
                     return Err(match self.direction {
                         Direction::Request => {

@@ -17,6 +17,7 @@ use crate::abi;
 use crate::abi::metrics::GuestMetrics;
 use crate::abi::shared_data::SharedData;
 use crate::cache::{CacheOutcome, ModuleCache};
+use crate::calls::CallClient;
 use crate::error::WasmError;
 use crate::metrics::HostMetrics;
 use crate::plugin::{Plugin, PluginShared, Settings};
@@ -98,6 +99,8 @@ struct Inner {
     current: Mutex<HashMap<String, (WasmPlugin, Arc<Plugin>)>>,
     /// Every plugin alive, for the ticker.
     live: Arc<Mutex<Vec<Weak<Plugin>>>>,
+    /// The client of every plugin's HTTP calls.
+    calls: CallClient,
 }
 
 impl Host {
@@ -144,6 +147,7 @@ impl Host {
             per_name: Mutex::default(),
             current: Mutex::default(),
             live,
+            calls: CallClient::default(),
         });
         spawn_ticker(Arc::downgrade(&inner));
         Ok(Self { inner })
@@ -237,6 +241,12 @@ impl Host {
             shared_data,
             metrics: guest_metrics,
             host_metrics: inner.metrics.clone(),
+            upstreams: spec
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), Arc::new(u.backend.clone())))
+                .collect(),
+            calls: inner.calls.clone(),
         });
         // The first tick may come at once: one more than the timeout's ticks, rounded up, so a
         // callback always gets at least its timeout (and at most one tick more).
@@ -268,6 +278,8 @@ fn linked_names(linker: &Linker<HostState>, engine: &Engine) -> HashSet<(String,
         shared_data: Arc::default(),
         metrics: GuestMetrics::new("", Default::default()),
         host_metrics: HostMetrics::default(),
+        upstreams: HashMap::new(),
+        calls: CallClient::default(),
     });
     let mut store = wasmtime::Store::new(engine, HostState::new(shared));
     linker.iter(&mut store).map(|(m, n, _)| (m.to_owned(), n.to_owned())).collect()

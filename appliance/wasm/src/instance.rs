@@ -90,6 +90,9 @@ impl HeadersFn {
     }
 }
 
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 /// The guest's exports we call.
 #[derive(Clone)]
 struct Callbacks {
@@ -102,15 +105,42 @@ struct Callbacks {
     on_done: Option<TypedFunc<u32, u32>>,
     on_delete: Option<TypedFunc<u32, ()>>,
     on_tick: Option<TypedFunc<u32, ()>>,
+    on_http_call_response: Option<CallResponseFn>,
 }
 
 /// Which stream callback to run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Phase {
-    RequestHeaders { count: u32, eos: bool },
-    RequestBody { size: u32, eos: bool },
-    ResponseHeaders { count: u32, eos: bool },
-    ResponseBody { size: u32, eos: bool },
+    RequestHeaders {
+        count: u32,
+        eos: bool,
+    },
+    RequestBody {
+        size: u32,
+        eos: bool,
+    },
+    ResponseHeaders {
+        count: u32,
+        eos: bool,
+    },
+    ResponseBody {
+        size: u32,
+        eos: bool,
+    },
+    /// `proxy_on_http_call_response` (the answer is in the state's `call_response`).
+    HttpCallResponse {
+        token: u32,
+        headers: u32,
+        body: u32,
+        trailers: u32,
+    },
+}
+
+impl Phase {
+    /// Whether the proxy can wait in this phase for HTTP calls the guest dispatches.
+    pub(crate) fn may_call(self) -> bool {
+        matches!(self, Phase::RequestHeaders { .. } | Phase::HttpCallResponse { .. })
+    }
 }
 
 /// A live instance of a plugin.
@@ -176,6 +206,7 @@ impl Instance {
             on_done: export(&instance, &mut store, "proxy_on_done"),
             on_delete: export(&instance, &mut store, "proxy_on_delete"),
             on_tick: export(&instance, &mut store, "proxy_on_tick"),
+            on_http_call_response: export(&instance, &mut store, "proxy_on_http_call_response"),
         };
         for init in ["_initialize", "_start"] {
             if let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, init) {
@@ -266,6 +297,12 @@ impl Instance {
                 Some(f) => f.call(store, (ctx, size, u32::from(eos))),
                 None => Ok(0),
             },
+            Phase::HttpCallResponse { token, headers, body, trailers } => {
+                match &cb.on_http_call_response {
+                    Some(f) => f.call(store, (ctx, token, headers, body, trailers)).map(|()| 0),
+                    None => Ok(0),
+                }
+            }
         });
         *state = self.store.data_mut().http.take();
         r

@@ -16,6 +16,7 @@
 
 mod abi;
 mod cache;
+mod calls;
 mod error;
 mod host;
 mod instance;

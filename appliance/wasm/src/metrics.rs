@@ -25,6 +25,12 @@ struct FunctionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    plugin: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabels {
     source: &'static str,
 }
@@ -37,6 +43,7 @@ pub struct HostMetrics {
     local_responses: Family<PluginLabels, Counter>,
     unimplemented: Family<FunctionLabels, Counter>,
     modules: Family<ModuleLabels, Counter>,
+    http_calls: Family<CallLabels, Counter>,
     pub(crate) guest: GuestFamilies,
 }
 
@@ -70,6 +77,11 @@ impl HostMetrics {
             "Modules prepared, by where the compiled code came from",
             m.modules.clone(),
         );
+        r.register(
+            "http_calls",
+            "HTTP calls plugins made (proxy_http_call), by outcome: ok or failed",
+            m.http_calls.clone(),
+        );
         r.register("guest_counter", "Counters defined by plugins", m.guest.counters.clone());
         r.register("guest_gauge", "Gauges defined by plugins", m.guest.gauges.clone());
         r.register("guest_histogram", "Histograms defined by plugins", m.guest.histograms.clone());
@@ -91,6 +103,10 @@ impl HostMetrics {
     pub(crate) fn unimplemented(&self, plugin: &str, function: &str) {
         let labels = FunctionLabels { plugin: plugin.to_owned(), function: function.to_owned() };
         self.unimplemented.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn http_call(&self, plugin: &str, outcome: &'static str) {
+        self.http_calls.get_or_create(&CallLabels { plugin: plugin.to_owned(), outcome }).inc();
     }
 
     pub(crate) fn module(&self, source: &'static str) {

@@ -1,17 +1,22 @@
 //! A prepared plugin: its compiled module, a few warm instances, and the per-request HTTP
 //! context the proxy drives. Failures are handled here, per the plugin's failure policy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gatehouse_model::FailurePolicy;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use gatehouse_model::{Backend, FailurePolicy};
 use parking_lot::Mutex;
 use wasmtime::{Engine, InstancePre};
 
 use crate::abi::ACTION_PAUSE;
 use crate::abi::metrics::GuestMetrics;
 use crate::abi::shared_data::SharedData;
+use crate::calls::{CallClient, CallResponse};
 use crate::error::WasmError;
 use crate::instance::{Failure, FailureKind, Instance, Phase};
 use crate::metrics::HostMetrics;
@@ -28,6 +33,9 @@ pub(crate) struct PluginShared {
     pub shared_data: Arc<SharedData>,
     pub metrics: Arc<GuestMetrics>,
     pub host_metrics: HostMetrics,
+    /// Upstreams `proxy_http_call` may name.
+    pub upstreams: HashMap<String, Arc<Backend>>,
+    pub calls: CallClient,
 }
 
 /// A plugin ready to serve: compiled, started once (so its configuration was accepted).
@@ -65,6 +73,9 @@ pub enum Verdict {
     /// Answer with this response instead (a plugin's local response, or 500 on a failure
     /// under `failure_policy = "closed"`).
     Respond(LocalResponse),
+    /// Request headers only: the plugin dispatched HTTP calls and paused; the stream waits
+    /// in [`HttpContext::resume`] until it continues or answers.
+    Wait,
 }
 
 pub(crate) struct Settings {
@@ -254,13 +265,13 @@ impl HttpContext {
 
     /// `proxy_on_request_body` with the body held so far (one chunk, or the chunks since the
     /// guest asked to buffer); the guest may replace it.
-    pub fn on_request_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+    pub fn on_request_body(&mut self, body: &mut Bytes, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, true, Phase::RequestBody { size, eos: end_of_stream })
     }
 
     /// `proxy_on_response_body` with the body held so far; the guest may replace it.
-    pub fn on_response_body(&mut self, body: &mut Vec<u8>, end_of_stream: bool) -> Verdict {
+    pub fn on_response_body(&mut self, body: &mut Bytes, end_of_stream: bool) -> Verdict {
         let size = body.len() as u32;
         self.with_body(body, false, Phase::ResponseBody { size, eos: end_of_stream })
     }
@@ -273,6 +284,56 @@ impl HttpContext {
     /// Whether the filter still takes part in this request (false after a fail-open failure).
     pub fn active(&self) -> bool {
         !self.skip && self.pending.is_none()
+    }
+
+    /// After [`Verdict::Wait`]: runs the HTTP calls the plugin dispatched (concurrently, each
+    /// under its timeout) and hands each answer to `proxy_on_http_call_response` as it comes,
+    /// with `head` as the request head the plugin sees and may change. Returns once the plugin
+    /// continued, answered or failed; calls still running then are dropped.
+    pub async fn resume(&mut self, head: &mut Head) -> Verdict {
+        let shared = self.plugin.shared.clone();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let Some(state) = self.state.as_mut() else { return Verdict::Continue };
+            for call in state.calls.drain(..) {
+                let shared = shared.clone();
+                running.push(async move {
+                    let (token, upstream) = (call.token, call.upstream.clone());
+                    let result = shared.calls.run(call, shared.body_limit).await;
+                    (token, upstream, result)
+                });
+            }
+            state.calls_in_flight = running.len();
+            let Some((token, upstream, result)) = running.next().await else {
+                // Nothing dispatched: `run` never asks to wait then.
+                return Verdict::Continue;
+            };
+            let response = match result {
+                Ok(response) => {
+                    shared.host_metrics.http_call(&shared.name, "ok");
+                    response
+                }
+                Err(error) => {
+                    tracing::warn!(target: "wasm", plugin = %shared.name, %upstream, %error, "http call failed");
+                    shared.host_metrics.http_call(&shared.name, "failed");
+                    CallResponse::default()
+                }
+            };
+            let phase = Phase::HttpCallResponse {
+                token,
+                headers: (response.head.pseudo.len() + response.head.headers.len()) as u32,
+                body: response.body.len() as u32,
+                trailers: response.trailers.len() as u32,
+            };
+            if let Some(state) = self.state.as_mut() {
+                state.calls_in_flight = running.len();
+                state.call_response = Some(response);
+            }
+            match self.with_head(head, true, phase) {
+                Verdict::Wait => continue,
+                verdict => return verdict,
+            }
+        }
     }
 
     fn with_head(&mut self, head: &mut Head, request: bool, phase: Phase) -> Verdict {
@@ -295,7 +356,7 @@ impl HttpContext {
         verdict
     }
 
-    fn with_body(&mut self, body: &mut Vec<u8>, request: bool, phase: Phase) -> Verdict {
+    fn with_body(&mut self, body: &mut Bytes, request: bool, phase: Phase) -> Verdict {
         if let Some(v) = self.early() {
             return v;
         }
@@ -332,6 +393,7 @@ impl HttpContext {
             Some(instance) => {
                 if let Some(s) = self.state.as_mut() {
                     s.continued = false;
+                    s.calls_allowed = phase.may_call();
                 }
                 instance.stream(self.id, phase, &mut self.state)
             }
@@ -342,16 +404,31 @@ impl HttpContext {
         };
         match result {
             Ok(action) => {
-                let state = self.state.as_mut();
-                if let Some(local) = state.and_then(|s| s.local_response.take()) {
+                let Some(state) = self.state.as_mut() else { return Verdict::Continue };
+                // The answer to a call is read only in its own callback.
+                state.call_response = None;
+                let local = state.local_response.take();
+                let continued = state.continued;
+                // A call queued by a callback that does not wait for it is not made.
+                let paused = !continued
+                    && local.is_none()
+                    && (action == ACTION_PAUSE || matches!(phase, Phase::HttpCallResponse { .. }));
+                if !paused && !state.calls.is_empty() {
+                    tracing::debug!(target: "wasm", plugin = %plugin.shared.name, calls = state.calls.len(), "http calls dropped: the stream did not wait for them");
+                    state.calls.clear();
+                }
+                let waiting = !state.calls.is_empty() || state.calls_in_flight > 0;
+                if let Some(local) = local {
                     plugin.shared.host_metrics.local_response(&plugin.shared.name);
                     return Verdict::Respond(local);
                 }
-                let continued = self.state.as_ref().is_some_and(|s| s.continued);
-                if action == ACTION_PAUSE && !continued && may_buffer {
+                if paused && waiting && phase.may_call() {
+                    return Verdict::Wait;
+                }
+                if paused && may_buffer {
                     return Verdict::Buffer;
                 }
-                if action == ACTION_PAUSE && !continued {
+                if paused {
                     // Nothing we implement could resume this stream later.
                     plugin.record(&Failure {
                         kind: FailureKind::Stalled,

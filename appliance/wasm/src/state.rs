@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use wasmtime::{Memory, TypedFunc};
 
+use crate::calls::{CallResponse, PendingCall};
 use crate::limits::Limiter;
 use crate::plugin::PluginShared;
 
@@ -73,13 +75,21 @@ pub(crate) struct HttpState {
     pub response: Head,
     pub request_trailers: HeaderMap,
     pub response_trailers: HeaderMap,
-    pub request_body: Vec<u8>,
-    pub response_body: Vec<u8>,
+    pub request_body: Bytes,
+    pub response_body: Bytes,
     pub local_response: Option<LocalResponse>,
     /// `proxy_continue_stream` was called during the callback.
     pub continued: bool,
     /// Properties the guest set for this request.
     pub properties: HashMap<String, Vec<u8>>,
+    /// `proxy_http_call` may queue calls in this callback (the proxy can wait for them).
+    pub calls_allowed: bool,
+    /// Calls queued by the running callback.
+    pub calls: Vec<PendingCall>,
+    /// Calls of this request that are running.
+    pub calls_in_flight: usize,
+    /// The answer `proxy_on_http_call_response` is reading.
+    pub call_response: Option<CallResponse>,
 }
 
 impl HttpState {
@@ -90,11 +100,15 @@ impl HttpState {
             response: Head::default(),
             request_trailers: HeaderMap::new(),
             response_trailers: HeaderMap::new(),
-            request_body: Vec::new(),
-            response_body: Vec::new(),
+            request_body: Bytes::new(),
+            response_body: Bytes::new(),
             local_response: None,
             continued: false,
             properties: HashMap::new(),
+            calls_allowed: false,
+            calls: Vec::new(),
+            calls_in_flight: 0,
+            call_response: None,
         }
     }
 }
@@ -110,6 +124,8 @@ pub(crate) struct HostState {
     pub tick_period_ms: u32,
     /// Properties set outside any request (by the root context).
     pub root_properties: HashMap<String, Vec<u8>>,
+    /// The token of the next `proxy_http_call` (unique within the instance).
+    pub next_call_token: u32,
 }
 
 impl HostState {
@@ -122,6 +138,7 @@ impl HostState {
             http: None,
             tick_period_ms: 0,
             root_properties: HashMap::new(),
+            next_call_token: 1,
         }
     }
 }

@@ -31,6 +31,7 @@ fn spec(name: &str, module: &str, config: &str) -> WasmPlugin {
         failure_policy: FailurePolicy::Closed,
         timeout: Duration::from_millis(200),
         memory_limit: 16 << 20,
+        upstreams: Vec::new(),
     }
 }
 

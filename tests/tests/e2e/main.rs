@@ -23,6 +23,7 @@ mod units;
 mod wasm;
 mod wasm_bodies;
 mod wasm_gateway_api;
+mod wasm_http_call;
 mod websocket;
 mod xdp;
 mod xdp_l4;

@@ -75,6 +75,13 @@ kind: WasmPlugin
 metadata: {name: absent, namespace: default}
 spec:
   module: no_such_plugin.wasm
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: tampered, namespace: default}
+spec:
+  module: header_modifier.wasm
+  sha256: "0000000000000000000000000000000000000000000000000000000000000000"
 "#,
     );
     yaml.push_str(&route_yaml("ok", "/ok", "gatehouse.dev", "hm"));
@@ -82,6 +89,7 @@ spec:
     yaml.push_str(&route_yaml("escape", "/escape", "gatehouse.dev", "escape"));
     yaml.push_str(&route_yaml("kind", "/kind", "example.com", "hm"));
     yaml.push_str(&route_yaml("absent", "/absent", "gatehouse.dev", "absent"));
+    yaml.push_str(&route_yaml("tampered", "/tampered", "gatehouse.dev", "tampered"));
     let config = format!(
         r#"
 [admin]
@@ -100,9 +108,9 @@ wasm_module_dir = "{}"
     let reply = Client::http1().get(&url("/ok")).await.unwrap();
     assert_eq!(reply.status, 200, "{}", gh.logs());
     assert_eq!(reply.json()["headers"]["x-plugin"], "default/ok", "the plugin ran");
-    // A module that cannot be loaded costs only the rules that use it (a warning), not the
-    // whole configuration.
-    for path in ["/missing", "/escape", "/kind", "/absent"] {
+    // A module that cannot be loaded costs only the rules that use it (a warning and their
+    // routes' ResolvedRefs), not the whole configuration.
+    for path in ["/missing", "/escape", "/kind", "/absent", "/tampered"] {
         let reply = Client::http1().get(&url(path)).await.unwrap();
         assert_eq!(reply.status, 500, "{path} must not skip its filter");
     }
@@ -118,6 +126,13 @@ wasm_module_dir = "{}"
         ("missing", "BackendNotFound", "WasmPlugin default/nope does not exist"),
         ("escape", "BackendNotFound", "must be relative to wasm_module_dir"),
         ("kind", "InvalidKind", "example.com/WasmPlugin"),
+        // Modules that fail when the data plane prepares them (unreadable, wrong digest).
+        (
+            "absent",
+            "BackendNotFound",
+            "the module of WasmPlugin default/absent could not be loaded",
+        ),
+        ("tampered", "BackendNotFound", "WasmPlugin default/tampered could not be loaded"),
     ] {
         let resolved = condition(&status, route, "ResolvedRefs");
         assert_eq!(resolved["status"], "False", "{route}");

@@ -281,7 +281,8 @@ spec: {module: a.wasm}
         errors(&loaded),
         [
             "p.yaml:19: WasmPlugin team/typo: spec.timeout: unknown field `timeout`, expected one of \
-             `module`, `sha256`, `config`, `failurePolicy`, `timeoutMs`, `memoryLimit`",
+             `module`, `sha256`, `config`, `failurePolicy`, `timeoutMs`, `memoryLimit`, \
+             `upstreams`",
             "p.yaml:21: WasmPlugin old: apiVersion: gatehouse.dev/v1 is not a supported version of \
              WasmPlugin",
         ]

@@ -34,6 +34,7 @@ use crate::index::Index;
 use crate::types::{GROUP, GrpcRoute, HttpRoute, ParentReference, RouteGroupKind};
 
 pub use cache::Translator;
+pub use wasm::mark_failed_plugins;
 
 /// What the translation needs besides the index.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -255,7 +255,7 @@ fn translate_filters(
                     extension.push(Problem::new(reason::INVALID_KIND, problem));
                     continue;
                 };
-                match wasm::resolve(cx.index, cx.module_dir, cx.route_ns, r) {
+                match wasm::resolve(cx.index, cx.module_dir, cx.addressing, cx.route_ns, r) {
                     Ok(plugin) => {
                         let name = plugin.name.clone();
                         plugins.push(plugin);

@@ -858,6 +858,7 @@ fn extension_refs_to_wasm_plugins_become_wasm_filters_or_500_with_a_reason() {
         failure_policy: Default::default(),
         timeout_ms: None,
         memory_limit: None,
+        upstreams: Vec::new(),
     };
     let ext = |name: &str| extension_ref("gatehouse.dev", "WasmPlugin", name);
     let with = |filters: Vec<crate::types::RouteFilter>| crate::types::HttpRule {

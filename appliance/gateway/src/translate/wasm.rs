@@ -8,17 +8,20 @@
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use gatehouse_model::{FailurePolicy, ModuleSource, WasmPlugin as ModelPlugin};
+use gatehouse_model::{
+    FailurePolicy, HttpFilter, HttpRoute, ModuleSource, WasmPlugin as ModelPlugin, WasmUpstream,
+};
 
-use super::Problem;
+use super::{BackendAddressing, Problem, Report, backends};
 use crate::conditions::reason;
 use crate::index::Index;
-use crate::types::{LocalObjectReference, OUR_GROUP, WasmFailurePolicy, WasmPlugin};
+use crate::types::{BackendRef, LocalObjectReference, OUR_GROUP, WasmFailurePolicy, WasmPlugin};
 
 /// The plugin an ExtensionRef names, converted; or why the filter cannot run.
 pub(super) fn resolve(
     index: &Index,
     module_dir: Option<&Path>,
+    addressing: BackendAddressing,
     route_ns: &str,
     r: &LocalObjectReference,
 ) -> Result<ModelPlugin, Problem> {
@@ -40,12 +43,80 @@ pub(super) fn resolve(
             format!("ExtensionRef: WasmPlugin {route_ns}/{} does not exist", r.name),
         ));
     };
-    convert(plugin, module_dir).map_err(|message| {
+    let mut model = convert(plugin, module_dir).map_err(|message| {
         Problem::new(
             reason::BACKEND_NOT_FOUND,
             format!("ExtensionRef: WasmPlugin {route_ns}/{} is invalid: {message}", r.name),
         )
-    })
+    })?;
+    model.upstreams = upstreams(index, addressing, plugin);
+    Ok(model)
+}
+
+/// The plugin's upstreams, resolved like backendRefs from its namespace. One that does not
+/// resolve stays in the list as unresolved: the plugin's calls to it fail (the plugin decides
+/// what that means), its routes keep their status.
+fn upstreams(
+    index: &Index,
+    addressing: BackendAddressing,
+    plugin: &WasmPlugin,
+) -> Vec<WasmUpstream> {
+    let ns = plugin.namespace();
+    plugin
+        .spec
+        .upstreams
+        .iter()
+        .map(|u| {
+            let r = BackendRef {
+                group: String::new(),
+                kind: "Service".to_owned(),
+                name: u.service.name.clone(),
+                namespace: None,
+                port: Some(u.service.port),
+                weight: 1,
+                filters: Vec::new(),
+            };
+            let (backend, _) = backends::resolve_from(index, addressing, WasmPlugin::KIND, ns, &r);
+            WasmUpstream { name: u.name.clone(), backend }
+        })
+        .collect()
+}
+
+/// Marks the routes that run a WasmPlugin whose module could not be prepared (read, fetched,
+/// verified, compiled or configured; found after translation, when the data plane prepares
+/// the modules): `ResolvedRefs=False` with reason `BackendNotFound` on each parent where the
+/// route resolved so far, and the error as the message. `failed` holds `(namespace/name,
+/// error)`.
+/// `routes` are the routes served (the translation's own were moved into the merged model).
+pub fn mark_failed_plugins(report: &mut Report, routes: &[HttpRoute], failed: &[(String, String)]) {
+    if failed.is_empty() {
+        return;
+    }
+    let failure = |filters: &[HttpFilter]| {
+        filters.iter().find_map(|f| match f {
+            HttpFilter::Wasm { plugin } => failed.iter().find(|(name, _)| name == plugin),
+            _ => None,
+        })
+    };
+    for route in routes {
+        let found = route.rules.iter().find_map(|rule| {
+            failure(&rule.filters)
+                .or_else(|| rule.backends.iter().find_map(|b| failure(&b.filters)))
+        });
+        let Some((name, error)) = found else { continue };
+        let Some(route_report) = report.routes.get_mut(&route.id) else { continue };
+        for parent in &mut route_report.parents {
+            if parent.accepted.is_ok() && parent.resolved_refs.is_ok() {
+                parent.resolved_refs = Err(Problem::new(
+                    reason::BACKEND_NOT_FOUND,
+                    format!(
+                        "ExtensionRef: the module of WasmPlugin {name} could not be loaded: \
+                         {error}; the rules that use it answer 500"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// A WasmPlugin object as the model's plugin, or what is wrong with it.
@@ -119,6 +190,7 @@ fn convert(plugin: &WasmPlugin, module_dir: Option<&Path>) -> Result<ModelPlugin
         failure_policy,
         timeout,
         memory_limit,
+        upstreams: Vec::new(),
     })
 }
 
@@ -150,6 +222,7 @@ mod tests {
             failure_policy: WasmFailurePolicy::Closed,
             timeout_ms: None,
             memory_limit: None,
+            upstreams: Vec::new(),
         }
     }
 
@@ -185,6 +258,42 @@ mod tests {
         }
         let err = convert_spec(spec("hm.wasm"), None).unwrap_err();
         assert!(err.contains("no wasm_module_dir"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_are_service_ports_of_the_plugins_namespace() {
+        use gatehouse_model::Backend;
+
+        use crate::fixtures::{endpoint_slice, index, service};
+        use crate::types::{WasmServicePort, WasmUpstreamRef};
+        let upstream = |name: &str, service: &str, port| WasmUpstreamRef {
+            name: name.into(),
+            service: WasmServicePort { name: service.into(), port },
+        };
+        let spec = WasmPluginSpec {
+            upstreams: vec![upstream("auth", "auth", 80), upstream("gone", "nope", 80)],
+            sha256: Some(SHA.into()),
+            ..spec("https://example.com/f.wasm")
+        };
+        let plugin = wasm_plugin("team", "p", spec);
+        let crate::Object::WasmPlugin(p) = plugin.clone() else { unreachable!() };
+        let index = index([
+            plugin,
+            service("team", "auth", &[(Some("http"), 80)]),
+            endpoint_slice("team", "auth-a", "auth", &[("http", 8080)], &[("10.0.0.1", None)]),
+        ]);
+        let ups = upstreams(&index, BackendAddressing::Endpoints, &p);
+        assert_eq!(ups.len(), 2);
+        assert_eq!(ups[0].name, "auth");
+        assert!(
+            matches!(&ups[0].backend, Backend::Endpoints(e) if e.addrs == ["10.0.0.1:8080".parse().unwrap()]),
+            "{:?}",
+            ups[0].backend
+        );
+        // One that does not resolve stays, unresolved: calls to it fail, the route is fine.
+        assert!(
+            matches!(&ups[1].backend, Backend::Unresolved(u) if u.reason.contains("does not exist"))
+        );
     }
 
     #[test]

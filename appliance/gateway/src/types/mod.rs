@@ -43,7 +43,9 @@ pub use listener_set::{ListenerSet, ListenerSetSpec, ParentGatewayReference};
 pub use reference_grant::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
-pub use wasm_plugin::{OUR_GROUP, WasmFailurePolicy, WasmPlugin, WasmPluginSpec};
+pub use wasm_plugin::{
+    OUR_GROUP, WasmFailurePolicy, WasmPlugin, WasmPluginSpec, WasmServicePort, WasmUpstreamRef,
+};
 
 /// Defines a namespaced or cluster-scoped Gateway API object with `metadata` and `spec`.
 ///

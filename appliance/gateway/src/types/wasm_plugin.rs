@@ -43,6 +43,29 @@ pub struct WasmPluginSpec {
     /// suffix; 1Mi to 1Gi (default 32Mi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
+    /// Upstreams the plugin may call with `proxy_http_call`, by the name it passes: each a
+    /// Service port in the WasmPlugin's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<WasmUpstreamRef>,
+}
+
+/// One named upstream of a WasmPlugin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmUpstreamRef {
+    /// The name the plugin's code passes to `proxy_http_call`.
+    pub name: String,
+    /// The Service (in the WasmPlugin's namespace) and its port.
+    pub service: WasmServicePort,
+}
+
+/// A Service port by the Service's name and the port number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmServicePort {
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
 }
 
 /// What a failing plugin does to its request.

@@ -19,12 +19,15 @@ fn read_only(state: &HostState, buffer: u32) -> Result<&[u8], Status> {
         buffer_type::REQUEST_BODY | buffer_type::RESPONSE_BODY => {
             let http = state.http.as_ref().ok_or(Status::NotFound)?;
             Ok(if buffer == buffer_type::REQUEST_BODY {
-                &http.request_body
+                &http.request_body[..]
             } else {
-                &http.response_body
+                &http.response_body[..]
             })
         }
-        buffer_type::HTTP_CALL_RESPONSE_BODY => Err(Status::NotFound),
+        buffer_type::HTTP_CALL_RESPONSE_BODY => {
+            let http = state.http.as_ref().ok_or(Status::NotFound)?;
+            Ok(&http.call_response.as_ref().ok_or(Status::NotFound)?.body)
+        }
         _ => Err(Status::BadArgument),
     }
 }
@@ -77,6 +80,11 @@ fn set_bytes(
     if body.len() - (to - from) + data.len() > cap {
         return answer(Err(Status::BadArgument));
     }
-    body.splice(from..to, data);
+    // Bodies are shared with the proxy (no copy on the way in); an edit builds a new one.
+    let mut edited = Vec::with_capacity(body.len() - (to - from) + data.len());
+    edited.extend_from_slice(&body[..from]);
+    edited.extend_from_slice(&data);
+    edited.extend_from_slice(&body[to..]);
+    *body = edited.into();
     answer(Ok(()))
 }

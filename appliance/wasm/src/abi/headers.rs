@@ -93,8 +93,11 @@ fn target(state: &mut HostState, map: u32) -> Result<Target<'_>, Status> {
         map_type::RESPONSE_HEADERS => Target::Head(&mut http.response),
         map_type::REQUEST_TRAILERS => Target::Trailers(&mut http.request_trailers),
         map_type::RESPONSE_TRAILERS => Target::Trailers(&mut http.response_trailers),
-        map_type::HTTP_CALL_RESPONSE_HEADERS | map_type::HTTP_CALL_RESPONSE_TRAILERS => {
-            return Err(Status::NotFound);
+        map_type::HTTP_CALL_RESPONSE_HEADERS => {
+            Target::Head(&mut http.call_response.as_mut().ok_or(Status::NotFound)?.head)
+        }
+        map_type::HTTP_CALL_RESPONSE_TRAILERS => {
+            Target::Trailers(&mut http.call_response.as_mut().ok_or(Status::NotFound)?.trailers)
         }
         _ => return Err(Status::BadArgument),
     })

@@ -1,6 +1,7 @@
 //! HTTP stream control: `proxy_send_local_response`, `proxy_continue_stream` (and the 0.2.0
 //! `proxy_continue_request`/`proxy_continue_response`), `proxy_set_effective_context`,
-//! `proxy_done`. `proxy_http_call` and gRPC calls are not implemented (UNIMPLEMENTED).
+//! `proxy_done`. `proxy_http_call` is in [`super::http_call`]; gRPC calls are not implemented
+//! (UNIMPLEMENTED).
 
 use wasmtime::{Caller, Linker};
 

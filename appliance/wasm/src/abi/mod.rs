@@ -7,6 +7,7 @@
 pub(crate) mod buffers;
 pub(crate) mod headers;
 pub(crate) mod http;
+pub(crate) mod http_call;
 pub(crate) mod logging;
 pub(crate) mod memory;
 pub(crate) mod metrics;
@@ -97,6 +98,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     properties::link(linker)?;
     shared_data::link(linker)?;
     http::link(linker)?;
+    http_call::link(linker)?;
     metrics::link(linker)?;
     wasi::link(linker)?;
     Ok(())

@@ -1,0 +1,123 @@
+//! `proxy_http_call` through the real binary, proven with a filter written by someone else: the
+//! proxy-wasm SDK's own `http_auth_random` example, built unmodified from the published crate.
+//! It calls the upstream it names `httpbin` (`GET /bytes/1`) while the request waits, lets the
+//! request through when the answer's first byte is even, and answers 403 otherwise. Here
+//! `httpbin` is a per-plugin name for a real server on loopback.
+
+use std::time::Duration;
+
+use gatehouse_tests::{
+    Appliance, Client, EchoBackend, ScriptedBackend, Step, free_port, wasm_plugin,
+};
+
+fn plugin(name: &str, upstream: &str) -> String {
+    let module = wasm_plugin("sdk-http-auth-random").display().to_string();
+    let upstreams = if upstream.is_empty() {
+        String::new()
+    } else {
+        format!("upstreams = [{{ name = \"httpbin\", address = \"{upstream}\" }}]\n")
+    };
+    format!("\n[[plugins]]\nname = \"{name}\"\nmodule = \"{module}\"\n{upstreams}")
+}
+
+fn route(name: &str, plugin: &str, backend: u16) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "{name}"
+parents = ["web"]
+hostnames = ["{name}.example"]
+  [[routes.rules]]
+  filters = [{{ wasm = {{ plugin = "{plugin}" }} }}]
+  backends = [{{ address = "127.0.0.1:{backend}" }}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_sdk_http_auth_random_example_calls_its_upstream_while_the_request_waits() {
+    let app = EchoBackend::start("app").await;
+    // Answers "backend even\n": its first byte, 'b', is even.
+    let even = ScriptedBackend::start("even", Vec::new()).await;
+    // Answers JSON: its first byte, '{', is odd.
+    let odd = EchoBackend::start("odd").await;
+    // Answers after the example's 5 s call timeout.
+    let slow = ScriptedBackend::start("slow", vec![Step::Delay(Duration::from_secs(20))]).await;
+    let closed = free_port();
+    let port = free_port();
+    let plugins = [
+        plugin("granted", &even.addr.to_string()),
+        plugin("forbidden", &odd.addr.to_string()),
+        plugin("refused", &format!("127.0.0.1:{closed}")),
+        plugin("slow", &slow.addr.to_string()),
+        plugin("unnamed", ""),
+    ]
+    .concat();
+    let routes = ["granted", "forbidden", "refused", "slow", "unnamed"]
+        .map(|name| route(name, name, app.port()))
+        .concat();
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{{admin}}"
+[runtime]
+state_dir = "state"
+
+[[gateways]]
+name = "web"
+addresses = ["127.0.0.1"]
+  [[gateways.listeners]]
+  name = "http"
+  port = {port}
+  protocol = "HTTP"
+{plugins}
+{routes}
+"#
+    );
+    let gh = Appliance::start_ready(&config, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/app");
+    let get = |host: &'static str| {
+        let url = url.clone();
+        async move { Client::http1().get_host(&url, host).await.unwrap() }
+    };
+
+    // Granted: the call went to the named upstream as the filter wrote it, then the request.
+    let reply = get("granted.example").await;
+    assert_eq!(reply.status, 200, "{}", gh.logs());
+    assert_eq!(reply.backend(), Some("app"));
+    assert_eq!(reply.header("powered-by"), Some("proxy-wasm"));
+    let seen = even.requests().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/bytes/1"));
+    assert_eq!(seen[0].headers["host"], "httpbin.org");
+    // Over HTTP/2 as well.
+    let reply = Client::h2c().get_host(&url, "granted.example").await.unwrap();
+    assert_eq!(reply.status, 200);
+
+    // Forbidden by the answer's body: the filter's local response.
+    let reply = get("forbidden.example").await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(&reply.body[..], b"Access forbidden.\n");
+    assert_eq!(reply.header("powered-by"), Some("proxy-wasm"));
+
+    // A call that fails (refused, timed out) reaches the filter as an answer without a body:
+    // this filter forbids, and nothing traps.
+    assert_eq!(get("refused.example").await.status, 403);
+    assert_eq!(get("slow.example").await.status, 403);
+
+    // An upstream name the plugin has not been given is refused at dispatch (BadArgument);
+    // this example unwraps it, so it traps and fails closed.
+    assert_eq!(get("unnamed.example").await.status, 500);
+
+    let metrics = Client::http1().get(&gh.admin_url("/metrics")).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        r#"gatehouse_wasm_http_calls_total{plugin="granted",outcome="ok"} 2"#,
+        r#"gatehouse_wasm_http_calls_total{plugin="forbidden",outcome="ok"} 1"#,
+        r#"gatehouse_wasm_http_calls_total{plugin="refused",outcome="failed"} 1"#,
+        r#"gatehouse_wasm_http_calls_total{plugin="slow",outcome="failed"} 1"#,
+        r#"gatehouse_wasm_failures_total{plugin="unnamed",kind="trap"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}

@@ -247,11 +247,9 @@ fn diff_keys<K: Ord + Clone + AsKey, V: PartialEq>(
 ) -> Vec<Key> {
     before
         .diff(after)
-        .filter_map(|item| match item {
-            imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => {
-                Some(k.as_key())
-            }
-            imbl::ordmap::DiffItem::Update { old, .. } => Some(old.0.as_key()),
+        .map(|item| match item {
+            imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k.as_key(),
+            imbl::ordmap::DiffItem::Update { old, .. } => old.0.as_key(),
         })
         .collect()
 }

@@ -56,7 +56,7 @@ pub(crate) fn convert(
         })
         .collect();
     let listeners = cx.gateways(gateways);
-    let http_routes = cx.routes(routes, &listeners);
+    let http_routes = cx.routes(routes, &listeners).into_iter().map(std::sync::Arc::new).collect();
     let listener_filters = cx.listener_filters;
     (
         Desired { generation: 0, listeners, http_routes, listener_filters, ..Desired::default() },

@@ -149,7 +149,7 @@ fn native_defaults() {
     assert_eq!(desired.listeners, vec![http_listener("web", "http", 8080, None)]);
     assert_eq!(
         desired.http_routes,
-        vec![HttpRoute {
+        vec![std::sync::Arc::new(HttpRoute {
             id: ObjectId::new("HTTPRoute", "toml", "app"),
             created: None,
             hostnames: vec![],
@@ -165,7 +165,7 @@ fn native_defaults() {
                 }],
                 policy: Default::default(),
             }],
-        }]
+        })]
     );
 }
 

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use imbl::OrdMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
@@ -27,27 +29,29 @@ pub(crate) type Key = (String, String);
 
 /// Every object the translation reads, by kind and namespace/name.
 ///
-/// Objects are shared (`Arc`): a reload takes a copy of the index while the watches go on
-/// updating theirs, and with thousands of objects a deep copy per event would dominate.
+/// Objects are shared (`Arc`) in persistent maps: a reload takes a copy of the index while
+/// the watches go on updating theirs, and that copy costs O(1), not O(objects); two copies
+/// share every node they did not change, so [`Index::changed`] finds what differs between
+/// them in time proportional to the change.
 #[derive(Clone, Debug, Default)]
 pub struct Index {
-    pub(crate) gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
-    pub(crate) gateways: BTreeMap<Key, Arc<Gateway>>,
-    pub(crate) http_routes: BTreeMap<Key, Arc<HttpRoute>>,
-    pub(crate) reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
-    pub(crate) namespaces: BTreeMap<String, Arc<Namespace>>,
-    pub(crate) services: BTreeMap<Key, Arc<Service>>,
-    pub(crate) endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
-    pub(crate) secrets: BTreeMap<Key, Arc<Secret>>,
-    pub(crate) nodes: BTreeMap<String, Arc<Node>>,
-    pub(crate) wasm_plugins: BTreeMap<Key, Arc<WasmPlugin>>,
-    pub(crate) listener_sets: BTreeMap<Key, Arc<ListenerSet>>,
-    pub(crate) tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
-    pub(crate) udp_routes: BTreeMap<Key, Arc<UdpRoute>>,
-    pub(crate) tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
-    pub(crate) backend_tls_policies: BTreeMap<Key, Arc<BackendTlsPolicy>>,
-    pub(crate) config_maps: BTreeMap<Key, Arc<ConfigMap>>,
-    pub(crate) grpc_routes: BTreeMap<Key, Arc<GrpcRoute>>,
+    pub(crate) gateway_classes: OrdMap<String, Arc<GatewayClass>>,
+    pub(crate) gateways: OrdMap<Key, Arc<Gateway>>,
+    pub(crate) http_routes: OrdMap<Key, Arc<HttpRoute>>,
+    pub(crate) reference_grants: OrdMap<Key, Arc<ReferenceGrant>>,
+    pub(crate) namespaces: OrdMap<String, Arc<Namespace>>,
+    pub(crate) services: OrdMap<Key, Arc<Service>>,
+    pub(crate) endpoint_slices: OrdMap<Key, Arc<EndpointSlice>>,
+    pub(crate) secrets: OrdMap<Key, Arc<Secret>>,
+    pub(crate) nodes: OrdMap<String, Arc<Node>>,
+    pub(crate) wasm_plugins: OrdMap<Key, Arc<WasmPlugin>>,
+    pub(crate) listener_sets: OrdMap<Key, Arc<ListenerSet>>,
+    pub(crate) tcp_routes: OrdMap<Key, Arc<TcpRoute>>,
+    pub(crate) udp_routes: OrdMap<Key, Arc<UdpRoute>>,
+    pub(crate) tls_routes: OrdMap<Key, Arc<TlsRoute>>,
+    pub(crate) backend_tls_policies: OrdMap<Key, Arc<BackendTlsPolicy>>,
+    pub(crate) config_maps: OrdMap<Key, Arc<ConfigMap>>,
+    pub(crate) grpc_routes: OrdMap<Key, Arc<GrpcRoute>>,
     /// Per kind, a stamp that changes whenever objects of that kind change (see
     /// [`Index::stamp`]).
     stamps: [u64; Kind::ALL.len()],
@@ -69,6 +73,206 @@ fn key(namespace: &str, name: &str) -> Key {
     (namespace.to_owned(), name.to_owned())
 }
 
+/// Runs `$body` with `$a` bound to the map of `$kind` in `$x`, and `$b` to the same map in
+/// `$y` (mutably with `mut`).
+macro_rules! kind_maps {
+    (ref $kind:expr, $x:ident, $y:ident, |$a:ident, $b:ident| $body:expr) => {
+        match $kind {
+            Kind::GatewayClass => {
+                let ($a, $b) = (&$x.gateway_classes, &$y.gateway_classes);
+                $body
+            }
+            Kind::Gateway => {
+                let ($a, $b) = (&$x.gateways, &$y.gateways);
+                $body
+            }
+            Kind::HttpRoute => {
+                let ($a, $b) = (&$x.http_routes, &$y.http_routes);
+                $body
+            }
+            Kind::ReferenceGrant => {
+                let ($a, $b) = (&$x.reference_grants, &$y.reference_grants);
+                $body
+            }
+            Kind::Namespace => {
+                let ($a, $b) = (&$x.namespaces, &$y.namespaces);
+                $body
+            }
+            Kind::Service => {
+                let ($a, $b) = (&$x.services, &$y.services);
+                $body
+            }
+            Kind::EndpointSlice => {
+                let ($a, $b) = (&$x.endpoint_slices, &$y.endpoint_slices);
+                $body
+            }
+            Kind::Secret => {
+                let ($a, $b) = (&$x.secrets, &$y.secrets);
+                $body
+            }
+            Kind::Node => {
+                let ($a, $b) = (&$x.nodes, &$y.nodes);
+                $body
+            }
+            Kind::WasmPlugin => {
+                let ($a, $b) = (&$x.wasm_plugins, &$y.wasm_plugins);
+                $body
+            }
+            Kind::ListenerSet => {
+                let ($a, $b) = (&$x.listener_sets, &$y.listener_sets);
+                $body
+            }
+            Kind::TcpRoute => {
+                let ($a, $b) = (&$x.tcp_routes, &$y.tcp_routes);
+                $body
+            }
+            Kind::UdpRoute => {
+                let ($a, $b) = (&$x.udp_routes, &$y.udp_routes);
+                $body
+            }
+            Kind::TlsRoute => {
+                let ($a, $b) = (&$x.tls_routes, &$y.tls_routes);
+                $body
+            }
+            Kind::BackendTlsPolicy => {
+                let ($a, $b) = (&$x.backend_tls_policies, &$y.backend_tls_policies);
+                $body
+            }
+            Kind::ConfigMap => {
+                let ($a, $b) = (&$x.config_maps, &$y.config_maps);
+                $body
+            }
+            Kind::GrpcRoute => {
+                let ($a, $b) = (&$x.grpc_routes, &$y.grpc_routes);
+                $body
+            }
+        }
+    };
+    (mut $kind:expr, $x:ident, $y:ident, |$a:ident, $b:ident| $body:expr) => {
+        match $kind {
+            Kind::GatewayClass => {
+                let ($a, $b) = (&$x.gateway_classes, &mut $y.gateway_classes);
+                $body
+            }
+            Kind::Gateway => {
+                let ($a, $b) = (&$x.gateways, &mut $y.gateways);
+                $body
+            }
+            Kind::HttpRoute => {
+                let ($a, $b) = (&$x.http_routes, &mut $y.http_routes);
+                $body
+            }
+            Kind::ReferenceGrant => {
+                let ($a, $b) = (&$x.reference_grants, &mut $y.reference_grants);
+                $body
+            }
+            Kind::Namespace => {
+                let ($a, $b) = (&$x.namespaces, &mut $y.namespaces);
+                $body
+            }
+            Kind::Service => {
+                let ($a, $b) = (&$x.services, &mut $y.services);
+                $body
+            }
+            Kind::EndpointSlice => {
+                let ($a, $b) = (&$x.endpoint_slices, &mut $y.endpoint_slices);
+                $body
+            }
+            Kind::Secret => {
+                let ($a, $b) = (&$x.secrets, &mut $y.secrets);
+                $body
+            }
+            Kind::Node => {
+                let ($a, $b) = (&$x.nodes, &mut $y.nodes);
+                $body
+            }
+            Kind::WasmPlugin => {
+                let ($a, $b) = (&$x.wasm_plugins, &mut $y.wasm_plugins);
+                $body
+            }
+            Kind::ListenerSet => {
+                let ($a, $b) = (&$x.listener_sets, &mut $y.listener_sets);
+                $body
+            }
+            Kind::TcpRoute => {
+                let ($a, $b) = (&$x.tcp_routes, &mut $y.tcp_routes);
+                $body
+            }
+            Kind::UdpRoute => {
+                let ($a, $b) = (&$x.udp_routes, &mut $y.udp_routes);
+                $body
+            }
+            Kind::TlsRoute => {
+                let ($a, $b) = (&$x.tls_routes, &mut $y.tls_routes);
+                $body
+            }
+            Kind::BackendTlsPolicy => {
+                let ($a, $b) = (&$x.backend_tls_policies, &mut $y.backend_tls_policies);
+                $body
+            }
+            Kind::ConfigMap => {
+                let ($a, $b) = (&$x.config_maps, &mut $y.config_maps);
+                $body
+            }
+            Kind::GrpcRoute => {
+                let ($a, $b) = (&$x.grpc_routes, &mut $y.grpc_routes);
+                $body
+            }
+        }
+    };
+}
+
+/// A namespace/name key for either kind of map key (cluster-scoped kinds: empty namespace).
+trait AsKey {
+    fn as_key(&self) -> Key;
+}
+
+impl AsKey for String {
+    fn as_key(&self) -> Key {
+        (String::new(), self.clone())
+    }
+}
+
+impl AsKey for Key {
+    fn as_key(&self) -> Key {
+        self.clone()
+    }
+}
+
+/// Keys whose value differs between two maps; shared nodes are skipped, so this costs time
+/// in proportion to the difference.
+fn diff_keys<K: Ord + Clone + AsKey, V: PartialEq>(
+    before: &OrdMap<K, Arc<V>>,
+    after: &OrdMap<K, Arc<V>>,
+) -> Vec<Key> {
+    before
+        .diff(after)
+        .map(|item| match item {
+            imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k.as_key(),
+            imbl::ordmap::DiffItem::Update { old, .. } => old.0.as_key(),
+        })
+        .collect()
+}
+
+/// After a relist replaced `now`, gives back the `before` object (the same `Arc`) wherever
+/// the relisted one is equal: what did not change keeps its identity, so caches keyed by it
+/// stay valid.
+fn keep_identity<K: Ord + Clone, V: PartialEq>(
+    before: &OrdMap<K, Arc<V>>,
+    now: &mut OrdMap<K, Arc<V>>,
+) {
+    let same: Vec<(K, Arc<V>)> = now
+        .iter()
+        .filter_map(|(k, v)| {
+            let old = before.get(k)?;
+            (!Arc::ptr_eq(old, v) && old == v).then(|| (k.clone(), old.clone()))
+        })
+        .collect();
+    for (k, v) in same {
+        now.insert(k, v);
+    }
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Self {
@@ -79,7 +283,11 @@ impl Index {
     /// with an equal one changes nothing (a status-only write in the cluster, for instance,
     /// once the source has dropped status and resourceVersion).
     pub fn apply(&mut self, object: Object) -> bool {
-        fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, Arc<V>>, key: K, value: V) -> bool {
+        fn put<K: Ord + Clone, V: PartialEq>(
+            map: &mut OrdMap<K, Arc<V>>,
+            key: K,
+            value: V,
+        ) -> bool {
             if map.get(&key).is_some_and(|old| **old == value) {
                 return false;
             }
@@ -168,6 +376,7 @@ impl Index {
     /// Replaces every object of one kind (a relist by that kind's watch); objects of other
     /// kinds in `objects` are ignored.
     pub fn reset_kind(&mut self, kind: Kind, objects: impl IntoIterator<Item = Object>) {
+        let before = self.clone();
         match kind {
             Kind::GatewayClass => self.gateway_classes.clear(),
             Kind::Gateway => self.gateways.clear(),
@@ -191,6 +400,15 @@ impl Index {
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(object);
         }
+        kind_maps!(mut kind, before, self, |b, n| keep_identity(b, n));
+    }
+
+    /// The objects of `kind` that differ between `previous` (an earlier state or a copy of
+    /// this index) and this one, added, replaced or removed, by namespace and name (an empty
+    /// namespace for cluster-scoped kinds). Costs time in proportion to the difference when
+    /// the two share their history.
+    pub fn changed(&self, previous: &Index, kind: Kind) -> Vec<(String, String)> {
+        kind_maps!(ref kind, previous, self, |b, n| diff_keys(b, n))
     }
 
     /// Replaces every object of one namespaced kind in one namespace (a relist by a watch
@@ -202,8 +420,16 @@ impl Index {
         namespace: &str,
         objects: impl IntoIterator<Item = Object>,
     ) {
-        fn keep_others<V>(map: &mut BTreeMap<Key, V>, namespace: &str) {
-            map.retain(|(ns, _), _| ns != namespace);
+        let before = self.clone();
+        fn keep_others<V: Clone>(map: &mut OrdMap<Key, V>, namespace: &str) {
+            let theirs: Vec<Key> = map
+                .range(key(namespace, "")..)
+                .take_while(|((ns, _), _)| ns == namespace)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in theirs {
+                map.remove(&k);
+            }
         }
         match kind {
             Kind::GatewayClass | Kind::Namespace | Kind::Node => {
@@ -231,6 +457,7 @@ impl Index {
         {
             self.apply(object);
         }
+        kind_maps!(mut kind, before, self, |b, n| keep_identity(b, n));
     }
 
     /// Whether an object is in the index.

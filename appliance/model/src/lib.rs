@@ -33,6 +33,7 @@ pub use policy::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
 pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin, WasmUpstream};
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -43,8 +44,10 @@ pub struct Desired {
     pub generation: u64,
     /// Every listener of every accepted gateway, flattened.
     pub listeners: Vec<Listener>,
-    /// Every accepted HTTP route with the listeners it attached to.
-    pub http_routes: Vec<HttpRoute>,
+    /// Every accepted HTTP route with the listeners it attached to. Shared (`Arc`): a new
+    /// generation shares every route that did not change with the previous one, and a
+    /// compiler tells unchanged routes by pointer.
+    pub http_routes: Vec<Arc<HttpRoute>>,
     /// Addresses the appliance owns on its network (handed out by LB-IPAM), with the object
     /// each serves; shared addresses appear once per owner. Data planes that answer for
     /// addresses (ARP/NDP) read this; the proxy binds listener addresses instead.

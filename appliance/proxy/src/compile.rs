@@ -43,17 +43,20 @@ pub fn compile_with_plugins(
 
 /// Compiles like [`compile_with_plugins`], reusing the compiled form (and the metric handles)
 /// of every route that did not change since the previous call: a cluster event that changes
-/// one route compiles one route. The table is equal to what [`compile_with_plugins`] builds.
+/// one route compiles one route, and when the listeners are the same the previous table's
+/// hostname tables are patched where the changed routes are, not rebuilt (see
+/// [`patch`]). The table is equal to what [`compile_with_plugins`] builds.
 #[derive(Debug, Default)]
 pub struct Compiler {
     routes: HashMap<ObjectId, CachedRoute>,
     compiled: usize,
+    last: Option<patch::Last>,
 }
 
 /// A route's compiled form, next to the model route it was compiled from.
 #[derive(Debug)]
 struct CachedRoute {
-    source: HttpRoute,
+    source: Arc<HttpRoute>,
     compiled: Arc<CompiledRoute>,
     metrics: HashMap<ListenerId, Arc<RouteMetrics>>,
 }
@@ -71,7 +74,11 @@ impl Compiler {
         plugins: &Plugins,
     ) -> (RouteTable, Vec<ListenerProblem>) {
         self.compiled = 0;
+        if let Some(out) = self.patch(desired, plugins) {
+            return out;
+        }
         let out = build(desired, plugins, Some(self));
+        self.last = patch::Last::of(desired, &out);
         if self.routes.len() > desired.http_routes.len() {
             let live: std::collections::HashSet<&ObjectId> =
                 desired.http_routes.iter().map(|r| &r.id).collect();
@@ -87,9 +94,9 @@ impl Compiler {
 
     /// The compiled route, reused when the route is unchanged. Routes with WASM filters are
     /// always compiled anew: they depend on the plugins prepared for this generation.
-    fn route(&mut self, route: &HttpRoute, plugins: &Plugins) -> Arc<CompiledRoute> {
+    fn route(&mut self, route: &Arc<HttpRoute>, plugins: &Plugins) -> Arc<CompiledRoute> {
         if let Some(cached) = self.routes.get(&route.id)
-            && cached.source == *route
+            && (Arc::ptr_eq(&cached.source, route) || cached.source == *route)
             && !uses_wasm(route)
         {
             return cached.compiled.clone();
@@ -173,7 +180,7 @@ fn build(
         let routes = Arc::new(ListenerRoutes {
             wasm,
             wasm_error,
-            metrics: ListenerMetrics::new(listener_label(&id)),
+            metrics: Arc::new(ListenerMetrics::new(listener_label(&id))),
             hostname: l.hostname.clone(),
             port: l.port,
             protocol: l.protocol,
@@ -480,16 +487,17 @@ fn host_routes(buckets: Buckets) -> HostRoutes {
     for (host, mut entries) in buckets {
         entries.sort_by(entry_order);
         match host {
-            Some(h) if h.is_wildcard() => out.wildcards.push((h, entries)),
+            Some(h) if h.is_wildcard() => out.wildcards.push((h, entries.into())),
             Some(h) => {
-                out.exact.insert(h.as_str().to_owned(), entries);
+                out.exact.insert(h.as_str().to_owned(), entries.into());
             }
-            None => out.any = entries,
+            None => out.any = entries.into(),
         }
     }
     out.wildcards.sort_by(|a, b| hostname_order(Some(&a.0), Some(&b.0)));
     out
 }
 
+mod patch;
 #[cfg(test)]
 mod tests;

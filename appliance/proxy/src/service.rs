@@ -82,7 +82,7 @@ pub(crate) async fn handle(
         }
     };
     shared.metrics.request(
-        matched.listener.map(|l| &l.metrics),
+        matched.listener.map(|l| &*l.metrics),
         matched.entry.map(|e| &*e.metrics),
         resp.status().as_u16(),
         start.elapsed(),

@@ -1,6 +1,6 @@
 //! The immutable route table the proxy serves from, built by [`crate::compile()`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -57,7 +57,7 @@ impl RouteTable {
 }
 
 /// One bound socket and the listeners sharing it, most specific hostname first.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SocketRoutes {
     pub protocol: Protocol,
     pub listeners: Vec<Arc<ListenerRoutes>>,
@@ -68,7 +68,7 @@ pub(crate) struct SocketRoutes {
 pub(crate) struct ListenerRoutes {
     pub id: ListenerId,
     /// `namespace/gateway/listener` and the metric handles under that label.
-    pub metrics: ListenerMetrics,
+    pub metrics: Arc<ListenerMetrics>,
     pub hostname: Option<Hostname>,
     pub port: u16,
     pub protocol: Protocol,
@@ -97,15 +97,20 @@ impl ListenerRoutes {
     }
 }
 
-/// Matches of one listener grouped by the (intersected) hostname they serve.
-#[derive(Debug, Default)]
+/// Matches of one listener grouped by the (intersected) hostname they serve. Persistent and
+/// shared: the next table copies it in O(1) and replaces only the buckets of the routes that
+/// changed.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct HostRoutes {
-    pub exact: HashMap<String, Vec<MatchEntry>>,
+    pub exact: imbl::HashMap<String, Bucket>,
     /// Longest (most specific) wildcard first.
-    pub wildcards: Vec<(Hostname, Vec<MatchEntry>)>,
+    pub wildcards: Vec<(Hostname, Bucket)>,
     /// Routes without a hostname on a listener without one.
-    pub any: Vec<MatchEntry>,
+    pub any: Bucket,
 }
+
+/// The matches of one hostname, in precedence order.
+pub(crate) type Bucket = Arc<[MatchEntry]>;
 
 impl HostRoutes {
     fn describe(&self) -> Value {

@@ -267,8 +267,12 @@ impl Harness {
     }
 
     async fn apply(&self, listeners: Vec<Listener>, routes: Vec<HttpRoute>) -> DataPlaneReport {
-        let desired =
-            Desired { generation: 1, listeners, http_routes: routes, ..Desired::default() };
+        let desired = Desired {
+            generation: 1,
+            listeners,
+            http_routes: routes.into_iter().map(Arc::new).collect(),
+            ..Desired::default()
+        };
         let (table, _) = compile(&desired);
         self.proxy.apply(Arc::new(table), desired.generation).await
     }
@@ -837,7 +841,7 @@ async fn shutdown_finishes_in_flight_and_stops_accepting() {
         let (table, _) = compile(&Desired {
             generation: 3,
             listeners: vec![l],
-            http_routes: routes,
+            http_routes: routes.into_iter().map(Arc::new).collect(),
             ..Desired::default()
         });
         proxy.apply(Arc::new(table), 3).await;

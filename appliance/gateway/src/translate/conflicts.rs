@@ -115,7 +115,7 @@ fn reject(
     }
     outcome.counted.retain(|(gateway, i)| *gateway != listener.gateway || Some(*i) != slot);
     if let Some(model) = &mut outcome.model {
-        model.listeners.retain(|l| l != listener);
+        std::sync::Arc::make_mut(model).listeners.retain(|l| l != listener);
         if model.listeners.is_empty() {
             outcome.model = None;
             outcome.plugins.clear();

@@ -75,7 +75,7 @@ fn run(extra: &str) -> (Translation, Vec<Value>) {
 }
 
 fn route<'a>(t: &'a Translation, kind: &str, name: &str) -> Option<&'a HttpRoute> {
-    t.desired.http_routes.iter().find(|r| r.id == ObjectId::new(kind, "infra", name))
+    t.desired.http_routes.iter().find(|r| r.id == ObjectId::new(kind, "infra", name)).map(|r| &**r)
 }
 
 fn conditions(status: &[Value], kind: &str, name: &str) -> Vec<(String, String, String)> {

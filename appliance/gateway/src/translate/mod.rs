@@ -26,6 +26,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use gatehouse_model::{Desired, Hostname, HttpRoute as ModelRoute, ListenerId, ObjectId};
 
@@ -98,8 +99,9 @@ pub struct Report {
     /// Gateways of our classes.
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
     /// HTTPRoutes, GRPCRoutes, TCPRoutes, UDPRoutes and TLSRoutes (the id's kind tells) with
-    /// at least one parentRef to one of our Gateways or ListenerSets.
-    pub routes: BTreeMap<ObjectId, RouteReport>,
+    /// at least one parentRef to one of our Gateways or ListenerSets. A persistent map: a new
+    /// translation shares every unchanged route's report with the previous one.
+    pub routes: imbl::OrdMap<ObjectId, RouteReport>,
     /// ListenerSets whose parentRef names one of our Gateways.
     pub listener_sets: BTreeMap<ObjectId, ListenerSetReport>,
 }
@@ -217,8 +219,8 @@ fn add_routes(out: &mut Translation, mut outcomes: Vec<RouteOutcome>) {
     }
 }
 
-/// The route kinds translated into HTTP routes of the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The route kinds translated into HTTP routes of the model (HTTPRoutes sort first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum RouteKind {
     Http,
     Grpc,
@@ -385,7 +387,7 @@ struct RouteOutcome {
     /// The route's valid hostnames (empty: any).
     hostnames: Vec<Hostname>,
     /// The route to serve, when it attached to at least one listener in the model.
-    model: Option<ModelRoute>,
+    model: Option<Arc<ModelRoute>>,
     /// The WASM plugins the served route's filters name.
     plugins: Vec<gatehouse_model::WasmPlugin>,
     report: RouteReport,
@@ -533,12 +535,14 @@ fn route_outcome(
     // A route that serves nowhere needs none of its plugins.
     let plugins = if listeners.is_empty() { Vec::new() } else { rules.plugins };
     let created = route.metadata().creation_timestamp.as_ref().map(|t| t.0.as_second());
-    let model = (!listeners.is_empty()).then(|| ModelRoute {
-        id: route_id.clone(),
-        created,
-        hostnames: hostnames.clone(),
-        listeners,
-        rules: rules.rules,
+    let model = (!listeners.is_empty()).then(|| {
+        Arc::new(ModelRoute {
+            id: route_id.clone(),
+            created,
+            hostnames: hostnames.clone(),
+            listeners,
+            rules: rules.rules,
+        })
     });
     Some(RouteOutcome {
         id: route_id,

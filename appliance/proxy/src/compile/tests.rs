@@ -11,7 +11,12 @@ use crate::fixtures::*;
 use crate::matching::RequestView;
 
 fn desired(listeners: Vec<gatehouse_model::Listener>, routes: Vec<HttpRoute>) -> Desired {
-    Desired { generation: 7, listeners, http_routes: routes, ..Desired::default() }
+    Desired {
+        generation: 7,
+        listeners,
+        http_routes: routes.into_iter().map(Arc::new).collect(),
+        ..Desired::default()
+    }
 }
 
 struct Req<'a> {
@@ -284,7 +289,9 @@ fn incremental_compile_equals_a_full_compile_over_random_edits() {
     let listeners = [a, b, c];
     for seed in 1..=10u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut routes: Vec<HttpRoute> = Vec::new();
+        // Shared, as the model hands them: unchanged routes keep their `Arc`, so the
+        // compiler patches the previous table.
+        let mut routes: Vec<Arc<HttpRoute>> = Vec::new();
         let mut compiler = Compiler::new();
         for step in 0..100 {
             for _ in 0..=rng.below(3) {
@@ -307,9 +314,14 @@ fn incremental_compile_equals_a_full_compile_over_random_edits() {
                 let mut r =
                     route(&name, &on, hosts, vec![rule(matches, ["one", "two"][rng.below(2)])]);
                 r.created = Some(rng.below(3) as i64);
-                routes.insert(rng.below(routes.len() + 1), r);
+                routes.insert(rng.below(routes.len() + 1), Arc::new(r));
             }
-            let d = desired(listeners.to_vec(), routes.clone());
+            let d = Desired {
+                generation: 7,
+                listeners: listeners.to_vec(),
+                http_routes: routes.clone(),
+                ..Desired::default()
+            };
             let (incremental, p1) = compiler.compile(&d, &Plugins::default());
             let (full, p2) = compile(&d);
             assert_eq!(incremental.describe(), full.describe(), "seed {seed}, step {step}");

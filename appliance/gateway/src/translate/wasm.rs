@@ -6,6 +6,7 @@
 //! `wasm_module_dir` (relative, no `..`); without that setting local paths are refused.
 
 use std::path::{Component, Path};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_model::{
@@ -88,7 +89,11 @@ fn upstreams(
 /// route resolved so far, and the error as the message. `failed` holds `(namespace/name,
 /// error)`.
 /// `routes` are the routes served (the translation's own were moved into the merged model).
-pub fn mark_failed_plugins(report: &mut Report, routes: &[HttpRoute], failed: &[(String, String)]) {
+pub fn mark_failed_plugins(
+    report: &mut Report,
+    routes: &[Arc<HttpRoute>],
+    failed: &[(String, String)],
+) {
     if failed.is_empty() {
         return;
     }

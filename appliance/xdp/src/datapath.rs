@@ -58,6 +58,9 @@ pub struct Datapath {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     counters: PerCpuArray<MapData, u64>,
     gen_frame: aya::maps::Array<MapData, common::GenFrame>,
+    flow_clock: aya::maps::Array<MapData, common::FlowClock>,
+    /// When the program was loaded: the connection table's clock counts seconds from here.
+    loaded: std::time::Instant,
     state: State,
     limits: Limits,
     attached: Vec<Attachment>,
@@ -95,7 +98,7 @@ impl Datapath {
             .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
             .map_max_entries(common::MAP_NEXT_HOP, limits.max_backends)
             .map_max_entries(common::MAP_RING, ring)
-            .map_max_entries(common::MAP_FLOWS, limits.max_flows)
+            .map_max_entries(common::MAP_FLOWS, common::flow_buckets(limits.max_flows))
             .map_max_entries(common::MAP_NAT, limits.max_flows)
             .load(OBJECT)?;
         for name in [
@@ -140,8 +143,13 @@ impl Datapath {
         let gen_frame =
             aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_GEN_FRAME)?)
                 .map_err(map_err(common::MAP_GEN_FRAME))?;
-        Ok(Datapath {
+        let flow_clock =
+            aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_FLOW_CLOCK)?)
+                .map_err(map_err(common::MAP_FLOW_CLOCK))?;
+        let mut datapath = Datapath {
             gen_frame,
+            flow_clock,
+            loaded: std::time::Instant::now(),
             ebpf,
             maps,
             macs,
@@ -152,7 +160,26 @@ impl Datapath {
             limits,
             attached: Vec::new(),
             links: Vec::new(),
-        })
+        };
+        datapath.set_flow_clock(1)?;
+        Ok(datapath)
+    }
+
+    /// Moves the connection table's clock to now (seconds since load); the data plane calls it
+    /// every second. A flow's slot records when it was last seen; a new flow whose bucket is
+    /// full takes the slot seen longest ago.
+    pub fn tick_flow_clock(&mut self) -> Result<(), XdpError> {
+        let secs = u32::try_from(self.loaded.elapsed().as_secs()).unwrap_or(u32::MAX - 1);
+        self.set_flow_clock(secs.saturating_add(1))
+    }
+
+    /// Sets the connection table's clock (seconds, never 0; tests move it by hand).
+    pub fn set_flow_clock(&mut self, now: u32) -> Result<(), XdpError> {
+        let clock = common::FlowClock {
+            now: now.max(1),
+            mask: common::flow_buckets(self.limits.max_flows) - 1,
+        };
+        self.flow_clock.set(0, clock, 0).map_err(map_err(common::MAP_FLOW_CLOCK))
     }
 
     /// The table sizes this program was loaded with.

@@ -88,7 +88,7 @@ fn plane_sees_an_interface_loss_while_neighbours_churn_needs_root() {
         ip(&["link", "set", "ghq0", "up"]);
         ip(&["addr", "add", "10.99.0.1/24", "dev", "ghq0"]);
         let config = PlaneConfig {
-            interface: "ghp0".into(),
+            interfaces: vec!["ghp0".into()],
             mode: AttachMode::Driver,
             require_driver: false,
             limits: small(),

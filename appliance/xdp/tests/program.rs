@@ -555,3 +555,88 @@ fn established_flows_follow_their_vip_leaving_and_changing_forwarding_needs_root
     assert_eq!(seen(&out, 0).proto, 4, "IPIP");
     assert_eq!(out[34..], ack[14..], "inner packet unchanged");
 }
+
+/// The connection table is set-associative (buckets of four slots): with room for four flows
+/// (one bucket), a fifth takes the slot seen longest ago, never that of a flow seen since; a
+/// flow whose slot was taken is balanced again (a new flow, on the current table) and keeps
+/// its backend while the backend set is unchanged.
+#[test]
+fn connection_table_replaces_the_flow_seen_longest_ago_needs_root() {
+    if !root() {
+        return;
+    }
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.40", port, "10.0.0.1", 80, flags);
+    let backend_of = |dp: &Datapath, port: u16| {
+        let (action, out) = run(dp, &frame(port, TCP_ACK).bytes());
+        assert!(forwarded(action), "action {action}");
+        let s = seen(&out, 0);
+        SocketAddr::new(s.dst, s.dport)
+    };
+    dp.set_flow_clock(10).unwrap();
+    let mut backends = Vec::new();
+    for port in 1..=4u16 {
+        let (action, out) = run(&dp, &frame(port, TCP_SYN).bytes());
+        assert!(forwarded(action));
+        let s = seen(&out, 0);
+        backends.push(SocketAddr::new(s.dst, s.dport));
+    }
+    assert_eq!(new_flows(&dp), 4);
+    // Every one is pinned: its packets are no new flows.
+    for port in 1..=4u16 {
+        assert_eq!(backend_of(&dp, port), backends[usize::from(port) - 1]);
+    }
+    assert_eq!(new_flows(&dp), 4);
+    // Later, flow 1 is seen again; then a fifth flow needs a slot.
+    dp.set_flow_clock(20).unwrap();
+    backend_of(&dp, 1);
+    dp.set_flow_clock(30).unwrap();
+    let (action, _) = run(&dp, &frame(5, TCP_SYN).bytes());
+    assert!(forwarded(action));
+    assert_eq!(new_flows(&dp), 5);
+    // Flow 1 (seen at 20) and flow 5 are pinned: no new flow for their packets.
+    assert_eq!(backend_of(&dp, 1), backends[0]);
+    backend_of(&dp, 5);
+    assert_eq!(new_flows(&dp), 5);
+    // One of flows 2–4 (all last seen at 10) lost its slot: its next packet is a new flow,
+    // balanced to the same backend (the table did not change).
+    let before = new_flows(&dp);
+    let mut evicted = 0;
+    for port in 2..=4u16 {
+        let flows = new_flows(&dp);
+        assert_eq!(backend_of(&dp, port), backends[usize::from(port) - 1], "flow {port}");
+        evicted += new_flows(&dp) - flows;
+    }
+    assert!(evicted >= 1, "no flow lost its slot");
+    assert!(new_flows(&dp) - before <= 3);
+}
+
+/// A slot whose flow changed its VIP's shape or lost its backend is taken over by the same
+/// flow's new entry, not duplicated: with one bucket, four flows stay pinned after each of
+/// them was re-balanced.
+#[test]
+fn a_rebalanced_flow_reuses_its_own_slot_needs_root() {
+    if !root() {
+        return;
+    }
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.41", port, "10.0.0.1", 80, flags);
+    for port in 1..=4u16 {
+        // A SYN and its retransmission: one slot (a second would evict another flow).
+        run(&dp, &frame(port, TCP_SYN).bytes());
+        run(&dp, &frame(port, TCP_SYN).bytes());
+    }
+    let after_syns = new_flows(&dp);
+    assert_eq!(after_syns, 8);
+    for port in 1..=4u16 {
+        let (action, _) = run(&dp, &frame(port, TCP_ACK).bytes());
+        assert!(forwarded(action));
+    }
+    assert_eq!(new_flows(&dp), after_syns, "a retransmitted SYN took a second slot");
+}

@@ -17,8 +17,11 @@ pub const MAP_VIPS: &str = "GH_VIPS";
 pub const MAP_BACKENDS: &str = "GH_BACKENDS";
 /// Maglev lookup tables of every VIP, two halves per VIP (array of backend ids, `u32`).
 pub const MAP_RING: &str = "GH_RING";
-/// Connection table: [`FlowKey`] as received from the client → [`FlowValue`] (LRU hash).
+/// Connection table: a set-associative array of [`FlowBucket`]s, the bucket of a flow at
+/// [`flow_bucket`] of its [`flow_hash`] (see [`FlowSlot`]).
 pub const MAP_FLOWS: &str = "GH_FLOWS";
+/// Index 0: the connection table's [`FlowClock`] (array of one), written by user space.
+pub const MAP_FLOW_CLOCK: &str = "GH_FLOW_CLOCK";
 /// Full-NAT reverse path: [`FlowKey`] of a backend's reply → [`NatReverse`] (LRU hash).
 pub const MAP_NAT: &str = "GH_NAT";
 /// Index 0: the [`Settings`] (array of one).
@@ -183,6 +186,65 @@ pub struct FlowValue {
     pub vip_index: u32,
     /// The VIP's generation when the flow was pinned (host order).
     pub vip_gen: u32,
+}
+
+/// Slots per [`FlowBucket`] of the connection table.
+pub const FLOW_WAYS: usize = 4;
+
+/// One flow of the connection table: its key, where it goes, when it was last seen and a tag
+/// that makes a slot half-written by another CPU recognisable. A reader takes the slot only if
+/// the tag it read before the key and value equals the one it reads after them and equals
+/// [`flow_tag`] of the flow's hash and the value; a writer zeroes the tag first and writes it
+/// last (64 bytes, one cache line).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowSlot {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    /// [`FlowClock::now`] when a packet of the flow was last seen (host order).
+    pub seen: u32,
+    /// [`flow_tag`] of the flow; 0: empty or being written.
+    pub tag: u32,
+}
+
+/// A bucket of the connection table: a new flow takes the slot of its own key if there is
+/// one, else an empty one, else the one seen longest ago (LRU within the bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowBucket {
+    pub slots: [FlowSlot; FLOW_WAYS],
+}
+
+/// The connection table's clock and size, written by user space (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowClock {
+    /// Seconds since the program was loaded, plus one (0 marks a slot never seen).
+    pub now: u32,
+    /// Buckets − 1 (the number of buckets is a power of two).
+    pub mask: u32,
+}
+
+/// Buckets of a connection table of `max_flows` slots: a power of two, at least one.
+pub const fn flow_buckets(max_flows: u32) -> u32 {
+    let b = max_flows / FLOW_WAYS as u32;
+    if b <= 1 { 1 } else { b.next_power_of_two() }
+}
+
+/// The bucket index (before masking) of a flow hash: its high bits first, so flows of one bucket
+/// do not share their low bits (Maglev uses the hash modulo the table length).
+#[inline(always)]
+pub fn flow_bucket(hash: u32) -> u32 {
+    hash.rotate_left(16)
+}
+
+/// The tag of a slot holding `value` for a flow of hash `hash`; never 0.
+#[inline(always)]
+pub fn flow_tag(hash: u32, value: &FlowValue) -> u32 {
+    let mut h = mix(hash, value.backend);
+    h = mix(h, u32::from(value.snat_port) | (u32::from(value.flags) << 16));
+    h = mix(h, value.vip_index ^ value.vip_gen.rotate_left(16));
+    finish(h) | 1
 }
 
 /// The original addresses of a full-NAT flow, to rewrite a backend's reply.
@@ -368,15 +430,21 @@ pub const COUNTERS: u32 = 10;
 /// Inputs are the raw wire-order values as stored in [`FlowKey`].
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    let mut h: u32 = 0x9e37_79b9 ^ u32::from(key.proto);
-    h = mix(h, key.src[0]);
-    h = mix(h, key.src[1]);
-    h = mix(h, key.src[2]);
-    h = mix(h, key.src[3]);
+    flow_hash_of(&key.src, &key.dst, key.sport, key.dport, key.proto)
+}
+
+/// [`flow_hash`] of a flow given by its fields (no [`FlowKey`] to build).
+#[inline(always)]
+pub fn flow_hash_of(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h: u32 = 0x9e37_79b9 ^ u32::from(proto);
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
     // The destination is the VIP: the same for every flow of a VIP, so only its last word
     // (which differs between VIPs) is mixed in.
-    h = mix(h, key.dst[3]);
-    h = mix(h, u32::from(key.sport) | (u32::from(key.dport) << 16));
+    h = mix(h, dst[3]);
+    h = mix(h, u32::from(sport) | (u32::from(dport) << 16));
     finish(h)
 }
 

@@ -5,8 +5,8 @@
 #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use crate::{
-    Backend, BackendStats, FlowKey, FlowValue, GenFrame, Mac, NatReverse, NextHop, OwnedKey,
-    Settings, SynWindow, VipKey, VipStats, VipValue,
+    Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatReverse,
+    NextHop, OwnedKey, Settings, SynWindow, VipKey, VipStats, VipValue,
 };
 
 // SAFETY (every impl below): each type is `#[repr(C)]`, `Copy`, made only of integers and
@@ -23,6 +23,10 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowValue {}
 // SAFETY: see above.
 unsafe impl aya::Pod for NatReverse {}
+// SAFETY: see above.
+unsafe impl aya::Pod for FlowBucket {}
+// SAFETY: see above.
+unsafe impl aya::Pod for FlowClock {}
 // SAFETY: see above.
 unsafe impl aya::Pod for Settings {}
 // SAFETY: see above.

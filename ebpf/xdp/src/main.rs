@@ -25,10 +25,11 @@ use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
     COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
     COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey,
-    FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse,
-    NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats,
-    VipValue, client_hop_slot, filter_has, flow_hash, is_mapped_v4, nat_port,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FLOW_WAYS,
+    FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP,
+    MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings,
+    SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
+    flow_buckets, flow_hash, flow_hash_of, flow_tag, is_mapped_v4, nat_port,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -39,14 +40,15 @@ static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MA
 static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
-/// LRU flags: 0, one LRU list shared by every CPU. `BPF_F_NO_COMMON_LRU` (per-CPU lists)
-/// measured no cheaper here (`BPF_PROG_TEST_RUN` runs on one CPU, so the shared list's lock is
-/// never contended) and would give each CPU only `max_flows / possible CPUs` entries: a
-/// single-queue interface could use a fraction of the table.
-const LRU_FLAGS: u32 = 0;
+/// The connection table: set-associative, in an array (no helper call, no kernel LRU lists;
+/// see [`FlowSlot`]). Shared by every CPU.
 #[map]
-static GH_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
+static GH_FLOWS: Array<FlowBucket> = Array::with_max_entries(flow_buckets(DEFAULT_MAX_FLOWS), 0);
+#[map]
+static GH_FLOW_CLOCK: Array<FlowClock> = Array::with_max_entries(1, 0);
+/// LRU flags: 0, one LRU list shared by every CPU. `BPF_F_NO_COMMON_LRU` (per-CPU lists)
+/// measured no cheaper here and would give each CPU only `max_flows / possible CPUs` entries.
+const LRU_FLAGS: u32 = 0;
 #[map]
 static GH_NAT: LruHashMap<FlowKey, NatReverse> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
@@ -248,23 +250,19 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     {
         return action;
     }
-    let flow = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        _pad: 0,
-        _pad2: 0,
+    // No FlowKey here: its 40 bytes would count against this frame's share of the stack.
+    let hash = flow_hash_of(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return xdp_action::XDP_PASS;
     };
-    // An established flow: its entry says where to and which VIP it belongs to; while that
+    let bucket = GH_FLOWS.get_ptr_mut(flow_bucket(hash) & clock.mask);
+    // An established flow: its slot says where to and which VIP it belongs to; while that
     // VIP's generation stands, no VIP lookup. A SYN opens a connection: it takes the Maglev
-    // choice without asking the connection table (whose bucket, for a new flow, is a cache
-    // miss). A retransmitted SYN finds the same backend unless the table changed meanwhile,
-    // and with full NAT its own source port.
+    // choice without looking through the bucket. A retransmitted SYN finds the same backend
+    // unless the table changed meanwhile, and with full NAT its own source port.
     let pinned = if !(pkt.proto == PROTO_TCP && pkt.syn_only())
-        // SAFETY: read by value right away.
-        && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }.copied()
+        && let Some(bucket) = bucket
+        && let Some(entry) = pinned_flow(bucket, pkt, hash, clock.now)
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
         && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
     {
@@ -274,18 +272,30 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         vip_count(entry.vip_index, pkt, false);
         entry
     } else {
-        match unpinned(pkt, &flow, settings) {
-            Ok(v) => v,
+        let vip = match unpinned(pkt, settings) {
+            Ok(vip) => vip,
             Err(action) => return action,
+        };
+        // Written by `new_flow` (an out-parameter: the verifier refuses reading back a
+        // returned struct of mixed-size fields from the caller's stack).
+        let mut value = FlowValue::default();
+        let action = new_flow(vip, hash, pkt, &mut value);
+        if action != NEW_FLOW {
+            vip_count(vip.index, pkt, false);
+            return action;
         }
+        vip_count(vip.index, pkt, true);
+        value
     };
     to_backend(raw, pkt, &pinned)
 }
 
-/// A packet whose flow is not (or no longer) pinned: through the VIP table, and for a
-/// balanced VIP a new flow. `Err` carries the action for a packet that goes no further.
+/// A packet whose flow is not (or no longer) pinned: through the VIP table. `Ok`: a balanced
+/// VIP (the caller makes a new flow); `Err` carries the action for a packet that goes no
+/// further. Out of line, and not calling `new_flow` itself: each call chain stays within the
+/// verifier's 512-byte stack.
 #[inline(never)]
-fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowValue, u32> {
+fn unpinned(pkt: &Parsed, settings: &Settings) -> Result<&'static VipValue, u32> {
     let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
     // SAFETY: map values stay valid for the whole program run (RCU).
     let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
@@ -302,16 +312,7 @@ fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowVal
         }
         return Err(xdp_action::XDP_PASS);
     }
-    match new_flow(vip, flow, pkt, settings) {
-        Ok(v) => {
-            vip_count(vip.index, pkt, true);
-            Ok(v)
-        }
-        Err(action) => {
-            vip_count(vip.index, pkt, false);
-            Err(action)
-        }
-    }
+    Ok(vip)
 }
 
 /// Whether the drop list holds the packet's source.
@@ -374,46 +375,44 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
 }
 
 /// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
-/// choice, NAT port, new entry. `Err` carries the action for a packet that goes no further.
+/// choice, NAT port, new entry (pinned in the connection table, and written to `out`).
+/// Returns [`NEW_FLOW`], or the action for a packet that goes no further.
 #[inline(never)]
-fn new_flow(
-    vip: &VipValue,
-    flow: &FlowKey,
-    pkt: &Parsed,
-    settings: &Settings,
-) -> Result<FlowValue, u32> {
+fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32 {
+    let Some(settings) = GH_SETTINGS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
     if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
         if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
             // SAFETY: per-CPU slot.
             unsafe { (*s).syn_drops += 1 };
         }
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
-    let hash = flow_hash(flow);
     let Some(pos) = hash.checked_rem(vip.ring_size) else {
-        return Err(xdp_action::XDP_PASS);
+        return xdp_action::XDP_PASS;
     };
     let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     };
     let Some(backend) = GH_BACKENDS.get(id) else {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     };
     if backend.live == 0 || is_mapped_v4(&backend.addr) != pkt.v4 {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
     let snat_port = if vip.flags & VIP_FLAG_IPIP != 0 {
         0
     } else {
         let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-        match reserve_nat_port(flow, hash, backend, source, vip.index) {
+        match reserve_nat_port(pkt, hash, backend, source, vip.index) {
             Some(p) => p,
             None => {
                 count(COUNTER_NO_BACKEND);
-                return Err(xdp_action::XDP_DROP);
+                return xdp_action::XDP_DROP;
             }
         }
     };
@@ -425,14 +424,110 @@ fn new_flow(
         vip_index: vip.index,
         vip_gen: vip.shape_gen,
     };
-    let _ = GH_FLOWS.insert(flow, &value, 0);
-    Ok(value)
+    if let Some(clock) = GH_FLOW_CLOCK.get(0)
+        && let Some(bucket) = GH_FLOWS.get_ptr_mut(flow_bucket(hash) & clock.mask)
+    {
+        pin(bucket, pkt, hash, &value, clock.now);
+    }
+    *out = value;
+    NEW_FLOW
+}
+
+/// [`new_flow`]'s answer for a new flow (not an XDP action).
+const NEW_FLOW: u32 = u32::MAX;
+
+/// The pinned value of `flow` in its bucket, if a whole (untorn) slot holds it; marks it seen.
+#[inline(never)]
+fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Option<FlowValue> {
+    let mut way = 0;
+    while way < FLOW_WAYS {
+        // SAFETY: `bucket` is a map value (valid for the whole run) and `way` is in bounds.
+        // Another CPU may be writing the slot: the tag read before and after the key and value
+        // (volatile, in this order) tells a whole slot from a half-written one (see FlowSlot).
+        unsafe {
+            let slot: *mut FlowSlot = &raw mut (*bucket).slots[way];
+            let before = core::ptr::read_volatile(&raw const (*slot).tag);
+            if before != 0 && same_flow(&(*slot).key, pkt) {
+                let value = core::ptr::read_volatile(&raw const (*slot).value);
+                let after = core::ptr::read_volatile(&raw const (*slot).tag);
+                if before != after || after != flow_tag(hash, &value) {
+                    return None;
+                }
+                if (*slot).seen != now {
+                    core::ptr::write_volatile(&raw mut (*slot).seen, now);
+                }
+                return Some(value);
+            }
+        }
+        way += 1;
+    }
+    None
+}
+
+/// Whether a slot's key is the packet's flow (word by word: comparing the address arrays
+/// whole would call a byte-wise `memcmp`).
+#[inline(always)]
+fn same_flow(key: &FlowKey, pkt: &Parsed) -> bool {
+    key.sport == pkt.sport
+        && key.dport == pkt.dport
+        && key.src[3] == pkt.src[3]
+        && key.dst[3] == pkt.dst[3]
+        && key.src[0] == pkt.src[0]
+        && key.src[1] == pkt.src[1]
+        && key.src[2] == pkt.src[2]
+        && key.dst[0] == pkt.dst[0]
+        && key.dst[1] == pkt.dst[1]
+        && key.dst[2] == pkt.dst[2]
+        && key.proto == pkt.proto
+}
+
+/// Pins a flow in its bucket: in the slot that holds it already, else an empty one, else the
+/// one seen longest ago (ties: the first from a way the hash picks).
+#[inline(always)]
+fn pin(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, value: &FlowValue, now: u32) {
+    let start = (hash >> 5) as usize;
+    let mut victim = start & (FLOW_WAYS - 1);
+    let mut oldest = u32::MAX;
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let way = (start + i) & (FLOW_WAYS - 1);
+        // SAFETY: map value, index in bounds (see `pinned_flow`).
+        let (tag, seen, same) = unsafe {
+            let slot = &raw const (*bucket).slots[way];
+            ((*slot).tag, (*slot).seen, same_flow(&(*slot).key, pkt))
+        };
+        if same {
+            victim = way;
+            break;
+        }
+        let age = if tag == 0 { 0 } else { seen };
+        if age < oldest {
+            oldest = age;
+            victim = way;
+        }
+        i += 1;
+    }
+    // SAFETY: map value, index in bounds. The tag is zeroed first and written last (volatile:
+    // in this order), so a reader on another CPU never takes a half-written slot.
+    unsafe {
+        let slot: *mut FlowSlot = &raw mut (*bucket).slots[victim & (FLOW_WAYS - 1)];
+        core::ptr::write_volatile(&raw mut (*slot).tag, 0);
+        let key = &raw mut (*slot).key;
+        core::ptr::write_volatile(&raw mut (*key).src, pkt.src);
+        core::ptr::write_volatile(&raw mut (*key).dst, pkt.dst);
+        core::ptr::write_volatile(&raw mut (*key).sport, pkt.sport);
+        core::ptr::write_volatile(&raw mut (*key).dport, pkt.dport);
+        core::ptr::write_volatile(&raw mut (*key).proto, pkt.proto);
+        core::ptr::write_volatile(&raw mut (*slot).value, *value);
+        core::ptr::write_volatile(&raw mut (*slot).seen, now);
+        core::ptr::write_volatile(&raw mut (*slot).tag, flow_tag(hash, value));
+    }
 }
 
 /// Picks a free NAT source port for a new flow and records the reverse mapping.
 #[inline(always)]
 fn reserve_nat_port(
-    flow: &FlowKey,
+    flow: &Parsed,
     hash: u32,
     backend: &Backend,
     source: &Addr,

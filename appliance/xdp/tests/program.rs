@@ -640,3 +640,79 @@ fn a_rebalanced_flow_reuses_its_own_slot_needs_root() {
     }
     assert_eq!(new_flows(&dp), after_syns, "a retransmitted SYN took a second slot");
 }
+
+/// The full-NAT reverse table: a NAT source port stays its flow's while the flow is in the
+/// connection table, and after that until no reply came for `NAT_QUIET_SECS`; with every
+/// port taken a new flow is dropped and counted, never given a port in use. Once reused, the
+/// port's replies go to the new flow's client, and the old backend's are not rewritten.
+/// (One NAT port per CPU, the test thread pinned to one CPU.)
+#[test]
+fn nat_ports_are_reused_only_after_their_flow_is_gone_and_quiet_needs_root() {
+    if !root() {
+        return;
+    }
+    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_QUIET_SECS};
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp.limit_nat_ports(1).unwrap();
+    dp.set_flow_clock(10).unwrap();
+    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    let syn = |client: &str, port: u16| Frame::tcp(client, port, "10.0.0.1", 80, TCP_SYN).bytes();
+    let backend = |f: &[u8]| match model.decide(f) {
+        Decision::Nat(b) => b,
+        other => panic!("{other:?}"),
+    };
+    // Flow A gets the port.
+    let a = syn("203.0.113.50", 1000);
+    let (action, out) = run(&dp, &a);
+    assert!(forwarded(action), "action {action}");
+    let fa = seen(&out, 0);
+    assert_eq!(SocketAddr::new(fa.dst, fa.dport), backend(&a));
+    // Flow B, to the other backend: no port free (A holds it) → dropped and counted.
+    let b = (2000..3000u16)
+        .map(|p| syn("203.0.113.51", p))
+        .find(|f| backend(f) != backend(&a))
+        .unwrap();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    // A backend's reply to A is rewritten to A's client (and marks the port seen at 10).
+    let reply_a =
+        Frame::tcp(&fa.dst.to_string(), fa.dport, &fa.src.to_string(), fa.sport, TCP_ACK).bytes();
+    let (action, out) = run(&dp, &reply_a);
+    assert!(forwarded(action));
+    assert_eq!(seen(&out, 0).dst, "203.0.113.50".parse::<IpAddr>().unwrap());
+    // Four IPIP flows at 20 fill the one bucket: A (seen at 10) loses its slot.
+    dp.set_flow_clock(20).unwrap();
+    for port in 1..=4u16 {
+        let f = Frame::tcp("203.0.113.52", port, "10.0.0.3", 80, TCP_SYN).bytes();
+        assert!(forwarded(run(&dp, &f).0));
+    }
+    // Still within the quiet time after A's last reply: the port stays A's.
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    let (_, out) = run(&dp, &reply_a);
+    assert_eq!(seen(&out, 0).dst, "203.0.113.50".parse::<IpAddr>().unwrap());
+    // Quiet long enough: B takes the port.
+    dp.set_flow_clock(20 + NAT_QUIET_SECS).unwrap();
+    let (action, out) = run(&dp, &b);
+    assert!(forwarded(action), "action {action}");
+    let fb = seen(&out, 0);
+    assert_eq!(fb.sport, fa.sport, "B has A's old port");
+    assert_ne!(fb.dst, fa.dst);
+    // B's backend's reply goes to B's client; A's backend's is no longer rewritten.
+    let reply_b =
+        Frame::tcp(&fb.dst.to_string(), fb.dport, &fb.src.to_string(), fb.sport, TCP_ACK).bytes();
+    let (action, out) = run(&dp, &reply_b);
+    assert!(forwarded(action));
+    assert_eq!(seen(&out, 0).dst, "203.0.113.51".parse::<IpAddr>().unwrap());
+    let (action, out) = run(&dp, &reply_a);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, reply_a, "a reply for the old flow was rewritten");
+}

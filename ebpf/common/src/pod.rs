@@ -5,7 +5,7 @@
 #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use crate::{
-    Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatReverse,
+    Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatSlot,
     NextHop, OwnedKey, Settings, SynWindow, VipKey, VipStats, VipValue,
 };
 
@@ -22,9 +22,9 @@ unsafe impl aya::Pod for FlowKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for FlowValue {}
 // SAFETY: see above.
-unsafe impl aya::Pod for NatReverse {}
-// SAFETY: see above.
 unsafe impl aya::Pod for FlowBucket {}
+// SAFETY: see above.
+unsafe impl aya::Pod for NatSlot {}
 // SAFETY: see above.
 unsafe impl aya::Pod for FlowClock {}
 // SAFETY: see above.

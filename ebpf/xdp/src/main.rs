@@ -15,21 +15,23 @@ mod packet;
 
 use aya_ebpf::bindings::{bpf_fib_lookup, xdp_action, xdp_md};
 use aya_ebpf::helpers::generated::{
-    bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+    bpf_fib_lookup as fib_lookup, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_redirect,
+    bpf_xdp_adjust_head,
 };
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::lpm_trie::Key as LpmKey;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
     COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
     COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FLOW_WAYS,
-    FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP,
-    MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings,
-    SynWindow, VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
-    flow_buckets, flow_hash, flow_hash_of, flow_tag, is_mapped_v4, nat_port,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
+    DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
+    GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
+    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow,
+    VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
+    flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_index, nat_lane, nat_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -46,12 +48,11 @@ static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFA
 static GH_FLOWS: Array<FlowBucket> = Array::with_max_entries(flow_buckets(DEFAULT_MAX_FLOWS), 0);
 #[map]
 static GH_FLOW_CLOCK: Array<FlowClock> = Array::with_max_entries(1, 0);
-/// LRU flags: 0, one LRU list shared by every CPU. `BPF_F_NO_COMMON_LRU` (per-CPU lists)
-/// measured no cheaper here and would give each CPU only `max_flows / possible CPUs` entries.
-const LRU_FLAGS: u32 = 0;
+/// The full-NAT reverse table: one slot per NAT source port and lane (see [`NatSlot`]).
 #[map]
-static GH_NAT: LruHashMap<FlowKey, NatReverse> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
+static GH_NAT: Array<NatSlot> = Array::with_max_entries(DEFAULT_NAT_LANES * 65_536, 0);
+#[map]
+static GH_NAT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(DEFAULT_NAT_LANES, 0);
 #[map]
 static GH_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
@@ -81,6 +82,9 @@ static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIEN
 /// the run counter must go on from where it was (one benchmark runs at a time).
 #[map]
 static GH_BENCH: Array<u64> = Array::with_max_entries(8, 0);
+/// The benchmark twins' copy of the frame they restore (per CPU, one slot).
+#[map]
+static GH_BENCH_SAVED: PerCpuArray<GenFrame> = PerCpuArray::with_max_entries(1, 0);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const AF_INET: u8 = 2;
@@ -134,18 +138,23 @@ pub fn gatehouse_xdp_bench_new(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn restoring(ctx: &XdpContext) -> u32 {
-    // 60 bytes as 7 words + 1: byte arrays would be copied a byte at a time.
-    type Saved = ([u64; 7], u32);
     const SAVED: usize = 60;
     let start = ctx.data();
+    // The saved bytes live in a per-CPU map, not on the stack: the stack is the verifier's
+    // 512 bytes per call chain, which the program itself needs.
+    let Some(saved) = GH_BENCH_SAVED.get_ptr_mut(0) else {
+        return process(ctx);
+    };
     if start + SAVED > ctx.data_end() {
         return process(ctx);
     }
     // SAFETY: the 60 bytes at `start` were bounds-checked just above; unaligned packet access
-    // is accepted (see packet.rs).
-    let saved: Saved = unsafe {
-        (core::ptr::read(start as *const [u64; 7]), core::ptr::read((start + 56) as *const u32))
-    };
+    // is accepted (see packet.rs); `saved` is this CPU's slot.
+    unsafe {
+        let w = core::ptr::read(start as *const [u64; 7]);
+        (*saved).words = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], 0];
+        (*saved).words[7] = u64::from(core::ptr::read((start + 56) as *const u32));
+    }
     let before = ctx.data_end() - start;
     let action = process(ctx);
     let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
@@ -155,10 +164,11 @@ fn restoring(ctx: &XdpContext) -> u32 {
     }
     let start = ctx.data();
     if start + SAVED <= ctx.data_end() {
-        // SAFETY: bounds-checked just above.
+        // SAFETY: bounds-checked just above; `saved` as above.
         unsafe {
-            core::ptr::write(start as *mut [u64; 7], saved.0);
-            core::ptr::write((start + 56) as *mut u32, saved.1);
+            let w = &(*saved).words;
+            core::ptr::write(start as *mut [u64; 7], [w[0], w[1], w[2], w[3], w[4], w[5], w[6]]);
+            core::ptr::write((start + 56) as *mut u32, w[7] as u32);
         }
     }
     action
@@ -379,9 +389,6 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
 /// Returns [`NEW_FLOW`], or the action for a packet that goes no further.
 #[inline(never)]
 fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32 {
-    let Some(settings) = GH_SETTINGS.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
     if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
         if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
             // SAFETY: per-CPU slot.
@@ -404,31 +411,40 @@ fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32
         count(COUNTER_NO_BACKEND);
         return xdp_action::XDP_DROP;
     }
-    let snat_port = if vip.flags & VIP_FLAG_IPIP != 0 {
-        0
-    } else {
-        let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-        match reserve_nat_port(pkt, hash, backend, source, vip.index) {
-            Some(p) => p,
-            None => {
-                count(COUNTER_NO_BACKEND);
-                return xdp_action::XDP_DROP;
-            }
-        }
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return xdp_action::XDP_PASS;
     };
-    let value = FlowValue {
+    let bucket_index = flow_bucket(hash) & clock.mask;
+    let Some(bucket) = GH_FLOWS.get_ptr_mut(bucket_index) else {
+        return xdp_action::XDP_PASS;
+    };
+    let way = victim(bucket, pkt, hash);
+    let mut value = FlowValue {
         backend: id,
-        snat_port,
+        snat_port: 0,
         flags: vip.flags,
         _pad: 0,
         vip_index: vip.index,
         vip_gen: vip.shape_gen,
     };
-    if let Some(clock) = GH_FLOW_CLOCK.get(0)
-        && let Some(bucket) = GH_FLOWS.get_ptr_mut(flow_bucket(hash) & clock.mask)
-    {
-        pin(bucket, pkt, hash, &value, clock.now);
+    let nat = if vip.flags & VIP_FLAG_IPIP != 0 {
+        None
+    } else {
+        let Some((port, slot)) = nat_slot(pkt, backend, id, clock) else {
+            count(COUNTER_NO_BACKEND);
+            return xdp_action::XDP_DROP;
+        };
+        value.snat_port = port.to_be();
+        Some(slot)
+    };
+    let tag = flow_tag(hash, &value);
+    if let Some(slot) = nat {
+        let owner = bucket_index * FLOW_WAYS as u32 + way as u32;
+        write_nat(slot, pkt, backend, id, (owner, tag));
     }
+    // SAFETY: map value, `way` in bounds.
+    let slot = unsafe { &raw mut (*bucket).slots[way & (FLOW_WAYS - 1)] };
+    pin(slot, pkt, tag, &value, clock.now);
     *out = value;
     NEW_FLOW
 }
@@ -481,10 +497,10 @@ fn same_flow(key: &FlowKey, pkt: &Parsed) -> bool {
         && key.proto == pkt.proto
 }
 
-/// Pins a flow in its bucket: in the slot that holds it already, else an empty one, else the
-/// one seen longest ago (ties: the first from a way the hash picks).
+/// The way of its bucket a new flow takes: the slot that holds the flow already, else an
+/// empty one, else the one seen longest ago (ties: the first from a way the hash picks).
 #[inline(always)]
-fn pin(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, value: &FlowValue, now: u32) {
+fn victim(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32) -> usize {
     let start = (hash >> 5) as usize;
     let mut victim = start & (FLOW_WAYS - 1);
     let mut oldest = u32::MAX;
@@ -497,8 +513,7 @@ fn pin(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, value: &FlowValue, now:
             ((*slot).tag, (*slot).seen, same_flow(&(*slot).key, pkt))
         };
         if same {
-            victim = way;
-            break;
+            return way;
         }
         let age = if tag == 0 { 0 } else { seen };
         if age < oldest {
@@ -507,10 +522,15 @@ fn pin(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, value: &FlowValue, now:
         }
         i += 1;
     }
-    // SAFETY: map value, index in bounds. The tag is zeroed first and written last (volatile:
-    // in this order), so a reader on another CPU never takes a half-written slot.
+    victim
+}
+
+/// Writes a flow into a slot of its bucket. The tag is zeroed first and written last
+/// (volatile: in this order), so a reader on another CPU never takes a half-written slot.
+#[inline(always)]
+fn pin(slot: *mut FlowSlot, pkt: &Parsed, tag: u32, value: &FlowValue, now: u32) {
+    // SAFETY: `slot` is inside a map value (valid for the whole run).
     unsafe {
-        let slot: *mut FlowSlot = &raw mut (*bucket).slots[victim & (FLOW_WAYS - 1)];
         core::ptr::write_volatile(&raw mut (*slot).tag, 0);
         let key = &raw mut (*slot).key;
         core::ptr::write_volatile(&raw mut (*key).src, pkt.src);
@@ -520,56 +540,108 @@ fn pin(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, value: &FlowValue, now:
         core::ptr::write_volatile(&raw mut (*key).proto, pkt.proto);
         core::ptr::write_volatile(&raw mut (*slot).value, *value);
         core::ptr::write_volatile(&raw mut (*slot).seen, now);
-        core::ptr::write_volatile(&raw mut (*slot).tag, flow_tag(hash, value));
+        core::ptr::write_volatile(&raw mut (*slot).tag, tag);
     }
 }
 
-/// Picks a free NAT source port for a new flow and records the reverse mapping.
+/// A NAT source port for a new flow to `backend` (id `id`) and its reverse-table slot: the
+/// next ports from this CPU's cursor in the backend's lane (each CPU's cursor starts its own
+/// share of the range further on, so CPUs rarely meet), the first whose slot is free: empty,
+/// this very flow's, or its flow's connection-table slot gone and no reply for
+/// [`NAT_QUIET_SECS`]. The cursor comes back to a port after the lane's whole range, by then
+/// almost always free (the table has twice as many slots as the connection table).
+/// `None`: [`NAT_PORT_TRIES`] ports all taken.
 #[inline(always)]
-fn reserve_nat_port(
-    flow: &Parsed,
-    hash: u32,
+fn nat_slot(
+    pkt: &Parsed,
     backend: &Backend,
-    source: &Addr,
-    vip_index: u32,
-) -> Option<u16> {
-    let reverse = NatReverse {
-        client: flow.src,
-        vip: flow.dst,
-        client_port: flow.sport,
-        vip_port: flow.dport,
-        vip_index,
-    };
+    id: u32,
+    clock: &FlowClock,
+) -> Option<(u16, *mut NatSlot)> {
+    let lane = nat_lane(&backend.addr, backend.port, clock.nat_mask);
+    // SAFETY: a plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let cursor = GH_NAT_CURSOR.get_ptr_mut(lane)?;
+    let ports = clock.nat_ports;
+    if ports == 0 {
+        return None;
+    }
+    let offset = (cpu % clock.cpus.max(1)) * (ports / clock.cpus.max(1));
     let mut attempt = 0;
     while attempt < NAT_PORT_TRIES {
-        let port = nat_port(hash, attempt).to_be();
-        let key = FlowKey {
-            src: backend.addr,
-            dst: *source,
-            sport: backend.port,
-            dport: port,
-            proto: flow.proto,
-            _pad: 0,
-            _pad2: 0,
+        // SAFETY: a per-CPU slot.
+        let next = unsafe {
+            let n = *cursor;
+            *cursor = n.wrapping_add(1);
+            n
         };
-        // BPF_NOEXIST: a port already mapped for another flow is not taken over. A port of this
-        // very flow (its forward entry was evicted) is reused.
-        const BPF_NOEXIST: u64 = 1;
-        if GH_NAT.insert(&key, &reverse, BPF_NOEXIST).is_ok() {
-            return Some(port);
-        }
-        // SAFETY: read by value right away.
-        if let Some(existing) = unsafe { GH_NAT.get(&key) }
-            && existing.client == reverse.client
-            && existing.client_port == reverse.client_port
-            && existing.vip == reverse.vip
-            && existing.vip_port == reverse.vip_port
+        let port = (NAT_PORT_BASE + (offset + next % ports) % ports) as u16;
+        if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port))
+            && nat_free(slot, pkt, id, clock.now)
         {
-            return Some(port);
+            return Some((port, slot));
         }
         attempt += 1;
     }
     None
+}
+
+/// Whether a reverse-table slot may be given to this flow (see [`nat_slot`]).
+#[inline(always)]
+fn nat_free(slot: *mut NatSlot, pkt: &Parsed, id: u32, now: u32) -> bool {
+    // SAFETY: map value; read field by field (another CPU's reply may be refreshing `seen`).
+    unsafe {
+        let tag = core::ptr::read_volatile(&raw const (*slot).tag);
+        if tag == 0 {
+            return true;
+        }
+        let s = &*slot;
+        if s.backend == id
+            && s.client_port == pkt.sport
+            && s.vip_port == pkt.dport
+            && s.proto == pkt.proto
+            && s.client == pkt.src
+            && s.vip == pkt.dst
+        {
+            return true;
+        }
+        if s.seen != 0 && now.wrapping_sub(s.seen) < NAT_QUIET_SECS {
+            return false;
+        }
+        // Its flow's connection-table slot: still carrying the tag, the port is in use.
+        let owner = s.owner;
+        match GH_FLOWS.get(owner / FLOW_WAYS as u32) {
+            Some(bucket) => {
+                let way = &bucket.slots[(owner as usize) & (FLOW_WAYS - 1)];
+                core::ptr::read_volatile(&raw const way.tag) != s.owner_tag
+            }
+            None => true,
+        }
+    }
+}
+
+/// Writes a flow's reverse mapping (tag zeroed first, written last; see [`NatSlot`]).
+#[inline(always)]
+fn write_nat(slot: *mut NatSlot, pkt: &Parsed, backend: &Backend, id: u32, owner: (u32, u32)) {
+    // SAFETY: `slot` is a map value (valid for the whole run). Field by field: a whole
+    // `NatSlot` built on the stack would cost 64 bytes of this call chain's 512.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).tag, 0);
+        core::ptr::write_volatile(&raw mut (*slot).client, pkt.src);
+        core::ptr::write_volatile(&raw mut (*slot).vip, pkt.dst);
+        core::ptr::write_volatile(&raw mut (*slot).backend, id);
+        core::ptr::write_volatile(&raw mut (*slot).backend_port, backend.port);
+        core::ptr::write_volatile(&raw mut (*slot).client_port, pkt.sport);
+        core::ptr::write_volatile(&raw mut (*slot).vip_port, pkt.dport);
+        core::ptr::write_volatile(&raw mut (*slot).proto, pkt.proto);
+        core::ptr::write_volatile(&raw mut (*slot).owner, owner.0);
+        core::ptr::write_volatile(&raw mut (*slot).owner_tag, owner.1);
+        core::ptr::write_volatile(&raw mut (*slot).seen, 0);
+        // Computed from what is in the slot now: if another CPU wrote it meanwhile, the tag
+        // matches neither flow and readers ignore the slot.
+        let tag = nat_tag(&*slot);
+        core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+    }
 }
 
 /// Whether this SYN exceeds the VIP's per-CPU budget of new connections per second.
@@ -595,24 +667,36 @@ fn syn_flood(vip: &VipValue) -> bool {
 /// VIP to the client and sent on. `None`: no such flow, the packet goes on as any other.
 #[inline(never)]
 fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
-    let key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        _pad: 0,
-        _pad2: 0,
+    let clock = GH_FLOW_CLOCK.get(0)?;
+    let lane = nat_lane(&pkt.src, pkt.sport, clock.nat_mask);
+    let slot = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.dport)))?;
+    // SAFETY: a map value; the tag read before and after the fields (volatile) tells a whole
+    // slot from one another CPU is writing. Only what the rewrite needs is copied.
+    let (client, vip, ports) = unsafe {
+        let before = core::ptr::read_volatile(&raw const (*slot).tag);
+        let s = &*slot;
+        let (client, vip) = (s.client, s.vip);
+        let ports = packet::ports(s.vip_port, s.client_port);
+        let whole = nat_tag(s) == before
+            && s.backend_port == pkt.sport
+            && s.proto == pkt.proto
+            && GH_BACKENDS.get(s.backend).is_some_and(|b| b.addr == pkt.src);
+        let after = core::ptr::read_volatile(&raw const (*slot).tag);
+        if before == 0 || before != after || !whole {
+            return None;
+        }
+        if s.seen != clock.now {
+            // A racing write of the same field is harmless.
+            core::ptr::write_volatile(&raw mut (*slot).seen, clock.now);
+        }
+        (client, vip, ports)
     };
-    // SAFETY: read by value right away.
-    let orig = unsafe { GH_NAT.get(&key) }?;
     count(COUNTER_NAT_REVERSE);
-    let ports = packet::ports(orig.vip_port, orig.client_port);
-    if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
+    if !packet::rewrite(raw, pkt, &vip, &client, ports) {
         count(COUNTER_MALFORMED);
         return Some(xdp_action::XDP_DROP);
     }
-    Some(forward(raw, pkt, &orig.client, false, CLIENT_SLOT | client_hop_slot(&orig.client)))
+    Some(forward(raw, pkt, &client, false, CLIENT_SLOT | client_hop_slot(&client)))
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next

@@ -335,6 +335,23 @@ impl Datapath {
         (0..8).map(|i| counts.get(&i, 0).map_err(map_err(common::MAP_BENCH))).collect()
     }
 
+    /// The full-NAT reverse-table slot at `index` ([`common::nat_index`]).
+    pub fn nat_slot(&self, index: u32) -> Result<common::NatSlot, XdpError> {
+        let map = self.ebpf.map(common::MAP_NAT).ok_or(XdpError::MissingMap(common::MAP_NAT))?;
+        let slots = aya::maps::Array::<_, common::NatSlot>::try_from(map)
+            .map_err(map_err(common::MAP_NAT))?;
+        slots.get(&index, 0).map_err(map_err(common::MAP_NAT))
+    }
+
+    /// Overwrites the reverse-table slot at `index` (tests: a slot another CPU is claiming).
+    pub fn write_nat_slot(&mut self, index: u32, slot: &common::NatSlot) -> Result<(), XdpError> {
+        let map =
+            self.ebpf.map_mut(common::MAP_NAT).ok_or(XdpError::MissingMap(common::MAP_NAT))?;
+        let mut slots = aya::maps::Array::<_, common::NatSlot>::try_from(map)
+            .map_err(map_err(common::MAP_NAT))?;
+        slots.set(index, slot, 0).map_err(map_err(common::MAP_NAT))
+    }
+
     /// The trivial `XDP_PASS` program (the benchmark's floor).
     pub fn floor_program(&self) -> Result<&Xdp, XdpError> {
         self.named_program(common::FLOOR_PROGRAM_NAME)

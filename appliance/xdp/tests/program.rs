@@ -716,3 +716,51 @@ fn nat_ports_are_reused_only_after_their_flow_is_gone_and_quiet_needs_root() {
     assert_eq!(action, XDP_PASS);
     assert_eq!(out, reply_a, "a reply for the old flow was rewritten");
 }
+
+/// A NAT port's slot is written only by the CPU whose claim (one compare-and-swap of the
+/// slot's claim word from the value seen when it was judged free) succeeded: a slot another
+/// CPU is claiming (odd claim word, written from here) is not overwritten, the flow tries its
+/// next port (none here: dropped and counted); once released, a claim takes it (+ 2).
+#[test]
+fn nat_slot_claimed_by_another_cpu_is_not_overwritten_needs_root() {
+    if !root() {
+        return;
+    }
+    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_PORT_BASE, nat_index};
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp.limit_nat_ports(1).unwrap();
+    dp.set_flow_clock(10).unwrap();
+    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    // One lane (4 flows), one port: every full-NAT flow wants this slot.
+    let index = nat_index(0, NAT_PORT_BASE as u16);
+    let empty = dp.nat_slot(index).unwrap();
+    assert_eq!((empty.tag, empty.claim), (0, 0));
+    // Another CPU claimed the (empty, free) slot and is writing it.
+    let claimed = gatehouse_xdp::common::NatSlot { claim: 7, ..empty };
+    dp.write_nat_slot(index, &claimed).unwrap();
+    let a = Frame::tcp("203.0.113.60", 1000, "10.0.0.1", 80, TCP_SYN).bytes();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &a).0, XDP_DROP, "a slot being claimed was taken");
+    assert_eq!(no_port(&dp), before + 1);
+    assert_eq!(dp.nat_slot(index).unwrap(), claimed, "a slot being claimed was written");
+    // Released (still empty): the next flow claims it, writes it and releases it (+ 2).
+    dp.write_nat_slot(index, &gatehouse_xdp::common::NatSlot { claim: 8, ..empty }).unwrap();
+    let (action, out) = run(&dp, &a);
+    assert!(forwarded(action), "action {action}");
+    let taken = dp.nat_slot(index).unwrap();
+    assert_eq!(taken.claim, 10);
+    assert_ne!(taken.tag, 0);
+    assert_eq!(u16::from_be(taken.client_port), 1000);
+    assert_eq!(seen(&out, 0).sport, NAT_PORT_BASE as u16);
+    // Taken: a second client finds no free port and leaves the slot (and its claim) alone.
+    let b = Frame::tcp("203.0.113.61", 2000, "10.0.0.1", 80, TCP_SYN).bytes();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    assert_eq!(dp.nat_slot(index).unwrap(), taken);
+}

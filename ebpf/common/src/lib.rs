@@ -264,8 +264,9 @@ pub const NAT_QUIET_SECS: u32 = 60;
 
 /// The reverse mapping of one full-NAT flow (64 bytes, one cache line). `owner` and
 /// `owner_tag` name the connection-table slot of the flow: while that slot still carries the
-/// tag, the port is taken. Written and read like a [`FlowSlot`] (tag zeroed first, written
-/// last; a reader compares the tag before and after and with [`nat_tag`]).
+/// tag, the port is taken. Written only by the CPU that claimed it (`claim`, see
+/// [`nat_claimed`]); read like a [`FlowSlot`] (tag zeroed first, written last; a reader
+/// compares the tag before and after and with [`nat_tag`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NatSlot {
@@ -291,7 +292,16 @@ pub struct NatSlot {
     pub seen: u32,
     /// [`nat_tag`] of the fields above; 0: empty or being written.
     pub tag: u32,
-    pub _pad2: u32,
+    /// Who may write the slot: a count of claims, odd while the claiming CPU writes it. A
+    /// CPU that judged the slot free takes it with one compare-and-swap from the even value
+    /// it read before judging to that value + 1, and stores + 2 when the slot is written.
+    pub claim: u32,
+}
+
+/// Whether a [`NatSlot::claim`] value says a CPU is writing the slot now.
+#[inline(always)]
+pub const fn nat_claimed(claim: u32) -> bool {
+    claim & 1 == 1
 }
 
 /// The tag of a [`NatSlot`]: covers every field a reply is rewritten with; never 0.

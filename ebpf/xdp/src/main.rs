@@ -9,6 +9,12 @@
 //! bounds the verifier checks.
 #![no_std]
 #![no_main]
+// The NAT port claim's compare-and-swap: the BPF target declares no atomic CAS, so
+// `AtomicU32::compare_exchange` is absent; the intrinsic lowers to BPF_CMPXCHG (BPF CPU v3).
+#![feature(core_intrinsics)]
+// An empty `asm!` is the compiler barrier: LLVM's BPF back end cannot select a fence.
+#![feature(asm_experimental_arch)]
+#![allow(internal_features)]
 
 mod csum;
 mod packet;
@@ -31,7 +37,7 @@ use gatehouse_ebpf_common::{
     GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
     NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow,
     VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
-    flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_index, nat_lane, nat_tag,
+    flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_claimed, nat_index, nat_lane, nat_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -430,17 +436,17 @@ fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32
     let nat = if vip.flags & VIP_FLAG_IPIP != 0 {
         None
     } else {
-        let Some((port, slot)) = nat_slot(pkt, backend, id, clock) else {
+        let Some((port, slot, claim)) = nat_slot(pkt, backend, id, clock) else {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         };
         value.snat_port = port.to_be();
-        Some(slot)
+        Some((slot, claim))
     };
     let tag = flow_tag(hash, &value);
-    if let Some(slot) = nat {
+    if let Some((slot, claim)) = nat {
         let owner = bucket_index * FLOW_WAYS as u32 + way as u32;
-        write_nat(slot, pkt, backend, id, (owner, tag));
+        write_nat(slot, claim, pkt, backend, id, (owner, tag));
     }
     // SAFETY: map value, `way` in bounds.
     let slot = unsafe { &raw mut (*bucket).slots[way & (FLOW_WAYS - 1)] };
@@ -550,14 +556,18 @@ fn pin(slot: *mut FlowSlot, pkt: &Parsed, tag: u32, value: &FlowValue, now: u32)
 /// this very flow's, or its flow's connection-table slot gone and no reply for
 /// [`NAT_QUIET_SECS`]. The cursor comes back to a port after the lane's whole range, by then
 /// almost always free (the table has twice as many slots as the connection table).
-/// `None`: [`NAT_PORT_TRIES`] ports all taken.
+///
+/// A free slot is then claimed ([`claim_nat`]): of CPUs that judged one port free at once,
+/// only one owns it and writes it; the others try their next port. Returns the port, the
+/// slot and the claim value [`write_nat`] releases it with. `None`: [`NAT_PORT_TRIES`] ports
+/// all taken.
 #[inline(always)]
 fn nat_slot(
     pkt: &Parsed,
     backend: &Backend,
     id: u32,
     clock: &FlowClock,
-) -> Option<(u16, *mut NatSlot)> {
+) -> Option<(u16, *mut NatSlot, u32)> {
     let lane = nat_lane(&backend.addr, backend.port, clock.nat_mask);
     // SAFETY: a plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -576,10 +586,14 @@ fn nat_slot(
             n
         };
         let port = (NAT_PORT_BASE + (offset + next % ports) % ports) as u16;
-        if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port))
-            && nat_free(slot, pkt, id, clock.now)
-        {
-            return Some((port, slot));
+        if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port)) {
+            // SAFETY: map value; read before judging the slot (the fence keeps the judging
+            // reads after it), so a slot written since fails the claim below.
+            let seen = unsafe { core::ptr::read_volatile(&raw const (*slot).claim) };
+            compiler_barrier();
+            if !nat_claimed(seen) && nat_free(slot, pkt, id, clock.now) && claim_nat(slot, seen) {
+                return Some((port, slot, seen.wrapping_add(2)));
+            }
         }
         attempt += 1;
     }
@@ -620,9 +634,43 @@ fn nat_free(slot: *mut NatSlot, pkt: &Parsed, id: u32, now: u32) -> bool {
     }
 }
 
-/// Writes a flow's reverse mapping (tag zeroed first, written last; see [`NatSlot`]).
+/// Keeps the compiler from moving memory accesses across this point (no instruction; the
+/// CPU's own order is x86's, see [`NatSlot`]).
 #[inline(always)]
-fn write_nat(slot: *mut NatSlot, pkt: &Parsed, backend: &Backend, id: u32, owner: (u32, u32)) {
+fn compiler_barrier() {
+    // SAFETY: an empty instruction sequence; without `nomem` the compiler assumes it reads
+    // and writes any memory, which is the point.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+}
+
+/// Takes a reverse-table slot judged free when its claim word read `seen` (even): one
+/// compare-and-swap to `seen + 1` (odd: being written). Fails when any other CPU claimed the
+/// slot since `seen` was read, whatever it wrote: the claim count only grows.
+#[inline(always)]
+fn claim_nat(slot: *mut NatSlot, seen: u32) -> bool {
+    use core::intrinsics::AtomicOrdering::SeqCst;
+    // SAFETY: `slot` is a map value (valid, aligned); an atomic access of one `u32` field.
+    let (_, won) = unsafe {
+        core::intrinsics::atomic_cxchg::<u32, { SeqCst }, { SeqCst }>(
+            &raw mut (*slot).claim,
+            seen,
+            seen.wrapping_add(1),
+        )
+    };
+    won
+}
+
+/// Writes a flow's reverse mapping into a slot this CPU claimed ([`claim_nat`]): tag zeroed
+/// first, written last (see [`NatSlot`]), then the claim word set to `release` (even).
+#[inline(always)]
+fn write_nat(
+    slot: *mut NatSlot,
+    release: u32,
+    pkt: &Parsed,
+    backend: &Backend,
+    id: u32,
+    owner: (u32, u32),
+) {
     // SAFETY: `slot` is a map value (valid for the whole run). Field by field: a whole
     // `NatSlot` built on the stack would cost 64 bytes of this call chain's 512.
     unsafe {
@@ -637,10 +685,9 @@ fn write_nat(slot: *mut NatSlot, pkt: &Parsed, backend: &Backend, id: u32, owner
         core::ptr::write_volatile(&raw mut (*slot).owner, owner.0);
         core::ptr::write_volatile(&raw mut (*slot).owner_tag, owner.1);
         core::ptr::write_volatile(&raw mut (*slot).seen, 0);
-        // Computed from what is in the slot now: if another CPU wrote it meanwhile, the tag
-        // matches neither flow and readers ignore the slot.
         let tag = nat_tag(&*slot);
         core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+        core::ptr::write_volatile(&raw mut (*slot).claim, release);
     }
 }
 

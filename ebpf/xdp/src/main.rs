@@ -587,7 +587,7 @@ fn nat_slot(
         };
         let port = (NAT_PORT_BASE + (offset + next % ports) % ports) as u16;
         if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port)) {
-            // SAFETY: map value; read before judging the slot (the fence keeps the judging
+            // SAFETY: map value; read before judging the slot (the barrier keeps the judging
             // reads after it), so a slot written since fails the claim below.
             let seen = unsafe { core::ptr::read_volatile(&raw const (*slot).claim) };
             compiler_barrier();

@@ -43,7 +43,10 @@ fn build() -> Result<(), String> {
         .current_dir(&ebpf_dir)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+            // BPF CPU v3: atomic compare-and-swap (the NAT port claim) and 32-bit jumps.
+            format!(
+                "--cfg=bpf_target_arch=\"{arch}\"\x1f-Ctarget-cpu=v3\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"
+            ),
         )
         // The outer build's compiler and wrappers are the stable toolchain's, not ours.
         .env_remove("RUSTC")

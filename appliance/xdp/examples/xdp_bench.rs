@@ -195,6 +195,12 @@ fn main() {
     // BPF_PROG_TEST_RUN runs XDP on the loopback device of the caller's namespace.
     let bench = std::thread::spawn(move || {
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // One CPU for every run: the test run's repetitions may otherwise move between CPUs,
+        // and each CPU has its own next-hop cache and NAT port cursor (as with one receive
+        // queue, a real flow source stays on one CPU).
+        let mut cpu = nix::sched::CpuSet::new();
+        cpu.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
         measure();
     });
     let outcome = bench.join();
@@ -277,6 +283,7 @@ fn measure() {
     let repeated_new = |name: &str, vip: &str| -> f64 {
         let frame = Frame::tcp("198.18.0.0", 1, vip, 80, TCP_SYN).bytes();
         let mut best = f64::MAX;
+        let mut drops = 0;
         for _ in 0..3 {
             let (flows_before, counts_before) = (new_flows(vip), dp.bench_counts().unwrap());
             let no_port_before = no_port();
@@ -290,8 +297,9 @@ fn measure() {
                 .collect();
             // counts[0]: runs; counts[1 + action]: runs that returned it.
             // Every run forwarded (XDP_REDIRECT) as a new flow, but for the rare full-NAT flow
-            // whose four candidate source ports were all taken (dropped, and counted so).
+            // whose 16 candidate source ports were all taken (dropped, and counted so).
             let (redirected, dropped) = (counts[1 + 4], counts[1 + 1]);
+            drops = drops.max(dropped);
             if std::env::var_os("GH_BENCH_DEBUG").is_some() {
                 eprintln!(
                     "{name}: {ns} ns, counts {counts:?}, new flows {}",
@@ -301,12 +309,15 @@ fn measure() {
             assert_eq!(counts[0], u64::from(REPEAT), "{name}: runs");
             assert_eq!(redirected + dropped, u64::from(REPEAT), "{name}: actions {counts:?}");
             assert_eq!(no_port() - no_port_before, dropped, "{name}: drops without a NAT port");
-            assert!(dropped <= u64::from(REPEAT / 10_000), "{name}: {dropped} dropped");
+            // With the connection table full of full-NAT flows (a SYN flood's steady state),
+            // a few new flows in 10^4 find all 16 candidate ports still held by live flows.
+            assert!(dropped <= u64::from(REPEAT / 1_000), "{name}: {dropped} dropped");
             assert_eq!(new_flows(vip) - flows_before, redirected, "{name}: every run a new flow");
             best = best.min(ns);
         }
         println!(
-            "{name:<28} {best:>7.1} ns/packet  ({REPEAT} new flows per run, every one checked)"
+            "{name:<28} {best:>7.1} ns/packet  ({REPEAT} new flows per run, every one checked; \
+             at most {drops} dropped without a free NAT port)"
         );
         best
     };

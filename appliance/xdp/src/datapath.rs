@@ -58,6 +58,13 @@ pub struct Datapath {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     counters: PerCpuArray<MapData, u64>,
     gen_frame: aya::maps::Array<MapData, common::GenFrame>,
+    flow_clock: aya::maps::Array<MapData, common::FlowClock>,
+    /// When the program was loaded: the connection table's clock counts seconds from here.
+    loaded: std::time::Instant,
+    /// NAT source ports per CPU, when limited ([`Datapath::limit_nat_ports`]).
+    nat_ports: Option<u32>,
+    /// The connection table's clock as last set.
+    clock_now: u32,
     state: State,
     limits: Limits,
     attached: Vec<Attachment>,
@@ -95,8 +102,9 @@ impl Datapath {
             .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
             .map_max_entries(common::MAP_NEXT_HOP, limits.max_backends)
             .map_max_entries(common::MAP_RING, ring)
-            .map_max_entries(common::MAP_FLOWS, limits.max_flows)
-            .map_max_entries(common::MAP_NAT, limits.max_flows)
+            .map_max_entries(common::MAP_FLOWS, common::flow_buckets(limits.max_flows))
+            .map_max_entries(common::MAP_NAT, common::nat_lanes(limits.max_flows) * 65_536)
+            .map_max_entries(common::MAP_NAT_CURSOR, common::nat_lanes(limits.max_flows))
             .load(OBJECT)?;
         for name in [
             common::PROGRAM_NAME,
@@ -140,8 +148,15 @@ impl Datapath {
         let gen_frame =
             aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_GEN_FRAME)?)
                 .map_err(map_err(common::MAP_GEN_FRAME))?;
-        Ok(Datapath {
+        let flow_clock =
+            aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_FLOW_CLOCK)?)
+                .map_err(map_err(common::MAP_FLOW_CLOCK))?;
+        let mut datapath = Datapath {
             gen_frame,
+            flow_clock,
+            loaded: std::time::Instant::now(),
+            nat_ports: None,
+            clock_now: 1,
             ebpf,
             maps,
             macs,
@@ -152,7 +167,41 @@ impl Datapath {
             limits,
             attached: Vec::new(),
             links: Vec::new(),
-        })
+        };
+        datapath.set_flow_clock(1)?;
+        Ok(datapath)
+    }
+
+    /// Limits the NAT source ports handed out per backend lane to the first `ports` (tests:
+    /// port exhaustion); by default all 64,512.
+    pub fn limit_nat_ports(&mut self, ports: u32) -> Result<(), XdpError> {
+        self.nat_ports = Some(ports);
+        self.set_flow_clock(self.clock_now)
+    }
+
+    /// Moves the connection table's clock to now (seconds since load); the data plane calls it
+    /// every second. A flow's slot records when it was last seen; a new flow whose bucket is
+    /// full takes the slot seen longest ago.
+    pub fn tick_flow_clock(&mut self) -> Result<(), XdpError> {
+        let secs = u32::try_from(self.loaded.elapsed().as_secs()).unwrap_or(u32::MAX - 1);
+        self.set_flow_clock(secs.saturating_add(1))
+    }
+
+    /// Sets the connection table's clock (seconds, never 0; tests move it by hand).
+    pub fn set_flow_clock(&mut self, now: u32) -> Result<(), XdpError> {
+        // Possible CPUs (what per-CPU maps are sized by): bpf_get_smp_processor_id() is below.
+        let cpus =
+            aya::util::nr_cpus().map_or(1, |n| u32::try_from(n).unwrap_or(1024)).clamp(1, 1024);
+        let clock = common::FlowClock {
+            now: now.max(1),
+            mask: common::flow_buckets(self.limits.max_flows) - 1,
+            nat_mask: common::nat_lanes(self.limits.max_flows) - 1,
+            nat_ports: self.nat_ports.map_or(common::NAT_PORTS, |n| n.clamp(1, common::NAT_PORTS)),
+            cpus,
+        };
+        self.flow_clock.set(0, clock, 0).map_err(map_err(common::MAP_FLOW_CLOCK))?;
+        self.clock_now = clock.now;
+        Ok(())
     }
 
     /// The table sizes this program was loaded with.
@@ -284,6 +333,23 @@ impl Datapath {
         let counts =
             aya::maps::Array::<_, u64>::try_from(map).map_err(map_err(common::MAP_BENCH))?;
         (0..8).map(|i| counts.get(&i, 0).map_err(map_err(common::MAP_BENCH))).collect()
+    }
+
+    /// The full-NAT reverse-table slot at `index` ([`common::nat_index`]).
+    pub fn nat_slot(&self, index: u32) -> Result<common::NatSlot, XdpError> {
+        let map = self.ebpf.map(common::MAP_NAT).ok_or(XdpError::MissingMap(common::MAP_NAT))?;
+        let slots = aya::maps::Array::<_, common::NatSlot>::try_from(map)
+            .map_err(map_err(common::MAP_NAT))?;
+        slots.get(&index, 0).map_err(map_err(common::MAP_NAT))
+    }
+
+    /// Overwrites the reverse-table slot at `index` (tests: a slot another CPU is claiming).
+    pub fn write_nat_slot(&mut self, index: u32, slot: &common::NatSlot) -> Result<(), XdpError> {
+        let map =
+            self.ebpf.map_mut(common::MAP_NAT).ok_or(XdpError::MissingMap(common::MAP_NAT))?;
+        let mut slots = aya::maps::Array::<_, common::NatSlot>::try_from(map)
+            .map_err(map_err(common::MAP_NAT))?;
+        slots.set(index, slot, 0).map_err(map_err(common::MAP_NAT))
     }
 
     /// The trivial `XDP_PASS` program (the benchmark's floor).

@@ -404,6 +404,9 @@ impl Worker {
             self.update_status();
             self.publish();
         }
+        if let Err(e) = self.datapath.tick_flow_clock() {
+            warn!(%e, "cannot move the XDP connection table's clock");
+        }
         self.refresh_stats();
     }
 

@@ -555,3 +555,212 @@ fn established_flows_follow_their_vip_leaving_and_changing_forwarding_needs_root
     assert_eq!(seen(&out, 0).proto, 4, "IPIP");
     assert_eq!(out[34..], ack[14..], "inner packet unchanged");
 }
+
+/// The connection table is set-associative (buckets of four slots): with room for four flows
+/// (one bucket), a fifth takes the slot seen longest ago, never that of a flow seen since; a
+/// flow whose slot was taken is balanced again (a new flow, on the current table) and keeps
+/// its backend while the backend set is unchanged.
+#[test]
+fn connection_table_replaces_the_flow_seen_longest_ago_needs_root() {
+    if !root() {
+        return;
+    }
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.40", port, "10.0.0.1", 80, flags);
+    let backend_of = |dp: &Datapath, port: u16| {
+        let (action, out) = run(dp, &frame(port, TCP_ACK).bytes());
+        assert!(forwarded(action), "action {action}");
+        let s = seen(&out, 0);
+        SocketAddr::new(s.dst, s.dport)
+    };
+    dp.set_flow_clock(10).unwrap();
+    let mut backends = Vec::new();
+    for port in 1..=4u16 {
+        let (action, out) = run(&dp, &frame(port, TCP_SYN).bytes());
+        assert!(forwarded(action));
+        let s = seen(&out, 0);
+        backends.push(SocketAddr::new(s.dst, s.dport));
+    }
+    assert_eq!(new_flows(&dp), 4);
+    // Every one is pinned: its packets are no new flows.
+    for port in 1..=4u16 {
+        assert_eq!(backend_of(&dp, port), backends[usize::from(port) - 1]);
+    }
+    assert_eq!(new_flows(&dp), 4);
+    // Later, flow 1 is seen again; then a fifth flow needs a slot.
+    dp.set_flow_clock(20).unwrap();
+    backend_of(&dp, 1);
+    dp.set_flow_clock(30).unwrap();
+    let (action, _) = run(&dp, &frame(5, TCP_SYN).bytes());
+    assert!(forwarded(action));
+    assert_eq!(new_flows(&dp), 5);
+    // Flow 1 (seen at 20) and flow 5 are pinned: no new flow for their packets.
+    assert_eq!(backend_of(&dp, 1), backends[0]);
+    backend_of(&dp, 5);
+    assert_eq!(new_flows(&dp), 5);
+    // One of flows 2–4 (all last seen at 10) lost its slot: its next packet is a new flow,
+    // balanced to the same backend (the table did not change).
+    let before = new_flows(&dp);
+    let mut evicted = 0;
+    for port in 2..=4u16 {
+        let flows = new_flows(&dp);
+        assert_eq!(backend_of(&dp, port), backends[usize::from(port) - 1], "flow {port}");
+        evicted += new_flows(&dp) - flows;
+    }
+    assert!(evicted >= 1, "no flow lost its slot");
+    assert!(new_flows(&dp) - before <= 3);
+}
+
+/// A slot whose flow changed its VIP's shape or lost its backend is taken over by the same
+/// flow's new entry, not duplicated: with one bucket, four flows stay pinned after each of
+/// them was re-balanced.
+#[test]
+fn a_rebalanced_flow_reuses_its_own_slot_needs_root() {
+    if !root() {
+        return;
+    }
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.41", port, "10.0.0.1", 80, flags);
+    for port in 1..=4u16 {
+        // A SYN and its retransmission: one slot (a second would evict another flow).
+        run(&dp, &frame(port, TCP_SYN).bytes());
+        run(&dp, &frame(port, TCP_SYN).bytes());
+    }
+    let after_syns = new_flows(&dp);
+    assert_eq!(after_syns, 8);
+    for port in 1..=4u16 {
+        let (action, _) = run(&dp, &frame(port, TCP_ACK).bytes());
+        assert!(forwarded(action));
+    }
+    assert_eq!(new_flows(&dp), after_syns, "a retransmitted SYN took a second slot");
+}
+
+/// The full-NAT reverse table: a NAT source port stays its flow's while the flow is in the
+/// connection table, and after that until no reply came for `NAT_QUIET_SECS`; with every
+/// port taken a new flow is dropped and counted, never given a port in use. Once reused, the
+/// port's replies go to the new flow's client, and the old backend's are not rewritten.
+/// (One NAT port per CPU, the test thread pinned to one CPU.)
+#[test]
+fn nat_ports_are_reused_only_after_their_flow_is_gone_and_quiet_needs_root() {
+    if !root() {
+        return;
+    }
+    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_QUIET_SECS};
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp.limit_nat_ports(1).unwrap();
+    dp.set_flow_clock(10).unwrap();
+    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    let model = Model::new(&plan(), |k| dp.table(k), true);
+    let syn = |client: &str, port: u16| Frame::tcp(client, port, "10.0.0.1", 80, TCP_SYN).bytes();
+    let backend = |f: &[u8]| match model.decide(f) {
+        Decision::Nat(b) => b,
+        other => panic!("{other:?}"),
+    };
+    // Flow A gets the port.
+    let a = syn("203.0.113.50", 1000);
+    let (action, out) = run(&dp, &a);
+    assert!(forwarded(action), "action {action}");
+    let fa = seen(&out, 0);
+    assert_eq!(SocketAddr::new(fa.dst, fa.dport), backend(&a));
+    // Flow B, to the other backend: no port free (A holds it) → dropped and counted.
+    let b = (2000..3000u16)
+        .map(|p| syn("203.0.113.51", p))
+        .find(|f| backend(f) != backend(&a))
+        .unwrap();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    // A backend's reply to A is rewritten to A's client (and marks the port seen at 10).
+    let reply_a =
+        Frame::tcp(&fa.dst.to_string(), fa.dport, &fa.src.to_string(), fa.sport, TCP_ACK).bytes();
+    let (action, out) = run(&dp, &reply_a);
+    assert!(forwarded(action));
+    assert_eq!(seen(&out, 0).dst, "203.0.113.50".parse::<IpAddr>().unwrap());
+    // Four IPIP flows at 20 fill the one bucket: A (seen at 10) loses its slot.
+    dp.set_flow_clock(20).unwrap();
+    for port in 1..=4u16 {
+        let f = Frame::tcp("203.0.113.52", port, "10.0.0.3", 80, TCP_SYN).bytes();
+        assert!(forwarded(run(&dp, &f).0));
+    }
+    // Still within the quiet time after A's last reply: the port stays A's.
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    let (_, out) = run(&dp, &reply_a);
+    assert_eq!(seen(&out, 0).dst, "203.0.113.50".parse::<IpAddr>().unwrap());
+    // Quiet long enough: B takes the port.
+    dp.set_flow_clock(20 + NAT_QUIET_SECS).unwrap();
+    let (action, out) = run(&dp, &b);
+    assert!(forwarded(action), "action {action}");
+    let fb = seen(&out, 0);
+    assert_eq!(fb.sport, fa.sport, "B has A's old port");
+    assert_ne!(fb.dst, fa.dst);
+    // B's backend's reply goes to B's client; A's backend's is no longer rewritten.
+    let reply_b =
+        Frame::tcp(&fb.dst.to_string(), fb.dport, &fb.src.to_string(), fb.sport, TCP_ACK).bytes();
+    let (action, out) = run(&dp, &reply_b);
+    assert!(forwarded(action));
+    assert_eq!(seen(&out, 0).dst, "203.0.113.51".parse::<IpAddr>().unwrap());
+    let (action, out) = run(&dp, &reply_a);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, reply_a, "a reply for the old flow was rewritten");
+}
+
+/// A NAT port's slot is written only by the CPU whose claim (one compare-and-swap of the
+/// slot's claim word from the value seen when it was judged free) succeeded: a slot another
+/// CPU is claiming (odd claim word, written from here) is not overwritten, the flow tries its
+/// next port (none here: dropped and counted); once released, a claim takes it (+ 2).
+#[test]
+fn nat_slot_claimed_by_another_cpu_is_not_overwritten_needs_root() {
+    if !root() {
+        return;
+    }
+    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_PORT_BASE, nat_index};
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp.limit_nat_ports(1).unwrap();
+    dp.set_flow_clock(10).unwrap();
+    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    // One lane (4 flows), one port: every full-NAT flow wants this slot.
+    let index = nat_index(0, NAT_PORT_BASE as u16);
+    let empty = dp.nat_slot(index).unwrap();
+    assert_eq!((empty.tag, empty.claim), (0, 0));
+    // Another CPU claimed the (empty, free) slot and is writing it.
+    let claimed = gatehouse_xdp::common::NatSlot { claim: 7, ..empty };
+    dp.write_nat_slot(index, &claimed).unwrap();
+    let a = Frame::tcp("203.0.113.60", 1000, "10.0.0.1", 80, TCP_SYN).bytes();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &a).0, XDP_DROP, "a slot being claimed was taken");
+    assert_eq!(no_port(&dp), before + 1);
+    assert_eq!(dp.nat_slot(index).unwrap(), claimed, "a slot being claimed was written");
+    // Released (still empty): the next flow claims it, writes it and releases it (+ 2).
+    dp.write_nat_slot(index, &gatehouse_xdp::common::NatSlot { claim: 8, ..empty }).unwrap();
+    let (action, out) = run(&dp, &a);
+    assert!(forwarded(action), "action {action}");
+    let taken = dp.nat_slot(index).unwrap();
+    assert_eq!(taken.claim, 10);
+    assert_ne!(taken.tag, 0);
+    assert_eq!(u16::from_be(taken.client_port), 1000);
+    assert_eq!(seen(&out, 0).sport, NAT_PORT_BASE as u16);
+    // Taken: a second client finds no free port and leaves the slot (and its claim) alone.
+    let b = Frame::tcp("203.0.113.61", 2000, "10.0.0.1", 80, TCP_SYN).bytes();
+    let before = no_port(&dp);
+    assert_eq!(run(&dp, &b).0, XDP_DROP);
+    assert_eq!(no_port(&dp), before + 1);
+    assert_eq!(dp.nat_slot(index).unwrap(), taken);
+}

@@ -17,9 +17,13 @@ pub const MAP_VIPS: &str = "GH_VIPS";
 pub const MAP_BACKENDS: &str = "GH_BACKENDS";
 /// Maglev lookup tables of every VIP, two halves per VIP (array of backend ids, `u32`).
 pub const MAP_RING: &str = "GH_RING";
-/// Connection table: [`FlowKey`] as received from the client → [`FlowValue`] (LRU hash).
+/// Connection table: a set-associative array of [`FlowBucket`]s, the bucket of a flow at
+/// [`flow_bucket`] of its [`flow_hash`] (see [`FlowSlot`]).
 pub const MAP_FLOWS: &str = "GH_FLOWS";
-/// Full-NAT reverse path: [`FlowKey`] of a backend's reply → [`NatReverse`] (LRU hash).
+/// Index 0: the connection table's [`FlowClock`] (array of one), written by user space.
+pub const MAP_FLOW_CLOCK: &str = "GH_FLOW_CLOCK";
+/// Full-NAT reverse path: an array of [`NatSlot`]s indexed by [`nat_index`] of a backend's
+/// reply (the NAT source port the program chose, in the lane of the backend).
 pub const MAP_NAT: &str = "GH_NAT";
 /// Index 0: the [`Settings`] (array of one).
 pub const MAP_SETTINGS: &str = "GH_SETTINGS";
@@ -185,20 +189,151 @@ pub struct FlowValue {
     pub vip_gen: u32,
 }
 
-/// The original addresses of a full-NAT flow, to rewrite a backend's reply.
+/// Slots per [`FlowBucket`] of the connection table.
+pub const FLOW_WAYS: usize = 4;
+
+/// One flow of the connection table: its key, where it goes, when it was last seen and a tag
+/// that makes a slot half-written by another CPU recognisable. A reader takes the slot only if
+/// the tag it read before the key and value equals the one it reads after them and equals
+/// [`flow_tag`] of the flow's hash and the value; a writer zeroes the tag first and writes it
+/// last (64 bytes, one cache line).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct NatReverse {
+pub struct FlowSlot {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    /// [`FlowClock::now`] when a packet of the flow was last seen (host order).
+    pub seen: u32,
+    /// [`flow_tag`] of the flow; 0: empty or being written.
+    pub tag: u32,
+}
+
+/// A bucket of the connection table: a new flow takes the slot of its own key if there is
+/// one, else an empty one, else the one seen longest ago (LRU within the bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowBucket {
+    pub slots: [FlowSlot; FLOW_WAYS],
+}
+
+/// The connection table's clock and size, written by user space (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowClock {
+    /// Seconds since the program was loaded, plus one (0 marks a slot never seen).
+    pub now: u32,
+    /// Buckets − 1 (the number of buckets is a power of two).
+    pub mask: u32,
+    /// Lanes of the reverse table − 1 ([`nat_lanes`]).
+    pub nat_mask: u32,
+    /// NAT source ports handed out: `NAT_PORT_BASE..NAT_PORT_BASE + nat_ports`.
+    pub nat_ports: u32,
+    /// Possible CPUs (host order).
+    pub cpus: u32,
+}
+
+/// Lanes of the full-NAT reverse table for a connection table of `max_flows` slots: 65,536
+/// slots (one per port) each, twice as many as the connection table has slots (so the port a
+/// CPU's cursor comes back to is almost always free again), at least one.
+pub const fn nat_lanes(max_flows: u32) -> u32 {
+    let slots = flow_buckets(max_flows).saturating_mul(2 * FLOW_WAYS as u32);
+    if slots <= 65_536 { 1 } else { slots / 65_536 }
+}
+
+/// The lane of the reverse table that a backend's NAT ports are in.
+#[inline(always)]
+pub fn nat_lane(backend: &Addr, backend_port: u16, nat_mask: u32) -> u32 {
+    finish(backend[0] ^ backend[1] ^ backend[2] ^ backend[3] ^ u32::from(backend_port)) & nat_mask
+}
+
+/// The [`MAP_NAT`] index of a NAT source port (host order) in a lane.
+#[inline(always)]
+pub fn nat_index(lane: u32, port: u16) -> u32 {
+    (lane << 16) | u32::from(port)
+}
+
+/// Per-CPU cursors of the NAT port allocator, by lane (`u32`, per-CPU array).
+pub const MAP_NAT_CURSOR: &str = "GH_NAT_CURSOR";
+/// Lanes of the reverse table the program's maps are declared with (user space sizes them).
+pub const DEFAULT_NAT_LANES: u32 = nat_lanes(DEFAULT_MAX_FLOWS);
+
+/// A backend's reply to a NAT source port must come within this many seconds of the last
+/// one (or of the flow's start) for the port to stay its flow's once the flow's connection-table
+/// slot is gone; after that (or when no reply ever came) another flow may take it.
+pub const NAT_QUIET_SECS: u32 = 60;
+
+/// The reverse mapping of one full-NAT flow (64 bytes, one cache line). `owner` and
+/// `owner_tag` name the connection-table slot of the flow: while that slot still carries the
+/// tag, the port is taken. Written only by the CPU that claimed it (`claim`, see
+/// [`nat_claimed`]); read like a [`FlowSlot`] (tag zeroed first, written last; a reader
+/// compares the tag before and after and with [`nat_tag`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatSlot {
     /// The client's address, network order, IPv4-mapped.
     pub client: Addr,
     /// The VIP, network order, IPv4-mapped.
     pub vip: Addr,
+    /// The backend id (host order).
+    pub backend: u32,
+    /// The backend's port, network order.
+    pub backend_port: u16,
     /// The client's port, network order.
     pub client_port: u16,
     /// The VIP's port, network order.
     pub vip_port: u16,
-    /// The VIP's counter index (host order).
-    pub vip_index: u32,
+    pub proto: u8,
+    pub _pad: u8,
+    /// The flow's connection-table slot: bucket × [`FLOW_WAYS`] + way (host order).
+    pub owner: u32,
+    /// The [`flow_tag`] that slot carries while it holds the flow.
+    pub owner_tag: u32,
+    /// [`FlowClock::now`] of the last reply; 0: none yet.
+    pub seen: u32,
+    /// [`nat_tag`] of the fields above; 0: empty or being written.
+    pub tag: u32,
+    /// Who may write the slot: a count of claims, odd while the claiming CPU writes it. A
+    /// CPU that judged the slot free takes it with one compare-and-swap from the even value
+    /// it read before judging to that value + 1, and stores + 2 when the slot is written.
+    pub claim: u32,
+}
+
+/// Whether a [`NatSlot::claim`] value says a CPU is writing the slot now.
+#[inline(always)]
+pub const fn nat_claimed(claim: u32) -> bool {
+    claim & 1 == 1
+}
+
+/// The tag of a [`NatSlot`]: covers every field a reply is rewritten with; never 0.
+#[inline(always)]
+pub fn nat_tag(s: &NatSlot) -> u32 {
+    let mut h = mix(s.owner_tag, s.client[0] ^ s.client[1] ^ s.client[2] ^ s.client[3]);
+    h = mix(h, s.vip[0] ^ s.vip[1] ^ s.vip[2] ^ s.vip[3]);
+    h = mix(h, u32::from(s.client_port) | (u32::from(s.vip_port) << 16));
+    h = mix(h, s.backend ^ (u32::from(s.backend_port) << 8) ^ (u32::from(s.proto) << 24));
+    finish(h ^ s.owner) | 1
+}
+
+/// Buckets of a connection table of `max_flows` slots: a power of two, at least one.
+pub const fn flow_buckets(max_flows: u32) -> u32 {
+    let b = max_flows / FLOW_WAYS as u32;
+    if b <= 1 { 1 } else { b.next_power_of_two() }
+}
+
+/// The bucket index (before masking) of a flow hash: its high bits first, so flows of one bucket
+/// do not share their low bits (Maglev uses the hash modulo the table length).
+#[inline(always)]
+pub fn flow_bucket(hash: u32) -> u32 {
+    hash.rotate_left(16)
+}
+
+/// The tag of a slot holding `value` for a flow of hash `hash`; never 0.
+#[inline(always)]
+pub fn flow_tag(hash: u32, value: &FlowValue) -> u32 {
+    let mut h = mix(hash, value.backend);
+    h = mix(h, u32::from(value.snat_port) | (u32::from(value.flags) << 16));
+    h = mix(h, value.vip_index ^ value.vip_gen.rotate_left(16));
+    finish(h) | 1
 }
 
 /// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
@@ -368,15 +503,21 @@ pub const COUNTERS: u32 = 10;
 /// Inputs are the raw wire-order values as stored in [`FlowKey`].
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    let mut h: u32 = 0x9e37_79b9 ^ u32::from(key.proto);
-    h = mix(h, key.src[0]);
-    h = mix(h, key.src[1]);
-    h = mix(h, key.src[2]);
-    h = mix(h, key.src[3]);
+    flow_hash_of(&key.src, &key.dst, key.sport, key.dport, key.proto)
+}
+
+/// [`flow_hash`] of a flow given by its fields (no [`FlowKey`] to build).
+#[inline(always)]
+pub fn flow_hash_of(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h: u32 = 0x9e37_79b9 ^ u32::from(proto);
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
     // The destination is the VIP: the same for every flow of a VIP, so only its last word
     // (which differs between VIPs) is mixed in.
-    h = mix(h, key.dst[3]);
-    h = mix(h, u32::from(key.sport) | (u32::from(key.dport) << 16));
+    h = mix(h, dst[3]);
+    h = mix(h, u32::from(sport) | (u32::from(dport) << 16));
     finish(h)
 }
 
@@ -399,15 +540,10 @@ pub fn finish(mut h: u32) -> u32 {
 
 /// NAT source ports are chosen from `NAT_PORT_BASE..=65535`.
 pub const NAT_PORT_BASE: u32 = 1024;
+/// NAT source ports: `NAT_PORT_BASE..=65535`.
+pub const NAT_PORTS: u32 = 65_536 - NAT_PORT_BASE;
 /// How many source ports the program tries for a new full-NAT flow before giving up.
-pub const NAT_PORT_TRIES: u32 = 4;
-
-/// The `attempt`-th candidate NAT source port (host order) for a flow hash.
-#[inline(always)]
-pub fn nat_port(hash: u32, attempt: u32) -> u16 {
-    let h = finish(hash ^ attempt.wrapping_mul(0x2545_f491));
-    (NAT_PORT_BASE + h % (65_536 - NAT_PORT_BASE)) as u16
-}
+pub const NAT_PORT_TRIES: u32 = 16;
 
 /// The third word of every IPv4-mapped address (`0000:ffff`).
 pub const MAPPED_V4_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);

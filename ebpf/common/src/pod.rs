@@ -5,8 +5,8 @@
 #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use crate::{
-    Backend, BackendStats, FlowKey, FlowValue, GenFrame, Mac, NatReverse, NextHop, OwnedKey,
-    Settings, SynWindow, VipKey, VipStats, VipValue,
+    Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatSlot,
+    NextHop, OwnedKey, Settings, SynWindow, VipKey, VipStats, VipValue,
 };
 
 // SAFETY (every impl below): each type is `#[repr(C)]`, `Copy`, made only of integers and
@@ -22,7 +22,11 @@ unsafe impl aya::Pod for FlowKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for FlowValue {}
 // SAFETY: see above.
-unsafe impl aya::Pod for NatReverse {}
+unsafe impl aya::Pod for FlowBucket {}
+// SAFETY: see above.
+unsafe impl aya::Pod for NatSlot {}
+// SAFETY: see above.
+unsafe impl aya::Pod for FlowClock {}
 // SAFETY: see above.
 unsafe impl aya::Pod for Settings {}
 // SAFETY: see above.

@@ -9,26 +9,35 @@
 //! bounds the verifier checks.
 #![no_std]
 #![no_main]
+// The NAT port claim's compare-and-swap: the BPF target declares no atomic CAS, so
+// `AtomicU32::compare_exchange` is absent; the intrinsic lowers to BPF_CMPXCHG (BPF CPU v3).
+#![feature(core_intrinsics)]
+// An empty `asm!` is the compiler barrier: LLVM's BPF back end cannot select a fence.
+#![feature(asm_experimental_arch)]
+#![allow(internal_features)]
 
 mod csum;
 mod packet;
 
 use aya_ebpf::bindings::{bpf_fib_lookup, xdp_action, xdp_md};
 use aya_ebpf::helpers::generated::{
-    bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+    bpf_fib_lookup as fib_lookup, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_redirect,
+    bpf_xdp_adjust_head,
 };
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::lpm_trie::Key as LpmKey;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
     ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
     COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
     COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, FlowKey,
-    FlowValue, GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_TRIES, NatReverse,
-    NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow, VIP_FLAG_IPIP, VipKey, VipStats,
-    VipValue, client_hop_slot, filter_has, flow_hash, is_mapped_v4, nat_port,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
+    DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
+    GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
+    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow,
+    VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
+    flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_claimed, nat_index, nat_lane, nat_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -39,17 +48,17 @@ static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MA
 static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
-/// LRU flags: 0, one LRU list shared by every CPU. `BPF_F_NO_COMMON_LRU` (per-CPU lists)
-/// measured no cheaper here (`BPF_PROG_TEST_RUN` runs on one CPU, so the shared list's lock is
-/// never contended) and would give each CPU only `max_flows / possible CPUs` entries: a
-/// single-queue interface could use a fraction of the table.
-const LRU_FLAGS: u32 = 0;
+/// The connection table: set-associative, in an array (no helper call, no kernel LRU lists;
+/// see [`FlowSlot`]). Shared by every CPU.
 #[map]
-static GH_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
+static GH_FLOWS: Array<FlowBucket> = Array::with_max_entries(flow_buckets(DEFAULT_MAX_FLOWS), 0);
 #[map]
-static GH_NAT: LruHashMap<FlowKey, NatReverse> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, LRU_FLAGS);
+static GH_FLOW_CLOCK: Array<FlowClock> = Array::with_max_entries(1, 0);
+/// The full-NAT reverse table: one slot per NAT source port and lane (see [`NatSlot`]).
+#[map]
+static GH_NAT: Array<NatSlot> = Array::with_max_entries(DEFAULT_NAT_LANES * 65_536, 0);
+#[map]
+static GH_NAT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(DEFAULT_NAT_LANES, 0);
 #[map]
 static GH_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
@@ -79,6 +88,9 @@ static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIEN
 /// the run counter must go on from where it was (one benchmark runs at a time).
 #[map]
 static GH_BENCH: Array<u64> = Array::with_max_entries(8, 0);
+/// The benchmark twins' copy of the frame they restore (per CPU, one slot).
+#[map]
+static GH_BENCH_SAVED: PerCpuArray<GenFrame> = PerCpuArray::with_max_entries(1, 0);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const AF_INET: u8 = 2;
@@ -132,18 +144,23 @@ pub fn gatehouse_xdp_bench_new(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn restoring(ctx: &XdpContext) -> u32 {
-    // 60 bytes as 7 words + 1: byte arrays would be copied a byte at a time.
-    type Saved = ([u64; 7], u32);
     const SAVED: usize = 60;
     let start = ctx.data();
+    // The saved bytes live in a per-CPU map, not on the stack: the stack is the verifier's
+    // 512 bytes per call chain, which the program itself needs.
+    let Some(saved) = GH_BENCH_SAVED.get_ptr_mut(0) else {
+        return process(ctx);
+    };
     if start + SAVED > ctx.data_end() {
         return process(ctx);
     }
     // SAFETY: the 60 bytes at `start` were bounds-checked just above; unaligned packet access
-    // is accepted (see packet.rs).
-    let saved: Saved = unsafe {
-        (core::ptr::read(start as *const [u64; 7]), core::ptr::read((start + 56) as *const u32))
-    };
+    // is accepted (see packet.rs); `saved` is this CPU's slot.
+    unsafe {
+        let w = core::ptr::read(start as *const [u64; 7]);
+        (*saved).words = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], 0];
+        (*saved).words[7] = u64::from(core::ptr::read((start + 56) as *const u32));
+    }
     let before = ctx.data_end() - start;
     let action = process(ctx);
     let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
@@ -153,10 +170,11 @@ fn restoring(ctx: &XdpContext) -> u32 {
     }
     let start = ctx.data();
     if start + SAVED <= ctx.data_end() {
-        // SAFETY: bounds-checked just above.
+        // SAFETY: bounds-checked just above; `saved` as above.
         unsafe {
-            core::ptr::write(start as *mut [u64; 7], saved.0);
-            core::ptr::write((start + 56) as *mut u32, saved.1);
+            let w = &(*saved).words;
+            core::ptr::write(start as *mut [u64; 7], [w[0], w[1], w[2], w[3], w[4], w[5], w[6]]);
+            core::ptr::write((start + 56) as *mut u32, w[7] as u32);
         }
     }
     action
@@ -248,23 +266,19 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     {
         return action;
     }
-    let flow = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        _pad: 0,
-        _pad2: 0,
+    // No FlowKey here: its 40 bytes would count against this frame's share of the stack.
+    let hash = flow_hash_of(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return xdp_action::XDP_PASS;
     };
-    // An established flow: its entry says where to and which VIP it belongs to; while that
+    let bucket = GH_FLOWS.get_ptr_mut(flow_bucket(hash) & clock.mask);
+    // An established flow: its slot says where to and which VIP it belongs to; while that
     // VIP's generation stands, no VIP lookup. A SYN opens a connection: it takes the Maglev
-    // choice without asking the connection table (whose bucket, for a new flow, is a cache
-    // miss). A retransmitted SYN finds the same backend unless the table changed meanwhile,
-    // and with full NAT its own source port.
+    // choice without looking through the bucket. A retransmitted SYN finds the same backend
+    // unless the table changed meanwhile, and with full NAT its own source port.
     let pinned = if !(pkt.proto == PROTO_TCP && pkt.syn_only())
-        // SAFETY: read by value right away.
-        && let Some(entry) = unsafe { GH_FLOWS.get(&flow) }.copied()
+        && let Some(bucket) = bucket
+        && let Some(entry) = pinned_flow(bucket, pkt, hash, clock.now)
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
         && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
     {
@@ -274,18 +288,30 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         vip_count(entry.vip_index, pkt, false);
         entry
     } else {
-        match unpinned(pkt, &flow, settings) {
-            Ok(v) => v,
+        let vip = match unpinned(pkt, settings) {
+            Ok(vip) => vip,
             Err(action) => return action,
+        };
+        // Written by `new_flow` (an out-parameter: the verifier refuses reading back a
+        // returned struct of mixed-size fields from the caller's stack).
+        let mut value = FlowValue::default();
+        let action = new_flow(vip, hash, pkt, &mut value);
+        if action != NEW_FLOW {
+            vip_count(vip.index, pkt, false);
+            return action;
         }
+        vip_count(vip.index, pkt, true);
+        value
     };
     to_backend(raw, pkt, &pinned)
 }
 
-/// A packet whose flow is not (or no longer) pinned: through the VIP table, and for a
-/// balanced VIP a new flow. `Err` carries the action for a packet that goes no further.
+/// A packet whose flow is not (or no longer) pinned: through the VIP table. `Ok`: a balanced
+/// VIP (the caller makes a new flow); `Err` carries the action for a packet that goes no
+/// further. Out of line, and not calling `new_flow` itself: each call chain stays within the
+/// verifier's 512-byte stack.
 #[inline(never)]
-fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowValue, u32> {
+fn unpinned(pkt: &Parsed, settings: &Settings) -> Result<&'static VipValue, u32> {
     let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
     // SAFETY: map values stay valid for the whole program run (RCU).
     let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
@@ -302,16 +328,7 @@ fn unpinned(pkt: &Parsed, flow: &FlowKey, settings: &Settings) -> Result<FlowVal
         }
         return Err(xdp_action::XDP_PASS);
     }
-    match new_flow(vip, flow, pkt, settings) {
-        Ok(v) => {
-            vip_count(vip.index, pkt, true);
-            Ok(v)
-        }
-        Err(action) => {
-            vip_count(vip.index, pkt, false);
-            Err(action)
-        }
-    }
+    Ok(vip)
 }
 
 /// Whether the drop list holds the packet's source.
@@ -374,107 +391,304 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
 }
 
 /// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
-/// choice, NAT port, new entry. `Err` carries the action for a packet that goes no further.
+/// choice, NAT port, new entry (pinned in the connection table, and written to `out`).
+/// Returns [`NEW_FLOW`], or the action for a packet that goes no further.
 #[inline(never)]
-fn new_flow(
-    vip: &VipValue,
-    flow: &FlowKey,
-    pkt: &Parsed,
-    settings: &Settings,
-) -> Result<FlowValue, u32> {
+fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32 {
     if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
         if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
             // SAFETY: per-CPU slot.
             unsafe { (*s).syn_drops += 1 };
         }
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
-    let hash = flow_hash(flow);
     let Some(pos) = hash.checked_rem(vip.ring_size) else {
-        return Err(xdp_action::XDP_PASS);
+        return xdp_action::XDP_PASS;
     };
     let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     };
     let Some(backend) = GH_BACKENDS.get(id) else {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     };
     if backend.live == 0 || is_mapped_v4(&backend.addr) != pkt.v4 {
         count(COUNTER_NO_BACKEND);
-        return Err(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
-    let snat_port = if vip.flags & VIP_FLAG_IPIP != 0 {
-        0
-    } else {
-        let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-        match reserve_nat_port(flow, hash, backend, source, vip.index) {
-            Some(p) => p,
-            None => {
-                count(COUNTER_NO_BACKEND);
-                return Err(xdp_action::XDP_DROP);
-            }
-        }
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return xdp_action::XDP_PASS;
     };
-    let value = FlowValue {
+    let bucket_index = flow_bucket(hash) & clock.mask;
+    let Some(bucket) = GH_FLOWS.get_ptr_mut(bucket_index) else {
+        return xdp_action::XDP_PASS;
+    };
+    let way = victim(bucket, pkt, hash);
+    let mut value = FlowValue {
         backend: id,
-        snat_port,
+        snat_port: 0,
         flags: vip.flags,
         _pad: 0,
         vip_index: vip.index,
         vip_gen: vip.shape_gen,
     };
-    let _ = GH_FLOWS.insert(flow, &value, 0);
-    Ok(value)
+    let nat = if vip.flags & VIP_FLAG_IPIP != 0 {
+        None
+    } else {
+        let Some((port, slot, claim)) = nat_slot(pkt, backend, id, clock) else {
+            count(COUNTER_NO_BACKEND);
+            return xdp_action::XDP_DROP;
+        };
+        value.snat_port = port.to_be();
+        Some((slot, claim))
+    };
+    let tag = flow_tag(hash, &value);
+    if let Some((slot, claim)) = nat {
+        let owner = bucket_index * FLOW_WAYS as u32 + way as u32;
+        write_nat(slot, claim, pkt, backend, id, (owner, tag));
+    }
+    // SAFETY: map value, `way` in bounds.
+    let slot = unsafe { &raw mut (*bucket).slots[way & (FLOW_WAYS - 1)] };
+    pin(slot, pkt, tag, &value, clock.now);
+    *out = value;
+    NEW_FLOW
 }
 
-/// Picks a free NAT source port for a new flow and records the reverse mapping.
+/// [`new_flow`]'s answer for a new flow (not an XDP action).
+const NEW_FLOW: u32 = u32::MAX;
+
+/// The pinned value of `flow` in its bucket, if a whole (untorn) slot holds it; marks it seen.
+#[inline(never)]
+fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Option<FlowValue> {
+    let mut way = 0;
+    while way < FLOW_WAYS {
+        // SAFETY: `bucket` is a map value (valid for the whole run) and `way` is in bounds.
+        // Another CPU may be writing the slot: the tag read before and after the key and value
+        // (volatile, in this order) tells a whole slot from a half-written one (see FlowSlot).
+        unsafe {
+            let slot: *mut FlowSlot = &raw mut (*bucket).slots[way];
+            let before = core::ptr::read_volatile(&raw const (*slot).tag);
+            if before != 0 && same_flow(&(*slot).key, pkt) {
+                let value = core::ptr::read_volatile(&raw const (*slot).value);
+                let after = core::ptr::read_volatile(&raw const (*slot).tag);
+                if before != after || after != flow_tag(hash, &value) {
+                    return None;
+                }
+                if (*slot).seen != now {
+                    core::ptr::write_volatile(&raw mut (*slot).seen, now);
+                }
+                return Some(value);
+            }
+        }
+        way += 1;
+    }
+    None
+}
+
+/// Whether a slot's key is the packet's flow (word by word: comparing the address arrays
+/// whole would call a byte-wise `memcmp`).
 #[inline(always)]
-fn reserve_nat_port(
-    flow: &FlowKey,
-    hash: u32,
+fn same_flow(key: &FlowKey, pkt: &Parsed) -> bool {
+    key.sport == pkt.sport
+        && key.dport == pkt.dport
+        && key.src[3] == pkt.src[3]
+        && key.dst[3] == pkt.dst[3]
+        && key.src[0] == pkt.src[0]
+        && key.src[1] == pkt.src[1]
+        && key.src[2] == pkt.src[2]
+        && key.dst[0] == pkt.dst[0]
+        && key.dst[1] == pkt.dst[1]
+        && key.dst[2] == pkt.dst[2]
+        && key.proto == pkt.proto
+}
+
+/// The way of its bucket a new flow takes: the slot that holds the flow already, else an
+/// empty one, else the one seen longest ago (ties: the first from a way the hash picks).
+#[inline(always)]
+fn victim(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32) -> usize {
+    let start = (hash >> 5) as usize;
+    let mut victim = start & (FLOW_WAYS - 1);
+    let mut oldest = u32::MAX;
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let way = (start + i) & (FLOW_WAYS - 1);
+        // SAFETY: map value, index in bounds (see `pinned_flow`).
+        let (tag, seen, same) = unsafe {
+            let slot = &raw const (*bucket).slots[way];
+            ((*slot).tag, (*slot).seen, same_flow(&(*slot).key, pkt))
+        };
+        if same {
+            return way;
+        }
+        let age = if tag == 0 { 0 } else { seen };
+        if age < oldest {
+            oldest = age;
+            victim = way;
+        }
+        i += 1;
+    }
+    victim
+}
+
+/// Writes a flow into a slot of its bucket. The tag is zeroed first and written last
+/// (volatile: in this order), so a reader on another CPU never takes a half-written slot.
+#[inline(always)]
+fn pin(slot: *mut FlowSlot, pkt: &Parsed, tag: u32, value: &FlowValue, now: u32) {
+    // SAFETY: `slot` is inside a map value (valid for the whole run).
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).tag, 0);
+        let key = &raw mut (*slot).key;
+        core::ptr::write_volatile(&raw mut (*key).src, pkt.src);
+        core::ptr::write_volatile(&raw mut (*key).dst, pkt.dst);
+        core::ptr::write_volatile(&raw mut (*key).sport, pkt.sport);
+        core::ptr::write_volatile(&raw mut (*key).dport, pkt.dport);
+        core::ptr::write_volatile(&raw mut (*key).proto, pkt.proto);
+        core::ptr::write_volatile(&raw mut (*slot).value, *value);
+        core::ptr::write_volatile(&raw mut (*slot).seen, now);
+        core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+    }
+}
+
+/// A NAT source port for a new flow to `backend` (id `id`) and its reverse-table slot: the
+/// next ports from this CPU's cursor in the backend's lane (each CPU's cursor starts its own
+/// share of the range further on, so CPUs rarely meet), the first whose slot is free: empty,
+/// this very flow's, or its flow's connection-table slot gone and no reply for
+/// [`NAT_QUIET_SECS`]. The cursor comes back to a port after the lane's whole range, by then
+/// almost always free (the table has twice as many slots as the connection table).
+///
+/// A free slot is then claimed ([`claim_nat`]): of CPUs that judged one port free at once,
+/// only one owns it and writes it; the others try their next port. Returns the port, the
+/// slot and the claim value [`write_nat`] releases it with. `None`: [`NAT_PORT_TRIES`] ports
+/// all taken.
+#[inline(always)]
+fn nat_slot(
+    pkt: &Parsed,
     backend: &Backend,
-    source: &Addr,
-    vip_index: u32,
-) -> Option<u16> {
-    let reverse = NatReverse {
-        client: flow.src,
-        vip: flow.dst,
-        client_port: flow.sport,
-        vip_port: flow.dport,
-        vip_index,
-    };
+    id: u32,
+    clock: &FlowClock,
+) -> Option<(u16, *mut NatSlot, u32)> {
+    let lane = nat_lane(&backend.addr, backend.port, clock.nat_mask);
+    // SAFETY: a plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let cursor = GH_NAT_CURSOR.get_ptr_mut(lane)?;
+    let ports = clock.nat_ports;
+    if ports == 0 {
+        return None;
+    }
+    let offset = (cpu % clock.cpus.max(1)) * (ports / clock.cpus.max(1));
     let mut attempt = 0;
     while attempt < NAT_PORT_TRIES {
-        let port = nat_port(hash, attempt).to_be();
-        let key = FlowKey {
-            src: backend.addr,
-            dst: *source,
-            sport: backend.port,
-            dport: port,
-            proto: flow.proto,
-            _pad: 0,
-            _pad2: 0,
+        // SAFETY: a per-CPU slot.
+        let next = unsafe {
+            let n = *cursor;
+            *cursor = n.wrapping_add(1);
+            n
         };
-        // BPF_NOEXIST: a port already mapped for another flow is not taken over. A port of this
-        // very flow (its forward entry was evicted) is reused.
-        const BPF_NOEXIST: u64 = 1;
-        if GH_NAT.insert(&key, &reverse, BPF_NOEXIST).is_ok() {
-            return Some(port);
-        }
-        // SAFETY: read by value right away.
-        if let Some(existing) = unsafe { GH_NAT.get(&key) }
-            && existing.client == reverse.client
-            && existing.client_port == reverse.client_port
-            && existing.vip == reverse.vip
-            && existing.vip_port == reverse.vip_port
-        {
-            return Some(port);
+        let port = (NAT_PORT_BASE + (offset + next % ports) % ports) as u16;
+        if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port)) {
+            // SAFETY: map value; read before judging the slot (the barrier keeps the judging
+            // reads after it), so a slot written since fails the claim below.
+            let seen = unsafe { core::ptr::read_volatile(&raw const (*slot).claim) };
+            compiler_barrier();
+            if !nat_claimed(seen) && nat_free(slot, pkt, id, clock.now) && claim_nat(slot, seen) {
+                return Some((port, slot, seen.wrapping_add(2)));
+            }
         }
         attempt += 1;
     }
     None
+}
+
+/// Whether a reverse-table slot may be given to this flow (see [`nat_slot`]).
+#[inline(always)]
+fn nat_free(slot: *mut NatSlot, pkt: &Parsed, id: u32, now: u32) -> bool {
+    // SAFETY: map value; read field by field (another CPU's reply may be refreshing `seen`).
+    unsafe {
+        let tag = core::ptr::read_volatile(&raw const (*slot).tag);
+        if tag == 0 {
+            return true;
+        }
+        let s = &*slot;
+        if s.backend == id
+            && s.client_port == pkt.sport
+            && s.vip_port == pkt.dport
+            && s.proto == pkt.proto
+            && s.client == pkt.src
+            && s.vip == pkt.dst
+        {
+            return true;
+        }
+        if s.seen != 0 && now.wrapping_sub(s.seen) < NAT_QUIET_SECS {
+            return false;
+        }
+        // Its flow's connection-table slot: still carrying the tag, the port is in use.
+        let owner = s.owner;
+        match GH_FLOWS.get(owner / FLOW_WAYS as u32) {
+            Some(bucket) => {
+                let way = &bucket.slots[(owner as usize) & (FLOW_WAYS - 1)];
+                core::ptr::read_volatile(&raw const way.tag) != s.owner_tag
+            }
+            None => true,
+        }
+    }
+}
+
+/// Keeps the compiler from moving memory accesses across this point (no instruction; the
+/// CPU's own order is x86's, see [`NatSlot`]).
+#[inline(always)]
+fn compiler_barrier() {
+    // SAFETY: an empty instruction sequence; without `nomem` the compiler assumes it reads
+    // and writes any memory, which is the point.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+}
+
+/// Takes a reverse-table slot judged free when its claim word read `seen` (even): one
+/// compare-and-swap to `seen + 1` (odd: being written). Fails when any other CPU claimed the
+/// slot since `seen` was read, whatever it wrote: the claim count only grows.
+#[inline(always)]
+fn claim_nat(slot: *mut NatSlot, seen: u32) -> bool {
+    use core::intrinsics::AtomicOrdering::SeqCst;
+    // SAFETY: `slot` is a map value (valid, aligned); an atomic access of one `u32` field.
+    let (_, won) = unsafe {
+        core::intrinsics::atomic_cxchg::<u32, { SeqCst }, { SeqCst }>(
+            &raw mut (*slot).claim,
+            seen,
+            seen.wrapping_add(1),
+        )
+    };
+    won
+}
+
+/// Writes a flow's reverse mapping into a slot this CPU claimed ([`claim_nat`]): tag zeroed
+/// first, written last (see [`NatSlot`]), then the claim word set to `release` (even).
+#[inline(always)]
+fn write_nat(
+    slot: *mut NatSlot,
+    release: u32,
+    pkt: &Parsed,
+    backend: &Backend,
+    id: u32,
+    owner: (u32, u32),
+) {
+    // SAFETY: `slot` is a map value (valid for the whole run). Field by field: a whole
+    // `NatSlot` built on the stack would cost 64 bytes of this call chain's 512.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).tag, 0);
+        core::ptr::write_volatile(&raw mut (*slot).client, pkt.src);
+        core::ptr::write_volatile(&raw mut (*slot).vip, pkt.dst);
+        core::ptr::write_volatile(&raw mut (*slot).backend, id);
+        core::ptr::write_volatile(&raw mut (*slot).backend_port, backend.port);
+        core::ptr::write_volatile(&raw mut (*slot).client_port, pkt.sport);
+        core::ptr::write_volatile(&raw mut (*slot).vip_port, pkt.dport);
+        core::ptr::write_volatile(&raw mut (*slot).proto, pkt.proto);
+        core::ptr::write_volatile(&raw mut (*slot).owner, owner.0);
+        core::ptr::write_volatile(&raw mut (*slot).owner_tag, owner.1);
+        core::ptr::write_volatile(&raw mut (*slot).seen, 0);
+        let tag = nat_tag(&*slot);
+        core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+        core::ptr::write_volatile(&raw mut (*slot).claim, release);
+    }
 }
 
 /// Whether this SYN exceeds the VIP's per-CPU budget of new connections per second.
@@ -500,24 +714,36 @@ fn syn_flood(vip: &VipValue) -> bool {
 /// VIP to the client and sent on. `None`: no such flow, the packet goes on as any other.
 #[inline(never)]
 fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
-    let key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        _pad: 0,
-        _pad2: 0,
+    let clock = GH_FLOW_CLOCK.get(0)?;
+    let lane = nat_lane(&pkt.src, pkt.sport, clock.nat_mask);
+    let slot = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.dport)))?;
+    // SAFETY: a map value; the tag read before and after the fields (volatile) tells a whole
+    // slot from one another CPU is writing. Only what the rewrite needs is copied.
+    let (client, vip, ports) = unsafe {
+        let before = core::ptr::read_volatile(&raw const (*slot).tag);
+        let s = &*slot;
+        let (client, vip) = (s.client, s.vip);
+        let ports = packet::ports(s.vip_port, s.client_port);
+        let whole = nat_tag(s) == before
+            && s.backend_port == pkt.sport
+            && s.proto == pkt.proto
+            && GH_BACKENDS.get(s.backend).is_some_and(|b| b.addr == pkt.src);
+        let after = core::ptr::read_volatile(&raw const (*slot).tag);
+        if before == 0 || before != after || !whole {
+            return None;
+        }
+        if s.seen != clock.now {
+            // A racing write of the same field is harmless.
+            core::ptr::write_volatile(&raw mut (*slot).seen, clock.now);
+        }
+        (client, vip, ports)
     };
-    // SAFETY: read by value right away.
-    let orig = unsafe { GH_NAT.get(&key) }?;
     count(COUNTER_NAT_REVERSE);
-    let ports = packet::ports(orig.vip_port, orig.client_port);
-    if !packet::rewrite(raw, pkt, &orig.vip, &orig.client, ports) {
+    if !packet::rewrite(raw, pkt, &vip, &client, ports) {
         count(COUNTER_MALFORMED);
         return Some(xdp_action::XDP_DROP);
     }
-    Some(forward(raw, pkt, &orig.client, false, CLIENT_SLOT | client_hop_slot(&orig.client)))
+    Some(forward(raw, pkt, &client, false, CLIENT_SLOT | client_hop_slot(&client)))
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next

@@ -7,7 +7,8 @@
 //! `valgrind --tool=callgrind`: each phase is its own non-inlined function, so
 //! `callgrind_annotate --inclusive=yes` gives instructions per phase (divide by N). The module
 //! comes from `make plugins` (`GATEHOUSE_PLUGINS_DIR`, else `$CARGO_TARGET_DIR/plugins/...`);
-//! without it the benchmark says so and does nothing.
+//! without it the benchmark says so and does nothing. `GATEHOUSE_BENCH_CONFIG` sets the
+//! plugin's configuration (JSON).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up")]
 
 use std::hint::black_box;
@@ -21,7 +22,8 @@ use criterion::Criterion;
 use gatehouse_model::{FailurePolicy, ModuleSource, WasmPlugin};
 use gatehouse_wasm::{Head, Host, HostOptions, HttpContext, Plugin, RequestInfo, Verdict};
 
-/// The edit bench/wasm measures through the proxy.
+/// The edit bench/wasm measures through the proxy; `GATEHOUSE_BENCH_CONFIG` replaces it (e.g.
+/// `{"request": {"set": {"x-client-ip": "{source.address}"}}}` to read a property too).
 const CONFIG: &str = r#"{"request": {"set": {"x-bench": "1"}}}"#;
 
 fn module_path() -> PathBuf {
@@ -42,7 +44,7 @@ fn plugin(path: PathBuf) -> Arc<Plugin> {
     let spec = WasmPlugin {
         name: "bench".into(),
         module: ModuleSource::Path { path, sha256: None },
-        config: CONFIG.into(),
+        config: std::env::var("GATEHOUSE_BENCH_CONFIG").unwrap_or_else(|_| CONFIG.into()),
         failure_policy: FailurePolicy::Closed,
         timeout: Duration::from_millis(200),
         memory_limit: 16 << 20,
@@ -140,7 +142,7 @@ fn main() {
     let mut req = request_head();
     let mut resp = response_head();
     one_request(&plugin, &info, &mut req, &mut resp);
-    assert_eq!(req.headers["x-bench"], "1", "the plugin did not edit the request");
+    assert!(req.headers.len() > 3, "the plugin did not edit the request");
 
     if let Some(n) = std::env::var("GATEHOUSE_BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()) {
         for _ in 0..n {

@@ -6,6 +6,8 @@ DEBIAN_PACKAGES := build-essential pkg-config curl ca-certificates systemd iprou
 BENCH_PACKAGES := nginx wrk util-linux procps
 # bench/xdp's kernel peer: nftables DNAT with conntrack.
 XDP_BENCH_PACKAGES := nftables
+# The WASM host's instructions per request (callgrind on appliance/wasm/benches/request.rs).
+WASM_BENCH_PACKAGES := valgrind
 # The appliance image and its boot test (`make image`, tests/tests/e2e/image.rs, bench/boot).
 IMAGE_PACKAGES := mmdebstrap e2fsprogs zstd binutils fdisk mtools dosfstools
 # From bookworm-backports: bookworm's qemu-system-x86 conflicts with backports' qemu-utils.
@@ -110,7 +112,7 @@ plugins: setup
 
 ## WASM filter cost: no filter vs native header modifier vs the header-modifier plugin (release).
 bench-wasm: setup
-	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES)"
+	@$(MAKE) --no-print-directory setup-debian DEBIAN_PACKAGES="$(BENCH_PACKAGES) $(WASM_BENCH_PACKAGES)"
 	bench/wasm
 
 # What building needs; the test suite also needs the image tools (setup-image) and the plugins.

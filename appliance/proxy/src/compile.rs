@@ -374,6 +374,7 @@ fn compile_route(route: &HttpRoute, plugins: &Plugins) -> CompiledRoute {
     CompiledRoute {
         id: route.id.clone(),
         label: format!("{}/{}", route.id.namespace, route.id.name),
+        name: Arc::from(format!("{}/{}", route.id.namespace, route.id.name)),
         created: route.created,
         rules: route.rules.iter().map(|r| compile_rule(route, r, plugins)).collect(),
     }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the data plane.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -189,12 +189,14 @@ const NONE: &str = "none";
 pub(crate) struct ListenerMetrics {
     /// `namespace/gateway/listener`.
     pub label: String,
+    /// The same, shared with WASM filters' `RequestInfo` without an allocation per request.
+    pub name: Arc<str>,
     duration: OnceLock<Histogram>,
 }
 
 impl ListenerMetrics {
     pub(crate) fn new(label: String) -> Self {
-        Self { label, duration: OnceLock::new() }
+        Self { name: Arc::from(label.as_str()), label, duration: OnceLock::new() }
     }
 }
 

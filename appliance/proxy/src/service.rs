@@ -233,8 +233,8 @@ async fn forward_matched(
             source: conn.peer,
             destination: conn.socket,
             server_name: None,
-            route_name: Arc::from(entry.route.label.as_str()),
-            listener_name: Arc::from(listener.metrics.label.as_str()),
+            route_name: entry.route.name.clone(),
+            listener_name: listener.metrics.name.clone(),
             protocol: if client_version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
             tls: conn.protocol == Protocol::Https,
         };

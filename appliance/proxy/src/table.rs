@@ -167,6 +167,8 @@ pub(crate) struct CompiledRoute {
     pub id: ObjectId,
     /// `namespace/name`, for metrics.
     pub label: String,
+    /// The same, shared with WASM filters' `RequestInfo` without an allocation per request.
+    pub name: Arc<str>,
     pub created: Option<i64>,
     pub rules: Vec<CompiledRule>,
 }

@@ -27,22 +27,44 @@ const MAX_MAP_BYTES: usize = 1 << 20;
 pub type Pair<'a> = (&'a [u8], &'a [u8]);
 
 /// Serialises `pairs` in the ABI's map form.
-pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let pairs: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
-    let size = pairs.iter().fold(4usize, |s, (n, v)| s + 10 + n.len() + v.len());
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (n, v) in &pairs {
-        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (n, v) in pairs {
-        out.extend_from_slice(n);
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
+pub fn serialize<'a>(pairs: impl IntoIterator<Item = Pair<'a>>) -> Vec<u8> {
+    let pairs: Vec<Pair<'a>> = pairs.into_iter().collect();
+    let mut out = vec![0; serialized_len(pairs.iter().copied())];
+    // The buffer has exactly the size the pairs need, so this cannot fall short.
+    let _ = serialize_into(|| pairs.iter().copied(), &mut out);
     out
+}
+
+/// How many bytes [`serialize`] makes of `pairs`.
+fn serialized_len<'a>(pairs: impl Iterator<Item = Pair<'a>>) -> usize {
+    pairs.fold(4usize, |s, (n, v)| s + 10 + n.len() + v.len())
+}
+
+/// Serialises `pairs` into `out` (guest memory, exactly [`serialized_len`] bytes) without a
+/// host-side buffer; a count or length that does not fit, or an `out` of the wrong size, is a
+/// [`Status::SerializationFailure`].
+/// `pairs` makes the iterator afresh for each pass.
+fn serialize_into<'a, I: Iterator<Item = Pair<'a>>>(
+    pairs: impl Fn() -> I,
+    out: &mut [u8],
+) -> Result<(), Status> {
+    use std::io::Write;
+    let word = |n: usize| u32::try_from(n).map(u32::to_le_bytes);
+    let mut w = &mut *out;
+    let mut put = |bytes: &[u8]| w.write_all(bytes).map_err(|_| Status::SerializationFailure);
+    let bad = |_| Status::SerializationFailure;
+    put(&word(pairs().count()).map_err(bad)?)?;
+    for (n, v) in pairs() {
+        put(&word(n.len()).map_err(bad)?)?;
+        put(&word(v.len()).map_err(bad)?)?;
+    }
+    for (n, v) in pairs() {
+        put(n)?;
+        put(&[0])?;
+        put(v)?;
+        put(&[0])?;
+    }
+    if w.is_empty() { Ok(()) } else { Err(Status::SerializationFailure) }
 }
 
 /// Parses a serialised map; any inconsistency (counts, lengths, missing NULs, trailing bytes)
@@ -111,37 +133,44 @@ fn value(raw: &[u8]) -> Result<HeaderValue, Status> {
     HeaderValue::from_bytes(raw).map_err(|_| Status::BadArgument)
 }
 
-fn serialize_target(t: &Target<'_>) -> Vec<u8> {
-    match t {
-        Target::Head(h) => serialize(
-            h.pseudo
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                .chain(h.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))),
-        ),
-        Target::Trailers(m) => {
-            serialize(m.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
-        }
-    }
+/// The pairs of a map as the guest sees them: pseudo-headers first.
+fn pairs<'a>(t: &'a Target<'_>) -> impl Iterator<Item = Pair<'a>> {
+    let (pseudo, headers) = match t {
+        Target::Head(h) => (&h.pseudo[..], &h.headers),
+        Target::Trailers(m) => (&[][..], &**m),
+    };
+    pseudo
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .chain(headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
 }
 
 fn get_pairs(mut caller: Caller<'_, HostState>, map: u32, ret_ptr: u32, ret_len: u32) -> Answer {
-    let bytes = match target(caller.data_mut(), map) {
-        Ok(t) => serialize_target(&t),
+    let len = match target(caller.data_mut(), map) {
+        Ok(t) => serialized_len(pairs(&t)),
         Err(s) => return answer(Err(s)),
     };
-    answer(memory::hand_over(&mut caller, &bytes, ret_ptr, ret_len)?)
+    // Serialised straight into the guest's allocation.
+    answer(memory::hand_over_with(&mut caller, len, ret_ptr, ret_len, |dst, state| {
+        let t = target(state, map)?;
+        serialize_into(|| pairs(&t), dst)
+    })?)
 }
 
 fn set_pairs(mut caller: Caller<'_, HostState>, map: u32, ptr: u32, len: u32) -> Answer {
     if len as usize > MAX_MAP_BYTES {
         return answer(Err(Status::BadArgument));
     }
-    let bytes = match memory::read(&mut caller, ptr, len) {
-        Ok(b) => b,
+    let (data, state) = match memory::split(&mut caller) {
+        Ok(split) => split,
         Err(e) => return answer(Err(e.into())),
     };
-    answer(set_pairs_in(caller.data_mut(), map, &bytes))
+    // Parsed in place, in guest memory.
+    answer(
+        memory::slice(data, ptr, len)
+            .map_err(Status::from)
+            .and_then(|b| set_pairs_in(state, map, b)),
+    )
 }
 
 fn set_pairs_in(state: &mut HostState, map: u32, bytes: &[u8]) -> Result<(), Status> {
@@ -186,11 +215,13 @@ fn get_value(
     ret_ptr: u32,
     ret_len: u32,
 ) -> Answer {
-    let key = match memory::read(&mut caller, key_ptr, key_len) {
-        Ok(k) => k,
-        Err(e) => return answer(Err(e.into())),
+    let found = match memory::split(&mut caller)
+        .and_then(|(data, state)| Ok((memory::slice(data, key_ptr, key_len)?, state)))
+    {
+        Ok((key, state)) => lookup(state, map, key),
+        Err(e) => Err(e.into()),
     };
-    let found = match lookup(caller.data_mut(), map, &key) {
+    let found = match found {
         Ok(v) => v,
         Err(s) => return answer(Err(s)),
     };
@@ -267,12 +298,16 @@ fn edit_call(
     val: (u32, u32),
     how: Edit,
 ) -> Answer {
-    let read = |c: &mut Caller<'_, HostState>, (p, l): (u32, u32)| memory::read(c, p, l);
-    let (key, val) = match (read(caller, key), read(caller, val)) {
+    // Key and value are read in place, in guest memory.
+    let (data, state) = match memory::split(caller) {
+        Ok(split) => split,
+        Err(e) => return answer(Err(e.into())),
+    };
+    let (key, val) = match (memory::slice(data, key.0, key.1), memory::slice(data, val.0, val.1)) {
         (Ok(k), Ok(v)) => (k, v),
         (Err(e), _) | (_, Err(e)) => return answer(Err(e.into())),
     };
-    answer(edit(caller.data_mut(), map, &key, &val, how))
+    answer(edit(state, map, key, val, how))
 }
 
 fn add_value(mut c: Caller<'_, HostState>, map: u32, kp: u32, kl: u32, vp: u32, vl: u32) -> Answer {

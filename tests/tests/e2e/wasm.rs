@@ -32,7 +32,8 @@ addresses = ["127.0.0.1"]
     )
 }
 
-fn route(name: &str, host: &str, plugin: &str, backend: u16) -> String {
+/// A native TOML route on listener `web` whose one rule runs `plugin` before `backend`.
+pub(crate) fn route(name: &str, host: &str, plugin: &str, backend: u16) -> String {
     format!(
         r#"
 [[routes]]

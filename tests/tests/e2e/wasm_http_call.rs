@@ -10,6 +10,8 @@ use gatehouse_tests::{
     Appliance, Client, EchoBackend, ScriptedBackend, Step, free_port, wasm_plugin,
 };
 
+use crate::wasm::route;
+
 fn plugin(name: &str, upstream: &str) -> String {
     let module = wasm_plugin("sdk-http-auth-random").display().to_string();
     let upstreams = if upstream.is_empty() {
@@ -18,20 +20,6 @@ fn plugin(name: &str, upstream: &str) -> String {
         format!("upstreams = [{{ name = \"httpbin\", address = \"{upstream}\" }}]\n")
     };
     format!("\n[[plugins]]\nname = \"{name}\"\nmodule = \"{module}\"\n{upstreams}")
-}
-
-fn route(name: &str, plugin: &str, backend: u16) -> String {
-    format!(
-        r#"
-[[routes]]
-name = "{name}"
-parents = ["web"]
-hostnames = ["{name}.example"]
-  [[routes.rules]]
-  filters = [{{ wasm = {{ plugin = "{plugin}" }} }}]
-  backends = [{{ address = "127.0.0.1:{backend}" }}]
-"#
-    )
 }
 
 #[tokio::test]
@@ -54,7 +42,7 @@ async fn the_sdk_http_auth_random_example_calls_its_upstream_while_the_request_w
     ]
     .concat();
     let routes = ["granted", "forbidden", "refused", "slow", "unnamed"]
-        .map(|name| route(name, name, app.port()))
+        .map(|name| route(name, &format!("{name}.example"), name, app.port()))
         .concat();
     let config = format!(
         r#"

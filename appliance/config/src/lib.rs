@@ -63,6 +63,9 @@ pub struct Config {
     /// Where the appliance keeps state that must survive restarts (address allocations, ACME
     /// accounts and certificates, compiled WASM modules). Boot-only.
     pub state_dir: PathBuf,
+    /// Whether the appliance adds a `local` route for each address a user-space listener binds
+    /// that the host does not already take as its own (`[runtime] local_routes`, default on).
+    pub local_routes: bool,
     /// The Gateway API source, when `[gateway_api]` is present.
     pub gateway_api: Option<GatewayApiSettings>,
     /// Cluster mode, when `[kubernetes]` is present (boot-only: a change needs a restart).
@@ -192,8 +195,9 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
             leaf(&mut errors, &listen, native::parse_socket_addr).unwrap_or(DEFAULT_ADMIN_LISTEN)
         }
     };
-    let (shutdown_grace_ms, state_dir) =
-        file.runtime.map_or((None, None), |r| (r.shutdown_grace_ms, r.state_dir));
+    let (shutdown_grace_ms, state_dir, local_routes) = file
+        .runtime
+        .map_or((None, None, None), |r| (r.shutdown_grace_ms, r.state_dir, r.local_routes));
     let shutdown_grace = shutdown_grace_ms.map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
     let state_dir = match state_dir {
         Some(dir) => base_dir.join(dir.into_inner()),
@@ -230,6 +234,7 @@ pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigE
         admin_listen,
         shutdown_grace,
         state_dir,
+        local_routes: local_routes.unwrap_or(true),
         gateway_api,
         kubernetes,
         native,

@@ -90,6 +90,7 @@ pub(crate) struct Admin {
 pub(crate) struct Runtime {
     pub shutdown_grace_ms: Option<u64>,
     pub state_dir: Option<Spanned<String>>,
+    pub local_routes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod acme;
 mod addresses;
 mod cli;
 mod kube_manifests;
+mod local_routes;
 mod logging;
 mod native_status;
 mod pipeline;

@@ -143,6 +143,8 @@ pub struct Reloader {
     xdp_attached: Option<bool>,
     /// The user-space L4 data plane (TCP, UDP and TLS listeners).
     l4: Option<Arc<gatehouse_l4proxy::L4Proxy>>,
+    /// The kernel's local routes for the addresses user-space listeners bind.
+    host_routes: Option<crate::local_routes::HostRoutes>,
     /// Memoises the Gateway API translation per route across reloads.
     translator: gatehouse_gateway::Translator,
     /// Reuses compiled routes that did not change across reloads.
@@ -182,6 +184,7 @@ impl Reloader {
             xdp: None,
             xdp_attached: None,
             l4: None,
+            host_routes: None,
             translator: gatehouse_gateway::Translator::new(),
             compiler: gatehouse_proxy::Compiler::new(),
             parsed: None,
@@ -192,6 +195,16 @@ impl Reloader {
     /// Feeds the XDP data plane a plan per generation, after the proxy swapped.
     pub fn set_xdp(&mut self, xdp: crate::xdp::Xdp) {
         self.xdp = Some(xdp);
+    }
+
+    /// Keeps the local routes for the addresses user-space listeners bind, every generation.
+    pub fn set_host_routes(&mut self, routes: crate::local_routes::HostRoutes) {
+        self.host_routes = Some(routes);
+    }
+
+    /// Takes the keeper of the local routes (at exit, to remove them after the drain).
+    pub fn take_host_routes(&mut self) -> Option<crate::local_routes::HostRoutes> {
+        self.host_routes.take()
     }
 
     /// Feeds the user-space L4 data plane every generation, right after the proxy.
@@ -290,6 +303,10 @@ impl Reloader {
     /// Loads every source anew and applies it; on failure keeps serving the last good state.
     pub async fn reload(&mut self) -> bool {
         self.parsed = None;
+        // A full reload (SIGHUP, a file changed) also checks the local routes again.
+        if let Some(routes) = self.host_routes.as_mut() {
+            routes.recheck();
+        }
         self.reload_cluster().await
     }
 
@@ -459,6 +476,15 @@ impl Reloader {
                 None => l4.apply(&desired, loaded.config.l4).await,
             };
             report.listener_problems.extend(problems);
+        }
+        // What the user-space listeners bind (XDP's VIPs are forwarded, never delivered
+        // locally) must be routed as local for the kernel to deliver it to them.
+        if let Some(routes) = self.host_routes.as_mut() {
+            let l4_listeners = xdp.user_space.as_deref().unwrap_or(&desired.l4_listeners);
+            let bound = desired.listeners.iter().flat_map(|l| l.addresses.iter().copied());
+            let bound = bound.chain(l4_listeners.iter().flat_map(|l| l.addresses.iter().copied()));
+            let warnings = routes.apply(loaded.config.local_routes, bound).await;
+            loaded.warnings.extend(warnings);
         }
         report.listener_problems.extend(xdp.listener_problems);
         let previous_table = self.table.replace(table.clone());

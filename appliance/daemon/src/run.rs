@@ -199,6 +199,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     reloader.set_acme(acme);
     reloader.set_wasm(wasm);
     reloader.set_l4(l4.clone());
+    reloader.set_host_routes(crate::local_routes::HostRoutes::open());
     if let Some(xdp) = xdp {
         reloader.set_xdp(xdp);
     }
@@ -306,6 +307,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     l4.shutdown();
     proxy.shutdown(shutdown_grace).await;
     reloader.stop_xdp();
+    // After the drain: the connections still open needed their addresses local.
+    if let Some(mut routes) = reloader.take_host_routes() {
+        routes.clear().await;
+    }
     let _ = stop_admin.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), admin_task).await;
     drop(cluster);

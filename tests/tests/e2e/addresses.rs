@@ -232,11 +232,13 @@ spec:
 async fn pool_addresses_not_on_any_interface_are_bound_with_freebind() {
     let echo = EchoBackend::start("echo").await;
     // TEST-NET-1: on no interface here. Only a listening socket is bound; no packet leaves.
+    // The host's routing is left alone: local routes are tested in a namespace of their own
+    // (`local_routes_make_pool_addresses_reachable_needs_root`).
     let pool = "[[ipam.pools]]\nname = \"unrouted\"\ncidrs = [\"192.0.2.0/30\"]\n";
     let yaml = manifests(echo.port(), &[gateway("far", free_port(), None)]);
-    let gh =
-        Appliance::start_ready(&config(Path::new("state"), pool), &[("manifests/all.yaml", &yaml)])
-            .await;
+    let config = config(Path::new("state"), pool)
+        .replace("[runtime]\n", "[runtime]\nlocal_routes = false\n");
+    let gh = Appliance::start_ready(&config, &[("manifests/all.yaml", &yaml)]).await;
     let status = gh.wait_status(|s| condition(s, "far", "Programmed").is_some()).await;
     assert_eq!(addresses(&status, "far"), ["192.0.2.1"]);
     assert!(programmed(&status, "far"), "{status:#}");
@@ -319,4 +321,77 @@ spec:
     assert!(warnings.contains("zz-late") && warnings.contains("no free address"), "{warnings}");
     let url = format!("http://127.0.12.2:{port_web}/");
     assert_eq!(get_backend(&url).await.as_deref(), Some("echo"));
+}
+
+/// `GET /` from namespace `ns` to `addr`: the status line, or `None` when nothing answers.
+fn get_from_ns(ns: &str, addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    crate::xdp::in_ns(ns, move || {
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(conn, "GET / HTTP/1.0\r\nHost: web\r\n\r\n").ok()?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).ok()?;
+        reply.lines().next().map(str::to_owned)
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+#[test]
+fn local_routes_make_pool_addresses_reachable_needs_root() {
+    use crate::xdp::{Topology, admin_get, in_ns, root, run, wait_status};
+    if !root() {
+        return;
+    }
+    // The appliance's namespace on a LAN with a client; no XDP: the client routes the pool to
+    // the appliance, and the proxy's listener binds the pool address with IP_FREEBIND.
+    let topo = Topology::new("lr");
+    let ns = topo.appliance.clone();
+    run(&["ip", "-n", &topo.client, "route", "add", "10.20.9.0/29", "via", "10.10.0.1"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = rt.handle().clone();
+    // The backend listens on the appliance namespace's loopback.
+    let echo = in_ns(&ns, move || handle.block_on(EchoBackend::start("echo")))
+        .join()
+        .expect("echo backend");
+    let port = 8080;
+    let pool = "[[ipam.pools]]\nname = \"lan\"\ncidrs = [\"10.20.9.0/29\"]\n";
+    let config = config(Path::new("state"), pool);
+    let yaml = manifests(echo.port(), &[gateway("web", port, None)]);
+    let mut gh = Appliance::start_in_netns(&ns, &config, &[("manifests/all.yaml", &yaml)]);
+    let status = wait_status(&gh, &ns, |s| programmed(s, "web"));
+    let address = addresses(&status, "web").pop().expect("an address from the pool");
+    let ours = || run(&["ip", "-n", &ns, "route", "show", "table", "local", "proto", "157"]);
+    assert!(ours().contains(&format!("local {address} dev lo")), "{}", ours());
+    let target: std::net::SocketAddr = format!("{address}:{port}").parse().expect("address");
+    let answer = get_from_ns(&topo.client, target);
+    assert!(answer.as_deref().is_some_and(|l| l.contains(" 200 ")), "{answer:?}\n{}", gh.logs());
+
+    // Turned off: the appliance removes its route (the operator routes the address himself).
+    let generation = status["generation"].as_u64().expect("generation");
+    let admin = gh.admin.to_string();
+    let off = config.replace("[runtime]\n", "[runtime]\nlocal_routes = false\n");
+    gh.write("gatehouse.toml", &off.replace("{admin}", &admin));
+    wait_status(&gh, &ns, |s| s["generation"].as_u64().is_some_and(|g| g > generation));
+    assert_eq!(ours(), "");
+    // On again, then the appliance stops: the route goes with it.
+    gh.write("gatehouse.toml", &config.replace("{admin}", &admin));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ours().contains(&address) {
+        assert!(std::time::Instant::now() < deadline, "the route never came back:\n{}", gh.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = get_from_ns(&topo.client, target);
+    assert!(answer.as_deref().is_some_and(|l| l.contains(" 200 ")), "{answer:?}");
+    assert!(admin_get(&ns, gh.admin, "/readyz").is_some());
+    gh.signal("TERM");
+    let exit = rt.block_on(gh.wait_exit(Duration::from_secs(10)));
+    assert!(exit.success(), "{exit:?}\n{}", gh.logs());
+    assert_eq!(ours(), "", "the local route outlived the process");
 }

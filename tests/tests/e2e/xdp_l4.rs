@@ -311,11 +311,9 @@ fn tcp_and_udp_routes_and_a_load_balancer_service_through_xdp_needs_root() {
         tls_backend(&topo.backends[1], TLS_BACKEND, stop.clone()),
     ];
     // The TLS listener is served by a socket in user space: the kernel delivers to it only
-    // what it routes as local (IP_FREEBIND lets the socket bind; this makes packets arrive).
-    // Its own address: the kernel drops forwarded packets from a local address, such as
-    // full-NAT replies from an XDP VIP (docs/l4.md).
-    let local = format!("{TLS_VIP}/32");
-    crate::xdp::run(&["ip", "-n", &ns, "route", "add", "local", &local, "dev", "lo"]);
+    // what it routes as local, so the appliance adds a local route for its address (and none
+    // for the XDP VIPs: the kernel drops forwarded packets from a local address, such as
+    // full-NAT replies, docs/l4.md).
     let config = config("[gateway_api]\nmanifests = [\"manifests\"]\n");
     let manifests_v4 = manifests(None);
     let mut appliance =
@@ -324,6 +322,13 @@ fn tcp_and_udp_routes_and_a_load_balancer_service_through_xdp_needs_root() {
         s["xdp"]["applied_generation"].as_u64().is_some_and(|g| g >= 1) && all_programmed(s)
     });
     assert!(xdp_attached(&ns));
+    // The user-space listener's address got a local route of the appliance's; the XDP VIPs
+    // did not.
+    let ours =
+        || crate::xdp::run(&["ip", "-n", &ns, "route", "show", "table", "local", "proto", "157"]);
+    let local = ours();
+    assert!(local.contains(&format!("local {TLS_VIP} dev lo")), "{local}");
+    assert!(!local.contains(GATEWAY_VIP) && !local.contains(SERVICE_VIP), "{local}");
     let service = object(&status, "Service", "echo").expect("the Service's status");
     assert_eq!(service["status"]["loadBalancer"]["ingress"][0]["ip"], SERVICE_VIP, "{status:#}");
     for route in ["echo-tcp", "echo-udp", "pass"] {
@@ -442,6 +447,7 @@ fn tcp_and_udp_routes_and_a_load_balancer_service_through_xdp_needs_root() {
     let exit = rt.block_on(appliance.wait_exit(Duration::from_secs(10)));
     assert!(exit.success(), "{exit:?}\n{}", appliance.logs());
     assert!(!xdp_attached(&ns), "the XDP program outlived the process");
+    assert_eq!(ours(), "", "the local routes outlived the process");
     stop.store(true, Ordering::Relaxed);
     for server in servers {
         server.join().expect("backend");

@@ -25,7 +25,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 /// The kernel's `local` table (`RT_TABLE_LOCAL`).
-const LOCAL_TABLE: u32 = 255;
+const LOCAL_TABLE: u8 = 255;
 
 /// The route protocol number that marks Gatehouse's routes (free in iproute2's `rt_protos`).
 pub const ROUTE_PROTOCOL: u8 = 157;
@@ -103,7 +103,10 @@ impl LocalRoutes {
     /// Opens the connection (its task runs on the current tokio runtime).
     pub fn open() -> Result<Self, Error> {
         let loopback = nix::net::if_::if_nametoindex("lo").map_err(|_| Error::NoLoopback)?;
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Open)?;
+        // Strict checking: the kernel filters dumps by table, protocol and type (a host with a
+        // full routing table does not send it all on every reconciliation).
+        let (connection, handle, _) =
+            rtnetlink::new_connection_with_strict_check().map_err(Error::Open)?;
         tokio::spawn(connection);
         Ok(LocalRoutes { handle, loopback })
     }
@@ -170,11 +173,14 @@ impl LocalRoutes {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
             query.header.address_family = family;
+            query.header.table = LOCAL_TABLE;
+            query.header.protocol = RouteProtocol::Other(ROUTE_PROTOCOL);
+            query.header.kind = RouteType::Local;
             let mut routes = self.handle.route().get(query).execute();
             while let Some(route) = routes.try_next().await.map_err(|e| Error::List(io_error(e)))? {
                 if route.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
                     || route.header.kind != RouteType::Local
-                    || table(&route) != LOCAL_TABLE
+                    || table(&route) != u32::from(LOCAL_TABLE)
                 {
                     continue;
                 }
@@ -189,10 +195,18 @@ impl LocalRoutes {
     /// Whether the kernel's routing already delivers packets for `address` locally.
     async fn is_local(&self, address: IpAddr) -> Result<bool, Error> {
         let lookup = |source| Error::Lookup { address, source };
-        let query = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(address, full_length(address))
-            .map_err(|e| lookup(io::Error::new(io::ErrorKind::InvalidInput, e)))?
-            .build();
+        // A lookup (not a dump): with strict checking the header's table, protocol, scope and
+        // type must be unset.
+        let mut query = RouteMessage::default();
+        query.header.address_family = match address {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        query.header.destination_prefix_length = full_length(address);
+        query.attributes.push(RouteAttribute::Destination(match address {
+            IpAddr::V4(v4) => RouteAddress::Inet(v4),
+            IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+        }));
         let mut answers = self.handle.route().get(query).execute();
         match answers.try_next().await {
             Ok(Some(route)) => Ok(route.header.kind == RouteType::Local),
@@ -214,7 +228,7 @@ impl LocalRoutes {
             Err(_) => RouteMessageBuilder::<IpAddr>::new(),
         };
         builder
-            .table_id(LOCAL_TABLE)
+            .table_id(u32::from(LOCAL_TABLE))
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
             .scope(RouteScope::Host)
             .kind(RouteType::Local)

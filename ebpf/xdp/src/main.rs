@@ -97,8 +97,6 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
-/// `forward`'s slot bit for a client's next hop ([`GH_CLIENT_HOP`]) rather than a backend's.
-const CLIENT_SLOT: u32 = 1 << 31;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 
@@ -280,13 +278,14 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         && let Some(bucket) = bucket
         && let Some(entry) = pinned_flow(bucket, pkt, hash, clock.now)
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
-        && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
+        && let Some(backend) = GH_BACKENDS.get(entry.backend)
+        && backend.live != 0
     {
         if dropped(settings, pkt) {
             return xdp_action::XDP_DROP;
         }
         vip_count(entry.vip_index, pkt, false);
-        entry
+        (entry, backend)
     } else {
         let vip = match unpinned(pkt, settings) {
             Ok(vip) => vip,
@@ -301,9 +300,12 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
             return action;
         }
         vip_count(vip.index, pkt, true);
-        value
+        let Some(backend) = GH_BACKENDS.get(value.backend) else {
+            return xdp_action::XDP_DROP;
+        };
+        (value, backend)
     };
-    to_backend(raw, pkt, &pinned)
+    to_backend(raw, pkt, &pinned.0, pinned.1, settings)
 }
 
 /// A packet whose flow is not (or no longer) pinned: through the VIP table. `Ok`: a balanced
@@ -362,11 +364,14 @@ fn vip_count(index: u32, pkt: &Parsed, new_flow: bool) {
 
 /// Forwards a packet of a pinned flow to its backend: full NAT or IPIP, then out.
 #[inline(always)]
-fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
-    let (Some(backend), Some(settings)) = (GH_BACKENDS.get(pinned.backend), GH_SETTINGS.get(0))
-    else {
-        return xdp_action::XDP_DROP;
-    };
+fn to_backend(
+    raw: *mut xdp_md,
+    pkt: &Parsed,
+    pinned: &FlowValue,
+    backend: &Backend,
+    settings: &Settings,
+) -> u32 {
+    let hop = GH_NEXT_HOP.get_ptr_mut(pinned.backend).unwrap_or(core::ptr::null_mut());
     if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
         // SAFETY: per-CPU slot.
         unsafe {
@@ -379,7 +384,7 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        return forward(raw, pkt, &backend.addr, true, pinned.backend);
+        return forward(raw, pkt, &backend.addr, true, hop);
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     let ports = packet::ports(pinned.snat_port, backend.port);
@@ -387,7 +392,7 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &backend.addr, false, pinned.backend)
+    forward(raw, pkt, &backend.addr, false, hop)
 }
 
 /// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
@@ -743,20 +748,28 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
         count(COUNTER_MALFORMED);
         return Some(xdp_action::XDP_DROP);
     }
-    Some(forward(raw, pkt, &client, false, CLIENT_SLOT | client_hop_slot(&client)))
+    let hop = GH_CLIENT_HOP.get_ptr_mut(client_hop_slot(&client)).unwrap_or(core::ptr::null_mut());
+    Some(forward(raw, pkt, &client, false, hop))
 }
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next
 /// hop's MAC is known, else through the kernel's stack (which resolves it).
-/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `slot`: the
-/// backend id whose cached next hop ([`GH_NEXT_HOP`]) serves, or [`CLIENT_SLOT`] and the
-/// client's slot in [`GH_CLIENT_HOP`].
+/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `hop`: the
+/// per-CPU next-hop slot that serves `dst` (the backend's in [`GH_NEXT_HOP`], the client's in
+/// [`GH_CLIENT_HOP`]; null: none), looked up by the caller, where the map is known: a lookup
+/// whose map is only known at run time is a real helper call, one the verifier cannot inline.
 ///
 /// The next hop is the kernel FIB's answer (`bpf_fib_lookup`), cached per CPU while the epoch
 /// user space bumps on neighbour, route, rule and link changes stays the same: a packet to a
 /// known destination costs no FIB lookup.
 #[inline(never)]
-fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot: u32) -> u32 {
+fn forward(
+    raw: *mut xdp_md,
+    pkt: &Parsed,
+    dst: &Addr,
+    encapsulated: bool,
+    hop: *mut NextHop,
+) -> u32 {
     let ctx = &Ctx::new(raw);
     // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
     let ingress = ctx.ingress_ifindex();
@@ -771,11 +784,7 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
         return xdp_action::XDP_PASS;
     }
     let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
-    let cached = match (epoch, slot & CLIENT_SLOT) {
-        (0, _) => None,
-        (_, 0) => GH_NEXT_HOP.get_ptr_mut(slot),
-        _ => GH_CLIENT_HOP.get_ptr_mut(slot & !CLIENT_SLOT),
-    };
+    let cached = if epoch == 0 || hop.is_null() { None } else { Some(hop) };
     if let Some(nh) = cached {
         // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
         let nh = unsafe { &*nh };

@@ -413,7 +413,21 @@ fn to_backend(
         }
     }
     if pinned.flags & VIP_FLAG_IPIP != 0 {
-        if !encapsulate(raw, pkt, backend, settings) {
+        // An untagged IPv4 frame (the common case) inline, no BPF-to-BPF call.
+        let done = if pkt.v4 && pkt.l3 == packet::ETH_HLEN {
+            // SAFETY: a plain helper call on this program's own context.
+            let grown = unsafe { bpf_xdp_adjust_head(raw, -20) } == 0;
+            grown
+                && packet::encapsulate_v4(
+                    &Ctx::new(raw),
+                    pkt.ip_len,
+                    settings.source_v4[3],
+                    backend.addr[3],
+                )
+        } else {
+            encapsulate(raw, pkt, backend, settings)
+        };
+        if !done {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
@@ -968,7 +982,8 @@ fn out(ifindex: u32, ingress: u32) -> u32 {
     }
 }
 
-/// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return).
+/// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return), of
+/// a VLAN-tagged or IPv6 frame (an untagged IPv4 one is encapsulated inline, `to_backend`).
 #[inline(never)]
 fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Settings) -> bool {
     let ctx = &Ctx::new(raw);
@@ -977,9 +992,6 @@ fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Set
     // SAFETY: a plain helper call on this program's own context.
     if unsafe { bpf_xdp_adjust_head(raw, -outer) } != 0 {
         return false;
-    }
-    if pkt.v4 && l3 == packet::ETH_HLEN {
-        return packet::encapsulate_v4(ctx, pkt.ip_len, settings.source_v4[3], backend.addr[3]);
     }
     // Move the L2 header (with its VLAN tags) to the new start of the frame.
     if !packet::move_l2(ctx, l3, outer as usize) {

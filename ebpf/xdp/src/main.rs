@@ -763,8 +763,8 @@ fn syn_flood(vip: &VipValue) -> bool {
 }
 
 /// A backend's reply to a full-NAT flow (sent to the NAT source): rewritten back as from the
-/// VIP to the client, whose address goes to `client` ([`REPLY_REWRITTEN`]: the caller sends
-/// it on). [`REPLY_NONE`]: no such flow, the packet goes on as any other; else the action.
+/// VIP to the client, whose address goes to `out` ([`REPLY_REWRITTEN`]: the caller sends it
+/// on). [`REPLY_NONE`]: no such flow, the packet goes on as any other; else the action.
 #[inline(never)]
 fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: &mut Addr) -> u32 {
     let Some(clock) = GH_FLOW_CLOCK.get(0) else {

@@ -307,11 +307,13 @@ pub const fn nat_claimed(claim: u32) -> bool {
 /// The tag of a [`NatSlot`]: covers every field a reply is rewritten with; never 0.
 #[inline(always)]
 pub fn nat_tag(s: &NatSlot) -> u32 {
-    let mut h = mix(s.owner_tag, s.client[0] ^ s.client[1] ^ s.client[2] ^ s.client[3]);
-    h = mix(h, s.vip[0] ^ s.vip[1] ^ s.vip[2] ^ s.vip[3]);
-    h = mix(h, u32::from(s.client_port) | (u32::from(s.vip_port) << 16));
-    h = mix(h, s.backend ^ (u32::from(s.backend_port) << 8) ^ (u32::from(s.proto) << 24));
-    finish(h ^ s.owner) | 1
+    let client = s.client[0] ^ s.client[1] ^ s.client[2] ^ s.client[3];
+    let vip = s.vip[0] ^ s.vip[1] ^ s.vip[2] ^ s.vip[3];
+    let mut h = mix64(SEED, pair(s.owner_tag, s.owner));
+    h = mix64(h, pair(client, vip));
+    h = mix64(h, pair(u32::from(s.client_port) | (u32::from(s.vip_port) << 16), s.backend));
+    h = mix64(h, u64::from(s.backend_port) | (u64::from(s.proto) << 16));
+    (h as u32) | 1
 }
 
 /// Buckets of a connection table of `max_flows` slots: a power of two, at least one.
@@ -330,10 +332,12 @@ pub fn flow_bucket(hash: u32) -> u32 {
 /// The tag of a slot holding `value` for a flow of hash `hash`; never 0.
 #[inline(always)]
 pub fn flow_tag(hash: u32, value: &FlowValue) -> u32 {
-    let mut h = mix(hash, value.backend);
-    h = mix(h, u32::from(value.snat_port) | (u32::from(value.flags) << 16));
-    h = mix(h, value.vip_index ^ value.vip_gen.rotate_left(16));
-    finish(h) | 1
+    let mut h = mix64(SEED, pair(hash, value.backend));
+    h = mix64(
+        h,
+        pair(u32::from(value.snat_port) | (u32::from(value.flags) << 16), value.vip_index),
+    );
+    (mix64(h, u64::from(value.vip_gen)) as u32) | 1
 }
 
 /// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
@@ -507,25 +511,47 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 }
 
 /// [`flow_hash`] of a flow given by its fields (no [`FlowKey`] to build).
+///
+/// Three rounds of a 64-bit multiply-xorshift mixer over the source address, then the VIP's
+/// last word and the ports: a few instructions per packet (the XDP program hashes every
+/// packet of every flow), every input bit reaching every output bit.
 #[inline(always)]
 pub fn flow_hash_of(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
-    let mut h: u32 = 0x9e37_79b9 ^ u32::from(proto);
-    h = mix(h, src[0]);
-    h = mix(h, src[1]);
-    h = mix(h, src[2]);
-    h = mix(h, src[3]);
+    let mut h = mix64(SEED ^ u64::from(proto), pair(src[0], src[1]));
+    h = mix64(h, pair(src[2], src[3]));
     // The destination is the VIP: the same for every flow of a VIP, so only its last word
     // (which differs between VIPs) is mixed in.
-    h = mix(h, dst[3]);
-    h = mix(h, u32::from(sport) | (u32::from(dport) << 16));
-    finish(h)
+    h = mix64(h, pair(dst[3], u32::from(sport) | (u32::from(dport) << 16)));
+    finish64(h)
 }
 
-/// One round of a multiply-rotate mixer (murmur3's block step).
+/// An odd constant with well-spread bits (the golden ratio's, 64 bits).
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Multipliers of [`mix64`] and [`finish64`] (from splitmix64's finaliser).
+const M1: u64 = 0xbf58_476d_1ce4_e5b9;
+const M2: u64 = 0x94d0_49bb_1331_11eb;
+
+/// Two words as one (`hi` in the upper half).
 #[inline(always)]
-fn mix(h: u32, k: u32) -> u32 {
-    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+fn pair(hi: u32, lo: u32) -> u64 {
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// One round of a 64-bit multiply-xorshift mixer: `k` folded into `h`.
+#[inline(always)]
+fn mix64(h: u64, k: u64) -> u64 {
+    let h = (h ^ k).wrapping_mul(M1);
+    h ^ (h >> 32)
+}
+
+/// splitmix64's finaliser, folded to 32 bits.
+#[inline(always)]
+fn finish64(mut h: u64) -> u32 {
+    h ^= h >> 30;
+    h = h.wrapping_mul(M1);
+    h ^= h >> 27;
+    h = h.wrapping_mul(M2);
+    (h ^ (h >> 31)) as u32
 }
 
 /// murmur3's finaliser: every input bit affects every output bit.

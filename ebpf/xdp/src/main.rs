@@ -97,8 +97,6 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
-/// `forward`'s slot bit for a client's next hop ([`GH_CLIENT_HOP`]) rather than a backend's.
-const CLIENT_SLOT: u32 = 1 << 31;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 
@@ -144,25 +142,50 @@ pub fn gatehouse_xdp_bench_new(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn restoring(ctx: &XdpContext) -> u32 {
-    const SAVED: usize = 60;
-    let start = ctx.data();
-    // The saved bytes live in a per-CPU map, not on the stack: the stack is the verifier's
-    // 512 bytes per call chain, which the program itself needs.
+    save(ctx);
+    let action = process(ctx);
+    restore(ctx);
+    action
+}
+
+/// Bytes of the frame the benchmark twins save and restore.
+const SAVED: usize = 60;
+
+/// The benchmark twins' copy of the frame's first [`SAVED`] bytes and its length, into
+/// [`GH_BENCH_SAVED`] (per CPU, not on the stack: the stack is the verifier's 512 bytes per
+/// call chain, which the program itself needs; nothing stays live across [`process`]).
+#[inline(always)]
+fn save(ctx: &XdpContext) {
+    let (start, end) = (ctx.data(), ctx.data_end());
     let Some(saved) = GH_BENCH_SAVED.get_ptr_mut(0) else {
-        return process(ctx);
+        return;
     };
-    if start + SAVED > ctx.data_end() {
-        return process(ctx);
+    if start + SAVED > end {
+        // SAFETY: this CPU's slot. Length 0: nothing to restore.
+        unsafe { (*saved).words[7] = 0 };
+        return;
     }
-    // SAFETY: the 60 bytes at `start` were bounds-checked just above; unaligned packet access
-    // is accepted (see packet.rs); `saved` is this CPU's slot.
+    // SAFETY: the 60 bytes at `start` were bounds-checked above; unaligned packet access is
+    // accepted (see packet.rs); `saved` is this CPU's slot.
     unsafe {
         let w = core::ptr::read(start as *const [u64; 7]);
         (*saved).words = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], 0];
-        (*saved).words[7] = u64::from(core::ptr::read((start + 56) as *const u32));
+        (*saved).words[7] =
+            u64::from(core::ptr::read((start + 56) as *const u32)) | (((end - start) as u64) << 32);
     }
-    let before = ctx.data_end() - start;
-    let action = process(ctx);
+}
+
+/// Undoes what [`process`] did to the frame: the head back where it was (after an
+/// encapsulation) and the saved bytes written back.
+#[inline(always)]
+fn restore(ctx: &XdpContext) {
+    let Some(saved) = GH_BENCH_SAVED.get(0) else {
+        return;
+    };
+    let before = (saved.words[7] >> 32) as usize;
+    if before < SAVED {
+        return;
+    }
     let grown = (ctx.data_end() - ctx.data()) as i64 - before as i64;
     if grown > 0 && grown <= 64 {
         // SAFETY: a plain helper call on this program's own context.
@@ -170,14 +193,13 @@ fn restoring(ctx: &XdpContext) -> u32 {
     }
     let start = ctx.data();
     if start + SAVED <= ctx.data_end() {
-        // SAFETY: bounds-checked just above; `saved` as above.
+        let w = &saved.words;
+        // SAFETY: bounds-checked just above.
         unsafe {
-            let w = &(*saved).words;
             core::ptr::write(start as *mut [u64; 7], [w[0], w[1], w[2], w[3], w[4], w[5], w[6]]);
             core::ptr::write((start + 56) as *mut u32, w[7] as u32);
         }
     }
-    action
 }
 
 /// Benchmark floor: the cheapest possible XDP program, to measure the test harness itself.
@@ -261,10 +283,19 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-    if pkt.dst == *source
-        && let Some(action) = nat_reply(raw, pkt)
-    {
-        return action;
+    if pkt.dst == *source {
+        // Written by `nat_reply` (an out-parameter, see `new_flow`'s).
+        let mut client: Addr = [0; 4];
+        match nat_reply(raw, pkt, &mut client) {
+            REPLY_NONE => {}
+            REPLY_REWRITTEN => {
+                // Sent from here, not from `nat_reply`: the FIB lookup `forward` may make
+                // would be a third call deep, past the verifier's stack limit.
+                let hop = GH_CLIENT_HOP.get_ptr_mut(client_hop_slot(&client));
+                return forward(raw, pkt, &client, false, hop.unwrap_or(core::ptr::null_mut()));
+            }
+            action => return action,
+        }
     }
     // No FlowKey here: its 40 bytes would count against this frame's share of the stack.
     let hash = flow_hash_of(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
@@ -280,13 +311,14 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         && let Some(bucket) = bucket
         && let Some(entry) = pinned_flow(bucket, pkt, hash, clock.now)
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
-        && GH_BACKENDS.get(entry.backend).is_some_and(|b| b.live != 0)
+        && let Some(backend) = GH_BACKENDS.get(entry.backend)
+        && backend.live != 0
     {
         if dropped(settings, pkt) {
             return xdp_action::XDP_DROP;
         }
         vip_count(entry.vip_index, pkt, false);
-        entry
+        (entry, backend)
     } else {
         let vip = match unpinned(pkt, settings) {
             Ok(vip) => vip,
@@ -301,9 +333,12 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
             return action;
         }
         vip_count(vip.index, pkt, true);
-        value
+        let Some(backend) = GH_BACKENDS.get(value.backend) else {
+            return xdp_action::XDP_DROP;
+        };
+        (value, backend)
     };
-    to_backend(raw, pkt, &pinned)
+    to_backend(raw, pkt, &pinned.0, pinned.1, settings)
 }
 
 /// A packet whose flow is not (or no longer) pinned: through the VIP table. `Ok`: a balanced
@@ -362,11 +397,14 @@ fn vip_count(index: u32, pkt: &Parsed, new_flow: bool) {
 
 /// Forwards a packet of a pinned flow to its backend: full NAT or IPIP, then out.
 #[inline(always)]
-fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
-    let (Some(backend), Some(settings)) = (GH_BACKENDS.get(pinned.backend), GH_SETTINGS.get(0))
-    else {
-        return xdp_action::XDP_DROP;
-    };
+fn to_backend(
+    raw: *mut xdp_md,
+    pkt: &Parsed,
+    pinned: &FlowValue,
+    backend: &Backend,
+    settings: &Settings,
+) -> u32 {
+    let hop = GH_NEXT_HOP.get_ptr_mut(pinned.backend).unwrap_or(core::ptr::null_mut());
     if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
         // SAFETY: per-CPU slot.
         unsafe {
@@ -375,11 +413,25 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
         }
     }
     if pinned.flags & VIP_FLAG_IPIP != 0 {
-        if !encapsulate(raw, pkt, backend, settings) {
+        // An untagged IPv4 frame (the common case) inline, no BPF-to-BPF call.
+        let done = if pkt.v4 && pkt.l3 == packet::ETH_HLEN {
+            // SAFETY: a plain helper call on this program's own context.
+            let grown = unsafe { bpf_xdp_adjust_head(raw, -20) } == 0;
+            grown
+                && packet::encapsulate_v4(
+                    &Ctx::new(raw),
+                    pkt.ip_len,
+                    settings.source_v4[3],
+                    backend.addr[3],
+                )
+        } else {
+            encapsulate(raw, pkt, backend, settings)
+        };
+        if !done {
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        return forward(raw, pkt, &backend.addr, true, pinned.backend);
+        return forward(raw, pkt, &backend.addr, true, hop);
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     let ports = packet::ports(pinned.snat_port, backend.port);
@@ -387,7 +439,7 @@ fn to_backend(raw: *mut xdp_md, pkt: &Parsed, pinned: &FlowValue) -> u32 {
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &backend.addr, false, pinned.backend)
+    forward(raw, pkt, &backend.addr, false, hop)
 }
 
 /// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
@@ -459,7 +511,7 @@ fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32
 const NEW_FLOW: u32 = u32::MAX;
 
 /// The pinned value of `flow` in its bucket, if a whole (untorn) slot holds it; marks it seen.
-#[inline(never)]
+#[inline(always)]
 fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Option<FlowValue> {
     let mut way = 0;
     while way < FLOW_WAYS {
@@ -711,12 +763,17 @@ fn syn_flood(vip: &VipValue) -> bool {
 }
 
 /// A backend's reply to a full-NAT flow (sent to the NAT source): rewritten back as from the
-/// VIP to the client and sent on. `None`: no such flow, the packet goes on as any other.
+/// VIP to the client, whose address goes to `out` ([`REPLY_REWRITTEN`]: the caller sends it
+/// on). [`REPLY_NONE`]: no such flow, the packet goes on as any other; else the action.
 #[inline(never)]
-fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
-    let clock = GH_FLOW_CLOCK.get(0)?;
+fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: &mut Addr) -> u32 {
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return REPLY_NONE;
+    };
     let lane = nat_lane(&pkt.src, pkt.sport, clock.nat_mask);
-    let slot = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.dport)))?;
+    let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.dport))) else {
+        return REPLY_NONE;
+    };
     // SAFETY: a map value; the tag read before and after the fields (volatile) tells a whole
     // slot from one another CPU is writing. Only what the rewrite needs is copied.
     let (client, vip, ports) = unsafe {
@@ -730,7 +787,7 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
             && GH_BACKENDS.get(s.backend).is_some_and(|b| b.addr == pkt.src);
         let after = core::ptr::read_volatile(&raw const (*slot).tag);
         if before == 0 || before != after || !whole {
-            return None;
+            return REPLY_NONE;
         }
         if s.seen != clock.now {
             // A racing write of the same field is harmless.
@@ -741,46 +798,51 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed) -> Option<u32> {
     count(COUNTER_NAT_REVERSE);
     if !packet::rewrite(raw, pkt, &vip, &client, ports) {
         count(COUNTER_MALFORMED);
-        return Some(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
-    Some(forward(raw, pkt, &client, false, CLIENT_SLOT | client_hop_slot(&client)))
+    *out = client;
+    REPLY_REWRITTEN
 }
+
+/// [`nat_reply`]: not a reply of a full-NAT flow (not an XDP action).
+const REPLY_NONE: u32 = u32::MAX;
+/// [`nat_reply`]: rewritten, to be sent on to the client (not an XDP action).
+const REPLY_REWRITTEN: u32 = u32::MAX - 1;
 
 /// Sends a rewritten packet on its way: straight out of the right interface when the next
 /// hop's MAC is known, else through the kernel's stack (which resolves it).
-/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `slot`: the
-/// backend id whose cached next hop ([`GH_NEXT_HOP`]) serves, or [`CLIENT_SLOT`] and the
-/// client's slot in [`GH_CLIENT_HOP`].
+/// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `hop`: the
+/// per-CPU next-hop slot that serves `dst` (the backend's in [`GH_NEXT_HOP`], the client's in
+/// [`GH_CLIENT_HOP`]; null: none), looked up by the caller, where the map is known: a lookup
+/// whose map is only known at run time is a real helper call, one the verifier cannot inline.
 ///
 /// The next hop is the kernel FIB's answer (`bpf_fib_lookup`), cached per CPU while the epoch
 /// user space bumps on neighbour, route, rule and link changes stays the same: a packet to a
 /// known destination costs no FIB lookup.
-#[inline(never)]
-fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot: u32) -> u32 {
+///
+/// Inlined, so a packet whose next hop is cached costs no BPF-to-BPF call (each call and
+/// return goes through the kernel's return thunk); [`resolve`] is out of line.
+#[inline(always)]
+fn forward(
+    raw: *mut xdp_md,
+    pkt: &Parsed,
+    dst: &Addr,
+    encapsulated: bool,
+    hop: *mut NextHop,
+) -> u32 {
     let ctx = &Ctx::new(raw);
-    // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
     let ingress = ctx.ingress_ifindex();
-    let (proto, ip_len) = match (encapsulated, pkt.v4) {
-        (false, _) => (pkt.proto, pkt.ip_len),
-        (true, true) => (IPPROTO_IPIP, pkt.ip_len + 20),
-        (true, false) => (IPPROTO_IPV6, pkt.ip_len + 40),
-    };
     if pkt.l3 != packet::ETH_HLEN {
         // VLAN-tagged: XDP cannot redirect into a VLAN device; the kernel forwards it.
         count(COUNTER_FIB_PASS);
         return xdp_action::XDP_PASS;
     }
     let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
-    let cached = match (epoch, slot & CLIENT_SLOT) {
-        (0, _) => None,
-        (_, 0) => GH_NEXT_HOP.get_ptr_mut(slot),
-        _ => GH_CLIENT_HOP.get_ptr_mut(slot & !CLIENT_SLOT),
-    };
-    if let Some(nh) = cached {
+    if epoch != 0 && !hop.is_null() {
         // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
-        let nh = unsafe { &*nh };
+        let nh = unsafe { &*hop };
         if nh.epoch == epoch && nh.ingress == ingress && nh.addr == *dst {
-            if ip_len > nh.mtu {
+            if outer_len(pkt, encapsulated) > nh.mtu {
                 // What the FIB answers too (FRAG_NEEDED): the kernel sends the ICMP error.
                 count(COUNTER_FIB_PASS);
                 return xdp_action::XDP_PASS;
@@ -791,6 +853,40 @@ fn forward(raw: *mut xdp_md, pkt: &Parsed, dst: &Addr, encapsulated: bool, slot:
             return out(nh.ifindex, ingress);
         }
     }
+    resolve(raw, pkt, dst, encapsulated, hop)
+}
+
+/// The length of the IP packet sent (with the outer header, encapsulated).
+#[inline(always)]
+fn outer_len(pkt: &Parsed, encapsulated: bool) -> u16 {
+    match (encapsulated, pkt.v4) {
+        (false, _) => pkt.ip_len,
+        (true, true) => pkt.ip_len + 20,
+        (true, false) => pkt.ip_len + 40,
+    }
+}
+
+/// [`forward`] of a packet whose next hop is not cached (or stale): asks the kernel's FIB,
+/// caches the answer in `hop` and sends.
+#[inline(never)]
+fn resolve(
+    raw: *mut xdp_md,
+    pkt: &Parsed,
+    dst: &Addr,
+    encapsulated: bool,
+    hop: *mut NextHop,
+) -> u32 {
+    let ctx = &Ctx::new(raw);
+    // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
+    let ingress = ctx.ingress_ifindex();
+    let proto = match (encapsulated, pkt.v4) {
+        (false, _) => pkt.proto,
+        (true, true) => IPPROTO_IPIP,
+        (true, false) => IPPROTO_IPV6,
+    };
+    let ip_len = outer_len(pkt, encapsulated);
+    let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
+    let cached = if epoch == 0 || hop.is_null() { None } else { Some(hop) };
     let v4 = pkt.v4;
     const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
     let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
@@ -886,7 +982,8 @@ fn out(ifindex: u32, ingress: u32) -> u32 {
     }
 }
 
-/// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return).
+/// IPIP (IPv4) or IPv6-in-IPv6 encapsulation towards the backend (direct server return), of
+/// a VLAN-tagged or IPv6 frame (an untagged IPv4 one is encapsulated inline, `to_backend`).
 #[inline(never)]
 fn encapsulate(raw: *mut xdp_md, pkt: &Parsed, backend: &Backend, settings: &Settings) -> bool {
     let ctx = &Ctx::new(raw);

@@ -16,6 +16,7 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_ICMPV6: u8 = 58;
 const ND_SOLICIT: u8 = 135;
 const ND_ADVERT: u8 = 136;
@@ -176,23 +177,24 @@ pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
 
 #[inline(always)]
 fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
-    let Some(h) = load::<[u8; 20]>(ctx, l3) else {
+    // As words, in one bounds check: the addresses are whole words, the other fields are
+    // taken from their bytes (no second read of the frame for the addresses).
+    let Some(h) = load::<[u32; 5]>(ctx, l3) else {
         return Verdict::Malformed;
     };
-    if h[0] >> 4 != 4 {
+    let (w0, w1, w2) = (h[0].to_ne_bytes(), h[1].to_ne_bytes(), h[2].to_ne_bytes());
+    if w0[0] >> 4 != 4 {
         return Verdict::Malformed;
     }
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    let total = usize::from(be16([h[2], h[3]]));
+    let ihl = usize::from(w0[0] & 0x0f) * 4;
+    let total = usize::from(be16([w0[2], w0[3]]));
     if ihl < 20 || total < ihl || l3 + total > frame_len(ctx) {
         return Verdict::Malformed;
     }
-    if be16([h[6], h[7]]) & 0x3fff != 0 {
+    if be16([w1[2], w1[3]]) & 0x3fff != 0 {
         return Verdict::Fragment;
     }
-    let (Some(src), Some(dst)) = (load::<u32>(ctx, l3 + 12), load::<u32>(ctx, l3 + 16)) else {
-        return Verdict::Malformed;
-    };
+    let (src, dst, proto) = (h[3], h[4], w2[1]);
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).src = mapped_v4_word(src) };
@@ -213,7 +215,7 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     unsafe { (*pkt).ip_len = total as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).proto = h[9] };
+    unsafe { (*pkt).proto = proto };
     transport(ctx, pkt)
 }
 
@@ -272,14 +274,16 @@ fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
     let (l4, proto, end) =
         unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
     let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
-        let Some(t) = load::<[u8; 20]>(ctx, l4) else {
+        // As words (see `parse_v4`): the ports, then the data offset and flags.
+        let Some(t) = load::<[u32; 5]>(ctx, l4) else {
             return Verdict::Malformed;
         };
-        let doff = usize::from(t[12] >> 4) * 4;
+        let (p, f) = (t[0].to_ne_bytes(), t[3].to_ne_bytes());
+        let doff = usize::from(f[0] >> 4) * 4;
         if doff < 20 || l4 + doff > end {
             return Verdict::Malformed;
         }
-        (u16::from_ne_bytes([t[0], t[1]]), u16::from_ne_bytes([t[2], t[3]]), t[13])
+        (u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]]), f[1])
     } else if proto == PROTO_UDP {
         let Some(u) = load::<[u8; 8]>(ctx, l4) else {
             return Verdict::Malformed;
@@ -314,66 +318,131 @@ pub fn ports(sport: u16, dport: u16) -> u32 {
 
 /// Rewrites addresses and ports (full NAT, either direction), updating every checksum.
 /// Works word by word on the packet to keep the stack small.
-#[inline(never)]
+/// The common case (IPv4 without options) is inlined: no BPF-to-BPF call, whose return goes
+/// through the kernel's return thunk.
+#[inline(always)]
 pub fn rewrite(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports: u32) -> bool {
+    if pkt.v4 && pkt.l4 == pkt.l3 + 20 {
+        return rewrite_v4(&Ctx::new(raw), pkt, src[3], dst[3], new_ports);
+    }
+    rewrite_any(raw, pkt, src, dst, new_ports)
+}
+
+/// [`rewrite`] of IPv6, or IPv4 with options: the addresses at fixed offsets from the IP
+/// header, the ports and checksum at the transport header's offset, each part with one bounds
+/// check; the old addresses and ports from `pkt`.
+#[inline(never)]
+fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports: u32) -> bool {
     let ctx = &Ctx::new(raw);
-    let mut delta: u64 = 0;
+    let end = ctx.data_end();
+    let ip = ctx.data() + pkt.l3;
+    let mut delta = 0u64;
     if pkt.v4 {
-        let new_src = src[3];
-        let new_dst = dst[3];
-        let (Some(old_src), Some(old_dst)) =
-            (load::<u32>(ctx, pkt.l3 + 12), load::<u32>(ctx, pkt.l3 + 16))
-        else {
-            return false;
-        };
-        delta += csum::not32(old_src)
-            + csum::not32(old_dst)
-            + csum::add32(new_src)
-            + csum::add32(new_dst);
-        let Some(ip_csum) = load::<u16>(ctx, pkt.l3 + 10) else {
-            return false;
-        };
-        if !(store(ctx, pkt.l3 + 10, csum::update(ip_csum, delta))
-            && store(ctx, pkt.l3 + 12, new_src)
-            && store(ctx, pkt.l3 + 16, new_dst))
-        {
+        if ip + 20 > end {
             return false;
         }
+        let addrs = csum::not32(pkt.src[3])
+            + csum::not32(pkt.dst[3])
+            + csum::add32(src[3])
+            + csum::add32(dst[3]);
+        let ip = ip as *mut u8;
+        // SAFETY: the 20 bytes from `ip` were checked above; unaligned packet access is
+        // accepted (see `load`).
+        unsafe {
+            let ip_csum = ip.add(10) as *mut u16;
+            write(ip_csum, csum::update(read(ip_csum), addrs));
+            write(ip.add(12) as *mut u32, src[3]);
+            write(ip.add(16) as *mut u32, dst[3]);
+        }
+        delta += addrs;
     } else {
+        if ip + 40 > end {
+            return false;
+        }
+        let words = ip as *mut u32;
         let mut i = 0;
-        while i < 8 {
-            let new = if i < 4 { src[i & 3] } else { dst[i & 3] };
-            let off = pkt.l3 + 8 + 4 * i;
-            let Some(old) = load::<u32>(ctx, off) else {
-                return false;
-            };
-            delta += csum::not32(old) + csum::add32(new);
-            if !store(ctx, off, new) {
-                return false;
+        while i < 4 {
+            delta += csum::not32(pkt.src[i])
+                + csum::not32(pkt.dst[i])
+                + csum::add32(src[i])
+                + csum::add32(dst[i]);
+            // SAFETY: the addresses (bytes 8 to 40 from `ip`) were checked above.
+            unsafe {
+                write(words.add(2 + i), src[i]);
+                write(words.add(6 + i), dst[i]);
             }
             i += 1;
         }
     }
-    let Some(old_ports) = load::<u32>(ctx, pkt.l4) else {
-        return false;
-    };
-    delta += csum::not32(old_ports) + csum::add32(new_ports);
-    if !store(ctx, pkt.l4, new_ports) {
+    delta += csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
+    let l4 = ctx.data() + pkt.l4;
+    if l4 + 8 > end {
         return false;
     }
-    let csum_off = if pkt.proto == PROTO_TCP { pkt.l4 + 16 } else { pkt.l4 + 6 };
-    let Some(old) = load::<u16>(ctx, csum_off) else {
+    let l4 = l4 as *mut u8;
+    // SAFETY: the first 8 bytes from `l4` were checked above.
+    unsafe { write(l4 as *mut u32, new_ports) };
+    if pkt.proto == PROTO_TCP {
+        l4_checksum::<16>(l4, end, delta, false)
+    } else {
+        l4_checksum::<6>(l4, end, delta, true)
+    }
+}
+
+/// [`rewrite`] of the common case, an IPv4 header without options: the old addresses and
+/// ports taken from `pkt` (what [`parse`] read) rather than read again, and the frame's bounds
+/// read and checked once for the IPv4 header and the ports, once more for the checksum.
+#[inline(always)]
+fn rewrite_v4(ctx: &Ctx, pkt: &Parsed, new_src: u32, new_dst: u32, new_ports: u32) -> bool {
+    let end = ctx.data_end();
+    let ip = ctx.data() + pkt.l3;
+    if ip + 24 > end {
         return false;
-    };
-    if pkt.proto == PROTO_UDP && old == 0 {
-        // IPv4 UDP without a checksum stays without one.
-        return true;
     }
-    let mut new = csum::update(old, delta);
-    if pkt.proto == PROTO_UDP && new == 0 {
-        new = 0xffff;
+    let addrs = csum::not32(pkt.src[3])
+        + csum::not32(pkt.dst[3])
+        + csum::add32(new_src)
+        + csum::add32(new_dst);
+    let ip = ip as *mut u8;
+    // SAFETY: the 24 bytes from `ip` were checked above; unaligned packet access is accepted
+    // (see `load`).
+    unsafe {
+        let ip_csum = ip.add(10) as *mut u16;
+        write(ip_csum, csum::update(read(ip_csum), addrs));
+        write(ip.add(12) as *mut u32, new_src);
+        write(ip.add(16) as *mut u32, new_dst);
+        write(ip.add(20) as *mut u32, new_ports);
     }
-    store(ctx, csum_off, new)
+    let delta = addrs + csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
+    if pkt.proto == PROTO_TCP {
+        l4_checksum::<{ 20 + 16 }>(ip, end, delta, false)
+    } else {
+        l4_checksum::<{ 20 + 6 }>(ip, end, delta, true)
+    }
+}
+
+/// Updates the TCP or UDP checksum at `AT` bytes from `base` (a bounds check of its own, at a
+/// fixed offset the verifier follows) by `delta`.
+#[inline(always)]
+fn l4_checksum<const AT: usize>(base: *mut u8, end: usize, delta: u64, udp: bool) -> bool {
+    if base as usize + AT + 2 > end {
+        return false;
+    }
+    // SAFETY: the two bytes at `AT` from `base` were checked just above.
+    unsafe {
+        let at = base.add(AT) as *mut u16;
+        let old = read(at);
+        if udp && old == 0 {
+            // UDP without a checksum stays without one.
+            return true;
+        }
+        let mut new = csum::update(old, delta);
+        if udp && new == 0 {
+            new = 0xffff;
+        }
+        write(at, new);
+    }
+    true
 }
 
 /// Sets the Ethernet destination and source.
@@ -413,6 +482,51 @@ pub fn move_l2(ctx: &Ctx, l2: usize, by: usize) -> bool {
             _ => false,
         },
     }
+}
+
+/// After growing the head by 20 bytes, the common case of IPIP: an untagged Ethernet header
+/// moved to the new start and the outer IPv4 header (from `src` to `dst`, wire words) for an
+/// inner packet of `inner_len` bytes written after it, in one bounds check, as words.
+#[inline(always)]
+pub fn encapsulate_v4(ctx: &Ctx, inner_len: u16, src: u32, dst: u32) -> bool {
+    const OUTER: usize = 20;
+    let Some(total) = inner_len.checked_add(OUTER as u16) else {
+        return false;
+    };
+    let start = ctx.data();
+    if start + ETH_HLEN + OUTER > ctx.data_end() {
+        return false;
+    }
+    let t = total.to_be_bytes();
+    // Version 4, IHL 5, total length; no id, don't fragment; TTL 64, IPIP, checksum.
+    let w0 = u32::from_ne_bytes([0x45, 0, t[0], t[1]]);
+    let w1 = u32::from_ne_bytes([0, 0, 0x40, 0]);
+    let ttl_proto = u32::from_ne_bytes([64, IPPROTO_IPIP, 0, 0]);
+    let sum = csum::add32(w0)
+        + csum::add32(w1)
+        + csum::add32(ttl_proto)
+        + csum::add32(src)
+        + csum::add32(dst);
+    let c = (!csum::fold(sum)).to_ne_bytes();
+    let w2 = u32::from_ne_bytes([64, IPPROTO_IPIP, c[0], c[1]]);
+    let p = start as *mut u8;
+    // SAFETY: the `ETH_HLEN + OUTER` bytes from `start` were checked above; unaligned packet
+    // access is accepted (see `load`).
+    unsafe {
+        let a = read(p.add(OUTER) as *const u64);
+        let b = read(p.add(OUTER + 8) as *const u32);
+        let c = read(p.add(OUTER + 12) as *const u16);
+        write(p as *mut u64, a);
+        write(p.add(8) as *mut u32, b);
+        write(p.add(12) as *mut u16, c);
+        let ip = p.add(ETH_HLEN) as *mut u32;
+        write(ip, w0);
+        write(ip.add(1), w1);
+        write(ip.add(2), w2);
+        write(ip.add(3), src);
+        write(ip.add(4), dst);
+    }
+    true
 }
 
 /// Writes an outer IPv4 header at `l3` for an inner packet of `inner_len` bytes.

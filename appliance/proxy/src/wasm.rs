@@ -67,19 +67,15 @@ pub(crate) async fn request(
     let info = Arc::new(info);
     let mut contexts: Vec<HttpContext> =
         plugins.iter().map(|p| p.start_request(info.clone())).collect();
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let authority =
+        parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut head = Head {
         pseudo: vec![
-            (":method", parts.method.as_str().to_owned()),
-            (":path", path),
-            (":authority", authority),
-            (":scheme", scheme.to_owned()),
+            (":method", parts.method.as_str().into()),
+            (":path", path.into()),
+            (":authority", authority.into()),
+            (":scheme", scheme.into()),
         ],
         headers: std::mem::take(&mut parts.headers),
     };
@@ -116,7 +112,10 @@ pub(crate) async fn request(
 /// Writes the guest's view of the request head back: headers, method, path, authority.
 fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
     parts.headers = std::mem::take(&mut head.headers);
-    if let Some(m) = head.pseudo(":method").and_then(|m| Method::from_bytes(m.as_bytes()).ok()) {
+    // Only what the plugins changed is parsed again (the common case: nothing).
+    if let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
+        && let Ok(m) = Method::from_bytes(m.as_bytes())
+    {
         parts.method = m;
     }
     if let Some(path) = head.pseudo(":path")
@@ -126,6 +125,7 @@ fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
         parts.uri = uri;
     }
     if let Some(a) = head.pseudo(":authority").filter(|a| !a.is_empty())
+        && parts.headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(a.as_bytes())
         && let Ok(v) = HeaderValue::from_str(a)
     {
         parts.headers.insert(header::HOST, v);
@@ -147,7 +147,7 @@ impl Chain {
             return Ok(ProxyBody::Upstream(body));
         }
         let mut head = Head {
-            pseudo: vec![(":status", parts.status.as_str().to_owned())],
+            pseudo: vec![(":status", parts.status.as_str().into())],
             headers: std::mem::take(&mut parts.headers),
         };
         let eos = body.is_end_stream();
@@ -187,8 +187,11 @@ pub(crate) struct Filtered<B> {
     inner: B,
     chain: Chain,
     direction: Direction,
-    /// What each plugin holds after answering PAUSE, by position in the direction's order.
+    /// What each plugin holds after answering PAUSE, by position in the direction's order;
+    /// grown on the first PAUSE (most bodies never need it).
     held: Vec<Vec<u8>>,
+    /// How many contexts the chain holds.
+    plugins: usize,
     /// The plugins saw the end of the stream.
     ended: bool,
     /// Trailers to send after the data the end of the body released.
@@ -219,14 +222,7 @@ enum FilterStop {
 impl<B> Filtered<B> {
     /// `plugins`: how many contexts the chain holds.
     fn new(inner: B, chain: Chain, direction: Direction, plugins: usize) -> Self {
-        Self {
-            inner,
-            chain,
-            direction,
-            held: vec![Vec::new(); plugins],
-            ended: false,
-            trailers: None,
-        }
+        Self { inner, chain, direction, held: Vec::new(), plugins, ended: false, trailers: None }
     }
 
     /// Runs one chunk through the plugins; `Some` is what goes on, `None` that a plugin holds
@@ -247,12 +243,12 @@ impl<B> Filtered<B> {
             }
             // What the plugin sees: what it holds, then this chunk (no copy when it holds
             // nothing, the common case).
-            let held = &mut self.held[k];
-            let mut seen = if held.is_empty() {
-                data
-            } else {
-                held.extend_from_slice(&data);
-                Bytes::from(std::mem::take(held))
+            let mut seen = match self.held.get_mut(k) {
+                Some(held) if !held.is_empty() => {
+                    held.extend_from_slice(&data);
+                    Bytes::from(std::mem::take(held))
+                }
+                _ => data,
             };
             if seen.len() > ctx.body_limit() {
                 let limit = ctx.body_limit();
@@ -269,7 +265,12 @@ impl<B> Filtered<B> {
                 // Calls are only waited for in the request-head phase.
                 Verdict::Continue | Verdict::Wait => data = seen,
                 Verdict::Buffer => {
-                    *held = Vec::from(seen);
+                    if self.held.len() < self.plugins {
+                        self.held.resize_with(self.plugins, Vec::new);
+                    }
+                    if let Some(held) = self.held.get_mut(k) {
+                        *held = Vec::from(seen);
+                    }
                     return Ok(None);
                 }
                 Verdict::Respond(local) => {

@@ -106,7 +106,7 @@ impl CallClient {
             .map_err(|e| format!("reading the answer: {e}"))?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let head = Head {
-            pseudo: vec![(":status", parts.status.as_str().to_owned())],
+            pseudo: vec![(":status", parts.status.as_str().into())],
             headers: parts.headers,
         };
         Ok(CallResponse { head, body: collected.to_bytes().to_vec(), trailers })

@@ -277,7 +277,7 @@ impl Instance {
         &mut self,
         ctx: u32,
         phase: Phase,
-        state: &mut Option<HttpState>,
+        state: &mut Option<Box<HttpState>>,
     ) -> Result<u32, Failure> {
         self.store.data_mut().http = state.take();
         let r = self.guarded(|cb, store| match phase {
@@ -312,7 +312,7 @@ impl Instance {
     pub(crate) fn finish(
         &mut self,
         ctx: u32,
-        state: &mut Option<HttpState>,
+        state: &mut Option<Box<HttpState>>,
     ) -> Result<(), Failure> {
         self.store.data_mut().http = state.take();
         let r = self.guarded(|cb, store| {

@@ -137,7 +137,7 @@ impl Plugin {
             slot,
             serial: 0,
             id: 0,
-            state: Some(HttpState::new(info)),
+            state: Some(Box::new(HttpState::new(info))),
             pending: None,
             skip: false,
             alive: false,
@@ -241,7 +241,7 @@ pub struct HttpContext {
     slot: usize,
     serial: u64,
     id: u32,
-    state: Option<HttpState>,
+    state: Option<Box<HttpState>>,
     /// A failure from start-up, answered by the first callback.
     pending: Option<Failure>,
     /// Fail-open after a failure: no more callbacks for this request.
@@ -348,7 +348,8 @@ impl HttpContext {
         if let Some(s) = self.state.as_mut() {
             let slot = if request { &mut s.request } else { &mut s.response };
             *head = std::mem::take(slot);
-            // Request properties stay readable in later phases (pseudo-headers only: cheap).
+            // Request properties stay readable in later phases: the pseudo-headers are shared
+            // strings, so this copy allocates one vector and no string.
             if request {
                 s.request.pseudo = head.pseudo.clone();
             }
@@ -387,7 +388,8 @@ impl HttpContext {
             phase,
             Phase::RequestBody { eos: false, .. } | Phase::ResponseBody { eos: false, .. }
         );
-        let plugin = self.plugin.clone();
+        // Borrowed, not cloned: `plugin` and the fields written below are disjoint.
+        let plugin = &*self.plugin;
         let mut guard = plugin.slots[self.slot].lock();
         let result = match guard.as_mut().filter(|i| i.serial == self.serial) {
             Some(instance) => {
@@ -458,7 +460,7 @@ impl Drop for HttpContext {
         if !self.alive {
             return;
         }
-        let plugin = self.plugin.clone();
+        let plugin = &*self.plugin;
         let mut guard = plugin.slots[self.slot].lock();
         let Some(instance) = guard.as_mut().filter(|i| i.serial == self.serial) else { return };
         if let Err(failure) = instance.finish(self.id, &mut self.state) {

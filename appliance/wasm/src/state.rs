@@ -14,10 +14,12 @@ use crate::limits::Limiter;
 use crate::plugin::PluginShared;
 
 /// Request or response headers as the guest sees them: pseudo-headers (`:method`, `:path`,
-/// `:authority`, `:scheme`; `:status` on responses) and the header map.
+/// `:authority`, `:scheme`; `:status` on responses) and the header map. Pseudo-header values
+/// are shared strings: a context keeps a copy of the request's for later property reads
+/// without allocating.
 #[derive(Debug, Default, Clone)]
 pub struct Head {
-    pub pseudo: Vec<(&'static str, String)>,
+    pub pseudo: Vec<(&'static str, Arc<str>)>,
     pub headers: HeaderMap,
 }
 
@@ -27,12 +29,13 @@ pub(crate) const PSEUDO: [&str; 5] = [":method", ":path", ":authority", ":scheme
 impl Head {
     /// The value of a pseudo-header, if set.
     pub fn pseudo(&self, name: &str) -> Option<&str> {
-        self.pseudo.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.pseudo.iter().find(|(n, _)| *n == name).map(|(_, v)| &**v)
     }
 
     /// Sets a pseudo-header; `false` when `name` is not one we know.
-    pub fn set_pseudo(&mut self, name: &str, value: String) -> bool {
+    pub fn set_pseudo(&mut self, name: &str, value: impl Into<Arc<str>>) -> bool {
         let Some(known) = PSEUDO.iter().find(|p| **p == name) else { return false };
+        let value = value.into();
         match self.pseudo.iter_mut().find(|(n, _)| n == known) {
             Some(slot) => slot.1 = value,
             None => self.pseudo.push((known, value)),
@@ -119,7 +122,7 @@ pub(crate) struct HostState {
     pub plugin: Arc<PluginShared>,
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunc<u32, u32>>,
-    pub http: Option<HttpState>,
+    pub http: Option<Box<HttpState>>,
     /// Tick period the root context asked for, in ms; 0 = none.
     pub tick_period_ms: u32,
     /// Properties set outside any request (by the root context).

@@ -7,6 +7,7 @@
 //! property's value (empty when unknown); `{{` is a literal `{`.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -94,10 +95,11 @@ impl Compiled {
     }
 }
 
+/// The compiled edits, shared by every request's context (no copy per request).
 #[derive(Default)]
 struct Root {
-    request: Compiled,
-    response: Compiled,
+    request: Rc<Compiled>,
+    response: Rc<Compiled>,
 }
 
 impl Context for Root {}
@@ -118,8 +120,8 @@ impl RootContext for Root {
         };
         match (Compiled::from(config.request), Compiled::from(config.response)) {
             (Ok(req), Ok(resp)) => {
-                self.request = req;
-                self.response = resp;
+                self.request = Rc::new(req);
+                self.response = Rc::new(resp);
                 true
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -134,13 +136,16 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { request: self.request.clone(), response: self.response.clone() }))
+        Some(Box::new(Filter {
+            request: Rc::clone(&self.request),
+            response: Rc::clone(&self.response),
+        }))
     }
 }
 
 struct Filter {
-    request: Compiled,
-    response: Compiled,
+    request: Rc<Compiled>,
+    response: Rc<Compiled>,
 }
 
 impl Context for Filter {}
@@ -176,7 +181,7 @@ impl Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let ops = std::mem::take(&mut self.request);
+        let ops = Rc::clone(&self.request);
         for name in &ops.remove {
             self.set_http_request_header(name, None);
         }
@@ -192,7 +197,7 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let ops = std::mem::take(&mut self.response);
+        let ops = Rc::clone(&self.response);
         for name in &ops.remove {
             self.set_http_response_header(name, None);
         }

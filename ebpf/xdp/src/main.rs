@@ -284,11 +284,15 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     if pkt.dst == *source {
-        // Written by `nat_reply` (an out-parameter, see `new_flow`'s).
-        let mut client: Addr = [0; 4];
-        match nat_reply(raw, pkt, &mut client) {
+        // Written by `nat_reply` (an out-parameter, see `new_flow`'s) when it answers
+        // `REPLY_REWRITTEN`, and read only then. Not zeroed: `[0; 4]` here was a call to a
+        // byte-wise `memset` subprogram per reply.
+        let mut client = core::mem::MaybeUninit::<Addr>::uninit();
+        match nat_reply(raw, pkt, client.as_mut_ptr()) {
             REPLY_NONE => {}
             REPLY_REWRITTEN => {
+                // SAFETY: `nat_reply` wrote it before answering `REPLY_REWRITTEN`.
+                let client = unsafe { client.assume_init() };
                 // Sent from here, not from `nat_reply`: the FIB lookup `forward` may make
                 // would be a third call deep, past the verifier's stack limit.
                 let hop = GH_CLIENT_HOP.get_ptr_mut(client_hop_slot(&client));
@@ -766,7 +770,7 @@ fn syn_flood(vip: &VipValue) -> bool {
 /// VIP to the client, whose address goes to `out` ([`REPLY_REWRITTEN`]: the caller sends it
 /// on). [`REPLY_NONE`]: no such flow, the packet goes on as any other; else the action.
 #[inline(never)]
-fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: &mut Addr) -> u32 {
+fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: *mut Addr) -> u32 {
     let Some(clock) = GH_FLOW_CLOCK.get(0) else {
         return REPLY_NONE;
     };
@@ -800,7 +804,8 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: &mut Addr) -> u32 {
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    *out = client;
+    // SAFETY: `out` points to the caller's `Addr` (valid for writes).
+    unsafe { out.write(client) };
     REPLY_REWRITTEN
 }
 

@@ -579,6 +579,63 @@ mod tests {
         assert_eq!(body["metadata"], json!({"name": "web", "namespace": "a"}));
     }
 
+    /// A set of route statuses `r<i>` with the given message each.
+    fn set(routes: &[(usize, &str)]) -> Update {
+        let objects = routes
+            .iter()
+            .map(|(i, message)| {
+                let object = json!({"apiVersion": gatehouse_gateway::status::API_VERSION,
+                    "kind": "HTTPRoute", "metadata": {"namespace": "a", "name": format!("r{i}")},
+                    "status": {"parents": [], "message": message}});
+                (target(&object).unwrap(), Arc::new(object))
+            })
+            .collect();
+        Update { controller_name: OURS.into(), objects }
+    }
+
+    /// Objects by identity.
+    type Objects = Vec<(ObjectRef, Value)>;
+
+    /// What a writer has queued and considers written.
+    fn queued(writer: &Writer) -> (Objects, Objects) {
+        let pending = writer.pending.iter().map(|(r, p)| (r.clone(), (*p.object).clone()));
+        let mut written: Vec<_> =
+            writer.written.iter().map(|(r, v)| (r.clone(), (**v).clone())).collect();
+        written.sort_by(|a, b| a.0.cmp(&b.0));
+        (pending.collect(), written)
+    }
+
+    #[tokio::test]
+    async fn a_diffed_update_queues_exactly_what_a_full_comparison_does() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let mut diffed = Writer::new(client.clone(), KubeMetrics::default());
+        let mut full = Writer::new(client, KubeMetrics::default());
+        let steps = [
+            set(&[(1, "a"), (2, "a"), (3, "a")]),
+            // One changed, one gone, one new.
+            set(&[(1, "b"), (2, "a"), (4, "a")]),
+            // Back to what was written: nothing left to write for it.
+            set(&[(1, "a"), (2, "a"), (4, "a")]),
+            set(&[(2, "c")]),
+            set(&[]),
+            set(&[(5, "a"), (2, "c")]),
+        ];
+        let mut previous: Option<Update> = None;
+        for (i, step) in steps.iter().enumerate() {
+            diffed.update(step, previous.as_ref());
+            full.update(step, None);
+            assert_eq!(queued(&diffed), queued(&full), "step {i}");
+            // The first queued object gets written (as `write_due` records a success).
+            for writer in [&mut diffed, &mut full] {
+                if let Some((r, p)) = writer.pending.pop_first() {
+                    writer.written.insert(r, p.object);
+                }
+            }
+            previous = Some(step.clone());
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_a_bound() {
         assert_eq!(backoff(0), MIN_INTERVAL);

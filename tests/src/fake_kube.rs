@@ -536,10 +536,11 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
         let mut cursor = from;
         loop {
             let mut state = shared.state.lock().await;
-            let lines: Vec<Bytes> = state
-                .log
+            // The log is in resourceVersion order: skip what this watch has seen at once.
+            let seen = state.log.partition_point(|e| e.rv <= cursor);
+            let lines: Vec<Bytes> = state.log[seen..]
                 .iter()
-                .filter(|e| e.rv > cursor && filter.matches(&e.resource, &e.namespace, &e.object))
+                .filter(|e| filter.matches(&e.resource, &e.namespace, &e.object))
                 .map(|e| Bytes::from(format!("{}\n", json!({"type": e.kind, "object": e.object}))))
                 .collect();
             let expired = state.epoch != epoch;

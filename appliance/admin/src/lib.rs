@@ -34,7 +34,7 @@ pub enum AdminError {
 #[derive(Debug)]
 pub struct AdminState {
     ready: AtomicBool,
-    status: ArcSwap<serde_json::Value>,
+    status: ArcSwap<Rendered>,
     config: ArcSwap<Rendered>,
     registry: Arc<Registry>,
 }
@@ -55,7 +55,9 @@ impl AdminState {
     pub fn new(registry: Arc<Registry>) -> Self {
         Self {
             ready: AtomicBool::new(false),
-            status: ArcSwap::from_pointee(serde_json::json!({"generation": 0, "objects": []})),
+            status: ArcSwap::from_pointee(Rendered(Box::new(
+                || serde_json::json!({"generation": 0, "objects": []}),
+            ))),
             config: ArcSwap::from_pointee(Rendered(Box::new(|| serde_json::Value::Null))),
             registry,
         }
@@ -73,7 +75,17 @@ impl AdminState {
 
     /// Publishes the status document served on `/status`.
     pub fn publish_status(&self, status: impl Into<Arc<serde_json::Value>>) {
-        self.status.store(status.into());
+        let status = status.into();
+        self.publish_status_with(move || status.as_ref().clone());
+    }
+
+    /// Publishes how to assemble the status document on `/status`; `render` runs per
+    /// request, so a document of thousands of shared objects is not copied per publication.
+    pub fn publish_status_with(
+        &self,
+        render: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        self.status.store(Arc::new(Rendered(Box::new(render))));
     }
 
     /// Publishes the compiled snapshot description served on `/config`.
@@ -162,7 +174,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        "/status" => json(&state.status.load()),
+        "/status" => json(&(state.status.load().0)()),
         "/config" => json(&(state.config.load().0)()),
         "/metrics" => match state.encode_metrics() {
             Ok(body) => response(

@@ -12,6 +12,7 @@ mod pipeline;
 mod problems;
 mod reload;
 mod run;
+mod status_memo;
 mod status_task;
 mod systemd;
 mod wasm_plugins;

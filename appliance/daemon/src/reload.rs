@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::addresses::IpamState;
 use crate::pipeline::{self, ConfigSource, LoadFailure, Loaded};
+use crate::status_memo::{ApiState, StatusMemo, StatusObjects};
 use crate::status_task::{StatusInput, StatusPublisher, StatusSource};
 use crate::wasm_plugins::WasmPlugins;
 use crate::watch::Fingerprint;
@@ -576,20 +577,20 @@ impl Reloader {
 }
 
 impl StatusSource for Serving {
-    fn objects(&self) -> Vec<Value> {
-        status_objects(self)
+    fn objects(&self, memo: &mut StatusMemo) -> StatusObjects {
+        status_objects(self, memo)
     }
 
     /// The same objects `/status` shows (the writer keeps only the Gateway API ones), computed
     /// after the data planes answered for this generation. Never from a partial index (before
     /// every watch listed once), and not when `write_status = false`.
-    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &[Value]) {
+    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &StatusObjects) {
         let enabled = self.loaded.config.kubernetes.as_ref().is_some_and(|k| k.write_status);
         if !enabled || !self.loaded.sources_synced {
             return;
         }
         if let Some(api) = &self.loaded.gateway_api {
-            writer.publish(&api.settings.controller_name, objects);
+            writer.publish_set(&api.settings.controller_name, objects.targets.clone());
         }
     }
 }
@@ -636,22 +637,17 @@ pub fn backend_addressing(
     }
 }
 
-fn status_objects(serving: &Serving) -> Vec<Value> {
+/// The status objects of `serving`: the Gateway API ones through `memo` (only changed
+/// routes recomputed), the LB-IPAM Services and native objects whole.
+fn status_objects(serving: &Serving, memo: &mut StatusMemo) -> StatusObjects {
     let now = jiff::Timestamp::now();
+    let api = serving.loaded.gateway_api.as_ref().map(|api| ApiState {
+        index: &api.index,
+        settings: &api.settings,
+        translation: &api.translation,
+        data_plane: &serving.report,
+    });
     let mut objects = Vec::new();
-    if let Some(api) = &serving.loaded.gateway_api {
-        objects.extend(
-            gatehouse_gateway::status(
-                &api.index,
-                &api.settings,
-                &api.translation,
-                &serving.report,
-                now,
-            )
-            .into_iter()
-            .filter_map(|object| serde_json::to_value(object).ok()),
-        );
-    }
     if let (Some(api), Some(allocation)) = (&serving.loaded.gateway_api, &serving.loaded.ipam) {
         objects.extend(
             gatehouse_gateway::ipam::service_status(&api.index, allocation, now)
@@ -665,5 +661,5 @@ fn status_objects(serving: &Serving) -> Vec<Value> {
         serving.desired.generation,
         now,
     ));
-    objects
+    memo.compute(api, objects, now)
 }

@@ -283,17 +283,27 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        seen = Fingerprint::of(reloader.watch_paths());
         if cluster_only {
+            // The file watches stay armed through a cluster-only reload (no file was read
+            // unless it changed, and then its watch fired): they are re-armed only when the
+            // paths changed, followed by one full reload for whatever changed unwatched.
+            let before = reloader.watch_paths().to_vec();
             reloader.reload_cluster().await;
+            if let Some(watcher) = watcher.as_mut()
+                && reloader.watch_paths() != before.as_slice()
+            {
+                watcher.rewatch(reloader.watch_paths());
+                let _ = recheck.try_send(());
+            }
         } else {
+            seen = Fingerprint::of(reloader.watch_paths());
             reloader.reload().await;
+            if let Some(watcher) = watcher.as_mut() {
+                rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
+            }
         }
         if std::mem::take(&mut notify_ready) {
             crate::systemd::ready(&reloader.summary());
-        }
-        if let Some(watcher) = watcher.as_mut() {
-            rewatch(watcher, reloader.watch_paths(), &seen, &recheck);
         }
     }
 

@@ -2,7 +2,10 @@
 //! computes `/status` (and the cluster's status) from it while the next reload already runs.
 //!
 //! Traffic follows a change as soon as the data planes swapped; computing and serialising the
-//! status of thousands of objects must not delay the next swap. A burst of reloads coalesces:
+//! status of thousands of objects must not delay the next swap. The task keeps the previous
+//! publication's objects ([`StatusMemo`]): only the routes that changed are computed again,
+//! the cluster status writer is handed a set that shares every unchanged object, and
+//! `/status` is assembled from the shared objects when it is asked for. A burst of reloads coalesces:
 //! the task always works on the latest state, and within a burst rests between computations as
 //! long as the last one took, so that it never takes more than half a core from the reloads.
 
@@ -10,6 +13,8 @@ use std::sync::Arc;
 
 use gatehouse_admin::AdminState;
 use serde_json::{Value, json};
+
+use crate::status_memo::{StatusMemo, StatusObjects};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,10 +36,11 @@ pub struct StatusInput<S> {
 
 /// How a served state becomes status objects, and where they go besides `/status`.
 pub trait StatusSource: Send + Sync + 'static {
-    /// The status objects of this state (pure).
-    fn objects(&self) -> Vec<Value>;
+    /// The status objects of this state, computed again only where it differs from the state
+    /// `memo` last saw.
+    fn objects(&self, memo: &mut StatusMemo) -> StatusObjects;
     /// Hands the objects to the cluster's status writer, where that applies.
-    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &[Value]);
+    fn write_back(&self, writer: &gatehouse_kube::StatusWriter, objects: &StatusObjects);
 }
 
 /// The running status task; dropping it stops the task.
@@ -71,43 +77,37 @@ async fn run<S: StatusSource>(
     writer: Option<gatehouse_kube::StatusWriter>,
 ) {
     let writer = writer.map(Arc::new);
-    // The document last published, so unchanged conditions keep their transition time. Shared
-    // with `/status` rather than copied: it holds every object.
-    let mut published: Arc<Value> = Arc::new(Value::Null);
+    // The previous publication's objects, so unchanged objects are neither computed again
+    // nor copied, and unchanged conditions keep their transition time.
+    let mut memo = StatusMemo::default();
     while input.changed().await.is_ok() {
         let Some(next) = input.borrow_and_update().clone() else { continue };
         let started = std::time::Instant::now();
-        let previous = published.clone();
+        let mut taken = std::mem::take(&mut memo);
         let (writer, admin) = (writer.clone(), admin.clone());
         // Pure CPU work on a blocking thread: the runtime keeps serving meanwhile.
         let computed = tokio::task::spawn_blocking(move || {
-            let mut objects = next.serving.as_ref().map(|s| s.objects()).unwrap_or_default();
-            let before = previous["objects"].as_array().map_or(&[][..], Vec::as_slice);
-            gatehouse_gateway::transitions::preserve(before, &mut objects);
+            let objects = match &next.serving {
+                Some(serving) => serving.objects(&mut taken),
+                None => taken.compute(None, Vec::new(), jiff::Timestamp::now()),
+            };
             if let (Some(writer), Some(serving)) = (&writer, &next.serving) {
                 serving.write_back(writer, &objects);
             }
-            let mut status = json!({
-                "generation": next.generation,
-                "last_reload": next.last_reload,
-                "objects": objects,
-            });
-            if let Some(kubernetes) = &next.kubernetes {
-                status["kubernetes"] = kubernetes.clone();
-            }
-            if let Some(acme) = &next.acme {
-                status["acme"] = acme.clone();
-            }
-            if let Some(xdp) = &next.xdp {
-                status["xdp"] = xdp.clone();
-            }
-            let status = Arc::new(status);
-            admin.publish_status(status.clone());
-            status
+            let document = Document {
+                generation: next.generation,
+                last_reload: next.last_reload.clone(),
+                kubernetes: next.kubernetes.clone(),
+                acme: next.acme.clone(),
+                xdp: next.xdp.clone(),
+                objects,
+            };
+            admin.publish_status_with(move || document.render());
+            taken
         })
         .await;
         match computed {
-            Ok(status) => published = status,
+            Ok(kept) => memo = kept,
             Err(error) => tracing::error!(%error, "status computation failed"),
         }
         // During a burst of reloads (a newer state arrived while this one was computed), rest
@@ -117,6 +117,37 @@ async fn run<S: StatusSource>(
         if input.has_changed().unwrap_or(false) {
             tokio::time::sleep(started.elapsed().min(MAX_REST)).await;
         }
+    }
+}
+
+/// One publication of `/status`, rendered when it is asked for.
+struct Document {
+    generation: u64,
+    last_reload: Value,
+    kubernetes: Option<Value>,
+    acme: Option<Value>,
+    xdp: Option<Value>,
+    objects: StatusObjects,
+}
+
+impl Document {
+    fn render(&self) -> Value {
+        let objects: Vec<Value> = self.objects.iter().map(|o| o.as_ref().clone()).collect();
+        let mut status = json!({
+            "generation": self.generation,
+            "last_reload": self.last_reload,
+            "objects": objects,
+        });
+        if let Some(kubernetes) = &self.kubernetes {
+            status["kubernetes"] = kubernetes.clone();
+        }
+        if let Some(acme) = &self.acme {
+            status["acme"] = acme.clone();
+        }
+        if let Some(xdp) = &self.xdp {
+            status["xdp"] = xdp.clone();
+        }
+        status
     }
 }
 

@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use crate::conditions::{self as c, reason};
 use crate::index::Index;
-use crate::translate::{ListenerReport, ListenerSetReport, Problem, Report, Settings, Translation};
+use crate::object::Kind;
+use crate::translate::{
+    ListenerReport, ListenerSetReport, Problem, Report, RouteReport, Settings, Translation,
+};
 use crate::types::{GROUP, Gateway, ListenersFrom, ParentReference, RouteGroupKind};
 
 /// The API version status objects are written as.
@@ -217,6 +220,117 @@ pub fn status(
     data_plane: &DataPlaneReport,
     now: Timestamp,
 ) -> Vec<ObjectStatus> {
+    let mut out = status_head(index, translation, data_plane, now);
+    let stamp = now.to_string();
+    out.extend(
+        translation.report.routes.iter().filter_map(|(id, route_report)| {
+            route_status(index, settings, id, route_report, &stamp)
+        }),
+    );
+    out.extend(status_tail(index, settings, translation, now));
+    out
+}
+
+/// The part of [`status`] after the routes: BackendTLSPolicies.
+pub fn status_tail(
+    index: &Index,
+    settings: &Settings,
+    translation: &Translation,
+    now: Timestamp,
+) -> Vec<ObjectStatus> {
+    crate::policy_status::backend_tls_policies(index, settings, translation, &now.to_string())
+}
+
+/// One route's status (any route kind): it reads only the route's report, its metadata in
+/// `index` and the controller name, so a caller may keep it for as long as none of them
+/// changes (see [`routes_changed`]). `now` is RFC 3339. `None` when `index` lacks the route.
+pub fn route_status(
+    index: &Index,
+    settings: &Settings,
+    id: &ObjectId,
+    route_report: &RouteReport,
+    now: &str,
+) -> Option<ObjectStatus> {
+    let key = (id.namespace.clone(), id.name.clone());
+    let (meta, api_version) = match id.kind.as_str() {
+        "HTTPRoute" => (index.http_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+        "GRPCRoute" => (index.grpc_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+        "TCPRoute" => (index.tcp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
+        "UDPRoute" => (index.udp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
+        "TLSRoute" => (index.tls_routes.get(&key).map(|r| &r.metadata), API_VERSION),
+        _ => (None, API_VERSION),
+    };
+    let meta = meta?;
+    let generation = generation(meta);
+    let parents = route_report
+        .parents
+        .iter()
+        .map(|parent| {
+            let mut conds = Conditions::new(generation, now);
+            conds.push_result(c::ACCEPTED, &parent.accepted, reason::ACCEPTED, "accepted");
+            conds.push_result(
+                c::RESOLVED_REFS,
+                &parent.resolved_refs,
+                reason::RESOLVED_REFS,
+                "all references resolved",
+            );
+            if let Some(p) = &parent.partially_invalid {
+                conds.push(c::PARTIALLY_INVALID, true, p.reason, p.message.clone());
+            }
+            RouteParentStatus {
+                parent_ref: parent.parent_ref.clone(),
+                controller_name: settings.controller_name.clone(),
+                conditions: conds.list,
+            }
+        })
+        .collect();
+    Some(ObjectStatus {
+        api_version: api_version.into(),
+        kind: id.kind.clone(),
+        metadata: metadata(meta, true),
+        status: Status::HttpRoute(HttpRouteStatus { parents }),
+    })
+}
+
+/// The routes kinds whose objects carry a route status.
+const ROUTE_KINDS: [Kind; 5] =
+    [Kind::HttpRoute, Kind::GrpcRoute, Kind::TcpRoute, Kind::UdpRoute, Kind::TlsRoute];
+
+/// The routes whose [`route_status`] may differ between two translations (with the same
+/// controller name): their report changed, or their object in the index did. Both are
+/// persistent maps, so this costs time in proportion to the change when the two states share
+/// their history.
+pub fn routes_changed(
+    before: (&Index, &Report),
+    after: (&Index, &Report),
+) -> std::collections::BTreeSet<ObjectId> {
+    let mut out: std::collections::BTreeSet<ObjectId> = before
+        .1
+        .routes
+        .diff(&after.1.routes)
+        .map(|item| match item {
+            imbl::ordmap::DiffItem::Add(id, _) | imbl::ordmap::DiffItem::Remove(id, _) => {
+                id.clone()
+            }
+            imbl::ordmap::DiffItem::Update { old, .. } => old.0.clone(),
+        })
+        .collect();
+    for kind in ROUTE_KINDS {
+        for (namespace, name) in after.0.changed(before.0, kind) {
+            out.insert(ObjectId::new(kind.as_str(), namespace, name));
+        }
+    }
+    out
+}
+
+/// The part of [`status`] before the routes: every GatewayClass, Gateway and ListenerSet of
+/// ours. `Programmed` is only `True` once the data plane acknowledged the generation.
+pub fn status_head(
+    index: &Index,
+    translation: &Translation,
+    data_plane: &DataPlaneReport,
+    now: Timestamp,
+) -> Vec<ObjectStatus> {
     let now = now.to_string();
     let report = &translation.report;
     let acked = data_plane.generation >= translation.desired.generation;
@@ -343,48 +457,6 @@ pub fn status(
         });
     }
 
-    for (id, route_report) in &report.routes {
-        let key = (id.namespace.clone(), id.name.clone());
-        let (meta, api_version) = match id.kind.as_str() {
-            "HTTPRoute" => (index.http_routes.get(&key).map(|r| &r.metadata), API_VERSION),
-            "GRPCRoute" => (index.grpc_routes.get(&key).map(|r| &r.metadata), API_VERSION),
-            "TCPRoute" => (index.tcp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
-            "UDPRoute" => (index.udp_routes.get(&key).map(|r| &r.metadata), API_VERSION_ALPHA2),
-            "TLSRoute" => (index.tls_routes.get(&key).map(|r| &r.metadata), API_VERSION),
-            _ => (None, API_VERSION),
-        };
-        let Some(meta) = meta else { continue };
-        let generation = generation(meta);
-        let parents = route_report
-            .parents
-            .iter()
-            .map(|parent| {
-                let mut conds = Conditions::new(generation, &now);
-                conds.push_result(c::ACCEPTED, &parent.accepted, reason::ACCEPTED, "accepted");
-                conds.push_result(
-                    c::RESOLVED_REFS,
-                    &parent.resolved_refs,
-                    reason::RESOLVED_REFS,
-                    "all references resolved",
-                );
-                if let Some(p) = &parent.partially_invalid {
-                    conds.push(c::PARTIALLY_INVALID, true, p.reason, p.message.clone());
-                }
-                RouteParentStatus {
-                    parent_ref: parent.parent_ref.clone(),
-                    controller_name: settings.controller_name.clone(),
-                    conditions: conds.list,
-                }
-            })
-            .collect();
-        out.push(ObjectStatus {
-            api_version: api_version.into(),
-            kind: id.kind.clone(),
-            metadata: metadata(meta, true),
-            status: Status::HttpRoute(HttpRouteStatus { parents }),
-        });
-    }
-    out.extend(crate::policy_status::backend_tls_policies(index, settings, translation, &now));
     out
 }
 

@@ -50,7 +50,10 @@ pub use manifests::{
 pub use metrics::KubeMetrics;
 pub use resources::{Scope, api_resource, field_selector, scopes, watched_kinds};
 pub use secrets::wanted as secret_namespaces;
-pub use status::{FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusWriter, status_to_apply};
+pub use status::{
+    FIELD_MANAGER, MIN_INTERVAL, STATUS_KINDS, StatusSet, StatusWriter, status_to_apply,
+    target as status_target,
+};
 pub use sync::{ClusterState, WatchReducer};
 pub use tls_secrets::{
     Decision as SecretDecision, ISSUER_ANNOTATION, SecretWriter, TlsSecret, secret_to_apply,

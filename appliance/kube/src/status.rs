@@ -69,12 +69,16 @@ fn shared_list(desired: &Value) -> Option<&'static str> {
     }
 }
 
+/// Our status objects by identity, as the daemon hands them over: a persistent map, so that
+/// a set sharing its history with the previous one is compared in proportion to the change.
+pub type StatusSet = imbl::OrdMap<ObjectRef, Arc<Value>>;
+
 /// What the daemon hands over after an applied generation.
 #[derive(Clone, Debug)]
 struct Update {
     controller_name: String,
     /// Our Gateway API status objects only, by identity.
-    objects: BTreeMap<ObjectRef, Value>,
+    objects: StatusSet,
 }
 
 /// The status writer task; dropping it stops the task.
@@ -100,9 +104,18 @@ impl StatusWriter {
     /// API and (LB-IPAM) Services are taken; the native TOML objects (and anything else) are
     /// skipped. Never blocks: the writer sees the latest set.
     pub fn publish(&self, controller_name: &str, objects: &[Value]) {
-        let objects = objects.iter().filter_map(|o| Some((target(o)?, o.clone()))).collect();
+        let objects =
+            objects.iter().filter_map(|o| Some((target(o)?, Arc::new(o.clone())))).collect();
+        self.publish_set(controller_name, objects);
+    }
+
+    /// As [`StatusWriter::publish`], with the objects already keyed by [`target`] (and only
+    /// those it keeps). The writer compares the set with the previous one it was handed, so
+    /// a set derived from that one costs time in proportion to what changed.
+    pub fn publish_set(&self, controller_name: &str, objects: StatusSet) {
         let update = Update { controller_name: controller_name.to_owned(), objects };
-        self.updates.send_replace(Some(Arc::new(update)));
+        // The replaced set may be the last reference to thousands of objects.
+        drop_off_path(self.updates.send_replace(Some(Arc::new(update))));
     }
 }
 
@@ -113,7 +126,7 @@ impl Drop for StatusWriter {
 }
 
 /// The identity of a status object we write, or `None` when it is not one of ours.
-fn target(object: &Value) -> Option<ObjectRef> {
+pub fn target(object: &Value) -> Option<ObjectRef> {
     let gateway_api = object["apiVersion"] == gatehouse_gateway::status::API_VERSION
         || object["apiVersion"] == gatehouse_gateway::status::API_VERSION_ALPHA2;
     let service = object["apiVersion"] == "v1" && object["kind"] == "Service";
@@ -193,7 +206,7 @@ fn apply_body(desired: &Value, status: Value, current: &Value) -> Value {
 /// One object waiting to be written.
 #[derive(Debug)]
 struct Pending {
-    object: Value,
+    object: Arc<Value>,
     due: Instant,
     /// Failed attempts so far (for the backoff).
     failures: u32,
@@ -215,7 +228,7 @@ struct Writer {
     metrics: KubeMetrics,
     controller_name: String,
     /// What was last written (or found in place) per object, as the daemon computed it.
-    written: HashMap<ObjectRef, Value>,
+    written: HashMap<ObjectRef, Arc<Value>>,
     pending: BTreeMap<ObjectRef, Pending>,
     last_attempt: HashMap<ObjectRef, Instant>,
     /// Whether this appliance holds the Lease: only then is anything written.
@@ -255,8 +268,11 @@ impl Writer {
                     }
                     let update = updates.borrow_and_update().clone();
                     if let Some(update) = update {
-                        self.update(&update);
+                        let previous = self.latest.take();
+                        self.update(&update, previous.as_deref());
                         self.latest = Some(update);
+                        // It may hold the last reference to a whole earlier set.
+                        drop_off_path(previous);
                     }
                 }
                 leader = leader_changed(&mut leadership) => self.lead(leader),
@@ -279,7 +295,7 @@ impl Writer {
             self.last_attempt.clear();
             self.pending.clear();
             if let Some(latest) = self.latest.clone() {
-                self.update(&latest);
+                self.update(&latest, None);
             }
             tracing::info!(objects = self.pending.len(), "leading: writing status");
         } else {
@@ -287,26 +303,50 @@ impl Writer {
         }
     }
 
-    /// Queues every object whose status differs from what was last written.
-    fn update(&mut self, update: &Update) {
-        self.controller_name.clone_from(&update.controller_name);
+    /// Queues every object whose status differs from what was last written. With the
+    /// `previous` update (same controller name), only the objects that differ between the two
+    /// are looked at: the others were queued (or found written) then.
+    fn update(&mut self, update: &Update, previous: Option<&Update>) {
         let now = Instant::now();
-        for (r, object) in &update.objects {
-            if self.written.get(r) == Some(object) {
-                self.pending.remove(r);
-                continue;
+        let previous = previous.filter(|p| p.controller_name == update.controller_name);
+        self.controller_name.clone_from(&update.controller_name);
+        let Some(previous) = previous else {
+            for (r, object) in &update.objects {
+                self.queue(r, object, now);
             }
-            let due = self.last_attempt.get(r).map_or(now, |t| (*t + MIN_INTERVAL).max(now));
-            self.pending
-                .entry(r.clone())
-                .and_modify(|p| p.object.clone_from(object))
-                .or_insert_with(|| Pending { object: object.clone(), due, failures: 0 });
+            // Deleted, or no longer ours: nothing more to write.
+            let live: HashSet<&ObjectRef> = update.objects.keys().collect();
+            self.pending.retain(|r, _| live.contains(r));
+            self.written.retain(|r, _| live.contains(r));
+            self.last_attempt.retain(|r, _| live.contains(r));
+            return;
+        };
+        for item in previous.objects.diff(&update.objects) {
+            match item {
+                imbl::ordmap::DiffItem::Add(r, object)
+                | imbl::ordmap::DiffItem::Update { new: (r, object), .. } => {
+                    self.queue(r, object, now);
+                }
+                imbl::ordmap::DiffItem::Remove(r, _) => {
+                    self.pending.remove(r);
+                    self.written.remove(r);
+                    self.last_attempt.remove(r);
+                }
+            }
         }
-        // Deleted, or no longer ours: nothing more to write.
-        let live: HashSet<&ObjectRef> = update.objects.keys().collect();
-        self.pending.retain(|r, _| live.contains(r));
-        self.written.retain(|r, _| live.contains(r));
-        self.last_attempt.retain(|r, _| live.contains(r));
+    }
+
+    /// Queues `object` unless it is what was last written.
+    fn queue(&mut self, r: &ObjectRef, object: &Arc<Value>, now: Instant) {
+        if self.written.get(r).is_some_and(|w| Arc::ptr_eq(w, object) || w == object) {
+            self.pending.remove(r);
+            return;
+        }
+        let due = self.last_attempt.get(r).map_or(now, |t| (*t + MIN_INTERVAL).max(now));
+        self.pending
+            .entry(r.clone())
+            .and_modify(|p| p.object = object.clone())
+            .or_insert_with(|| Pending { object: object.clone(), due, failures: 0 });
     }
 
     async fn write_due(&mut self) {
@@ -413,6 +453,16 @@ async fn leader_changed(leadership: &mut Option<watch::Receiver<Leadership>>) ->
     } else {
         *leadership = None;
         false
+    }
+}
+
+/// Frees `value` on a blocking thread when inside a runtime (inline otherwise).
+fn drop_off_path<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }
 
@@ -527,6 +577,63 @@ mod tests {
         assert_eq!(status, desired["status"]);
         let body = apply_body(&desired, status, &current);
         assert_eq!(body["metadata"], json!({"name": "web", "namespace": "a"}));
+    }
+
+    /// A set of route statuses `r<i>` with the given message each.
+    fn set(routes: &[(usize, &str)]) -> Update {
+        let objects = routes
+            .iter()
+            .map(|(i, message)| {
+                let object = json!({"apiVersion": gatehouse_gateway::status::API_VERSION,
+                    "kind": "HTTPRoute", "metadata": {"namespace": "a", "name": format!("r{i}")},
+                    "status": {"parents": [], "message": message}});
+                (target(&object).unwrap(), Arc::new(object))
+            })
+            .collect();
+        Update { controller_name: OURS.into(), objects }
+    }
+
+    /// Objects by identity.
+    type Objects = Vec<(ObjectRef, Value)>;
+
+    /// What a writer has queued and considers written.
+    fn queued(writer: &Writer) -> (Objects, Objects) {
+        let pending = writer.pending.iter().map(|(r, p)| (r.clone(), (*p.object).clone()));
+        let mut written: Vec<_> =
+            writer.written.iter().map(|(r, v)| (r.clone(), (**v).clone())).collect();
+        written.sort_by(|a, b| a.0.cmp(&b.0));
+        (pending.collect(), written)
+    }
+
+    #[tokio::test]
+    async fn a_diffed_update_queues_exactly_what_a_full_comparison_does() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let mut diffed = Writer::new(client.clone(), KubeMetrics::default());
+        let mut full = Writer::new(client, KubeMetrics::default());
+        let steps = [
+            set(&[(1, "a"), (2, "a"), (3, "a")]),
+            // One changed, one gone, one new.
+            set(&[(1, "b"), (2, "a"), (4, "a")]),
+            // Back to what was written: nothing left to write for it.
+            set(&[(1, "a"), (2, "a"), (4, "a")]),
+            set(&[(2, "c")]),
+            set(&[]),
+            set(&[(5, "a"), (2, "c")]),
+        ];
+        let mut previous: Option<Update> = None;
+        for (i, step) in steps.iter().enumerate() {
+            diffed.update(step, previous.as_ref());
+            full.update(step, None);
+            assert_eq!(queued(&diffed), queued(&full), "step {i}");
+            // The first queued object gets written (as `write_due` records a success).
+            for writer in [&mut diffed, &mut full] {
+                if let Some((r, p)) = writer.pending.pop_first() {
+                    writer.written.insert(r, p.object);
+                }
+            }
+            previous = Some(step.clone());
+        }
     }
 
     #[test]

@@ -641,6 +641,26 @@ fn a_rebalanced_flow_reuses_its_own_slot_needs_root() {
     assert_eq!(new_flows(&dp), after_syns, "a retransmitted SYN took a second slot");
 }
 
+/// The program with `plan()` applied, one connection-table bucket (4 flows), one NAT port per
+/// CPU and the flow clock at 10; the test thread pinned to CPU 0, whose port it is.
+fn one_nat_port() -> Datapath {
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp.limit_nat_ports(1).unwrap();
+    dp.set_flow_clock(10).unwrap();
+    dp
+}
+
+/// Full-NAT new flows dropped for want of a free NAT port.
+fn no_port(dp: &Datapath) -> u64 {
+    use gatehouse_xdp::common::COUNTER_NO_BACKEND;
+    dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize]
+}
+
 /// The full-NAT reverse table: a NAT source port stays its flow's while the flow is in the
 /// connection table, and after that until no reply came for `NAT_QUIET_SECS`; with every
 /// port taken a new flow is dropped and counted, never given a port in use. Once reused, the
@@ -651,16 +671,8 @@ fn nat_ports_are_reused_only_after_their_flow_is_gone_and_quiet_needs_root() {
     if !root() {
         return;
     }
-    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_QUIET_SECS};
-    let mut cpu = nix::sched::CpuSet::new();
-    cpu.set(0).unwrap();
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
-    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
-    let mut dp = Datapath::load(limits).expect("load the XDP program");
-    assert_eq!(dp.apply(&plan()).unwrap(), 1);
-    dp.limit_nat_ports(1).unwrap();
-    dp.set_flow_clock(10).unwrap();
-    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    use gatehouse_xdp::common::NAT_QUIET_SECS;
+    let mut dp = one_nat_port();
     let model = Model::new(&plan(), |k| dp.table(k), true);
     let syn = |client: &str, port: u16| Frame::tcp(client, port, "10.0.0.1", 80, TCP_SYN).bytes();
     let backend = |f: &[u8]| match model.decide(f) {
@@ -726,16 +738,8 @@ fn nat_slot_claimed_by_another_cpu_is_not_overwritten_needs_root() {
     if !root() {
         return;
     }
-    use gatehouse_xdp::common::{COUNTER_NO_BACKEND, NAT_PORT_BASE, nat_index};
-    let mut cpu = nix::sched::CpuSet::new();
-    cpu.set(0).unwrap();
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
-    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
-    let mut dp = Datapath::load(limits).expect("load the XDP program");
-    assert_eq!(dp.apply(&plan()).unwrap(), 1);
-    dp.limit_nat_ports(1).unwrap();
-    dp.set_flow_clock(10).unwrap();
-    let no_port = |dp: &Datapath| dp.stats(&plan()).unwrap().counters[COUNTER_NO_BACKEND as usize];
+    use gatehouse_xdp::common::{NAT_PORT_BASE, nat_index};
+    let mut dp = one_nat_port();
     // One lane (4 flows), one port: every full-NAT flow wants this slot.
     let index = nat_index(0, NAT_PORT_BASE as u16);
     let empty = dp.nat_slot(index).unwrap();

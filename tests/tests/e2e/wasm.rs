@@ -11,7 +11,7 @@ fn module(name: &str) -> String {
 }
 
 /// A config with one gateway on `port` and `routes` (TOML) after the plugins (TOML).
-fn config(port: u16, plugins: &str, routes: &str) -> String {
+pub(crate) fn config(port: u16, plugins: &str, routes: &str) -> String {
     format!(
         r#"
 [admin]

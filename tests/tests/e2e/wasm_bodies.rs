@@ -12,34 +12,20 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(port: u16, backend: u16) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:{{admin}}"
-[runtime]
-state_dir = "state"
-
-[[gateways]]
-name = "web"
-addresses = ["127.0.0.1"]
-  [[gateways.listeners]]
-  name = "http"
-  port = {port}
-  protocol = "HTTP"
-
-[[plugins]]
-name = "tap"
-module = "{module}"
-
-[[routes]]
+    let plugins = format!(
+        "[[plugins]]\nname = \"tap\"\nmodule = \"{}\"\n",
+        wasm_plugin("body-tap").display()
+    );
+    let routes = format!(
+        r#"[[routes]]
 name = "tapped"
 parents = ["web"]
   [[routes.rules]]
   filters = [{{ wasm = {{ plugin = "tap" }} }}]
   backends = [{{ address = "127.0.0.1:{backend}" }}]
-"#,
-        module = wasm_plugin("body-tap").display()
-    )
+"#
+    );
+    crate::wasm::config(port, &plugins, &routes)
 }
 
 /// Reads from `stream` into `seen` until it contains `needle`.

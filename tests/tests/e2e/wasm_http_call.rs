@@ -10,7 +10,7 @@ use gatehouse_tests::{
     Appliance, Client, EchoBackend, ScriptedBackend, Step, free_port, wasm_plugin,
 };
 
-use crate::wasm::route;
+use crate::wasm::{config, route};
 
 fn plugin(name: &str, upstream: &str) -> String {
     let module = wasm_plugin("sdk-http-auth-random").display().to_string();
@@ -44,24 +44,7 @@ async fn the_sdk_http_auth_random_example_calls_its_upstream_while_the_request_w
     let routes = ["granted", "forbidden", "refused", "slow", "unnamed"]
         .map(|name| route(name, &format!("{name}.example"), name, app.port()))
         .concat();
-    let config = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:{{admin}}"
-[runtime]
-state_dir = "state"
-
-[[gateways]]
-name = "web"
-addresses = ["127.0.0.1"]
-  [[gateways.listeners]]
-  name = "http"
-  port = {port}
-  protocol = "HTTP"
-{plugins}
-{routes}
-"#
-    );
+    let config = config(port, &plugins, &routes);
     let gh = Appliance::start_ready(&config, &[]).await;
     let url = format!("http://127.0.0.1:{port}/app");
     let get = |host: &'static str| {

@@ -556,6 +556,19 @@ fn established_flows_follow_their_vip_leaving_and_changing_forwarding_needs_root
     assert_eq!(out[34..], ack[14..], "inner packet unchanged");
 }
 
+/// The program with `plan()` applied and a connection table of one bucket (four flows).
+fn one_bucket() -> Datapath {
+    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
+    let mut dp = Datapath::load(limits).expect("load the XDP program");
+    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    dp
+}
+
+/// New flows counted for the VIP `10.0.0.1:80/tcp`.
+fn new_flows(dp: &Datapath) -> u64 {
+    dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows
+}
+
 /// The connection table is set-associative (buckets of four slots): with room for four flows
 /// (one bucket), a fifth takes the slot seen longest ago, never that of a flow seen since; a
 /// flow whose slot was taken is balanced again (a new flow, on the current table) and keeps
@@ -565,10 +578,7 @@ fn connection_table_replaces_the_flow_seen_longest_ago_needs_root() {
     if !root() {
         return;
     }
-    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
-    let mut dp = Datapath::load(limits).expect("load the XDP program");
-    assert_eq!(dp.apply(&plan()).unwrap(), 1);
-    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let mut dp = one_bucket();
     let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.40", port, "10.0.0.1", 80, flags);
     let backend_of = |dp: &Datapath, port: u16| {
         let (action, out) = run(dp, &frame(port, TCP_ACK).bytes());
@@ -622,10 +632,7 @@ fn a_rebalanced_flow_reuses_its_own_slot_needs_root() {
     if !root() {
         return;
     }
-    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
-    let mut dp = Datapath::load(limits).expect("load the XDP program");
-    assert_eq!(dp.apply(&plan()).unwrap(), 1);
-    let new_flows = |dp: &Datapath| dp.stats(&plan()).unwrap().vips["10.0.0.1:80/tcp"].new_flows;
+    let dp = one_bucket();
     let frame = |port: u16, flags: u8| Frame::tcp("203.0.113.41", port, "10.0.0.1", 80, flags);
     for port in 1..=4u16 {
         // A SYN and its retransmission: one slot (a second would evict another flow).
@@ -647,9 +654,7 @@ fn one_nat_port() -> Datapath {
     let mut cpu = nix::sched::CpuSet::new();
     cpu.set(0).unwrap();
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
-    let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
-    let mut dp = Datapath::load(limits).expect("load the XDP program");
-    assert_eq!(dp.apply(&plan()).unwrap(), 1);
+    let mut dp = one_bucket();
     dp.limit_nat_ports(1).unwrap();
     dp.set_flow_clock(10).unwrap();
     dp

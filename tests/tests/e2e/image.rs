@@ -184,6 +184,19 @@ parents = ["edge"]
     config
 }
 
+/// `/status` once it shows a served generation: it follows readiness by a moment (its own task
+/// computes it after the swap, and under TCG that moment can be long). 60 s at most.
+async fn served_status(vm: &Vm) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = Client::http1().get(&vm.url("/status")).await.expect("GET /status").json();
+        if status["generation"].as_u64().is_some_and(|g| g >= 1) || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn slow_image_boots_under_qemu_and_proxies_to_a_host_backend_needs_root() {
     let backend = EchoBackend::start("host").await;
@@ -197,7 +210,7 @@ async fn slow_image_boots_under_qemu_and_proxies_to_a_host_backend_needs_root() 
     assert_eq!(reply.backend(), Some("host"));
     let ready = Client::http1().get(&vm.url("/readyz")).await.unwrap();
     assert_eq!(ready.status, 200);
-    let status = Client::http1().get(&vm.url("/status")).await.unwrap().json();
+    let status = served_status(&vm).await;
     assert_eq!(status["last_reload"]["ok"], true, "{status:#}");
 
     // systemd announced the unit active (Type=notify: only after READY=1) on the console.
@@ -217,7 +230,7 @@ async fn slow_image_with_a_bad_config_drive_stays_up_on_the_default_config_needs
 
     // The shipped default serves the status page on port 80.
     vm.wait_for("/readyz").await;
-    let status = Client::http1().get(&vm.url("/status")).await.unwrap().json();
+    let status = served_status(&vm).await;
     assert_eq!(status["last_reload"]["ok"], false, "{status:#}");
     let errors = status["last_reload"]["errors"].to_string();
     assert!(errors.contains("gatehouse.toml:") && errors.contains("bogus_key"), "{errors}");

@@ -12,13 +12,15 @@ use std::net::{IpAddr, SocketAddr};
 use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, OwnedKey, Settings, VIP_FLAG_IPIP,
-    VipKey, VipValue, addr_from_octets, filter_add, mapped_v4,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, MAP_VIP_INDEX, OwnedKey, Settings,
+    VIP_FLAG_IPIP, VipEntry, VipKey, VipValue, addr_from_octets, filter_add, mapped_v4,
+    vip_index_slots,
 };
 
 use crate::error::{XdpError, map_err};
 use crate::maglev::{self, Member};
 use crate::plan::{Forwarding, Limits, Plan, VipAction};
+use crate::vip_index::{self, VipIndex};
 
 /// An address as the maps store it (network order, IPv4-mapped).
 pub fn wire_addr(ip: IpAddr) -> Addr {
@@ -36,6 +38,8 @@ pub fn vip_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
 /// The maps the applier writes.
 pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
+    /// Copies of `vips`' entries the program reads without a helper call.
+    pub vip_index: Array<MapData, VipEntry>,
     pub backends: Array<MapData, Backend>,
     pub ring: Array<MapData, u32>,
     pub vip_gen: Array<MapData, u32>,
@@ -62,6 +66,8 @@ struct VipSlot {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     vips: StdHashMap<VipKey, VipSlot>,
+    /// Which VIP each slot of `GH_VIP_INDEX` holds (made at the first plan).
+    vip_index: Option<VipIndex>,
     free_vip_indexes: Vec<u32>,
     next_vip_index: u32,
     backend_ids: StdHashMap<SocketAddr, u32>,
@@ -248,11 +254,16 @@ pub(crate) fn apply(
         };
         value.shape_gen = slot.shape_gen;
         maps.vips.insert(key, value, 0).map_err(map_err(gatehouse_ebpf_common::MAP_VIPS))?;
+        // The index's copy after the table of record: a packet reads either the old or the
+        // new entry.
+        index_vip(maps, state, limits, &key, Some(&value))?;
         state.vips.insert(key, slot);
     }
     let gone: Vec<VipKey> =
         state.vips.keys().filter(|k| !wanted.contains(&key_bytes(k))).copied().collect();
     for key in gone {
+        // Out of the index first, so no packet finds a copy of a VIP that is gone.
+        index_vip(maps, state, limits, &key, None)?;
         if let Err(e) = maps.vips.remove(&key)
             && !is_not_found(&e)
         {
@@ -289,6 +300,30 @@ pub(crate) fn apply(
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     state.applied = Some(plan.generation);
     Ok(plan.generation)
+}
+
+/// Writes a VIP's copy into the VIP index (`None`: clears its slot). A VIP whose probed
+/// slots are all taken is not indexed: the program asks `GH_VIPS` for it.
+fn index_vip(
+    maps: &mut Maps,
+    state: &mut State,
+    limits: &Limits,
+    key: &VipKey,
+    value: Option<&VipValue>,
+) -> Result<(), XdpError> {
+    let index =
+        state.vip_index.get_or_insert_with(|| VipIndex::new(vip_index_slots(limits.max_vips)));
+    let (slot, entry) = match value {
+        Some(value) => match index.place(key) {
+            Some(slot) => (slot, vip_index::entry(key, value)),
+            None => return Ok(()),
+        },
+        None => match index.remove(key) {
+            Some(slot) => (slot, VipEntry::default()),
+            None => return Ok(()),
+        },
+    };
+    maps.vip_index.set(slot, entry, 0).map_err(map_err(MAP_VIP_INDEX))
 }
 
 /// Marks every cached next hop stale (the kernel's neighbours, routes or links changed).

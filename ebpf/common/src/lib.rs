@@ -138,6 +138,50 @@ pub struct VipValue {
     pub shape_gen: u32,
 }
 
+/// The VIP index: an array of [`VipEntry`]s ([`vip_index_slots`] of them, a power of two),
+/// each VIP in one of the [`VIP_PROBES`] slots from [`vip_slot`] of its key. The program
+/// looks a new flow's VIP up here first (an array: no helper call); [`MAP_VIPS`] stays the
+/// table of record, asked when no probed slot holds the key whole (not indexed, or being
+/// rewritten).
+pub const MAP_VIP_INDEX: &str = "GH_VIP_INDEX";
+/// Slots of the VIP index the program probes for a key.
+pub const VIP_PROBES: u32 = 2;
+
+/// Slots of the VIP index for `max_vips` VIPs: a power of two, four per VIP, at least four.
+pub const fn vip_index_slots(max_vips: u32) -> u32 {
+    let slots = max_vips.saturating_mul(4);
+    if slots <= 4 { 4 } else { slots.next_power_of_two() }
+}
+
+/// The first VIP index slot (before masking) of a VIP key.
+#[inline(always)]
+pub fn vip_slot(addr: &Addr, port: u16, proto: u8) -> u32 {
+    finish(addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ (u32::from(port) << 8) ^ u32::from(proto))
+}
+
+/// One slot of the VIP index: a copy of a [`MAP_VIPS`] entry and its tag ([`vip_tag`]; 0:
+/// empty). User space writes a slot whole; a reader takes it only when the tag read before
+/// and after the key and value equals [`vip_tag`] of what it read, else it asks [`MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipEntry {
+    pub key: VipKey,
+    pub value: VipValue,
+    pub tag: u32,
+}
+
+/// The tag of a VIP index slot holding `value` for the key (`addr`, `port`, `proto`); never 0.
+#[inline(always)]
+pub fn vip_tag(addr: &Addr, port: u16, proto: u8, value: &VipValue) -> u32 {
+    let mut h = mix64(SEED ^ u64::from(proto), pair(addr[0], addr[1]));
+    h = mix64(h, pair(addr[2], addr[3]));
+    let head = u32::from(value.action) | (u32::from(value.flags) << 8) | (u32::from(port) << 16);
+    h = mix64(h, pair(head, value.index));
+    h = mix64(h, pair(value.ring_offset, value.ring_size));
+    h = mix64(h, pair(value.syn_limit, value.shape_gen));
+    (h as u32) | 1
+}
+
 /// A real server behind a VIP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -230,6 +274,8 @@ pub struct FlowClock {
     pub nat_ports: u32,
     /// Possible CPUs (host order).
     pub cpus: u32,
+    /// Slots of the VIP index − 1 ([`vip_index_slots`]).
+    pub vip_mask: u32,
 }
 
 /// Lanes of the full-NAT reverse table for a connection table of `max_flows` slots: 65,536

@@ -92,7 +92,10 @@ impl Datapath {
         if !crate::maglev::is_prime(limits.ring_size) {
             return Err(crate::maglev::MaglevError::NotPrime(limits.ring_size).into());
         }
-        let ring = limits.max_vips.saturating_mul(2).saturating_mul(limits.ring_size);
+        if limits.max_backends > common::MAX_BACKEND_IDS {
+            return Err(XdpError::TooManyBackends(common::MAX_BACKEND_IDS));
+        }
+        let ring = common::ring_chunks(limits.max_vips, limits.ring_size);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_VIPS, limits.max_vips)
             .map_max_entries(common::MAP_VIP_INDEX, common::vip_index_slots(limits.max_vips))

@@ -841,3 +841,13 @@ fn nat_slot_claimed_by_another_cpu_is_not_overwritten_needs_root() {
     assert_eq!(no_port(&dp), before + 1);
     assert_eq!(dp.nat_slot(index).unwrap(), taken);
 }
+
+#[test]
+fn more_backends_than_a_maglev_entry_can_name_are_refused() {
+    // Maglev entries are 16-bit backend ids: refused before anything is loaded.
+    let limits = Limits { max_backends: 70_000, ..Limits::default() };
+    assert!(matches!(
+        Datapath::load(limits),
+        Err(gatehouse_xdp::XdpError::TooManyBackends(65_536))
+    ));
+}

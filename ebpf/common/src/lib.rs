@@ -15,8 +15,41 @@ mod pod;
 pub const MAP_VIPS: &str = "GH_VIPS";
 /// Backends: backend id (`u32`) → [`Backend`] (array).
 pub const MAP_BACKENDS: &str = "GH_BACKENDS";
-/// Maglev lookup tables of every VIP, two halves per VIP (array of backend ids, `u32`).
+/// Maglev lookup tables of every VIP, two halves per VIP: backend ids (`u16`) packed
+/// [`RING_CHUNK`] to an array element ([`RingChunk`]). A half starts at a multiple of
+/// [`ring_stride`] entries; entry `e` is `ids[e % RING_CHUNK]` of element `e / RING_CHUNK`.
 pub const MAP_RING: &str = "GH_RING";
+
+/// Maglev entries per [`RingChunk`].
+pub const RING_CHUNK: u32 = 32;
+
+/// [`RING_CHUNK`] backend ids of a Maglev table (one 64-byte cache line). Packed: an array
+/// element takes at least 8 bytes, so one `u32` id per element took 8 bytes a slot, four
+/// times this.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingChunk {
+    pub ids: [u16; RING_CHUNK as usize],
+}
+
+impl Default for RingChunk {
+    fn default() -> Self {
+        RingChunk { ids: [0; RING_CHUNK as usize] }
+    }
+}
+
+/// Entries from one Maglev half to the next: the table length rounded up to whole chunks.
+pub const fn ring_stride(ring_size: u32) -> u32 {
+    ring_size.div_ceil(RING_CHUNK) * RING_CHUNK
+}
+
+/// Elements of [`MAP_RING`] for `max_vips` VIPs of two halves each.
+pub const fn ring_chunks(max_vips: u32, ring_size: u32) -> u32 {
+    max_vips.saturating_mul(2).saturating_mul(ring_stride(ring_size) / RING_CHUNK)
+}
+
+/// Backend ids are `u16` in the Maglev tables: at most this many backends.
+pub const MAX_BACKEND_IDS: u32 = 65_536;
 /// Connection table: a set-associative array of [`FlowBucket`]s, the bucket of a flow at
 /// [`flow_bucket`] of its [`flow_hash`] (see [`FlowSlot`]).
 pub const MAP_FLOWS: &str = "GH_FLOWS";
@@ -127,7 +160,8 @@ pub struct VipValue {
     pub _pad: u16,
     /// Index into the per-VIP counters and SYN guard (host order).
     pub index: u32,
-    /// First slot of this VIP's live Maglev table in [`MAP_RING`] (host order).
+    /// First entry of this VIP's live Maglev table in [`MAP_RING`] (a multiple of
+    /// [`RING_CHUNK`], host order).
     pub ring_offset: u32,
     /// Length of the Maglev table, a prime (host order); 0 for PASS.
     pub ring_size: u32,

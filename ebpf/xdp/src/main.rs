@@ -35,10 +35,10 @@ use gatehouse_ebpf_common::{
     DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
     DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
     GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
-    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow,
-    VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats, VipValue, client_hop_slot, filter_has,
-    flow_bucket, flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_claimed, nat_index,
-    nat_lane, nat_tag, vip_index_slots, vip_slot, vip_tag,
+    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK, RingChunk,
+    Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats, VipValue,
+    client_hop_slot, filter_has, flow_bucket, flow_buckets, flow_hash_of, flow_tag, is_mapped_v4,
+    nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots, vip_slot, vip_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -53,7 +53,8 @@ static GH_VIP_INDEX: Array<VipEntry> =
 #[map]
 static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
-static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
+static GH_RING: Array<RingChunk> =
+    Array::with_max_entries(ring_chunks(DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE), 0);
 /// The connection table: set-associative, in an array (no helper call, no kernel LRU lists;
 /// see [`FlowSlot`]). Shared by every CPU.
 #[map]
@@ -511,7 +512,11 @@ fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut
     let Some(pos) = hash.checked_rem(vip.ring_size) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
+    let entry = vip.ring_offset.wrapping_add(pos);
+    let Some(id) = GH_RING
+        .get(entry / RING_CHUNK)
+        .map(|chunk| u32::from(chunk.ids[(entry % RING_CHUNK) as usize]))
+    else {
         count(COUNTER_NO_BACKEND);
         return xdp_action::XDP_DROP;
     };

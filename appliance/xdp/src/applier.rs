@@ -1,8 +1,10 @@
 //! The map applier: writes a [`Plan`] into the XDP maps without ever exposing a half-written
 //! VIP to the program.
 //!
-//! Each VIP owns two halves of `GH_RING`. A new Maglev table is written into the half the
-//! program is not reading, then the VIP's entry (one atomic hash-map update) switches to it.
+//! Each VIP owns two halves of `GH_RING` (16-bit backend ids packed 32 to an element). A
+//! new Maglev table is written into the half the
+//! program is not reading, then the VIP's entry (one atomic hash-map update) switches to it;
+//! the VIP index's copy of the entry follows (`vip_index`).
 //! Backends get stable ids (so pinned flows keep them); an id leaves service by being marked
 //! dead and is reused only one generation later. The generation is written last.
 
@@ -12,13 +14,15 @@ use std::net::{IpAddr, SocketAddr};
 use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, OwnedKey, Settings, VIP_FLAG_IPIP,
-    VipKey, VipValue, addr_from_octets, filter_add, mapped_v4,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, FILTER_WORDS, MAP_RING, MAP_VIP_INDEX,
+    MAX_BACKEND_IDS, OwnedKey, RING_CHUNK, RingChunk, Settings, VIP_FLAG_IPIP, VipEntry, VipKey,
+    VipValue, addr_from_octets, filter_add, mapped_v4, ring_stride, vip_index_slots,
 };
 
 use crate::error::{XdpError, map_err};
 use crate::maglev::{self, Member};
 use crate::plan::{Forwarding, Limits, Plan, VipAction};
+use crate::vip_index::{self, VipIndex};
 
 /// An address as the maps store it (network order, IPv4-mapped).
 pub fn wire_addr(ip: IpAddr) -> Addr {
@@ -36,8 +40,10 @@ pub fn vip_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
 /// The maps the applier writes.
 pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
+    /// Copies of `vips`' entries the program reads without a helper call.
+    pub vip_index: Array<MapData, VipEntry>,
     pub backends: Array<MapData, Backend>,
-    pub ring: Array<MapData, u32>,
+    pub ring: Array<MapData, RingChunk>,
     pub vip_gen: Array<MapData, u32>,
     pub settings: Array<MapData, Settings>,
     pub owned: HashMap<MapData, OwnedKey, u32>,
@@ -62,6 +68,8 @@ struct VipSlot {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     vips: StdHashMap<VipKey, VipSlot>,
+    /// Which VIP each slot of `GH_VIP_INDEX` holds (made at the first plan).
+    vip_index: Option<VipIndex>,
     free_vip_indexes: Vec<u32>,
     next_vip_index: u32,
     backend_ids: StdHashMap<SocketAddr, u32>,
@@ -209,12 +217,8 @@ pub(crate) fn apply(
                     _ => {
                         let half = previous.as_ref().map_or(0, |p| 1 - p.half);
                         let table = build_table(backends, &members, limits.ring_size)?;
-                        let base = (index * 2 + half) * limits.ring_size;
-                        for (i, id) in table.iter().enumerate() {
-                            maps.ring
-                                .set(base + i as u32, *id, 0)
-                                .map_err(map_err(gatehouse_ebpf_common::MAP_RING))?;
-                        }
+                        let base = (index * 2 + half) * ring_stride(limits.ring_size);
+                        write_table(maps, base, &table)?;
                         (half, table)
                     }
                 };
@@ -223,7 +227,7 @@ pub(crate) fn apply(
                     flags: if *forwarding == Forwarding::Ipip { VIP_FLAG_IPIP } else { 0 },
                     _pad: 0,
                     index,
-                    ring_offset: (index * 2 + half) * limits.ring_size,
+                    ring_offset: (index * 2 + half) * ring_stride(limits.ring_size),
                     // An empty table (every weight 0) is a VIP without backends: PASS.
                     ring_size: if table.is_empty() { 0 } else { limits.ring_size },
                     syn_limit: *syn_limit,
@@ -248,11 +252,16 @@ pub(crate) fn apply(
         };
         value.shape_gen = slot.shape_gen;
         maps.vips.insert(key, value, 0).map_err(map_err(gatehouse_ebpf_common::MAP_VIPS))?;
+        // The index's copy after the table of record: a packet reads either the old or the
+        // new entry.
+        index_vip(maps, state, limits, &key, Some(&value))?;
         state.vips.insert(key, slot);
     }
     let gone: Vec<VipKey> =
         state.vips.keys().filter(|k| !wanted.contains(&key_bytes(k))).copied().collect();
     for key in gone {
+        // Out of the index first, so no packet finds a copy of a VIP that is gone.
+        index_vip(maps, state, limits, &key, None)?;
         if let Err(e) = maps.vips.remove(&key)
             && !is_not_found(&e)
         {
@@ -289,6 +298,44 @@ pub(crate) fn apply(
     maps.settings.set(0, settings, 0).map_err(map_err(gatehouse_ebpf_common::MAP_SETTINGS))?;
     state.applied = Some(plan.generation);
     Ok(plan.generation)
+}
+
+/// Writes a Maglev table (backend ids) into `GH_RING` from entry `base` (a multiple of
+/// `RING_CHUNK`), a chunk of ids per map element.
+fn write_table(maps: &mut Maps, base: u32, table: &[u32]) -> Result<(), XdpError> {
+    for (i, ids) in table.chunks(RING_CHUNK as usize).enumerate() {
+        let mut chunk = RingChunk::default();
+        for (slot, id) in chunk.ids.iter_mut().zip(ids) {
+            // Ids are below `Limits::max_backends`, at most `MAX_BACKEND_IDS` (load checks).
+            *slot = u16::try_from(*id).map_err(|_| XdpError::TooManyBackends(MAX_BACKEND_IDS))?;
+        }
+        maps.ring.set(base / RING_CHUNK + i as u32, chunk, 0).map_err(map_err(MAP_RING))?;
+    }
+    Ok(())
+}
+
+/// Writes a VIP's copy into the VIP index (`None`: clears its slot). A VIP whose probed
+/// slots are all taken is not indexed: the program asks `GH_VIPS` for it.
+fn index_vip(
+    maps: &mut Maps,
+    state: &mut State,
+    limits: &Limits,
+    key: &VipKey,
+    value: Option<&VipValue>,
+) -> Result<(), XdpError> {
+    let index =
+        state.vip_index.get_or_insert_with(|| VipIndex::new(vip_index_slots(limits.max_vips)));
+    let (slot, entry) = match value {
+        Some(value) => match index.place(key) {
+            Some(slot) => (slot, vip_index::entry(key, value)),
+            None => return Ok(()),
+        },
+        None => match index.remove(key) {
+            Some(slot) => (slot, VipEntry::default()),
+            None => return Ok(()),
+        },
+    };
+    maps.vip_index.set(slot, entry, 0).map_err(map_err(MAP_VIP_INDEX))
 }
 
 /// Marks every cached next hop stale (the kernel's neighbours, routes or links changed).

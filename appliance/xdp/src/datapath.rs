@@ -92,9 +92,13 @@ impl Datapath {
         if !crate::maglev::is_prime(limits.ring_size) {
             return Err(crate::maglev::MaglevError::NotPrime(limits.ring_size).into());
         }
-        let ring = limits.max_vips.saturating_mul(2).saturating_mul(limits.ring_size);
+        if limits.max_backends > common::MAX_BACKEND_IDS {
+            return Err(XdpError::TooManyBackends(common::MAX_BACKEND_IDS));
+        }
+        let ring = common::ring_chunks(limits.max_vips, limits.ring_size);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(common::MAP_VIPS, limits.max_vips)
+            .map_max_entries(common::MAP_VIP_INDEX, common::vip_index_slots(limits.max_vips))
             .map_max_entries(common::MAP_VIP_STATS, limits.max_vips)
             .map_max_entries(common::MAP_VIP_GEN, limits.max_vips)
             .map_max_entries(common::MAP_SYN, limits.max_vips)
@@ -123,6 +127,11 @@ impl Datapath {
         let maps = Maps {
             vips: HashMap::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIPS)?)
                 .map_err(map_err(common::MAP_VIPS))?,
+            vip_index: aya::maps::Array::try_from(take::<(), ()>(
+                &mut ebpf,
+                common::MAP_VIP_INDEX,
+            )?)
+            .map_err(map_err(common::MAP_VIP_INDEX))?,
             backends: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_BACKENDS)?)
                 .map_err(map_err(common::MAP_BACKENDS))?,
             ring: aya::maps::Array::try_from(take::<(), ()>(&mut ebpf, common::MAP_RING)?)
@@ -198,6 +207,7 @@ impl Datapath {
             nat_mask: common::nat_lanes(self.limits.max_flows) - 1,
             nat_ports: self.nat_ports.map_or(common::NAT_PORTS, |n| n.clamp(1, common::NAT_PORTS)),
             cpus,
+            vip_mask: common::vip_index_slots(self.limits.max_vips) - 1,
         };
         self.flow_clock.set(0, clock, 0).map_err(map_err(common::MAP_FLOW_CLOCK))?;
         self.clock_now = clock.now;
@@ -333,6 +343,20 @@ impl Datapath {
         let counts =
             aya::maps::Array::<_, u64>::try_from(map).map_err(map_err(common::MAP_BENCH))?;
         (0..8).map(|i| counts.get(&i, 0).map_err(map_err(common::MAP_BENCH))).collect()
+    }
+
+    /// The VIP index's slot `index` (tests: what the program reads before `GH_VIPS`).
+    pub fn vip_index_entry(&self, index: u32) -> Result<common::VipEntry, XdpError> {
+        self.maps.vip_index.get(&index, 0).map_err(map_err(common::MAP_VIP_INDEX))
+    }
+
+    /// Overwrites the VIP index's slot `index` (tests: a slot torn by a write in progress).
+    pub fn write_vip_index_entry(
+        &mut self,
+        index: u32,
+        entry: &common::VipEntry,
+    ) -> Result<(), XdpError> {
+        self.maps.vip_index.set(index, entry, 0).map_err(map_err(common::MAP_VIP_INDEX))
     }
 
     /// The full-NAT reverse-table slot at `index` ([`common::nat_index`]).

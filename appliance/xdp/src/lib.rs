@@ -17,6 +17,7 @@ pub mod model;
 mod nexthop;
 mod plan;
 mod plane;
+mod vip_index;
 
 pub use applier::{vip_key, wire_addr};
 pub use datapath::{AttachMode, Attachment, Datapath, Stats};

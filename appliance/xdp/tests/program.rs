@@ -556,6 +556,74 @@ fn established_flows_follow_their_vip_leaving_and_changing_forwarding_needs_root
     assert_eq!(out[34..], ack[14..], "inner packet unchanged");
 }
 
+/// The VIP index slot holding `key`, if any (`Limits::max_vips` 16: 64 slots).
+fn indexed(dp: &Datapath, key: &gatehouse_xdp::common::VipKey) -> Option<u32> {
+    let slots = gatehouse_xdp::common::vip_index_slots(dp.limits().max_vips);
+    (0..slots).find(|&i| dp.vip_index_entry(i).is_ok_and(|e| e.tag != 0 && e.key == *key))
+}
+
+#[test]
+fn vip_index_copies_are_checked_and_the_vip_table_decides_otherwise_needs_root() {
+    if !root() {
+        return;
+    }
+    let mut dp = loaded();
+    let key = vip_key("10.0.0.1".parse().unwrap(), 80, 6);
+    let slot = indexed(&dp, &key).expect("the VIP is indexed");
+    let entry = dp.vip_index_entry(slot).unwrap();
+    let backends: Vec<IpAddr> =
+        ["10.1.0.1", "10.1.0.2"].iter().map(|a| a.parse().unwrap()).collect();
+    let syn = |port: u16| Frame::tcp("203.0.113.41", port, "10.0.0.1", 80, TCP_SYN).bytes();
+    let to_backend = |dp: &Datapath, port: u16| {
+        let (action, out) = run(dp, &syn(port));
+        assert!(forwarded(action), "action {action}");
+        let s = seen(&out, 0);
+        assert!(backends.contains(&s.dst), "to a backend of the VIP, not {}", s.dst);
+        s.dst
+    };
+    let before: Vec<IpAddr> = (0..32).map(|p| to_backend(&dp, 41000 + p)).collect();
+
+    // A whole copy is taken as it is, without asking the VIP table (here one that says PASS).
+    let mut pass = entry;
+    pass.value.action = gatehouse_xdp::common::ACTION_PASS;
+    pass.tag = gatehouse_xdp::common::vip_tag(&key.addr, key.port, key.proto, &pass.value);
+    dp.write_vip_index_entry(slot, &pass).unwrap();
+    let (action, out) = run(&dp, &syn(41000));
+    assert_eq!((action, out), (XDP_PASS, syn(41000)), "passed untouched, as the copy says");
+
+    // A copy whose fields do not match its tag (a write in progress): not used, the VIP
+    // table answers, with the same decisions.
+    let mut torn = entry;
+    torn.value.ring_offset = torn.value.ring_offset.wrapping_add(1);
+    torn.value.action = 1;
+    dp.write_vip_index_entry(slot, &torn).unwrap();
+    let after: Vec<IpAddr> = (0..32).map(|p| to_backend(&dp, 41000 + p)).collect();
+    assert_eq!(after, before);
+
+    // An empty index: every VIP from the table of record.
+    let slots = gatehouse_xdp::common::vip_index_slots(dp.limits().max_vips);
+    for i in 0..slots {
+        dp.write_vip_index_entry(i, &gatehouse_xdp::common::VipEntry::default()).unwrap();
+    }
+    let empty: Vec<IpAddr> = (0..32).map(|p| to_backend(&dp, 41000 + p)).collect();
+    assert_eq!(empty, before);
+
+    // A VIP that leaves leaves the index too (its slot is cleared before the table's entry).
+    dp.write_vip_index_entry(slot, &entry).unwrap();
+    let mut without = plan();
+    without.generation = 2;
+    without.vips.remove(0);
+    dp.apply(&without).unwrap();
+    assert_eq!(indexed(&dp, &key), None);
+    assert_eq!(run(&dp, &syn(41000)).0, XDP_PASS);
+    // And comes back into it.
+    let mut back = plan();
+    back.generation = 3;
+    dp.apply(&back).unwrap();
+    assert!(indexed(&dp, &key).is_some());
+    assert_eq!(to_backend(&dp, 41000), before[0]);
+}
+
 /// The program with `plan()` applied and a connection table of one bucket (four flows).
 fn one_bucket() -> Datapath {
     let limits = Limits { max_vips: 16, max_backends: 64, ring_size: 4099, max_flows: 4 };
@@ -772,4 +840,14 @@ fn nat_slot_claimed_by_another_cpu_is_not_overwritten_needs_root() {
     assert_eq!(run(&dp, &b).0, XDP_DROP);
     assert_eq!(no_port(&dp), before + 1);
     assert_eq!(dp.nat_slot(index).unwrap(), taken);
+}
+
+#[test]
+fn more_backends_than_a_maglev_entry_can_name_are_refused() {
+    // Maglev entries are 16-bit backend ids: refused before anything is loaded.
+    let limits = Limits { max_backends: 70_000, ..Limits::default() };
+    assert!(matches!(
+        Datapath::load(limits),
+        Err(gatehouse_xdp::XdpError::TooManyBackends(65_536))
+    ));
 }

@@ -15,8 +15,41 @@ mod pod;
 pub const MAP_VIPS: &str = "GH_VIPS";
 /// Backends: backend id (`u32`) → [`Backend`] (array).
 pub const MAP_BACKENDS: &str = "GH_BACKENDS";
-/// Maglev lookup tables of every VIP, two halves per VIP (array of backend ids, `u32`).
+/// Maglev lookup tables of every VIP, two halves per VIP: backend ids (`u16`) packed
+/// [`RING_CHUNK`] to an array element ([`RingChunk`]). A half starts at a multiple of
+/// [`ring_stride`] entries; entry `e` is `ids[e % RING_CHUNK]` of element `e / RING_CHUNK`.
 pub const MAP_RING: &str = "GH_RING";
+
+/// Maglev entries per [`RingChunk`].
+pub const RING_CHUNK: u32 = 32;
+
+/// [`RING_CHUNK`] backend ids of a Maglev table (one 64-byte cache line). Packed: an array
+/// element takes at least 8 bytes, so one `u32` id per element took 8 bytes a slot, four
+/// times this.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingChunk {
+    pub ids: [u16; RING_CHUNK as usize],
+}
+
+impl Default for RingChunk {
+    fn default() -> Self {
+        RingChunk { ids: [0; RING_CHUNK as usize] }
+    }
+}
+
+/// Entries from one Maglev half to the next: the table length rounded up to whole chunks.
+pub const fn ring_stride(ring_size: u32) -> u32 {
+    ring_size.div_ceil(RING_CHUNK) * RING_CHUNK
+}
+
+/// Elements of [`MAP_RING`] for `max_vips` VIPs of two halves each.
+pub const fn ring_chunks(max_vips: u32, ring_size: u32) -> u32 {
+    max_vips.saturating_mul(2).saturating_mul(ring_stride(ring_size) / RING_CHUNK)
+}
+
+/// Backend ids are `u16` in the Maglev tables: at most this many backends.
+pub const MAX_BACKEND_IDS: u32 = 65_536;
 /// Connection table: a set-associative array of [`FlowBucket`]s, the bucket of a flow at
 /// [`flow_bucket`] of its [`flow_hash`] (see [`FlowSlot`]).
 pub const MAP_FLOWS: &str = "GH_FLOWS";
@@ -127,7 +160,8 @@ pub struct VipValue {
     pub _pad: u16,
     /// Index into the per-VIP counters and SYN guard (host order).
     pub index: u32,
-    /// First slot of this VIP's live Maglev table in [`MAP_RING`] (host order).
+    /// First entry of this VIP's live Maglev table in [`MAP_RING`] (a multiple of
+    /// [`RING_CHUNK`], host order).
     pub ring_offset: u32,
     /// Length of the Maglev table, a prime (host order); 0 for PASS.
     pub ring_size: u32,
@@ -136,6 +170,50 @@ pub struct VipValue {
     /// The generation of this VIP's shape (action, flags, whether its table is empty),
     /// also in [`MAP_VIP_GEN`] at `index` (host order; never 0).
     pub shape_gen: u32,
+}
+
+/// The VIP index: an array of [`VipEntry`]s ([`vip_index_slots`] of them, a power of two),
+/// each VIP in one of the [`VIP_PROBES`] slots from [`vip_slot`] of its key. The program
+/// looks a new flow's VIP up here first (an array: no helper call); [`MAP_VIPS`] stays the
+/// table of record, asked when no probed slot holds the key whole (not indexed, or being
+/// rewritten).
+pub const MAP_VIP_INDEX: &str = "GH_VIP_INDEX";
+/// Slots of the VIP index the program probes for a key.
+pub const VIP_PROBES: u32 = 2;
+
+/// Slots of the VIP index for `max_vips` VIPs: a power of two, four per VIP, at least four.
+pub const fn vip_index_slots(max_vips: u32) -> u32 {
+    let slots = max_vips.saturating_mul(4);
+    if slots <= 4 { 4 } else { slots.next_power_of_two() }
+}
+
+/// The first VIP index slot (before masking) of a VIP key.
+#[inline(always)]
+pub fn vip_slot(addr: &Addr, port: u16, proto: u8) -> u32 {
+    finish(addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ (u32::from(port) << 8) ^ u32::from(proto))
+}
+
+/// One slot of the VIP index: a copy of a [`MAP_VIPS`] entry and its tag ([`vip_tag`]; 0:
+/// empty). User space writes a slot whole; a reader takes it only when the tag read before
+/// and after the key and value equals [`vip_tag`] of what it read, else it asks [`MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipEntry {
+    pub key: VipKey,
+    pub value: VipValue,
+    pub tag: u32,
+}
+
+/// The tag of a VIP index slot holding `value` for the key (`addr`, `port`, `proto`); never 0.
+#[inline(always)]
+pub fn vip_tag(addr: &Addr, port: u16, proto: u8, value: &VipValue) -> u32 {
+    let mut h = mix64(SEED ^ u64::from(proto), pair(addr[0], addr[1]));
+    h = mix64(h, pair(addr[2], addr[3]));
+    let head = u32::from(value.action) | (u32::from(value.flags) << 8) | (u32::from(port) << 16);
+    h = mix64(h, pair(head, value.index));
+    h = mix64(h, pair(value.ring_offset, value.ring_size));
+    h = mix64(h, pair(value.syn_limit, value.shape_gen));
+    (h as u32) | 1
 }
 
 /// A real server behind a VIP.
@@ -230,6 +308,8 @@ pub struct FlowClock {
     pub nat_ports: u32,
     /// Possible CPUs (host order).
     pub cpus: u32,
+    /// Slots of the VIP index − 1 ([`vip_index_slots`]).
+    pub vip_mask: u32,
 }
 
 /// Lanes of the full-NAT reverse table for a connection table of `max_flows` slots: 65,536

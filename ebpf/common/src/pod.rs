@@ -6,7 +6,7 @@
 
 use crate::{
     Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatSlot,
-    NextHop, OwnedKey, Settings, SynWindow, VipKey, VipStats, VipValue,
+    NextHop, OwnedKey, RingChunk, Settings, SynWindow, VipEntry, VipKey, VipStats, VipValue,
 };
 
 // SAFETY (every impl below): each type is `#[repr(C)]`, `Copy`, made only of integers and
@@ -15,6 +15,10 @@ use crate::{
 unsafe impl aya::Pod for VipKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for VipValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for VipEntry {}
+// SAFETY: see above.
+unsafe impl aya::Pod for RingChunk {}
 // SAFETY: see above.
 unsafe impl aya::Pod for Backend {}
 // SAFETY: see above.

@@ -35,19 +35,26 @@ use gatehouse_ebpf_common::{
     DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
     DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
     GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
-    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, Settings, SynWindow,
-    VIP_FLAG_IPIP, VipKey, VipStats, VipValue, client_hop_slot, filter_has, flow_bucket,
-    flow_buckets, flow_hash_of, flow_tag, is_mapped_v4, nat_claimed, nat_index, nat_lane, nat_tag,
+    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK, RingChunk,
+    Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats, VipValue,
+    client_hop_slot, filter_has, flow_bucket, flow_buckets, flow_hash_of, flow_tag, is_mapped_v4,
+    nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots, vip_slot, vip_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
 
 #[map]
 static GH_VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+/// The VIP index: copies of [`GH_VIPS`]' entries in an array, so a new flow's VIP lookup
+/// costs no helper call (see [`VipEntry`]).
+#[map]
+static GH_VIP_INDEX: Array<VipEntry> =
+    Array::with_max_entries(vip_index_slots(DEFAULT_MAX_VIPS), 0);
 #[map]
 static GH_BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
-static GH_RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_RING_SIZE, 0);
+static GH_RING: Array<RingChunk> =
+    Array::with_max_entries(ring_chunks(DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE), 0);
 /// The connection table: set-associative, in an array (no helper call, no kernel LRU lists;
 /// see [`FlowSlot`]). Shared by every CPU.
 #[map]
@@ -324,19 +331,13 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         vip_count(entry.vip_index, pkt, false);
         (entry, backend)
     } else {
-        let vip = match unpinned(pkt, settings) {
-            Ok(vip) => vip,
-            Err(action) => return action,
-        };
         // Written by `new_flow` (an out-parameter: the verifier refuses reading back a
         // returned struct of mixed-size fields from the caller's stack).
         let mut value = FlowValue::default();
-        let action = new_flow(vip, hash, pkt, &mut value);
+        let action = new_flow(hash, pkt, settings, &mut value);
         if action != NEW_FLOW {
-            vip_count(vip.index, pkt, false);
             return action;
         }
-        vip_count(vip.index, pkt, true);
         let Some(backend) = GH_BACKENDS.get(value.backend) else {
             return xdp_action::XDP_DROP;
         };
@@ -345,29 +346,51 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     to_backend(raw, pkt, &pinned.0, pinned.1, settings)
 }
 
-/// A packet whose flow is not (or no longer) pinned: through the VIP table. `Ok`: a balanced
-/// VIP (the caller makes a new flow); `Err` carries the action for a packet that goes no
-/// further. Out of line, and not calling `new_flow` itself: each call chain stays within the
-/// verifier's 512-byte stack.
-#[inline(never)]
-fn unpinned(pkt: &Parsed, settings: &Settings) -> Result<&'static VipValue, u32> {
-    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
-    // SAFETY: map values stay valid for the whole program run (RCU).
-    let Some(vip) = (unsafe { GH_VIPS.get(&key) }) else {
-        count(COUNTER_MISS);
-        return Err(xdp_action::XDP_PASS);
-    };
-    if dropped(settings, pkt) {
-        return Err(xdp_action::XDP_DROP);
-    }
-    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
-        vip_count(vip.index, pkt, false);
-        if vip.action == ACTION_PASS {
-            count(COUNTER_VIP_PASS);
+/// The VIP of a packet whose flow is not (or no longer) pinned, copied into `out`: from the
+/// VIP index when one of the key's slots holds it whole, else from [`GH_VIPS`] (the table of
+/// record: a VIP not indexed, or a slot being rewritten). `false`: no such VIP.
+#[inline(always)]
+fn vip_of(pkt: &Parsed, mask: u32, out: &mut VipValue) -> bool {
+    let start = vip_slot(&pkt.dst, pkt.dport, pkt.proto);
+    let mut probe = 0;
+    while probe < VIP_PROBES {
+        let Some(entry) = GH_VIP_INDEX.get_ptr(start.wrapping_add(probe) & mask) else {
+            break;
+        };
+        // SAFETY: a map value (valid for the whole run). User space may be rewriting it: the
+        // tag read before and after the key and value (volatile, in this order) and checked
+        // against them tells a whole slot from a torn one (see `VipEntry`).
+        unsafe {
+            let before = core::ptr::read_volatile(&raw const (*entry).tag);
+            let key = &raw const (*entry).key;
+            if before != 0
+                && (*key).port == pkt.dport
+                && (*key).proto == pkt.proto
+                && (*key).addr[3] == pkt.dst[3]
+                && (*key).addr[0] == pkt.dst[0]
+                && (*key).addr[1] == pkt.dst[1]
+                && (*key).addr[2] == pkt.dst[2]
+            {
+                let value = core::ptr::read_volatile(&raw const (*entry).value);
+                let after = core::ptr::read_volatile(&raw const (*entry).tag);
+                if before == after && after == vip_tag(&pkt.dst, pkt.dport, pkt.proto, &value) {
+                    *out = value;
+                    return true;
+                }
+                break;
+            }
         }
-        return Err(xdp_action::XDP_PASS);
+        probe += 1;
     }
-    Ok(vip)
+    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
+    // SAFETY: map values stay valid for the whole program run (RCU); copied at once.
+    match unsafe { GH_VIPS.get(&key) } {
+        Some(vip) => {
+            *out = *vip;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Whether the drop list holds the packet's source.
@@ -446,11 +469,39 @@ fn to_backend(
     forward(raw, pkt, &backend.addr, false, hop)
 }
 
-/// A flow the connection table does not know (or whose backend left): SYN guard, Maglev
-/// choice, NAT port, new entry (pinned in the connection table, and written to `out`).
-/// Returns [`NEW_FLOW`], or the action for a packet that goes no further.
+/// A flow the connection table does not know (or whose backend left): the VIP lookup, then
+/// [`balance`]; the VIP's counters. Returns [`NEW_FLOW`] (the entry written to `out`), or
+/// the action for a packet that goes no further. Out of line: each call chain stays within
+/// the verifier's 512-byte stack.
 #[inline(never)]
-fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32 {
+fn new_flow(hash: u32, pkt: &Parsed, settings: &Settings, out: &mut FlowValue) -> u32 {
+    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let mut vip = VipValue::default();
+    if !vip_of(pkt, clock.vip_mask, &mut vip) {
+        count(COUNTER_MISS);
+        return xdp_action::XDP_PASS;
+    }
+    if dropped(settings, pkt) {
+        return xdp_action::XDP_DROP;
+    }
+    if vip.action != ACTION_BALANCE || vip.ring_size == 0 {
+        vip_count(vip.index, pkt, false);
+        if vip.action == ACTION_PASS {
+            count(COUNTER_VIP_PASS);
+        }
+        return xdp_action::XDP_PASS;
+    }
+    let action = balance(&vip, hash, pkt, clock, out);
+    vip_count(vip.index, pkt, action == NEW_FLOW);
+    action
+}
+
+/// [`new_flow`] of a balanced VIP: SYN guard, Maglev choice, NAT port, new entry (pinned in
+/// the connection table, and written to `out`).
+#[inline(always)]
+fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut FlowValue) -> u32 {
     if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
         if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
             // SAFETY: per-CPU slot.
@@ -461,7 +512,11 @@ fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32
     let Some(pos) = hash.checked_rem(vip.ring_size) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(id) = GH_RING.get(vip.ring_offset.wrapping_add(pos)).copied() else {
+    let entry = vip.ring_offset.wrapping_add(pos);
+    let Some(id) = GH_RING
+        .get(entry / RING_CHUNK)
+        .map(|chunk| u32::from(chunk.ids[(entry % RING_CHUNK) as usize]))
+    else {
         count(COUNTER_NO_BACKEND);
         return xdp_action::XDP_DROP;
     };
@@ -473,9 +528,6 @@ fn new_flow(vip: &VipValue, hash: u32, pkt: &Parsed, out: &mut FlowValue) -> u32
         count(COUNTER_NO_BACKEND);
         return xdp_action::XDP_DROP;
     }
-    let Some(clock) = GH_FLOW_CLOCK.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
     let bucket_index = flow_bucket(hash) & clock.mask;
     let Some(bucket) = GH_FLOWS.get_ptr_mut(bucket_index) else {
         return xdp_action::XDP_PASS;

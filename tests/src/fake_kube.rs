@@ -52,6 +52,9 @@ pub struct FakeKube {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// Each watch event as its line is handed to the connection (see [`FakeKube::sent_events`]).
+    sent: mpsc::UnboundedSender<SentEvent>,
+    sent_log: Mutex<mpsc::UnboundedReceiver<SentEvent>>,
     /// While true every connection is refused (accepted and dropped) and open ones are cut.
     down: watch::Sender<bool>,
     /// Bumped on every change, so open watches look again.
@@ -76,6 +79,17 @@ pub struct RecordedPatch {
     pub answered: u16,
     /// The bearer token of the request: which client (kubeconfig user) sent it.
     pub token: Option<String>,
+}
+
+/// One watch event as the server handed its line to the connection: when the bytes left for
+/// the client (the propagation benchmark's first hop).
+#[derive(Clone, Debug)]
+pub struct SentEvent {
+    /// `group/plural` of the watch.
+    pub resource: String,
+    /// The event's resourceVersion.
+    pub rv: u64,
+    pub at: std::time::SystemTime,
 }
 
 /// One Lease write (POST or PUT) as it arrived.
@@ -135,7 +149,14 @@ impl FakeKube {
         let addr = listener.local_addr().expect("local addr");
         let (changed, _) = watch::channel(0);
         let (down, _) = watch::channel(false);
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed, down });
+        let (sent, sent_log) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            sent,
+            sent_log: Mutex::new(sent_log),
+            changed,
+            down,
+        });
         let server = shared.clone();
         let task = tokio::spawn(async move {
             // Connections and watch streams live in this set: aborting the task ends them all.
@@ -156,6 +177,10 @@ impl FakeKube {
                     drop(stream);
                     continue;
                 }
+                // As the real API server's: Go turns Nagle off on every TCP connection. With
+                // it on, a watch event written while the previous one is unacknowledged waits
+                // for the client's delayed ACK (up to 40 ms on Linux).
+                let _ = stream.set_nodelay(true);
                 let shared = server.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| {
@@ -207,6 +232,11 @@ users:
         self.write(object, true).await;
     }
 
+    /// As [`FakeKube::apply`], returning the object's new resourceVersion.
+    pub async fn apply_versioned(&self, object: Value) -> u64 {
+        self.write(object, true).await
+    }
+
     /// Replaces an object without telling open watches and compacts the history, then ends every
     /// open watch with 410 Gone: only a relist can see the change.
     pub async fn replace_behind_watches(&self, object: Value) {
@@ -256,6 +286,18 @@ users:
         self.shared.state.lock().await.requests.clone()
     }
 
+    /// The watch events sent since the last call, in the order their lines were handed to
+    /// the connections (a watch per resource and scope: one event may be sent on several).
+    pub async fn sent_events(&self) -> Vec<SentEvent> {
+        let mut log = self.shared.sent_log.lock().await;
+        std::iter::from_fn(|| log.try_recv().ok()).collect()
+    }
+
+    /// How many PATCH requests arrived so far.
+    pub async fn patch_count(&self) -> usize {
+        self.shared.state.lock().await.patches.len()
+    }
+
     /// Every PATCH so far, in order.
     pub async fn patches(&self) -> Vec<RecordedPatch> {
         self.shared.state.lock().await.patches.clone()
@@ -295,7 +337,7 @@ users:
         self.task.abort();
     }
 
-    async fn write(&self, mut object: Value, announce: bool) {
+    async fn write(&self, mut object: Value, announce: bool) -> u64 {
         let api_version = object["apiVersion"].as_str().expect("apiVersion").to_owned();
         let kind = object["kind"].as_str().expect("kind").to_owned();
         let resource = resource(&api_version, &kind);
@@ -314,6 +356,7 @@ users:
         }
         drop(state);
         self.shared.changed.send_modify(|n| *n += 1);
+        rv
     }
 }
 
@@ -515,12 +558,13 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
     }
 
     let from: u64 = params.get("resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let response = Response::new(WatchBody(rx).boxed());
-    let gone = |tx: mpsc::Sender<Bytes>| async move {
+    let (tx, rx) = mpsc::channel::<(Bytes, Option<u64>)>(64);
+    let body = WatchBody { lines: rx, resource: resource.clone(), sent: shared.sent.clone() };
+    let response = Response::new(body.boxed());
+    let gone = |tx: mpsc::Sender<(Bytes, Option<u64>)>| async move {
         let event =
             json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
-        let _ = tx.send(Bytes::from(format!("{event}\n"))).await;
+        let _ = tx.send((Bytes::from(format!("{event}\n")), None)).await;
     };
     if from < state.floor {
         drop(state);
@@ -538,10 +582,13 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
             let mut state = shared.state.lock().await;
             // The log is in resourceVersion order: skip what this watch has seen at once.
             let seen = state.log.partition_point(|e| e.rv <= cursor);
-            let lines: Vec<Bytes> = state.log[seen..]
+            let lines: Vec<(Bytes, Option<u64>)> = state.log[seen..]
                 .iter()
                 .filter(|e| filter.matches(&e.resource, &e.namespace, &e.object))
-                .map(|e| Bytes::from(format!("{}\n", json!({"type": e.kind, "object": e.object}))))
+                .map(|e| {
+                    let line = format!("{}\n", json!({"type": e.kind, "object": e.object}));
+                    (Bytes::from(line), Some(e.rv))
+                })
                 .collect();
             let expired = state.epoch != epoch;
             let latest = state.rv;
@@ -551,9 +598,9 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
             }
             drop(state);
             cursor = latest;
-            if let (true, Some(line)) = (cut, lines.first()) {
-                let _ = tx.send(line.slice(..line.len() / 2)).await;
-                let _ = tx.send(Bytes::new()).await;
+            if let (true, Some((line, _))) = (cut, lines.first()) {
+                let _ = tx.send((line.slice(..line.len() / 2), None)).await;
+                let _ = tx.send((Bytes::new(), None)).await;
                 return;
             }
             for line in lines {
@@ -572,7 +619,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respon
                         "apiVersion": api_version, "kind": kind,
                         "metadata": {"resourceVersion": cursor.to_string()}
                     }});
-                    if tx.send(Bytes::from(format!("{bookmark}\n"))).await.is_err() {
+                    if tx.send((Bytes::from(format!("{bookmark}\n")), None)).await.is_err() {
                         return;
                     }
                 }
@@ -860,8 +907,13 @@ fn bookmark_type(resource: &str) -> (String, String) {
     (api_version, plural.to_owned())
 }
 
-/// A chunked body fed line by line; an empty chunk aborts the connection mid-body.
-struct WatchBody(mpsc::Receiver<Bytes>);
+/// A chunked body fed line by line (with the resourceVersion of an event's line); an empty
+/// chunk aborts the connection mid-body.
+struct WatchBody {
+    lines: mpsc::Receiver<(Bytes, Option<u64>)>,
+    resource: String,
+    sent: mpsc::UnboundedSender<SentEvent>,
+}
 
 impl Body for WatchBody {
     type Data = Bytes;
@@ -872,13 +924,17 @@ impl Body for WatchBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         // An empty chunk is never sent as data: it stands for "cut the connection here".
-        self.0.poll_recv(cx).map(|line| {
-            line.map(|line| {
+        let this = &mut *self;
+        this.lines.poll_recv(cx).map(|line| {
+            line.map(|(line, rv)| {
                 if line.is_empty() {
-                    Err(std::io::Error::other("watch cut"))
-                } else {
-                    Ok(Frame::data(line))
+                    return Err(std::io::Error::other("watch cut"));
                 }
+                if let Some(rv) = rv {
+                    let at = std::time::SystemTime::now();
+                    let _ = this.sent.send(SentEvent { resource: this.resource.clone(), rv, at });
+                }
+                Ok(Frame::data(line))
             })
         })
     }

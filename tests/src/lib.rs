@@ -23,7 +23,7 @@ pub use appliance::{Appliance, gatehouse_bin};
 pub use ca_faults::{CaFault, CaRequest, FaultyCa};
 pub use client::{Client, Reply};
 pub use echo::EchoBackend;
-pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch};
+pub use fake_kube::{FakeKube, RecordedLeaseWrite, RecordedPatch, SentEvent};
 pub use grpc::{ChannelBody, GrpcCall, GrpcClient, GrpcEcho, GrpcReply, frame_message};
 pub use manifests::service_manifest;
 pub use pki::TestCa;

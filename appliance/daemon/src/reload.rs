@@ -315,6 +315,7 @@ impl Reloader {
     /// only if its file changed since it was last read (files it names, such as certificates,
     /// are read again on a file change or SIGHUP, as `reload` does).
     pub async fn reload_cluster(&mut self) -> bool {
+        tracing::trace!(target: gatehouse_kube::PROPAGATION, hop = "reload_start");
         let started = Instant::now();
         let fingerprint = match &self.source {
             ConfigSource::File(path) => Fingerprint::of(std::slice::from_ref(path)),
@@ -456,6 +457,11 @@ impl Reloader {
         let compiled = self.metrics.observe("compile", started);
         let table = Arc::new(table);
         let mut report = self.proxy.apply(table.clone(), self.generation).await;
+        tracing::trace!(
+            target: gatehouse_kube::PROPAGATION,
+            hop = "swapped",
+            generation = self.generation
+        );
         // XDP follows the proxy, then the user-space L4 proxy serves what XDP left to it (a
         // listener XDP takes over is balanced before its socket closes). A plan XDP refuses
         // leaves the previous one serving.

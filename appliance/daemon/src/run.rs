@@ -258,6 +258,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 tracing::debug!("cluster objects changed: reloading");
+                tracing::trace!(target: gatehouse_kube::PROPAGATION, hop = "woke");
                 cluster_only = true;
             }
             changed = leadership_changed(leadership.as_mut()) => {

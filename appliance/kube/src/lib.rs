@@ -186,6 +186,26 @@ impl Drop for Cluster {
     }
 }
 
+/// The tracing target of the per-hop timestamps a change leaves on its way from the API
+/// server to the data planes (at trace level: `RUST_LOG=info,propagation=trace`); the
+/// propagation benchmark reads them to say where the time goes.
+pub const PROPAGATION: &str = "propagation";
+
+/// Logs a watch event's arrival (an object applied or deleted) when propagation tracing is
+/// on; returns its name and resourceVersion for the `published` hop.
+fn trace_event(scope: &Scope, event: &watcher::Event<DynamicObject>) -> Option<(String, String)> {
+    if !tracing::enabled!(target: PROPAGATION, tracing::Level::TRACE) {
+        return None;
+    }
+    let (watcher::Event::Apply(object) | watcher::Event::Delete(object)) = event else {
+        return None;
+    };
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let rv = object.metadata.resource_version.clone().unwrap_or_default();
+    tracing::trace!(target: PROPAGATION, hop = "watch_event", kind = %scope.kind, name, rv);
+    Some((name, rv))
+}
+
 /// Longest wait between two attempts of a failing watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
@@ -233,12 +253,23 @@ pub(crate) async fn run(
                     }
                     metrics.events.get_or_create(&labels).inc();
                     metrics.last_event.set(now);
-                    state.send_if_modified(|state| {
+                    let traced = trace_event(&scope, &event);
+                    let published = state.send_if_modified(|state| {
                         let changed = stream.apply(state, event);
                         let rejected = i64::try_from(state.rejected.len()).unwrap_or(i64::MAX);
                         metrics.rejected.set(rejected);
                         changed
                     });
+                    if let Some((name, rv)) = traced {
+                        tracing::trace!(
+                            target: PROPAGATION,
+                            hop = "published",
+                            kind = %scope.kind,
+                            name,
+                            rv,
+                            changed = published,
+                        );
+                    }
                 }
                 Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
                     if status.is_not_found() && resources::is_optional(scope.kind) =>

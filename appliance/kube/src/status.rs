@@ -410,6 +410,7 @@ impl Writer {
             Ok(_) => {
                 self.count("written");
                 tracing::debug!(object = %r, "status written");
+                tracing::trace!(target: crate::PROPAGATION, hop = "status_written", object = %r);
                 Outcome::Done
             }
             Err(kube::Error::Api(status)) if status.is_conflict() => {

@@ -49,6 +49,47 @@ impl Last {
     }
 }
 
+/// Above this many routes between the common head and tail of two lists, they are compared
+/// as sets (hashing every pointer) instead of against each other.
+const SMALL_CHANGE: usize = 64;
+
+/// The routes of `old` not in `new` (removed) and of `new` not in `old` (added), by pointer.
+///
+/// The model lists its routes in a stable order, so one event leaves both lists equal but for
+/// a short run in the middle: the common head and tail are skipped by comparing pointers in
+/// place, without hashing or touching the routes, and only the run between them is looked
+/// up. A long run (a relist, a changed setting) falls back to hashing both lists.
+fn changed<'a>(
+    old: &'a [Arc<HttpRoute>],
+    new: &'a [Arc<HttpRoute>],
+) -> (Vec<&'a Arc<HttpRoute>>, Vec<&'a Arc<HttpRoute>>) {
+    let head = old.iter().zip(new).take_while(|(a, b)| Arc::ptr_eq(a, b)).count();
+    let (old_rest, new_rest) = (&old[head..], &new[head..]);
+    let tail = old_rest
+        .iter()
+        .rev()
+        .zip(new_rest.iter().rev())
+        .take_while(|(a, b)| Arc::ptr_eq(a, b))
+        .count();
+    let old_run = &old_rest[..old_rest.len() - tail];
+    let new_run = &new_rest[..new_rest.len() - tail];
+    if old_run.len() + new_run.len() <= SMALL_CHANGE {
+        // A route of one run may sit anywhere in the other list (it moved): look for it in
+        // the whole list, by pointer.
+        let in_list = |list: &[Arc<HttpRoute>], route: &Arc<HttpRoute>| {
+            list.iter().any(|r| Arc::ptr_eq(r, route))
+        };
+        let removed = old_run.iter().filter(|r| !in_list(new, r)).collect();
+        let added = new_run.iter().filter(|r| !in_list(old, r)).collect();
+        return (removed, added);
+    }
+    let old_set: HashSet<*const HttpRoute> = old.iter().map(Arc::as_ptr).collect();
+    let new_set: HashSet<*const HttpRoute> = new.iter().map(Arc::as_ptr).collect();
+    let removed = old.iter().filter(|r| !new_set.contains(&Arc::as_ptr(r))).collect();
+    let added = new.iter().filter(|r| !old_set.contains(&Arc::as_ptr(r))).collect();
+    (removed, added)
+}
+
 /// Whether a table for `desired` can be patched at all: listener filters run plugins.
 fn patchable(desired: &Desired) -> bool {
     desired.listener_filters.is_empty()
@@ -69,12 +110,7 @@ impl Compiler {
         {
             return None;
         }
-        let old: HashSet<*const HttpRoute> = last.routes.iter().map(Arc::as_ptr).collect();
-        let new: HashSet<*const HttpRoute> = desired.http_routes.iter().map(Arc::as_ptr).collect();
-        let removed: Vec<&Arc<HttpRoute>> =
-            last.routes.iter().filter(|r| !new.contains(&Arc::as_ptr(r))).collect();
-        let added: Vec<&Arc<HttpRoute>> =
-            desired.http_routes.iter().filter(|r| !old.contains(&Arc::as_ptr(r))).collect();
+        let (removed, added) = changed(&last.routes, &desired.http_routes);
         if added.iter().any(|r| uses_wasm(r)) {
             return None;
         }
@@ -203,5 +239,60 @@ fn set_bucket(table: &mut HostRoutes, host: Option<Hostname>, entries: Vec<Match
             table.exact.insert(h.as_str().to_owned(), entries);
         }
         None => table.any = entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{http_listener, prefix, route, rule};
+
+    /// What `changed` must give: the set differences of the two lists, by pointer.
+    fn by_sets(old: &[Arc<HttpRoute>], new: &[Arc<HttpRoute>]) -> (Vec<String>, Vec<String>) {
+        let not_in = |a: &[Arc<HttpRoute>], b: &[Arc<HttpRoute>]| {
+            a.iter()
+                .filter(|r| !b.iter().any(|x| Arc::ptr_eq(x, r)))
+                .map(|r| r.id.name.clone())
+                .collect()
+        };
+        (not_in(old, new), not_in(new, old))
+    }
+
+    #[test]
+    fn changed_routes_equal_the_set_differences_for_short_and_long_runs() {
+        let l = http_listener("gw", "a", 80, None);
+        let make = |i: usize| {
+            Arc::new(route(&format!("r{i}"), &[&l], &[], vec![rule(vec![prefix("/")], "one")]))
+        };
+        let old: Vec<Arc<HttpRoute>> = (0..300).map(make).collect();
+        let names = |v: Vec<&Arc<HttpRoute>>| v.into_iter().map(|r| r.id.name.clone()).collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for case in 0..200 {
+            let mut new = old.clone();
+            // 1 to 3 edits in short cases, up to 150 in long ones (past SMALL_CHANGE).
+            let edits = if case % 4 == 0 { 40 + below(110) } else { 1 + below(3) };
+            for e in 0..edits {
+                let at = below(new.len());
+                match below(4) {
+                    0 => new[at] = make(1000 + case * 1000 + e),
+                    1 => drop(new.remove(at)),
+                    2 => new.insert(at, make(2000 + case * 1000 + e)),
+                    _ => {
+                        // A move: the same route elsewhere.
+                        let moved = new.remove(at);
+                        let to = below(new.len() + 1);
+                        new.insert(to, moved);
+                    }
+                }
+            }
+            let (removed, added) = changed(&old, &new);
+            assert_eq!((names(removed), names(added)), by_sets(&old, &new), "case {case}");
+        }
     }
 }

@@ -989,7 +989,20 @@ fn https_gateway(port: u16, cert_namespace: &str) -> Value {
 }
 
 /// The appliance's `/status` `ResolvedRefs` of the Gateway's first listener.
+/// The Gateway listener's ResolvedRefs condition, once `/status` shows one: `/status` is
+/// computed by its own task after the swap, so it may trail readiness by a moment.
 async fn listener_resolved(appliance: &Appliance) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resolved = listener_resolved_now(appliance).await;
+        if !resolved.is_null() || Instant::now() > deadline {
+            return resolved;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn listener_resolved_now(appliance: &Appliance) -> Value {
     let status = appliance.status().await;
     let gateway = status["objects"]
         .as_array()

@@ -23,7 +23,7 @@ pub const MAP_RING: &str = "GH_RING";
 /// Maglev entries per [`RingChunk`].
 pub const RING_CHUNK: u32 = 32;
 
-/// [`RING_CHUNK`] backend ids of a Maglev table (one 64-byte cache line). Packed: an array
+/// [`RING_CHUNK`] backend ids of a Maglev table (64 bytes, a cache line's size). Packed: an array
 /// element takes at least 8 bytes, so one `u32` id per element took 8 bytes a slot, four
 /// times this.
 #[repr(C)]
@@ -274,7 +274,7 @@ pub const FLOW_WAYS: usize = 4;
 /// that makes a slot half-written by another CPU recognisable. A reader takes the slot only if
 /// the tag it read before the key and value equals the one it reads after them and equals
 /// [`flow_tag`] of the flow's hash and the value; a writer zeroes the tag first and writes it
-/// last (64 bytes, one cache line).
+/// last (64 bytes, a cache line's size; in the kernel's array it straddles two lines).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowSlot {
@@ -342,7 +342,7 @@ pub const DEFAULT_NAT_LANES: u32 = nat_lanes(DEFAULT_MAX_FLOWS);
 /// slot is gone; after that (or when no reply ever came) another flow may take it.
 pub const NAT_QUIET_SECS: u32 = 60;
 
-/// The reverse mapping of one full-NAT flow (64 bytes, one cache line). `owner` and
+/// The reverse mapping of one full-NAT flow (64 bytes, like a [`FlowSlot`]). `owner` and
 /// `owner_tag` name the connection-table slot of the flow: while that slot still carries the
 /// tag, the port is taken. Written only by the CPU that claimed it (`claim`, see
 /// [`nat_claimed`]); read like a [`FlowSlot`] (tag zeroed first, written last; a reader

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
+use smallvec::SmallVec;
 use wasmtime::{Memory, TypedFunc};
 
 use crate::calls::{CallResponse, PendingCall};
@@ -14,19 +15,67 @@ use crate::limits::Limiter;
 use crate::plugin::PluginShared;
 
 /// Request or response headers as the guest sees them: pseudo-headers (`:method`, `:path`,
-/// `:authority`, `:scheme`; `:status` on responses) and the header map. Pseudo-header values
-/// are shared strings: a context keeps a copy of the request's for later property reads
-/// without allocating.
+/// `:authority`, `:scheme`; `:status` on responses) and the header map. Pseudo-headers are
+/// kept inline and their values are shared strings: a context keeps a copy of the request's
+/// for later property reads without allocating.
 #[derive(Debug, Default, Clone)]
 pub struct Head {
-    pub pseudo: Vec<(&'static str, Arc<str>)>,
+    pub pseudo: Pseudo,
     pub headers: HeaderMap,
 }
+
+/// A head's pseudo-headers, inline (there are at most five).
+pub type Pseudo = SmallVec<[(&'static str, Arc<str>); 5]>;
 
 /// Pseudo-header names a guest may read and write.
 pub(crate) const PSEUDO: [&str; 5] = [":method", ":path", ":authority", ":scheme", ":status"];
 
+/// Values that recur in nearly every request or response, shared instead of allocated.
+static COMMON: std::sync::LazyLock<Vec<Arc<str>>> = std::sync::LazyLock::new(|| {
+    [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "http", "https", "200", "201",
+        "204", "206", "301", "302", "304", "307", "308", "400", "401", "403", "404", "429", "500",
+        "502", "503", "504",
+    ]
+    .into_iter()
+    .map(Arc::from)
+    .collect()
+});
+
+/// `value` as a shared string: a common method, scheme or status is shared, anything else is
+/// allocated.
+pub fn shared_str(value: &str) -> Arc<str> {
+    match COMMON.iter().find(|c| ***c == *value) {
+        Some(c) => c.clone(),
+        None => Arc::from(value),
+    }
+}
+
 impl Head {
+    /// A request head: `:method`, `:path`, `:authority`, `:scheme` and the headers.
+    pub fn request(
+        method: &str,
+        path: &str,
+        authority: &str,
+        scheme: &str,
+        headers: HeaderMap,
+    ) -> Self {
+        let pseudo = [
+            (":method", shared_str(method)),
+            (":path", Arc::from(path)),
+            (":authority", Arc::from(authority)),
+            (":scheme", shared_str(scheme)),
+        ];
+        Self { pseudo: SmallVec::from_iter(pseudo), headers }
+    }
+
+    /// A response head: `:status` and the headers.
+    pub fn response(status: &str, headers: HeaderMap) -> Self {
+        let mut pseudo = Pseudo::new();
+        pseudo.push((":status", shared_str(status)));
+        Self { pseudo, headers }
+    }
+
     /// The value of a pseudo-header, if set.
     pub fn pseudo(&self, name: &str) -> Option<&str> {
         self.pseudo.iter().find(|(n, _)| *n == name).map(|(_, v)| &**v)

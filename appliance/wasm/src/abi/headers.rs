@@ -189,7 +189,7 @@ fn set_pairs_in(state: &mut HostState, map: u32, bytes: &[u8]) -> Result<(), Sta
     }
     match target(state, map)? {
         Target::Head(h) => {
-            let mut fresh = Head { pseudo: Default::default(), headers };
+            let mut fresh = Head { pseudo: Vec::new(), headers };
             for (n, v) in pseudo {
                 if !fresh.set_pseudo(&n, v) {
                     return Err(Status::BadArgument);

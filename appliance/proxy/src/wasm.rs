@@ -26,8 +26,9 @@ use crate::error::{BoxError, ProxyBody, full};
 use crate::upstream::{RequestBody, UpstreamBody};
 
 /// The filter contexts of one request, in run order. Shared by the request body (which may
-/// still stream while the response arrives) and the response phase; the last holder to go
-/// ends the contexts (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`).
+/// still stream while the response arrives) and the response phase; when the last holder goes,
+/// the contexts are ended (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`) off the
+/// response's path, by [`end_later`].
 #[derive(Clone)]
 pub(crate) struct Chain {
     shared: Arc<Mutex<Contexts>>,
@@ -43,6 +44,51 @@ struct Contexts {
 enum Answer {
     Local(LocalResponse),
     Status(StatusCode),
+}
+
+impl Drop for Contexts {
+    /// Ends the contexts (three guest calls each) later, in a task, when there is a runtime:
+    /// hyper drops a finished response body before it writes the response out, so ending them
+    /// here would put those calls on the response's latency.
+    fn drop(&mut self) {
+        if !self.list.is_empty() {
+            end_later(std::mem::take(&mut self.list));
+        }
+    }
+}
+
+/// Contexts waiting to be ended, from every connection.
+static ENDING: Mutex<Vec<Vec<HttpContext>>> = Mutex::new(Vec::new());
+
+/// Queues `list` to be ended by a task of the current runtime; the first context queued spawns
+/// the task, which lets the runtime's other ready tasks (other connections' responses) run
+/// first and then ends everything queued by then, so a busy proxy spawns one task per batch.
+/// Without a runtime the contexts end at once.
+fn end_later(list: Vec<HttpContext>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let first = {
+        let mut queue = ENDING.lock();
+        queue.push(list);
+        queue.len() == 1
+    };
+    if first {
+        // The guard ends the queue even if the runtime drops the task without running it.
+        let guard = EndQueued;
+        runtime.spawn(async move {
+            tokio::task::yield_now().await;
+            drop(guard);
+        });
+    }
+}
+
+/// Ends every queued context when dropped.
+struct EndQueued;
+
+impl Drop for EndQueued {
+    fn drop(&mut self) {
+        let batch = std::mem::take(&mut *ENDING.lock());
+        drop(batch);
+    }
 }
 
 impl Chain {
@@ -70,15 +116,8 @@ pub(crate) async fn request(
     let authority =
         parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut head = Head {
-        pseudo: vec![
-            (":method", parts.method.as_str().into()),
-            (":path", path.into()),
-            (":authority", authority.into()),
-            (":scheme", scheme.into()),
-        ],
-        headers: std::mem::take(&mut parts.headers),
-    };
+    let mut head = Head::request(parts.method.as_str(), path, authority, scheme, HeaderMap::new());
+    head.headers = std::mem::take(&mut parts.headers);
     let eos = body.is_end_stream();
     let mut answer = None;
     for ctx in &mut contexts {
@@ -146,10 +185,7 @@ impl Chain {
         if !contexts.iter().any(HttpContext::active) {
             return Ok(ProxyBody::Upstream(body));
         }
-        let mut head = Head {
-            pseudo: vec![(":status", parts.status.as_str().into())],
-            headers: std::mem::take(&mut parts.headers),
-        };
+        let mut head = Head::response(parts.status.as_str(), std::mem::take(&mut parts.headers));
         let eos = body.is_end_stream();
         let mut answer = None;
         for ctx in contexts.iter_mut().rev() {

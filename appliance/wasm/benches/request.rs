@@ -69,15 +69,7 @@ fn info() -> Arc<RequestInfo> {
 
 /// A request head as the proxy builds it from a small client request.
 fn request_head() -> Head {
-    let mut head = Head {
-        pseudo: vec![
-            (":method", "GET".into()),
-            (":path", "/index.html".into()),
-            (":authority", "example.com".into()),
-            (":scheme", "http".into()),
-        ],
-        ..Head::default()
-    };
+    let mut head = Head::request("GET", "/index.html", "example.com", "http", Default::default());
     head.headers.insert("host", "example.com".parse().unwrap());
     head.headers.insert("user-agent", "bench/1".parse().unwrap());
     head.headers.insert("accept", "*/*".parse().unwrap());
@@ -85,7 +77,7 @@ fn request_head() -> Head {
 }
 
 fn response_head() -> Head {
-    let mut head = Head { pseudo: vec![(":status", "200".into())], ..Head::default() };
+    let mut head = Head::response("200", Default::default());
     head.headers.insert("content-type", "text/html".parse().unwrap());
     head.headers.insert("content-length", "612".parse().unwrap());
     head

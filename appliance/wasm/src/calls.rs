@@ -105,10 +105,7 @@ impl CallClient {
             .await
             .map_err(|e| format!("reading the answer: {e}"))?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
-        let head = Head {
-            pseudo: vec![(":status", parts.status.as_str().into())],
-            headers: parts.headers,
-        };
+        let head = Head::response(parts.status.as_str(), parts.headers);
         Ok(CallResponse { head, body: collected.to_bytes().to_vec(), trailers })
     }
 }

@@ -118,17 +118,7 @@ impl Host {
     /// As [`Host::new`], with metrics registered beforehand ([`HostMetrics::register`]).
     pub fn with_metrics(options: HostOptions, metrics: HostMetrics) -> Result<Self, WasmError> {
         let engine_err = |e: wasmtime::Error| WasmError::Engine(format!("{e:#}"));
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(options.pool_size)
-            .total_memories(options.pool_size)
-            .total_tables(options.pool_size)
-            .max_memory_size(MAX_INSTANCE_MEMORY);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(engine_err)?;
+        let engine = pooled_engine(options.pool_size).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         abi::link(&mut linker).map_err(engine_err)?;
         let linked = linked_names(&linker, &engine);
@@ -264,6 +254,46 @@ impl Host {
         live.retain(|w| w.strong_count() > 0);
         live.push(Arc::downgrade(&plugin));
         Ok(plugin)
+    }
+}
+
+/// The fewest pool slots the host shrinks to when the address space is short.
+const MIN_POOL_SIZE: u32 = 8;
+
+/// An engine with a pooling allocator of `pool_size` slots. Each slot reserves address space
+/// for a whole memory (several GiB); where that much cannot be reserved (a `ulimit -v`, or
+/// valgrind's smaller address space), the pool is halved, with a warning, down to
+/// [`MIN_POOL_SIZE`] slots.
+fn pooled_engine(pool_size: u32) -> wasmtime::Result<Engine> {
+    let mut size = pool_size.max(1);
+    loop {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(size)
+            .total_memories(size)
+            .total_tables(size)
+            .max_memory_size(MAX_INSTANCE_MEMORY);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => {
+                if size < pool_size {
+                    tracing::warn!(
+                        asked = pool_size,
+                        slots = size,
+                        "wasm instance pool shrunk to fit the address space"
+                    );
+                }
+                return Ok(engine);
+            }
+            Err(e) if size > MIN_POOL_SIZE => {
+                tracing::debug!(slots = size, error = %format!("{e:#}"), "wasm instance pool too large");
+                size = (size / 2).max(MIN_POOL_SIZE);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

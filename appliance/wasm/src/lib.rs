@@ -34,4 +34,4 @@ pub use host::{Host, HostOptions, Plugins};
 pub use instance::{Failure, FailureKind};
 pub use metrics::HostMetrics;
 pub use plugin::{HttpContext, Plugin, Verdict};
-pub use state::{Head, LocalResponse, RequestInfo};
+pub use state::{Head, LocalResponse, RequestInfo, shared_str};

@@ -48,15 +48,7 @@ fn info(source: &str) -> Arc<RequestInfo> {
 }
 
 fn request_head(path: &str, headers: &[(&'static str, &str)]) -> Head {
-    let mut head = Head {
-        pseudo: vec![
-            (":method", "GET".into()),
-            (":path", path.into()),
-            (":authority", "example.com".into()),
-            (":scheme", "http".into()),
-        ],
-        ..Head::default()
-    };
+    let mut head = Head::request("GET", path, "example.com", "http", Default::default());
     for (n, v) in headers {
         head.headers.append(*n, v.parse().unwrap());
     }
@@ -64,7 +56,7 @@ fn request_head(path: &str, headers: &[(&'static str, &str)]) -> Head {
 }
 
 fn response_head() -> Head {
-    Head { pseudo: vec![(":status", "200".into())], ..Head::default() }
+    Head::response("200", Default::default())
 }
 
 struct Fixture {

@@ -60,7 +60,11 @@ impl HttpContext for Tap {
                 Action::Continue
             }
             "refuse" => {
-                self.send_http_response(403, vec![("x-body-tap", "refused")], Some(b"refused by body-tap"));
+                self.send_http_response(
+                    403,
+                    vec![("x-body-tap", "refused")],
+                    Some(b"refused by body-tap"),
+                );
                 Action::Pause
             }
             _ => Action::Continue,

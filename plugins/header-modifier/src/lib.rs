@@ -6,6 +6,7 @@
 //!   "response": {...}}`. Order: remove, set, add. `{path.of.property}` is replaced by the
 //! property's value (empty when unknown); `{{` is a literal `{`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -156,7 +157,13 @@ fn is_integer(path: &[String]) -> bool {
 }
 
 impl Filter {
-    fn render(&self, parts: &[Part]) -> String {
+    /// The value of a template; a constant one is borrowed (no allocation per request).
+    fn render<'a>(&self, parts: &'a [Part]) -> Cow<'a, str> {
+        match parts {
+            [] => return Cow::Borrowed(""),
+            [Part::Text(t)] => return Cow::Borrowed(t),
+            _ => {}
+        }
         let mut out = String::new();
         for part in parts {
             match part {
@@ -175,7 +182,7 @@ impl Filter {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 }
 

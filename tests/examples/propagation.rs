@@ -25,13 +25,13 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Route `i` to `service`. `generation` is what the API server would say after that many
-/// spec changes: the appliance writes it back as `observedGeneration`, so each change costs
-/// a status write (and its watch echo), as it does against a real cluster.
-fn route(i: usize, service: &str, generation: u64) -> Value {
+/// Route `i` to `service`. The fake API server bumps `metadata.generation` on each spec change
+/// as a real one does: the appliance writes it back as `observedGeneration`, so each change
+/// costs a status write (and its watch echo), as it does against a real cluster.
+fn route(i: usize, service: &str) -> Value {
     json!({
         "apiVersion": GATEWAY_API, "kind": "HTTPRoute",
-        "metadata": {"name": format!("r{i}"), "namespace": "default", "generation": generation,
+        "metadata": {"name": format!("r{i}"), "namespace": "default",
                      "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {
             "parentRefs": [{"name": "web"}],
@@ -121,7 +121,7 @@ async fn main() {
         kube.apply(object).await;
     }
     for i in 0..routes {
-        kube.apply(route(i, "one", 1)).await;
+        kube.apply(route(i, "one")).await;
     }
 
     let config =
@@ -180,7 +180,7 @@ async fn main() {
         let url = format!("{base}/r{i}");
         let changed_at = Instant::now();
         let applied = SystemTime::now();
-        let rv = kube.apply_versioned(route(i, "two", 2)).await;
+        let rv = kube.apply_versioned(route(i, "two")).await;
         let mut polls = 0;
         let (asked, answered) = loop {
             let asked = SystemTime::now();

@@ -7,6 +7,8 @@
 //! recorded for assertions and applied as an API server would (top-level status fields replaced,
 //! so `status.parents` behaves as the atomic list it is; `metadata.resourceVersion` as a
 //! precondition, 409 when stale; resourceVersion bumped, generation not, MODIFIED on watches).
+//! Updates of the main resource ([`FakeKube::apply`]) keep the stored status and bump
+//! `metadata.generation` of custom resources when their spec changed, as a real API server.
 //! PATCH of a whole object with server-side apply (Secrets): created when absent, else merged
 //! (see `apply_object`), recorded like status patches.
 //! Lease objects (coordination.k8s.io/v1): GET, POST (create; 409 AlreadyExists) and PUT
@@ -227,7 +229,10 @@ users:
         )
     }
 
-    /// Creates or replaces an object (ADDED or MODIFIED on open watches).
+    /// Creates or replaces an object (ADDED or MODIFIED on open watches) as a client's create
+    /// or update of the main resource would: the stored status is kept (none on create), and
+    /// `metadata.generation` is the server's (see [`update_semantics`]). A status is written
+    /// with [`FakeKube::write_status`].
     pub async fn apply(&self, object: Value) {
         self.write(object, true).await;
     }
@@ -258,6 +263,23 @@ users:
     /// then the connection is aborted; the event stays in the history for the re-watch.
     pub async fn cut_next_event(&self, api_version: &str, kind: &str) {
         self.shared.state.lock().await.cut_next_event = Some(resource(api_version, kind));
+    }
+
+    /// Writes `object`'s `status` through the `/status` subresource, as its controller would
+    /// (another controller, a kubelet): the rest of the stored object, its generation included,
+    /// stays; resourceVersion bumped, MODIFIED on open watches. Panics when it is not stored.
+    pub async fn write_status(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion");
+        let resource = resource(api_version, object["kind"].as_str().expect("kind"));
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"].as_str().expect("metadata.name").to_owned();
+        let key = (resource, namespace, name);
+        let mut state = self.shared.state.lock().await;
+        let mut stored = state.objects.get(&key).cloned().expect("write_status of a stored object");
+        stored["status"] = object["status"].clone();
+        store(&mut state, &key, stored, "MODIFIED");
+        drop(state);
+        self.shared.changed.send_modify(|n| *n += 1);
     }
 
     /// Deletes an object (DELETED on open watches).
@@ -349,7 +371,9 @@ users:
         object["metadata"]["resourceVersion"] = rv.to_string().into();
         object["metadata"]["uid"] = format!("uid-{resource}-{namespace}-{name}").into();
         let key = (resource.clone(), namespace.clone(), name);
-        let kind = if state.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        let stored = state.objects.get(&key);
+        let kind = if stored.is_some() { "MODIFIED" } else { "ADDED" };
+        update_semantics(&resource, stored, &mut object);
         state.objects.insert(key, object.clone());
         if announce {
             state.log.push(Logged { rv, resource, namespace, kind, object });
@@ -364,6 +388,43 @@ impl Drop for FakeKube {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What the API server does to a create or update of the main resource (not `/status`):
+/// the status is the stored one (a create has none: status is written only through the
+/// subresource), and for custom resources (every group but the built-in ones the tests use)
+/// `metadata.generation` is the server's: 1 on create, bumped when anything but `metadata`
+/// and `status` changed, whatever the client sent.
+fn update_semantics(resource: &str, stored: Option<&Value>, object: &mut Value) {
+    let Some(fields) = object.as_object_mut() else { return };
+    match stored.map(|s| &s["status"]) {
+        Some(status) if !status.is_null() => {
+            fields.insert("status".into(), status.clone());
+        }
+        _ => {
+            fields.remove("status");
+        }
+    }
+    let group = resource.split_once('/').map_or("", |(group, _)| group);
+    if matches!(group, "" | "discovery.k8s.io" | "coordination.k8s.io") {
+        return;
+    }
+    let generation = match stored {
+        None => 1,
+        Some(stored) => {
+            let old = stored["metadata"]["generation"].as_i64().unwrap_or(1);
+            let spec = |o: &Value| -> serde_json::Map<String, Value> {
+                o.as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            if spec(stored) == spec(object) { old } else { old + 1 }
+        }
+    };
+    object["metadata"]["generation"] = generation.into();
 }
 
 /// `group/plural` for an apiVersion and kind (`discovery.k8s.io/endpointslices`, `/services`).

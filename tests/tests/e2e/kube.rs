@@ -31,8 +31,7 @@ fn gateway_class() -> Value {
     json!({
         "apiVersion": GATEWAY_API, "kind": "GatewayClass",
         "metadata": {"name": "gatehouse"},
-        "spec": {"controllerName": "gatehouse.dev/gateway-controller"},
-        "status": {"conditions": []}
+        "spec": {"controllerName": "gatehouse.dev/gateway-controller"}
     })
 }
 
@@ -402,9 +401,10 @@ async fn status_is_written_back_with_server_side_apply() {
     let one = EchoBackend::start("one").await;
     let port = free_port();
     let kube = cluster(port, &[&one]).await;
-    let mut app = route("default", "app", "/app", "one");
-    app["metadata"]["generation"] = 3.into();
-    kube.apply(app).await;
+    // Two spec changes after the create: the API server says generation 3.
+    for path in ["/first", "/second", "/app"] {
+        kube.apply(route("default", "app", path, "one")).await;
+    }
     let appliance = start(&kube, None).await;
     wait_for(&appliance, &format!("http://127.0.0.1:{port}/app"), Some("one")).await;
 
@@ -478,9 +478,8 @@ async fn unchanged_status_is_not_written_again() {
 
     // A spec change: the route is written once more with its new generation, and only the
     // route (the Gateway's status did not change).
-    let mut app = route("default", "app", "/moved", "one");
-    app["metadata"]["generation"] = 2.into();
-    kube.apply(app).await;
+    // The API server bumps metadata.generation to 2.
+    kube.apply(route("default", "app", "/moved", "one")).await;
     written(&kube, &appliance, "HTTPRoute", Some("default"), "app", |o| {
         our_parents(o).first().is_some_and(|p| p["conditions"][0]["observedGeneration"] == 2)
     })
@@ -506,8 +505,9 @@ async fn another_controllers_parent_status_is_kept() {
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]
     });
     let mut app = route("default", "app", "/app", "one");
+    kube.apply(app.clone()).await;
     app["status"] = json!({"parents": [theirs.clone()]});
-    kube.apply(app).await;
+    kube.write_status(app).await;
     let appliance = start(&kube, None).await;
 
     let (_, _, route) = written_all(&kube, &appliance).await;
@@ -912,6 +912,14 @@ async fn nodeport_addressing_sends_to_ready_uncordoned_nodes_and_their_node_port
     ] {
         kube.apply(object).await;
     }
+    // A kubelet writes its Node's status.
+    for (name, ip, ready) in [
+        ("node-a", "127.0.0.2", true),
+        ("node-b", "127.0.0.3", true),
+        ("node-down", "127.0.0.4", false),
+    ] {
+        kube.write_status(node(name, ip, ready, false)).await;
+    }
     let config = format!("{}backend_addressing = \"nodeport\"\n", config(None));
     let appliance = Appliance::start_ready(&config, &[("kubeconfig", &kube.kubeconfig())]).await;
     let url = format!("http://127.0.0.1:{port}/app");
@@ -925,7 +933,7 @@ async fn nodeport_addressing_sends_to_ready_uncordoned_nodes_and_their_node_port
     kube.apply(node("node-b", "127.0.0.3", true, true)).await;
     wait_for_set(&appliance, &url, &["node-a"]).await;
     kube.apply(node("node-b", "127.0.0.3", true, false)).await;
-    kube.apply(node("node-a", "127.0.0.2", false, false)).await;
+    kube.write_status(node("node-a", "127.0.0.2", false, false)).await;
     wait_for_set(&appliance, &url, &["node-b"]).await;
 
     // A ClusterIP Service has no nodePort: the route's ResolvedRefs turns False, with why.

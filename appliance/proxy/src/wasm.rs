@@ -11,6 +11,7 @@
 //! Headers are left as the plugins set them: a plugin that changes a body's length removes
 //! `Content-Length` itself, as with any proxy-wasm host.
 
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -28,14 +29,14 @@ use crate::upstream::{RequestBody, UpstreamBody};
 /// The filter contexts of one request, in run order. Shared by the request body (which may
 /// still stream while the response arrives) and the response phase; when the last holder goes,
 /// the contexts are ended (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`) off the
-/// response's path, by [`end_later`].
+/// response's path: see [`Contexts`]'s `Drop`.
 #[derive(Clone)]
 pub(crate) struct Chain {
     shared: Arc<Mutex<Contexts>>,
 }
 
 struct Contexts {
-    list: Vec<HttpContext>,
+    list: List,
     /// An answer decided while the request body streamed (a local response, or 413): it
     /// replaces whatever the upstream said.
     answer: Option<Answer>,
@@ -46,14 +47,116 @@ enum Answer {
     Status(StatusCode),
 }
 
-impl Drop for Contexts {
-    /// Ends the contexts (three guest calls each) later, in a task, when there is a runtime:
-    /// hyper drops a finished response body before it writes the response out, so ending them
-    /// here would put those calls on the response's latency.
-    fn drop(&mut self) {
-        if !self.list.is_empty() {
-            end_later(std::mem::take(&mut self.list));
+/// The contexts of a request. Most requests run one plugin: kept inline, no allocation.
+#[derive(Default)]
+enum List {
+    #[default]
+    Empty,
+    One(HttpContext),
+    Many(Vec<HttpContext>),
+}
+
+impl List {
+    fn new(mut contexts: impl Iterator<Item = HttpContext>) -> Self {
+        let Some(first) = contexts.next() else { return List::Empty };
+        match contexts.next() {
+            None => List::One(first),
+            Some(second) => List::Many([first, second].into_iter().chain(contexts).collect()),
         }
+    }
+
+    fn as_slice(&self) -> &[HttpContext] {
+        match self {
+            List::Empty => &[],
+            List::One(ctx) => std::slice::from_ref(ctx),
+            List::Many(list) => list,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [HttpContext] {
+        match self {
+            List::Empty => &mut [],
+            List::One(ctx) => std::slice::from_mut(ctx),
+            List::Many(list) => list,
+        }
+    }
+}
+
+impl Drop for Contexts {
+    /// Ends the contexts (three guest calls each) after the response is written: hyper drops a
+    /// finished response body before it writes the response out, so ending them here would put
+    /// those calls on the response's latency. Inside a connection's poll ([`EndAfterPoll`])
+    /// they end when that poll returns, after hyper's flush; elsewhere (HTTP/2 streams run in
+    /// their own tasks), in a task.
+    fn drop(&mut self) {
+        let list = std::mem::take(&mut self.list);
+        if matches!(list, List::Empty) {
+            return;
+        }
+        if POLLING.get() > 0 {
+            PENDING.set(true);
+            DEFERRED.with_borrow_mut(|deferred| match list {
+                List::Empty => {}
+                List::One(ctx) => deferred.push(ctx),
+                List::Many(list) => deferred.extend(list),
+            });
+        } else {
+            match list {
+                List::Empty => {}
+                List::One(ctx) => end_later(vec![ctx]),
+                List::Many(list) => end_later(list),
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// How many [`EndAfterPoll`] polls are running on this thread (more than one only if one
+    /// connection's future polls another's).
+    static POLLING: Cell<u32> = const { Cell::new(0) };
+    /// [`DEFERRED`] has contexts (a plain cell: checked after every poll).
+    static PENDING: Cell<bool> = const { Cell::new(false) };
+    /// Contexts dropped during those polls, ended when the outermost returns; the vector's
+    /// capacity is kept, so a busy thread allocates it once.
+    static DEFERRED: RefCell<Vec<HttpContext>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A connection's future (pinned by its owner) whose requests' filter contexts end when each
+/// poll of it returns — hyper has flushed what it wrote by then — inline, without a task per
+/// request.
+pub(crate) struct EndAfterPoll<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for EndAfterPoll<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        POLLING.set(POLLING.get() + 1);
+        // Ends what was deferred even if the inner poll unwinds.
+        let _end = EndDeferred;
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+/// Leaves an [`EndAfterPoll`] poll: the outermost ends the deferred contexts, in the order
+/// they were dropped.
+struct EndDeferred;
+
+impl Drop for EndDeferred {
+    fn drop(&mut self) {
+        let depth = POLLING.get().saturating_sub(1);
+        POLLING.set(depth);
+        if depth > 0 || !PENDING.get() {
+            return;
+        }
+        PENDING.set(false);
+        let mut batch = DEFERRED.take();
+        batch.clear();
+        // Keep the capacity for the next batch.
+        DEFERRED.with_borrow_mut(|deferred| {
+            if deferred.is_empty() {
+                *deferred = batch;
+            }
+        });
     }
 }
 
@@ -102,17 +205,19 @@ impl Chain {
 }
 
 /// Runs the request-head phase of every plugin and puts the body behind the plugins' body
-/// callbacks. `Err` is the response to send instead.
+/// callbacks. `plugins`: the listener's, the rule's and the backend's. `Err` is the response
+/// to send instead.
 pub(crate) async fn request(
-    plugins: &[&Arc<Plugin>],
+    plugins: &[&[Arc<Plugin>]],
     info: RequestInfo,
     scheme: &'static str,
     parts: &mut request::Parts,
     body: Incoming,
 ) -> Result<(Chain, RequestBody), Box<Response<ProxyBody>>> {
-    let info = Arc::new(info);
-    let mut contexts: Vec<HttpContext> =
-        plugins.iter().map(|p| p.start_request(info.clone())).collect();
+    // Each context gets its own copy of the facts (shared strings, no allocation).
+    let mut list =
+        List::new(plugins.iter().flat_map(|p| p.iter()).map(|p| p.start_request(info.clone())));
+    let contexts = list.as_mut_slice();
     let authority =
         parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -120,7 +225,7 @@ pub(crate) async fn request(
     head.headers = std::mem::take(&mut parts.headers);
     let eos = body.is_end_stream();
     let mut answer = None;
-    for ctx in &mut contexts {
+    for ctx in contexts.iter_mut() {
         let mut verdict = ctx.on_request_headers(&mut head, eos);
         if verdict == Verdict::Wait {
             // The plugin made HTTP calls: the request waits for their answers.
@@ -137,7 +242,7 @@ pub(crate) async fn request(
     }
     let active = contexts.iter().any(HttpContext::active);
     let plugins = contexts.len();
-    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list: contexts, answer: None })) };
+    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list, answer: None })) };
     if eos {
         return Ok((chain, RequestBody::Empty));
     }
@@ -181,7 +286,7 @@ impl Chain {
     ) -> Result<ProxyBody, Box<Response<ProxyBody>>> {
         // One lock for the whole head phase: it is taken once per request.
         let mut guard = self.shared.lock();
-        let contexts = &mut guard.list;
+        let contexts = guard.list.as_mut_slice();
         if !contexts.iter().any(HttpContext::active) {
             return Ok(ProxyBody::Upstream(body));
         }
@@ -266,14 +371,14 @@ impl<B> Filtered<B> {
     fn pass(&mut self, chunk: Bytes, eos: bool) -> Result<Option<Bytes>, FilterStop> {
         let mut guard = self.chain.shared.lock();
         let contexts = &mut *guard;
-        let n = contexts.list.len();
+        let n = contexts.list.as_slice().len();
         let mut data = chunk;
         for k in 0..n {
             let i = match self.direction {
                 Direction::Request => k,
                 Direction::Response => n - 1 - k,
             };
-            let ctx = &mut contexts.list[i];
+            let ctx = &mut contexts.list.as_mut_slice()[i];
             if !ctx.active() {
                 continue;
             }

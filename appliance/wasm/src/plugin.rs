@@ -125,7 +125,7 @@ impl Plugin {
 
     /// Starts an HTTP context for one request. Never fails: a failure to start is reported by
     /// the first callback, per the failure policy.
-    pub fn start_request(self: &Arc<Self>, info: Arc<RequestInfo>) -> HttpContext {
+    pub fn start_request(self: &Arc<Self>, info: RequestInfo) -> HttpContext {
         let n = self.slots.len();
         let first = self.next_slot.fetch_add(1, Ordering::Relaxed) % n;
         let mut guard = (0..n)

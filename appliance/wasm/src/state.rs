@@ -117,7 +117,7 @@ pub struct LocalResponse {
 /// Per-request state moved into the Store for the duration of one callback.
 #[derive(Debug)]
 pub(crate) struct HttpState {
-    pub info: Arc<RequestInfo>,
+    pub info: RequestInfo,
     pub request: Head,
     pub response: Head,
     pub request_trailers: HeaderMap,
@@ -140,7 +140,7 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(info: Arc<RequestInfo>) -> Self {
+    pub(crate) fn new(info: RequestInfo) -> Self {
         Self {
             info,
             request: Head::default(),

@@ -35,8 +35,8 @@ fn spec(name: &str, module: &str, config: &str) -> WasmPlugin {
     }
 }
 
-fn info(source: &str) -> Arc<RequestInfo> {
-    Arc::new(RequestInfo {
+fn info(source: &str) -> RequestInfo {
+    RequestInfo {
         source: source.parse::<SocketAddr>().unwrap(),
         destination: "127.0.0.1:8080".parse().unwrap(),
         server_name: None,
@@ -44,7 +44,7 @@ fn info(source: &str) -> Arc<RequestInfo> {
         listener_name: "toml/gw/http".into(),
         protocol: "HTTP/1.1",
         tls: false,
-    })
+    }
 }
 
 fn request_head(path: &str, headers: &[(&'static str, &str)]) -> Head {

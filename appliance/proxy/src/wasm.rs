@@ -40,6 +40,8 @@ struct Contexts {
     /// An answer decided while the request body streamed (a local response, or 413): it
     /// replaces whatever the upstream said.
     answer: Option<Answer>,
+    /// The request head's pseudo-header vector, reused for the response's `:status`.
+    pseudo: Vec<(&'static str, Arc<str>)>,
 }
 
 enum Answer {
@@ -236,13 +238,13 @@ pub(crate) async fn request(
             break;
         }
     }
-    apply_request_head(parts, head);
+    let pseudo = apply_request_head(parts, head);
     if let Some(local) = answer {
         return Err(Box::new(local_response(local)));
     }
     let active = contexts.iter().any(HttpContext::active);
     let plugins = contexts.len();
-    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list, answer: None })) };
+    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list, answer: None, pseudo })) };
     if eos {
         return Ok((chain, RequestBody::Empty));
     }
@@ -254,7 +256,8 @@ pub(crate) async fn request(
 }
 
 /// Writes the guest's view of the request head back: headers, method, path, authority.
-fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
+/// Returns the emptied pseudo-header vector, for reuse.
+fn apply_request_head(parts: &mut request::Parts, mut head: Head) -> Vec<(&'static str, Arc<str>)> {
     parts.headers = std::mem::take(&mut head.headers);
     // Only what the plugins changed is parsed again (the common case: nothing).
     if let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
@@ -274,6 +277,8 @@ fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
     {
         parts.headers.insert(header::HOST, v);
     }
+    head.pseudo.clear();
+    head.pseudo
 }
 
 impl Chain {
@@ -286,11 +291,14 @@ impl Chain {
     ) -> Result<ProxyBody, Box<Response<ProxyBody>>> {
         // One lock for the whole head phase: it is taken once per request.
         let mut guard = self.shared.lock();
-        let contexts = guard.list.as_mut_slice();
+        let Contexts { list, pseudo, .. } = &mut *guard;
+        let contexts = list.as_mut_slice();
         if !contexts.iter().any(HttpContext::active) {
             return Ok(ProxyBody::Upstream(body));
         }
-        let mut head = Head::response(parts.status.as_str(), std::mem::take(&mut parts.headers));
+        let mut pseudo = std::mem::take(pseudo);
+        pseudo.push((":status", gatehouse_wasm::shared_str(parts.status.as_str())));
+        let mut head = Head { pseudo, headers: std::mem::take(&mut parts.headers) };
         let eos = body.is_end_stream();
         let mut answer = None;
         for ctx in contexts.iter_mut().rev() {

@@ -175,6 +175,15 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
+    /// Makes an ended request's state that of a new request; the vector of the request's
+    /// pseudo-headers is kept (emptied) for the next copy.
+    pub(crate) fn refill(&mut self, info: RequestInfo) {
+        let mut pseudo = std::mem::take(&mut self.request.pseudo);
+        pseudo.clear();
+        *self = HttpState::new(info);
+        self.request.pseudo = pseudo;
+    }
+
     pub(crate) fn new(info: RequestInfo) -> Self {
         Self {
             info,

@@ -113,6 +113,27 @@ async fn header_modifier_edits_request_and_response_with_templates() {
 }
 
 #[tokio::test]
+async fn a_new_request_never_sees_the_last_ones_state() {
+    // Ended contexts' states are reused: request properties read in the response phase must
+    // be this request's.
+    let f = fixture(None);
+    let config =
+        r#"{"response": {"set": {"x-path": "{request.path}", "x-client": "{source.address}"}}}"#;
+    let plugins = f.prepare(&[spec("hm", "header-modifier", config)]).await;
+    let plugin = plugins.get("hm").unwrap();
+    for i in 0..8 {
+        let source = format!("10.0.0.{i}:{}", 1000 + i);
+        let path = format!("/r{i}?q={i}");
+        let mut ctx = plugin.start_request(info(&source));
+        assert_eq!(ctx.on_request_headers(&mut request_head(&path, &[]), true), Verdict::Continue);
+        let mut resp = response_head();
+        assert_eq!(ctx.on_response_headers(&mut resp, true), Verdict::Continue);
+        assert_eq!(resp.headers["x-path"], path.as_str());
+        assert_eq!(resp.headers["x-client"], source.as_str());
+    }
+}
+
+#[tokio::test]
 async fn ip_allow_answers_403_outside_the_allowed_networks_and_counts() {
     let f = fixture(None);
     let config = r#"{"allow": ["10.0.0.0/8", "::1/128"], "deny": ["10.9.0.0/16"]}"#;

@@ -154,6 +154,7 @@ pub(crate) struct Instance {
     pub last_tick: Instant,
     /// Request states of ended contexts, reused by the next ones: the state is too large for
     /// the allocator's fast path, so a fresh one per request costs more than refilling one.
+    #[allow(clippy::vec_box, reason = "the boxes move to and from contexts, the states stay put")]
     spare: Vec<Box<HttpState>>,
 }
 

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -127,7 +127,7 @@ fuzz_target!(|input: Input| {
     };
     let plugins = runtime.block_on(host.prepare(&[spec])).unwrap();
     let plugin = plugins.get("fuzz").unwrap();
-    let info = Arc::new(RequestInfo {
+    let info = RequestInfo {
         source: SocketAddr::from(([127, 0, 0, 1], 1)),
         destination: SocketAddr::from(([127, 0, 0, 1], 2)),
         server_name: None,
@@ -135,7 +135,7 @@ fuzz_target!(|input: Input| {
         listener_name: "l".into(),
         protocol: "HTTP/1.1",
         tls: false,
-    });
+    };
     let mut ctx = plugin.start_request(info);
     let mut head = Head { pseudo: vec![(":path", "/".into())], ..Head::default() };
     head.headers.insert("x-a", "b".parse().unwrap());

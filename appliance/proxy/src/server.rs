@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::service::{self, ConnInfo};
 use crate::table::RouteTable;
 use crate::upstream::Pool;
+use crate::wasm;
 
 /// Limits and timeouts of the data plane.
 #[derive(Clone, Debug)]
@@ -329,7 +330,7 @@ async fn serve_http<I>(
     tokio::pin!(conn);
     loop {
         tokio::select! {
-            res = conn.as_mut() => {
+            res = wasm::EndAfterPoll(conn.as_mut()) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
@@ -342,7 +343,7 @@ async fn serve_http<I>(
                     Phase::Draining => {
                         conn.as_mut().graceful_shutdown();
                         if changed.is_err() {
-                            let _ = conn.as_mut().await;
+                            let _ = wasm::EndAfterPoll(conn.as_mut()).await;
                             return;
                         }
                     }

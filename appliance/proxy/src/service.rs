@@ -2,11 +2,10 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_model::{ListenerId, Protocol, Redirect};
-use gatehouse_wasm::{Plugin, RequestInfo};
+use gatehouse_wasm::RequestInfo;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -224,9 +223,8 @@ async fn forward_matched(
         }
     }
 
-    let plugins: Vec<&Arc<Plugin>> =
-        listener.wasm.iter().chain(&rule.filters.wasm).chain(&backend.filters.wasm).collect();
-    let (chain, body) = if plugins.is_empty() {
+    let plugins = [&listener.wasm[..], &rule.filters.wasm, &backend.filters.wasm];
+    let (chain, body) = if plugins.iter().all(|p| p.is_empty()) {
         (None, RequestBody::from(body))
     } else {
         let info = RequestInfo {

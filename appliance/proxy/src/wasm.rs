@@ -11,6 +11,7 @@
 //! Headers are left as the plugins set them: a plugin that changes a body's length removes
 //! `Content-Length` itself, as with any proxy-wasm host.
 
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -28,17 +29,19 @@ use crate::upstream::{RequestBody, UpstreamBody};
 /// The filter contexts of one request, in run order. Shared by the request body (which may
 /// still stream while the response arrives) and the response phase; when the last holder goes,
 /// the contexts are ended (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`) off the
-/// response's path, by [`end_later`].
+/// response's path: see [`Contexts`]'s `Drop`.
 #[derive(Clone)]
 pub(crate) struct Chain {
     shared: Arc<Mutex<Contexts>>,
 }
 
 struct Contexts {
-    list: Vec<HttpContext>,
+    list: List,
     /// An answer decided while the request body streamed (a local response, or 413): it
     /// replaces whatever the upstream said.
     answer: Option<Answer>,
+    /// The request head's pseudo-header vector, reused for the response's `:status`.
+    pseudo: Vec<(&'static str, Arc<str>)>,
 }
 
 enum Answer {
@@ -46,14 +49,116 @@ enum Answer {
     Status(StatusCode),
 }
 
-impl Drop for Contexts {
-    /// Ends the contexts (three guest calls each) later, in a task, when there is a runtime:
-    /// hyper drops a finished response body before it writes the response out, so ending them
-    /// here would put those calls on the response's latency.
-    fn drop(&mut self) {
-        if !self.list.is_empty() {
-            end_later(std::mem::take(&mut self.list));
+/// The contexts of a request. Most requests run one plugin: kept inline, no allocation.
+#[derive(Default)]
+enum List {
+    #[default]
+    Empty,
+    One(HttpContext),
+    Many(Vec<HttpContext>),
+}
+
+impl List {
+    fn new(mut contexts: impl Iterator<Item = HttpContext>) -> Self {
+        let Some(first) = contexts.next() else { return List::Empty };
+        match contexts.next() {
+            None => List::One(first),
+            Some(second) => List::Many([first, second].into_iter().chain(contexts).collect()),
         }
+    }
+
+    fn as_slice(&self) -> &[HttpContext] {
+        match self {
+            List::Empty => &[],
+            List::One(ctx) => std::slice::from_ref(ctx),
+            List::Many(list) => list,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [HttpContext] {
+        match self {
+            List::Empty => &mut [],
+            List::One(ctx) => std::slice::from_mut(ctx),
+            List::Many(list) => list,
+        }
+    }
+}
+
+impl Drop for Contexts {
+    /// Ends the contexts (three guest calls each) after the response is written: hyper drops a
+    /// finished response body before it writes the response out, so ending them here would put
+    /// those calls on the response's latency. Inside a connection's poll ([`EndAfterPoll`])
+    /// they end when that poll returns, after hyper's flush; elsewhere (HTTP/2 streams run in
+    /// their own tasks), in a task.
+    fn drop(&mut self) {
+        let list = std::mem::take(&mut self.list);
+        if matches!(list, List::Empty) {
+            return;
+        }
+        if POLLING.get() > 0 {
+            PENDING.set(true);
+            DEFERRED.with_borrow_mut(|deferred| match list {
+                List::Empty => {}
+                List::One(ctx) => deferred.push(ctx),
+                List::Many(list) => deferred.extend(list),
+            });
+        } else {
+            match list {
+                List::Empty => {}
+                List::One(ctx) => end_later(vec![ctx]),
+                List::Many(list) => end_later(list),
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// How many [`EndAfterPoll`] polls are running on this thread (more than one only if one
+    /// connection's future polls another's).
+    static POLLING: Cell<u32> = const { Cell::new(0) };
+    /// [`DEFERRED`] has contexts (a plain cell: checked after every poll).
+    static PENDING: Cell<bool> = const { Cell::new(false) };
+    /// Contexts dropped during those polls, ended when the outermost returns; the vector's
+    /// capacity is kept, so a busy thread allocates it once.
+    static DEFERRED: RefCell<Vec<HttpContext>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A connection's future (pinned by its owner) whose requests' filter contexts end when each
+/// poll of it returns — hyper has flushed what it wrote by then — inline, without a task per
+/// request.
+pub(crate) struct EndAfterPoll<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for EndAfterPoll<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        POLLING.set(POLLING.get() + 1);
+        // Ends what was deferred even if the inner poll unwinds.
+        let _end = EndDeferred;
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+/// Leaves an [`EndAfterPoll`] poll: the outermost ends the deferred contexts, in the order
+/// they were dropped.
+struct EndDeferred;
+
+impl Drop for EndDeferred {
+    fn drop(&mut self) {
+        let depth = POLLING.get().saturating_sub(1);
+        POLLING.set(depth);
+        if depth > 0 || !PENDING.get() {
+            return;
+        }
+        PENDING.set(false);
+        let mut batch = DEFERRED.take();
+        batch.clear();
+        // Keep the capacity for the next batch.
+        DEFERRED.with_borrow_mut(|deferred| {
+            if deferred.is_empty() {
+                *deferred = batch;
+            }
+        });
     }
 }
 
@@ -102,25 +207,30 @@ impl Chain {
 }
 
 /// Runs the request-head phase of every plugin and puts the body behind the plugins' body
-/// callbacks. `Err` is the response to send instead.
+/// callbacks. `plugins`: the listener's, the rule's and the backend's. `Err` is the response
+/// to send instead.
 pub(crate) async fn request(
-    plugins: &[&Arc<Plugin>],
+    plugins: &[&[Arc<Plugin>]],
     info: RequestInfo,
     scheme: &'static str,
     parts: &mut request::Parts,
     body: Incoming,
 ) -> Result<(Chain, RequestBody), Box<Response<ProxyBody>>> {
-    let info = Arc::new(info);
-    let mut contexts: Vec<HttpContext> =
-        plugins.iter().map(|p| p.start_request(info.clone())).collect();
+    // Each context gets its own copy of the facts (shared strings, no allocation).
+    let mut list =
+        List::new(plugins.iter().flat_map(|p| p.iter()).map(|p| p.start_request(info.clone())));
+    let contexts = list.as_mut_slice();
     let authority =
         parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut head = Head::request(parts.method.as_str(), path, authority, scheme, HeaderMap::new());
     head.headers = std::mem::take(&mut parts.headers);
+    // The pseudo-header values as built: held, so that a value a plugin sets cannot take an
+    // old one's address (see `apply_request_head`).
+    let built: Built = std::array::from_fn(|i| head.pseudo.get(i).map(|(_, v)| v.clone()));
     let eos = body.is_end_stream();
     let mut answer = None;
-    for ctx in &mut contexts {
+    for ctx in contexts.iter_mut() {
         let mut verdict = ctx.on_request_headers(&mut head, eos);
         if verdict == Verdict::Wait {
             // The plugin made HTTP calls: the request waits for their answers.
@@ -131,13 +241,13 @@ pub(crate) async fn request(
             break;
         }
     }
-    apply_request_head(parts, head);
+    let pseudo = apply_request_head(parts, head, &built);
     if let Some(local) = answer {
         return Err(Box::new(local_response(local)));
     }
     let active = contexts.iter().any(HttpContext::active);
     let plugins = contexts.len();
-    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list: contexts, answer: None })) };
+    let chain = Chain { shared: Arc::new(Mutex::new(Contexts { list, answer: None, pseudo })) };
     if eos {
         return Ok((chain, RequestBody::Empty));
     }
@@ -148,27 +258,48 @@ pub(crate) async fn request(
     Ok((chain, RequestBody::Filtered(Box::new(filtered))))
 }
 
+/// The request head's pseudo-header values before the plugins ran.
+type Built = [Option<Arc<str>>; 4];
+
 /// Writes the guest's view of the request head back: headers, method, path, authority.
-fn apply_request_head(parts: &mut request::Parts, mut head: Head) {
+/// Returns the emptied pseudo-header vector, for reuse.
+fn apply_request_head(
+    parts: &mut request::Parts,
+    mut head: Head,
+    built: &Built,
+) -> Vec<(&'static str, Arc<str>)> {
     parts.headers = std::mem::take(&mut head.headers);
-    // Only what the plugins changed is parsed again (the common case: nothing).
-    if let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
+    // A value a plugin set is a new string: the same strings in the same places mean the
+    // plugins changed no pseudo-header (the common case), so method and path are as they were.
+    let unchanged = head.pseudo.len() == built.len()
+        && head
+            .pseudo
+            .iter()
+            .zip(built)
+            .all(|((_, v), b)| b.as_ref().is_some_and(|b| Arc::ptr_eq(v, b)));
+    // Only what the plugins changed is parsed again.
+    if !unchanged
+        && let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
         && let Ok(m) = Method::from_bytes(m.as_bytes())
     {
         parts.method = m;
     }
-    if let Some(path) = head.pseudo(":path")
+    if !unchanged
+        && let Some(path) = head.pseudo(":path")
         && parts.uri.path_and_query().map(|pq| pq.as_str()) != Some(path)
         && let Ok(uri) = path.parse::<Uri>()
     {
         parts.uri = uri;
     }
+    // `Host` follows `:authority` even when only the headers changed.
     if let Some(a) = head.pseudo(":authority").filter(|a| !a.is_empty())
         && parts.headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(a.as_bytes())
         && let Ok(v) = HeaderValue::from_str(a)
     {
         parts.headers.insert(header::HOST, v);
     }
+    head.pseudo.clear();
+    head.pseudo
 }
 
 impl Chain {
@@ -181,11 +312,14 @@ impl Chain {
     ) -> Result<ProxyBody, Box<Response<ProxyBody>>> {
         // One lock for the whole head phase: it is taken once per request.
         let mut guard = self.shared.lock();
-        let contexts = &mut guard.list;
+        let Contexts { list, pseudo, .. } = &mut *guard;
+        let contexts = list.as_mut_slice();
         if !contexts.iter().any(HttpContext::active) {
             return Ok(ProxyBody::Upstream(body));
         }
-        let mut head = Head::response(parts.status.as_str(), std::mem::take(&mut parts.headers));
+        let mut pseudo = std::mem::take(pseudo);
+        pseudo.push((":status", gatehouse_wasm::shared_str(parts.status.as_str())));
+        let mut head = Head { pseudo, headers: std::mem::take(&mut parts.headers) };
         let eos = body.is_end_stream();
         let mut answer = None;
         for ctx in contexts.iter_mut().rev() {
@@ -266,14 +400,14 @@ impl<B> Filtered<B> {
     fn pass(&mut self, chunk: Bytes, eos: bool) -> Result<Option<Bytes>, FilterStop> {
         let mut guard = self.chain.shared.lock();
         let contexts = &mut *guard;
-        let n = contexts.list.len();
+        let n = contexts.list.as_slice().len();
         let mut data = chunk;
         for k in 0..n {
             let i = match self.direction {
                 Direction::Request => k,
                 Direction::Response => n - 1 - k,
             };
-            let ctx = &mut contexts.list[i];
+            let ctx = &mut contexts.list.as_mut_slice()[i];
             if !ctx.active() {
                 continue;
             }
@@ -403,4 +537,68 @@ fn local_response(local: LocalResponse) -> Response<ProxyBody> {
         tracing::debug!(status = local.status, details = %local.details, "wasm local response");
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> request::Parts {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("/a?b=1")
+            .header(header::HOST, "example.com")
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    /// The head as `request` builds it, and its values before the plugins run.
+    fn head(parts: &mut request::Parts) -> (Head, Built) {
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+        let mut head =
+            Head::request(parts.method.as_str(), &path, "example.com", "http", HeaderMap::new());
+        head.headers = std::mem::take(&mut parts.headers);
+        let built = std::array::from_fn(|i| head.pseudo.get(i).map(|(_, v)| v.clone()));
+        (head, built)
+    }
+
+    #[test]
+    fn pseudo_headers_a_plugin_set_are_applied_and_host_follows_the_authority() {
+        // Untouched: nothing changes.
+        let mut p = parts();
+        let (h, built) = head(&mut p);
+        assert!(apply_request_head(&mut p, h, &built).is_empty());
+        assert_eq!((p.method.as_str(), p.uri.to_string()), ("GET", "/a?b=1".to_owned()));
+        assert_eq!(p.headers[header::HOST], "example.com");
+
+        // Only the Host header changed (or went): it follows `:authority`, as before.
+        for host in [Some("other.example"), None] {
+            let mut p = parts();
+            let (mut h, built) = head(&mut p);
+            match host {
+                Some(v) => h.headers.insert(header::HOST, HeaderValue::from_static(v)),
+                None => h.headers.remove(header::HOST),
+            };
+            apply_request_head(&mut p, h, &built);
+            assert_eq!(p.headers[header::HOST], "example.com");
+        }
+
+        // A plugin set the same text again: a new string, compared and kept as it was.
+        let mut p = parts();
+        let (mut h, built) = head(&mut p);
+        assert!(h.set_pseudo(":path", "/a?b=1"));
+        apply_request_head(&mut p, h, &built);
+        assert_eq!(p.uri.to_string(), "/a?b=1");
+
+        // Method, path and authority set by a plugin.
+        let mut p = parts();
+        let (mut h, built) = head(&mut p);
+        assert!(h.set_pseudo(":method", "POST"));
+        assert!(h.set_pseudo(":path", "/b"));
+        assert!(h.set_pseudo(":authority", "new.example"));
+        apply_request_head(&mut p, h, &built);
+        assert_eq!((p.method.as_str(), p.uri.to_string()), ("POST", "/b".to_owned()));
+        assert_eq!(p.headers[header::HOST], "new.example");
+    }
 }

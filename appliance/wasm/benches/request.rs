@@ -55,8 +55,8 @@ fn plugin(path: PathBuf) -> Arc<Plugin> {
     plugins.get("bench").unwrap().clone()
 }
 
-fn info() -> Arc<RequestInfo> {
-    Arc::new(RequestInfo {
+fn info() -> RequestInfo {
+    RequestInfo {
         source: "10.1.2.3:4567".parse::<SocketAddr>().unwrap(),
         destination: "127.0.0.1:8080".parse().unwrap(),
         server_name: None,
@@ -64,7 +64,7 @@ fn info() -> Arc<RequestInfo> {
         listener_name: "toml/gw/http".into(),
         protocol: "HTTP/1.1",
         tls: false,
-    })
+    }
 }
 
 /// A request head as the proxy builds it from a small client request.
@@ -84,7 +84,7 @@ fn response_head() -> Head {
 }
 
 #[inline(never)]
-fn create(plugin: &Arc<Plugin>, info: &Arc<RequestInfo>) -> HttpContext {
+fn create(plugin: &Arc<Plugin>, info: &RequestInfo) -> HttpContext {
     plugin.start_request(info.clone())
 }
 
@@ -109,7 +109,7 @@ fn end(ctx: HttpContext) {
 }
 
 /// One request's lifecycle; the heads are built outside (the proxy has them anyway).
-fn one_request(plugin: &Arc<Plugin>, info: &Arc<RequestInfo>, req: &mut Head, resp: &mut Head) {
+fn one_request(plugin: &Arc<Plugin>, info: &RequestInfo, req: &mut Head, resp: &mut Head) {
     let mut ctx = create(plugin, info);
     let v = request_headers(&mut ctx, req);
     debug_assert_eq!(v, Verdict::Continue);

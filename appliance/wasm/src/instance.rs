@@ -10,7 +10,7 @@ use wasmtime::{
 
 use crate::error::WasmError;
 use crate::plugin::PluginShared;
-use crate::state::{HostState, HttpState};
+use crate::state::{HostState, HttpState, RequestInfo};
 
 /// The root context's id in every instance.
 pub(crate) const ROOT_CONTEXT: u32 = 1;
@@ -152,7 +152,14 @@ pub(crate) struct Instance {
     /// Distinguishes this instance from the one it replaced, for contexts that outlive it.
     pub serial: u64,
     pub last_tick: Instant,
+    /// Request states of ended contexts, reused by the next ones: the state is too large for
+    /// the allocator's fast path, so a fresh one per request costs more than refilling one.
+    #[allow(clippy::vec_box, reason = "the boxes move to and from contexts, the states stay put")]
+    spare: Vec<Box<HttpState>>,
 }
+
+/// The most request states an instance keeps for reuse.
+const SPARE_STATES: usize = 8;
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,6 +247,7 @@ impl Instance {
             deadline_ticks,
             serial,
             last_tick: Instant::now(),
+            spare: Vec::new(),
         })
     }
 
@@ -261,6 +269,24 @@ impl Instance {
             };
             Failure { kind, message: format!("{e:#}") }
         })
+    }
+
+    /// The state of a new request: a spare one refilled, or a new one.
+    pub(crate) fn request_state(&mut self, info: RequestInfo) -> Box<HttpState> {
+        match self.spare.pop() {
+            Some(mut state) => {
+                state.refill(info);
+                state
+            }
+            None => Box::new(HttpState::new(info)),
+        }
+    }
+
+    /// Keeps an ended request's state for reuse (its contents go with the next refill).
+    pub(crate) fn give_back(&mut self, state: Box<HttpState>) {
+        if self.spare.len() < SPARE_STATES {
+            self.spare.push(state);
+        }
     }
 
     /// Creates an HTTP context; returns its id.

@@ -125,7 +125,7 @@ impl Plugin {
 
     /// Starts an HTTP context for one request. Never fails: a failure to start is reported by
     /// the first callback, per the failure policy.
-    pub fn start_request(self: &Arc<Self>, info: Arc<RequestInfo>) -> HttpContext {
+    pub fn start_request(self: &Arc<Self>, info: RequestInfo) -> HttpContext {
         let n = self.slots.len();
         let first = self.next_slot.fetch_add(1, Ordering::Relaxed) % n;
         let mut guard = (0..n)
@@ -137,7 +137,7 @@ impl Plugin {
             slot,
             serial: 0,
             id: 0,
-            state: Some(Box::new(HttpState::new(info))),
+            state: None,
             pending: None,
             skip: false,
             alive: false,
@@ -145,10 +145,12 @@ impl Plugin {
         let instance = match self.ensure(&mut guard.0) {
             Ok(i) => i,
             Err(failure) => {
+                ctx.state = Some(Box::new(HttpState::new(info)));
                 ctx.pending = Some(failure);
                 return ctx;
             }
         };
+        ctx.state = Some(instance.request_state(info));
         ctx.serial = instance.serial;
         match instance.create_http_context() {
             Ok(id) => {
@@ -340,8 +342,14 @@ impl HttpContext {
         if let Some(v) = self.early() {
             return v;
         }
+        // The vector the request's pseudo-headers are copied into afterwards (kept by a reused
+        // state: then the copy allocates nothing).
+        let mut copy = Vec::new();
         if let Some(s) = self.state.as_mut() {
             let slot = if request { &mut s.request } else { &mut s.response };
+            if request {
+                copy = std::mem::take(&mut slot.pseudo);
+            }
             *slot = std::mem::take(head);
         }
         let verdict = self.run(phase);
@@ -349,9 +357,10 @@ impl HttpContext {
             let slot = if request { &mut s.request } else { &mut s.response };
             *head = std::mem::take(slot);
             // Request properties stay readable in later phases: the pseudo-headers are shared
-            // strings, so this copy allocates one vector and no string.
+            // strings, so this copy allocates no string.
             if request {
-                s.request.pseudo = head.pseudo.clone();
+                copy.clone_from(&head.pseudo);
+                s.request.pseudo = copy;
             }
         }
         verdict
@@ -463,8 +472,13 @@ impl Drop for HttpContext {
         let plugin = &*self.plugin;
         let mut guard = plugin.slots[self.slot].lock();
         let Some(instance) = guard.as_mut().filter(|i| i.serial == self.serial) else { return };
-        if let Err(failure) = instance.finish(self.id, &mut self.state) {
-            plugin.recycle(&mut guard, &failure);
+        match instance.finish(self.id, &mut self.state) {
+            Ok(()) => {
+                if let Some(state) = self.state.take() {
+                    instance.give_back(state);
+                }
+            }
+            Err(failure) => plugin.recycle(&mut guard, &failure),
         }
     }
 }

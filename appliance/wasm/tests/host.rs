@@ -35,8 +35,8 @@ fn spec(name: &str, module: &str, config: &str) -> WasmPlugin {
     }
 }
 
-fn info(source: &str) -> Arc<RequestInfo> {
-    Arc::new(RequestInfo {
+fn info(source: &str) -> RequestInfo {
+    RequestInfo {
         source: source.parse::<SocketAddr>().unwrap(),
         destination: "127.0.0.1:8080".parse().unwrap(),
         server_name: None,
@@ -44,7 +44,7 @@ fn info(source: &str) -> Arc<RequestInfo> {
         listener_name: "toml/gw/http".into(),
         protocol: "HTTP/1.1",
         tls: false,
-    })
+    }
 }
 
 fn request_head(path: &str, headers: &[(&'static str, &str)]) -> Head {
@@ -109,6 +109,27 @@ async fn header_modifier_edits_request_and_response_with_templates() {
         assert_eq!(resp.headers["x-served-by"], "wasm");
         assert_eq!(resp.headers["x-port"], "4567");
         assert!(!resp.headers.contains_key("server"));
+    }
+}
+
+#[tokio::test]
+async fn a_new_request_never_sees_the_last_ones_state() {
+    // Ended contexts' states are reused: request properties read in the response phase must
+    // be this request's.
+    let f = fixture(None);
+    let config =
+        r#"{"response": {"set": {"x-path": "{request.path}", "x-client": "{source.address}"}}}"#;
+    let plugins = f.prepare(&[spec("hm", "header-modifier", config)]).await;
+    let plugin = plugins.get("hm").unwrap();
+    for i in 0..8 {
+        let source = format!("10.0.0.{i}:{}", 1000 + i);
+        let path = format!("/r{i}?q={i}");
+        let mut ctx = plugin.start_request(info(&source));
+        assert_eq!(ctx.on_request_headers(&mut request_head(&path, &[]), true), Verdict::Continue);
+        let mut resp = response_head();
+        assert_eq!(ctx.on_response_headers(&mut resp, true), Verdict::Continue);
+        assert_eq!(resp.headers["x-path"], path.as_str());
+        assert_eq!(resp.headers["x-client"], source.as_str());
     }
 }
 

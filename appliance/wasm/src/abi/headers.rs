@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{Answer, Status, answer, map_type, memory};
-use crate::state::{Head, HostState};
+use crate::state::{Head, HostState, HttpState, Interned};
 
 pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_get_header_map_pairs", get_pairs)?;
@@ -109,7 +109,12 @@ enum Target<'a> {
 }
 
 fn target(state: &mut HostState, map: u32) -> Result<Target<'_>, Status> {
-    let http = state.http.as_mut().ok_or(Status::NotFound)?;
+    target_in(&mut state.http, map)
+}
+
+/// As [`target`], borrowing only the HTTP context's state.
+fn target_in(http: &mut Option<Box<HttpState>>, map: u32) -> Result<Target<'_>, Status> {
+    let http = http.as_mut().ok_or(Status::NotFound)?;
     Ok(match map {
         map_type::REQUEST_HEADERS => Target::Head(&mut http.request),
         map_type::RESPONSE_HEADERS => Target::Head(&mut http.response),
@@ -125,12 +130,12 @@ fn target(state: &mut HostState, map: u32) -> Result<Target<'_>, Status> {
     })
 }
 
-fn name(raw: &[u8]) -> Result<HeaderName, Status> {
-    HeaderName::from_bytes(raw).map_err(|_| Status::BadArgument)
+fn name(interned: &mut Interned, raw: &[u8]) -> Result<HeaderName, Status> {
+    interned.name(raw).map_err(|_| Status::BadArgument)
 }
 
-fn value(raw: &[u8]) -> Result<HeaderValue, Status> {
-    HeaderValue::from_bytes(raw).map_err(|_| Status::BadArgument)
+fn value(interned: &mut Interned, raw: &[u8]) -> Result<HeaderValue, Status> {
+    interned.value(raw).map_err(|_| Status::BadArgument)
 }
 
 /// The pairs of a map as the guest sees them: pseudo-headers first.
@@ -184,7 +189,7 @@ fn set_pairs_in(state: &mut HostState, map: u32, bytes: &[u8]) -> Result<(), Sta
             let v = String::from_utf8(v.to_vec()).map_err(|_| Status::BadArgument)?;
             pseudo.push((n.to_owned(), v));
         } else {
-            headers.append(name(n)?, value(v)?);
+            headers.append(name(&mut state.interned, n)?, value(&mut state.interned, v)?);
         }
     }
     match target(state, map)? {
@@ -240,8 +245,9 @@ fn lookup(state: &mut HostState, map: u32, key: &[u8]) -> Result<Vec<u8>, Status
         Target::Head(h) => &h.headers,
         Target::Trailers(m) => &*m,
     };
-    let key = HeaderName::from_bytes(key).map_err(|_| Status::NotFound)?;
-    let mut values = headers.get_all(&key).iter();
+    // Looked up without building a name (no allocation for a custom one).
+    let key = std::str::from_utf8(key).map_err(|_| Status::NotFound)?;
+    let mut values = headers.get_all(key).iter();
     let first = values.next().ok_or(Status::NotFound)?;
     let mut out = first.as_bytes().to_vec();
     for v in values {
@@ -259,7 +265,8 @@ enum Edit {
 }
 
 fn edit(state: &mut HostState, map: u32, key: &[u8], val: &[u8], how: Edit) -> Result<(), Status> {
-    let t = target(state, map)?;
+    let interned = &mut state.interned;
+    let t = target_in(&mut state.http, map)?;
     if key.first() == Some(&b':') {
         let Target::Head(h) = t else { return Err(Status::BadArgument) };
         let key = std::str::from_utf8(key).map_err(|_| Status::BadArgument)?;
@@ -276,13 +283,13 @@ fn edit(state: &mut HostState, map: u32, key: &[u8], val: &[u8], how: Edit) -> R
         Target::Head(h) => &mut h.headers,
         Target::Trailers(m) => m,
     };
-    let n = name(key)?;
+    let n = name(interned, key)?;
     match how {
         Edit::Add => {
-            headers.append(n, value(val)?);
+            headers.append(n, value(interned, val)?);
         }
         Edit::Replace => {
-            headers.insert(n, value(val)?);
+            headers.insert(n, value(interned, val)?);
         }
         Edit::Remove => {
             headers.remove(n);

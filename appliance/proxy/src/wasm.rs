@@ -225,9 +225,6 @@ pub(crate) async fn request(
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut head = Head::request(parts.method.as_str(), path, authority, scheme, HeaderMap::new());
     head.headers = std::mem::take(&mut parts.headers);
-    // The pseudo-header values as built: held, so that a value a plugin sets cannot take an
-    // old one's address (see `apply_request_head`).
-    let built: Built = std::array::from_fn(|i| head.pseudo.get(i).map(|(_, v)| v.clone()));
     let eos = body.is_end_stream();
     let mut answer = None;
     for ctx in contexts.iter_mut() {
@@ -241,7 +238,7 @@ pub(crate) async fn request(
             break;
         }
     }
-    let pseudo = apply_request_head(parts, head, &built);
+    let pseudo = apply_request_head(parts, head);
     if let Some(local) = answer {
         return Err(Box::new(local_response(local)));
     }
@@ -258,34 +255,18 @@ pub(crate) async fn request(
     Ok((chain, RequestBody::Filtered(Box::new(filtered))))
 }
 
-/// The request head's pseudo-header values before the plugins ran.
-type Built = [Option<Arc<str>>; 4];
-
 /// Writes the guest's view of the request head back: headers, method, path, authority.
 /// Returns the emptied pseudo-header vector, for reuse.
-fn apply_request_head(
-    parts: &mut request::Parts,
-    mut head: Head,
-    built: &Built,
-) -> Vec<(&'static str, Arc<str>)> {
+fn apply_request_head(parts: &mut request::Parts, mut head: Head) -> Vec<(&'static str, Arc<str>)> {
     parts.headers = std::mem::take(&mut head.headers);
-    // A value a plugin set is a new string: the same strings in the same places mean the
-    // plugins changed no pseudo-header (the common case), so method and path are as they were.
-    let unchanged = head.pseudo.len() == built.len()
-        && head
-            .pseudo
-            .iter()
-            .zip(built)
-            .all(|((_, v), b)| b.as_ref().is_some_and(|b| Arc::ptr_eq(v, b)));
-    // Only what the plugins changed is parsed again.
-    if !unchanged
-        && let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
+    // Only what the plugins changed is parsed again (the common case: nothing; comparing the
+    // short method and path costs less than keeping copies to tell a set value by address).
+    if let Some(m) = head.pseudo(":method").filter(|m| *m != parts.method.as_str())
         && let Ok(m) = Method::from_bytes(m.as_bytes())
     {
         parts.method = m;
     }
-    if !unchanged
-        && let Some(path) = head.pseudo(":path")
+    if let Some(path) = head.pseudo(":path")
         && parts.uri.path_and_query().map(|pq| pq.as_str()) != Some(path)
         && let Ok(uri) = path.parse::<Uri>()
     {
@@ -553,51 +534,50 @@ mod tests {
         req.into_parts().0
     }
 
-    /// The head as `request` builds it, and its values before the plugins run.
-    fn head(parts: &mut request::Parts) -> (Head, Built) {
+    /// The head as `request` builds it.
+    fn head(parts: &mut request::Parts) -> Head {
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
         let mut head =
             Head::request(parts.method.as_str(), &path, "example.com", "http", HeaderMap::new());
         head.headers = std::mem::take(&mut parts.headers);
-        let built = std::array::from_fn(|i| head.pseudo.get(i).map(|(_, v)| v.clone()));
-        (head, built)
+        head
     }
 
     #[test]
     fn pseudo_headers_a_plugin_set_are_applied_and_host_follows_the_authority() {
         // Untouched: nothing changes.
         let mut p = parts();
-        let (h, built) = head(&mut p);
-        assert!(apply_request_head(&mut p, h, &built).is_empty());
+        let h = head(&mut p);
+        assert!(apply_request_head(&mut p, h).is_empty());
         assert_eq!((p.method.as_str(), p.uri.to_string()), ("GET", "/a?b=1".to_owned()));
         assert_eq!(p.headers[header::HOST], "example.com");
 
         // Only the Host header changed (or went): it follows `:authority`, as before.
         for host in [Some("other.example"), None] {
             let mut p = parts();
-            let (mut h, built) = head(&mut p);
+            let mut h = head(&mut p);
             match host {
                 Some(v) => h.headers.insert(header::HOST, HeaderValue::from_static(v)),
                 None => h.headers.remove(header::HOST),
             };
-            apply_request_head(&mut p, h, &built);
+            apply_request_head(&mut p, h);
             assert_eq!(p.headers[header::HOST], "example.com");
         }
 
         // A plugin set the same text again: a new string, compared and kept as it was.
         let mut p = parts();
-        let (mut h, built) = head(&mut p);
+        let mut h = head(&mut p);
         assert!(h.set_pseudo(":path", "/a?b=1"));
-        apply_request_head(&mut p, h, &built);
+        apply_request_head(&mut p, h);
         assert_eq!(p.uri.to_string(), "/a?b=1");
 
         // Method, path and authority set by a plugin.
         let mut p = parts();
-        let (mut h, built) = head(&mut p);
+        let mut h = head(&mut p);
         assert!(h.set_pseudo(":method", "POST"));
         assert!(h.set_pseudo(":path", "/b"));
         assert!(h.set_pseudo(":authority", "new.example"));
-        apply_request_head(&mut p, h, &built);
+        apply_request_head(&mut p, h);
         assert_eq!((p.method.as_str(), p.uri.to_string()), ("POST", "/b".to_owned()));
         assert_eq!(p.headers[header::HOST], "new.example");
     }

@@ -11,6 +11,7 @@ mod applier;
 mod datapath;
 mod desired;
 mod error;
+mod journal;
 pub mod maglev;
 mod metrics;
 pub mod model;

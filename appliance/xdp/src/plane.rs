@@ -63,6 +63,9 @@ pub struct PlaneStatus {
     pub applied_generation: Option<u64>,
     /// Why the last plan was not applied (the maps keep the one before).
     pub last_error: Option<String>,
+    /// A failed plan could not be undone: the maps may mix two generations until a plan is
+    /// written in full (the plane retries the last applied plan every second).
+    pub needs_full_apply: bool,
 }
 
 /// Counters and status, shared with the metrics collector.
@@ -335,6 +338,7 @@ impl Worker {
                 self.plan = plan;
                 self.status.applied_generation = Some(generation);
                 self.status.last_error = None;
+                self.status.needs_full_apply = false;
                 self.announce(&new);
                 self.refresh_stats();
                 self.publish();
@@ -344,9 +348,26 @@ impl Worker {
                 let message =
                     format!("XDP plan of generation {} not applied: {e}", plan.generation);
                 self.status.last_error = Some(message.clone());
+                self.status.needs_full_apply = self.datapath.needs_full_apply();
                 self.publish();
                 Err(message)
             }
+        }
+    }
+
+    /// After a failed plan that could not be undone: writes the last applied plan again, in
+    /// full, so the maps stop mixing generations before the next plan comes.
+    fn repair(&mut self) {
+        if !self.datapath.needs_full_apply() || self.status.applied_generation.is_none() {
+            return;
+        }
+        match self.datapath.apply(&self.plan) {
+            Ok(generation) => {
+                info!(generation, "XDP maps written in full again after a failed undo");
+                self.status.needs_full_apply = false;
+                self.publish();
+            }
+            Err(e) => warn!(%e, "writing the XDP maps in full failed; retrying"),
         }
     }
 
@@ -404,6 +425,7 @@ impl Worker {
             self.update_status();
             self.publish();
         }
+        self.repair();
         if let Err(e) = self.datapath.tick_flow_clock() {
             warn!(%e, "cannot move the XDP connection table's clock");
         }

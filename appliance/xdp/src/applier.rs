@@ -66,7 +66,7 @@ struct VipSlot {
     /// What the live half holds: (backend id, weight) in table order, and the table itself
     /// (shared: the state is copied for every plan).
     members: Vec<(u32, u32)>,
-    table: Arc<[u32]>,
+    table: Arc<Vec<u32>>,
     /// The VIP's entry in `GH_VIPS` (and its copy in the index).
     value: VipValue,
 }
@@ -297,7 +297,7 @@ fn write_plan(
                     shape: (ACTION_PASS, 0, true),
                     half: 0,
                     members: Vec::new(),
-                    table: Arc::from(Vec::new()),
+                    table: Arc::default(),
                     value: VipValue::default(),
                 },
             ),
@@ -321,7 +321,7 @@ fn write_plan(
                         let half = live.map_or(0, |h| 1 - h);
                         let table = build_table(backends, &members, limits.ring_size)?;
                         write_table(j, (index * 2 + half) * stride, &table)?;
-                        (half, Arc::from(table))
+                        (half, Arc::new(table))
                     }
                 };
                 let value = VipValue {

@@ -173,7 +173,6 @@ pub(crate) fn apply(
     };
     if full {
         state.carry_over(&next, false);
-        error!(%error, generation = plan.generation, "writing the XDP maps in full failed; they may still mix generations");
         return Err(error);
     }
     match journal.undo() {
@@ -187,7 +186,7 @@ pub(crate) fn apply(
                 %error,
                 %undo,
                 generation = plan.generation,
-                "an XDP plan failed and undoing its map writes failed too: the maps may mix two generations until the next plan, which is written in full"
+                "an XDP plan failed and undoing its map writes failed too: the maps may mix two generations until a plan is written in full (the next is)"
             );
             Err(XdpError::NotUndone { error: Box::new(error), undo: Box::new(undo) })
         }

@@ -58,7 +58,7 @@ pub enum XdpError {
     DuplicateVip(String),
     #[error(
         "{error}; undoing the plan's map writes failed too ({undo}): the maps may mix two \
-         generations until the next plan, which is written in full"
+         generations until a plan is written in full (the next is)"
     )]
     NotUndone { error: Box<XdpError>, undo: Box<XdpError> },
     #[error("drop-list prefix {addr}/{len} is longer than the address")]

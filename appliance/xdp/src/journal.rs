@@ -246,30 +246,43 @@ pub(crate) fn is_not_found(e: &MapError) -> bool {
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(2))
 }
 
-/// Test-only fault injection: the map writes (forward and undo, counted from
-/// [`faults::fail`]) whose number is in the set fail as a kernel error would.
+/// Test-only fault injection: the map writes (forward and undo, counted process-wide from
+/// [`faults::fail`]: the plane writes from a thread of its own) whose number is given fail
+/// as a kernel error would. A test that injects faults holds [`faults::exclusive`].
 #[cfg(test)]
 pub(crate) mod faults {
-    use std::cell::RefCell;
-    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    thread_local! {
-        static PLAN: RefCell<(usize, BTreeSet<usize>)> = const { RefCell::new((0, BTreeSet::new())) };
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static FAIL: [AtomicUsize; 2] = [const { AtomicUsize::new(usize::MAX) }; 2];
+    static FAIL_FROM: AtomicUsize = AtomicUsize::new(usize::MAX);
+    static USER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// One fault-injecting test at a time.
+    pub fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+        USER.blocking_lock()
     }
 
-    /// From now on, the writes numbered `writes` (0 = the next one) fail.
-    pub fn fail(writes: impl IntoIterator<Item = usize>) {
-        PLAN.with(|p| *p.borrow_mut() = (0, writes.into_iter().collect()));
+    /// From now on, the writes numbered `writes` (at most two; 0 = the next one) fail.
+    pub fn fail(writes: &[usize]) {
+        assert!(writes.len() <= FAIL.len());
+        for (i, slot) in FAIL.iter().enumerate() {
+            slot.store(writes.get(i).copied().unwrap_or(usize::MAX), Ordering::SeqCst);
+        }
+        FAIL_FROM.store(usize::MAX, Ordering::SeqCst);
+        COUNT.store(0, Ordering::SeqCst);
+    }
+
+    /// From now on, every write from the one numbered `first` on fails.
+    pub fn fail_from(first: usize) {
+        fail(&[]);
+        FAIL_FROM.store(first, Ordering::SeqCst);
     }
 
     /// Counts one write; true when it must fail.
     pub(super) fn next() -> bool {
-        PLAN.with(|p| {
-            let mut p = p.borrow_mut();
-            let n = p.0;
-            p.0 += 1;
-            p.1.contains(&n)
-        })
+        let n = COUNT.fetch_add(1, Ordering::SeqCst);
+        n >= FAIL_FROM.load(Ordering::SeqCst) || FAIL.iter().any(|f| f.load(Ordering::SeqCst) == n)
     }
 }
 

@@ -32,6 +32,10 @@ use crate::plan::{Limits, Plan};
 /// How often the thread looks at the interface and refreshes the counters.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The longest wait between two full writes of the last plan after a failed undo (the wait
+/// doubles from [`TICK`] after each failure).
+const REPAIR_MAX_WAIT: Duration = Duration::from_secs(64);
+
 /// How to start the data plane (the `[xdp]` boot settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaneConfig {
@@ -64,7 +68,7 @@ pub struct PlaneStatus {
     /// Why the last plan was not applied (the maps keep the one before).
     pub last_error: Option<String>,
     /// A failed plan could not be undone: the maps may mix two generations until a plan is
-    /// written in full (the plane retries the last applied plan every second).
+    /// written in full (the plane retries with the last applied plan, see `Worker::repair`).
     pub needs_full_apply: bool,
 }
 
@@ -229,6 +233,9 @@ struct Worker {
     /// Per interface: attached in generic mode.
     generic: Vec<bool>,
     plan: Plan,
+    /// After a failed undo: when to write the last plan in full again, and the wait after.
+    repair_at: Instant,
+    repair_wait: Duration,
 }
 
 impl Worker {
@@ -252,6 +259,8 @@ impl Worker {
             ifindex: vec![None; n],
             generic: vec![false; n],
             plan: Plan::default(),
+            repair_at: Instant::now(),
+            repair_wait: TICK,
         };
         // Dropping the datapath on an error detaches what was attached.
         for i in 0..n {
@@ -356,18 +365,28 @@ impl Worker {
     }
 
     /// After a failed plan that could not be undone: writes the last applied plan again, in
-    /// full, so the maps stop mixing generations before the next plan comes.
+    /// full, so the maps stop mixing generations before the next plan comes. Retried after
+    /// 1, 2, 4 … 64 seconds.
     fn repair(&mut self) {
         if !self.datapath.needs_full_apply() || self.status.applied_generation.is_none() {
+            self.repair_wait = TICK;
+            return;
+        }
+        if Instant::now() < self.repair_at {
             return;
         }
         match self.datapath.apply(&self.plan) {
             Ok(generation) => {
                 info!(generation, "XDP maps written in full again after a failed undo");
+                self.repair_wait = TICK;
                 self.status.needs_full_apply = false;
                 self.publish();
             }
-            Err(e) => warn!(%e, "writing the XDP maps in full failed; retrying"),
+            Err(e) => {
+                warn!(%e, retry_in = ?self.repair_wait, "writing the XDP maps in full failed");
+                self.repair_at = Instant::now() + self.repair_wait;
+                self.repair_wait = (self.repair_wait * 2).min(REPAIR_MAX_WAIT);
+            }
         }
     }
 
@@ -444,3 +463,6 @@ impl Worker {
         self.changes.send_replace(self.status.clone());
     }
 }
+
+#[cfg(test)]
+mod tests;

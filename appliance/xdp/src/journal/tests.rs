@@ -323,6 +323,7 @@ fn a_plan_failing_at_any_map_write_leaves_the_generation_before_needs_root() {
     if !root() {
         return;
     }
+    let _faults = faults::exclusive();
     let (new_view, new_decisions) = reference(&new(2));
     let mut dp = loaded(&old(1));
     let (old_view, old_decisions) = (snapshot(&dp), decisions(&dp));
@@ -331,9 +332,9 @@ fn a_plan_failing_at_any_map_write_leaves_the_generation_before_needs_root() {
     let mut generation = 1;
     let mut failed = 0;
     loop {
-        faults::fail([failed]);
+        faults::fail(&[failed]);
         let result = dp.apply(&new(generation + 1));
-        faults::fail([]);
+        faults::fail(&[]);
         if result.is_ok() {
             break;
         }
@@ -364,6 +365,7 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
     if !root() {
         return;
     }
+    let _faults = faults::exclusive();
     let (new_view, new_decisions) = reference(&new(2));
     let mut dp = loaded(&old(1));
     let (old_view, old_decisions) = (snapshot(&dp), decisions(&dp));
@@ -372,9 +374,9 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
     for failed in 0.. {
         // The plan's write `failed` fails, and then the first write undoing it (the last
         // made: the undos after it succeed).
-        faults::fail([failed, failed + 1]);
+        faults::fail(&[failed, failed + 1]);
         let result = dp.apply(&new(generation + 1));
-        faults::fail([]);
+        faults::fail(&[]);
         let Err(error) = result else {
             break;
         };
@@ -394,9 +396,9 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
             (new, &new_view, &new_decisions)
         };
         // A full write that fails leaves it to the next one.
-        faults::fail([failed]);
+        faults::fail(&[failed]);
         let again = dp.apply(&plan(generation + 1));
-        faults::fail([]);
+        faults::fail(&[]);
         if again.is_err() {
             assert!(dp.needs_full_apply());
             assert_eq!(dp.applied(), Some(generation));

@@ -4,7 +4,8 @@
 //! back the generation it applied; counters come back as [`Stats`].
 //!
 //! Flow: `Desired` → [`Plan`] (pure) → [`Datapath::apply`] (map writes, never torn: new
-//! Maglev tables go to the idle half of a VIP's ring and one atomic VIP update switches).
+//! Maglev tables go to the idle half of a VIP's ring and one atomic VIP update switches; a
+//! plan that fails half-way is undone).
 
 pub mod announce;
 mod applier;

@@ -1,5 +1,6 @@
 //! The XDP data plane as the daemon runs it: one thread owns the [`Datapath`], applies plans
-//! it is sent (and acknowledges their generation), announces newly owned addresses, refreshes
+//! it is sent (and acknowledges their generation; after a failed plan whose undo failed too it
+//! writes the last plan again in full), announces newly owned addresses, refreshes
 //! the counters for `/metrics`, and watches the interfaces (one, or several for a two-armed
 //! appliance, all sharing the maps): when one disappears the loss is logged, counted and
 //! shown in the status; when it returns the program is attached to it again.

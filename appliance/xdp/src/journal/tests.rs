@@ -371,10 +371,16 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
     let (old_view, old_decisions) = (snapshot(&dp), decisions(&dp));
     let mut generation = 1;
     let mut torn = 0;
-    for failed in 0.. {
-        // The plan's write `failed` fails, and then the first write undoing it (the last
-        // made: the undos after it succeed).
-        faults::fail(&[failed, failed + 1]);
+    // The plan's write `failed` fails, and then either the first write undoing it (the last
+    // made: the undos after it succeed) or every write from there on (the maps keep what the
+    // plan wrote before `failed`).
+    let rounds = (0..).flat_map(|failed| [(failed, false), (failed, true)]);
+    for (failed, every) in rounds {
+        if every {
+            faults::fail_from(failed);
+        } else {
+            faults::fail(&[failed, failed + 1]);
+        }
         let result = dp.apply(&new(generation + 1));
         faults::fail(&[]);
         let Err(error) = result else {
@@ -383,18 +389,23 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
         assert_eq!(dp.applied(), Some(generation));
         if !dp.needs_full_apply() {
             // Nothing the program sees was written yet: nothing to undo.
-            assert_eq!(snapshot(&dp), at(&old_view, generation), "write {failed}");
+            assert_eq!(
+                snapshot(&dp),
+                at(&old_view, generation),
+                "write {failed}, every later write failing: {every}"
+            );
             continue;
         }
         torn += 1;
         assert!(error.to_string().contains("written in full"), "{error}");
         // The next plan, written in full, is the old one or the new one in turn: either way
         // nothing of the other may stay.
-        let (plan, view, decided): (fn(u64) -> Plan, _, _) = if failed % 2 == 0 {
-            (old, &old_view, &old_decisions)
-        } else {
-            (new, &new_view, &new_decisions)
-        };
+        let (plan, view, decided): (fn(u64) -> Plan, _, _) =
+            if (failed + usize::from(every)) % 2 == 0 {
+                (old, &old_view, &old_decisions)
+            } else {
+                (new, &new_view, &new_decisions)
+            };
         // A full write that fails leaves it to the next one.
         faults::fail(&[failed]);
         let again = dp.apply(&plan(generation + 1));
@@ -406,16 +417,32 @@ fn a_plan_whose_undo_fails_is_written_in_full_next_needs_root() {
         generation += 1;
         assert_eq!(dp.apply(&plan(generation)).unwrap(), generation);
         assert!(!dp.needs_full_apply());
-        assert_eq!(snapshot(&dp), at(view, generation), "after write {failed}");
-        assert_eq!(&decisions(&dp), decided, "after write {failed}");
+        assert_eq!(
+            snapshot(&dp),
+            at(view, generation),
+            "after write {failed}, every later write failing: {every}"
+        );
+        assert_eq!(
+            &decisions(&dp),
+            decided,
+            "after write {failed}, every later write failing: {every}"
+        );
         // And plans apply as differences again.
         generation += 1;
         dp.apply(&new(generation)).unwrap();
-        assert_eq!(snapshot(&dp), at(&new_view, generation), "after write {failed}");
+        assert_eq!(
+            snapshot(&dp),
+            at(&new_view, generation),
+            "after write {failed}, every later write failing: {every}"
+        );
         generation += 1;
         dp.apply(&old(generation)).unwrap();
-        assert_eq!(snapshot(&dp), at(&old_view, generation), "after write {failed}");
+        assert_eq!(
+            snapshot(&dp),
+            at(&old_view, generation),
+            "after write {failed}, every later write failing: {every}"
+        );
     }
     eprintln!("{torn} failed plans had an undo to fail");
-    assert!(torn > 30, "only {torn} writes had an undo to fail");
+    assert!(torn > 60, "only {torn} failed plans had an undo to fail");
 }

@@ -1,5 +1,6 @@
 //! The applier's undo log. Each map write of a plan that the program sees at once is made
-//! through a [`Journal`], which first reads what the element held and records it. A plan that
+//! through a [`Journal`], which first reads what the element held and records it (the drop
+//! list, an LPM trie whose lookups match prefixes, takes the applier's word). A plan that
 //! fails half-way is undone in reverse order: the program passes back through the states it
 //! saw on the way in and ends on the generation before. Writes into a VIP's idle ring half are
 //! not recorded: no VIP entry points there before the VIP's switch, which is recorded.

@@ -297,6 +297,8 @@ impl Datapath {
     }
 
     /// Writes a plan into the maps; returns the generation now live (the acknowledgement).
+    /// A plan that fails is undone: the maps keep the generation before (see
+    /// [`Datapath::needs_full_apply`] for when undoing fails too).
     pub fn apply(&mut self, plan: &Plan) -> Result<u64, XdpError> {
         applier::apply(&mut self.maps, &mut self.state, &self.limits, plan)
     }
@@ -315,9 +317,21 @@ impl Datapath {
         applier::invalidate_next_hops(&mut self.maps, &self.state)
     }
 
-    /// The generation last applied.
+    /// The generation last applied (a plan that failed leaves it as it was).
     pub fn applied(&self) -> Option<u64> {
         self.state.applied()
+    }
+
+    /// The maps the applier writes (tests read them back).
+    #[cfg(test)]
+    pub(crate) fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Whether a failed plan could not be undone: the maps may then mix two generations, and
+    /// the next [`Datapath::apply`] writes every element of its plan, not a difference.
+    pub fn needs_full_apply(&self) -> bool {
+        self.state.needs_full_write()
     }
 
     /// The Maglev table live for a VIP, slot by slot (for the reference model and tests).

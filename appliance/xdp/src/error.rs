@@ -54,6 +54,13 @@ pub enum XdpError {
     FamilyMismatch { vip: String, backend: String },
     #[error("VIP {vip}: no {family} source address configured for forwarding")]
     NoSource { vip: String, family: &'static str },
+    #[error("VIP {0} is in the plan twice")]
+    DuplicateVip(String),
+    #[error(
+        "{error}; undoing the plan's map writes failed too ({undo}): the maps may mix two \
+         generations until a plan is written in full (the next is)"
+    )]
+    NotUndone { error: Box<XdpError>, undo: Box<XdpError> },
     #[error("drop-list prefix {addr}/{len} is longer than the address")]
     BadPrefix { addr: std::net::IpAddr, len: u8 },
 }

@@ -4,13 +4,15 @@
 //! back the generation it applied; counters come back as [`Stats`].
 //!
 //! Flow: `Desired` → [`Plan`] (pure) → [`Datapath::apply`] (map writes, never torn: new
-//! Maglev tables go to the idle half of a VIP's ring and one atomic VIP update switches).
+//! Maglev tables go to the idle half of a VIP's ring and one atomic VIP update switches; a
+//! plan that fails half-way is undone).
 
 pub mod announce;
 mod applier;
 mod datapath;
 mod desired;
 mod error;
+mod journal;
 pub mod maglev;
 mod metrics;
 pub mod model;

@@ -136,6 +136,13 @@ impl Collector for XdpCollector {
         )?;
         let applied = status.applied_generation.map_or(0, |g| i64::try_from(g).unwrap_or(i64::MAX));
         ConstGauge::new(applied).encode(generation)?;
+        let mixed = encoder.encode_descriptor(
+            "xdp_needs_full_apply",
+            "1 while the XDP maps may mix two generations (a failed plan could not be undone)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(status.needs_full_apply)).encode(mixed)?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The XDP data plane as the daemon runs it: one thread owns the [`Datapath`], applies plans
-//! it is sent (and acknowledges their generation), announces newly owned addresses, refreshes
+//! it is sent (and acknowledges their generation; after a failed plan whose undo failed too it
+//! writes the last plan again in full), announces newly owned addresses, refreshes
 //! the counters for `/metrics`, and watches the interfaces (one, or several for a two-armed
 //! appliance, all sharing the maps): when one disappears the loss is logged, counted and
 //! shown in the status; when it returns the program is attached to it again.
@@ -32,6 +33,10 @@ use crate::plan::{Limits, Plan};
 /// How often the thread looks at the interface and refreshes the counters.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The longest wait between two full writes of the last plan after a failed undo (the wait
+/// doubles from [`TICK`] after each failure).
+const REPAIR_MAX_WAIT: Duration = Duration::from_secs(64);
+
 /// How to start the data plane (the `[xdp]` boot settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaneConfig {
@@ -63,6 +68,9 @@ pub struct PlaneStatus {
     pub applied_generation: Option<u64>,
     /// Why the last plan was not applied (the maps keep the one before).
     pub last_error: Option<String>,
+    /// A failed plan could not be undone: the maps may mix two generations until a plan is
+    /// written in full (the plane retries with the last applied plan, see `Worker::repair`).
+    pub needs_full_apply: bool,
 }
 
 /// Counters and status, shared with the metrics collector.
@@ -226,6 +234,9 @@ struct Worker {
     /// Per interface: attached in generic mode.
     generic: Vec<bool>,
     plan: Plan,
+    /// After a failed undo: when to write the last plan in full again, and the wait after.
+    repair_at: Instant,
+    repair_wait: Duration,
 }
 
 impl Worker {
@@ -249,6 +260,8 @@ impl Worker {
             ifindex: vec![None; n],
             generic: vec![false; n],
             plan: Plan::default(),
+            repair_at: Instant::now(),
+            repair_wait: TICK,
         };
         // Dropping the datapath on an error detaches what was attached.
         for i in 0..n {
@@ -335,6 +348,7 @@ impl Worker {
                 self.plan = plan;
                 self.status.applied_generation = Some(generation);
                 self.status.last_error = None;
+                self.status.needs_full_apply = false;
                 self.announce(&new);
                 self.refresh_stats();
                 self.publish();
@@ -344,8 +358,35 @@ impl Worker {
                 let message =
                     format!("XDP plan of generation {} not applied: {e}", plan.generation);
                 self.status.last_error = Some(message.clone());
+                self.status.needs_full_apply = self.datapath.needs_full_apply();
                 self.publish();
                 Err(message)
+            }
+        }
+    }
+
+    /// After a failed plan that could not be undone: writes the last applied plan again, in
+    /// full, so the maps stop mixing generations before the next plan comes. Retried after
+    /// 1, 2, 4 … 64 seconds.
+    fn repair(&mut self) {
+        if !self.datapath.needs_full_apply() || self.status.applied_generation.is_none() {
+            self.repair_wait = TICK;
+            return;
+        }
+        if Instant::now() < self.repair_at {
+            return;
+        }
+        match self.datapath.apply(&self.plan) {
+            Ok(generation) => {
+                info!(generation, "XDP maps written in full again after a failed undo");
+                self.repair_wait = TICK;
+                self.status.needs_full_apply = false;
+                self.publish();
+            }
+            Err(e) => {
+                warn!(%e, retry_in = ?self.repair_wait, "writing the XDP maps in full failed");
+                self.repair_at = Instant::now() + self.repair_wait;
+                self.repair_wait = (self.repair_wait * 2).min(REPAIR_MAX_WAIT);
             }
         }
     }
@@ -404,6 +445,7 @@ impl Worker {
             self.update_status();
             self.publish();
         }
+        self.repair();
         if let Err(e) = self.datapath.tick_flow_clock() {
             warn!(%e, "cannot move the XDP connection table's clock");
         }
@@ -422,3 +464,6 @@ impl Worker {
         self.changes.send_replace(self.status.clone());
     }
 }
+
+#[cfg(test)]
+mod tests;

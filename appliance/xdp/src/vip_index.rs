@@ -6,7 +6,7 @@
 use gatehouse_ebpf_common::{VIP_PROBES, VipEntry, VipKey, VipValue, vip_slot, vip_tag};
 
 /// The user side's picture of the VIP index: which key each slot holds.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct VipIndex {
     slots: Vec<Option<VipKey>>,
 }
@@ -40,11 +40,21 @@ impl VipIndex {
         Some(slot as u32)
     }
 
+    /// The slot that holds `key`, if any.
+    pub fn slot(&self, key: &VipKey) -> Option<u32> {
+        self.probes(key).find(|&i| self.slots.get(i) == Some(&Some(*key))).map(|i| i as u32)
+    }
+
+    /// Every slot and the key it holds.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, Option<VipKey>)> + '_ {
+        self.slots.iter().enumerate().map(|(i, key)| (i as u32, *key))
+    }
+
     /// Frees the slot of `key`; returns it (`None`: the key was not indexed).
     pub fn remove(&mut self, key: &VipKey) -> Option<u32> {
-        let slot = self.probes(key).find(|&i| self.slots.get(i) == Some(&Some(*key)))?;
-        self.slots[slot] = None;
-        Some(slot as u32)
+        let slot = self.slot(key)?;
+        self.slots[slot as usize] = None;
+        Some(slot)
     }
 }
 

@@ -99,8 +99,9 @@ async fn the_sdk_http_auth_random_example_calls_its_upstream_while_the_request_w
 /// A server on loopback answering every request with 200 and the body last sent on the
 /// returned channel, one request per connection.
 async fn list_server(body: &str) -> (std::net::SocketAddr, watch::Sender<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the list server");
+    let addr = listener.local_addr().expect("the list server's address");
     let (tx, rx) = watch::channel(body.to_owned());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {

@@ -520,6 +520,12 @@ async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
         r#"{"remote": {"upstream": "lists", "path": "/allow.txt", "refresh_seconds": 1}}"#,
     );
     s.upstreams = vec![upstream("lists", server.addr)];
+    // Its first fetch is dispatched from proxy_on_configure: an upstream the plugin was not
+    // given fails the configuration.
+    let mut unnamed = s.clone();
+    unnamed.upstreams.clear();
+    let errors = f.host.prepare(&[unnamed]).await.unwrap_err();
+    assert!(errors[0].1.to_string().contains("rejected its configuration"), "{}", errors[0].1);
     let plugins = f.prepare(&[s]).await;
     let plugin = plugins.get("allow").unwrap();
     let allowed = |source: &str| {

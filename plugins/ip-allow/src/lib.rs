@@ -50,6 +50,9 @@ struct Remote {
     refresh_seconds: u64,
 }
 
+/// The longest refresh period (a day).
+const MAX_REFRESH_SECONDS: u64 = 86_400;
+
 /// How long one fetch of the remote list may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -217,9 +220,13 @@ impl RootContext for Root {
         };
         let parse =
             |list: &[String]| list.iter().map(|c| Cidr::parse(c)).collect::<Result<Vec<_>, _>>();
-        let bad_remote = |r: &Remote| r.refresh_seconds == 0 || !r.path.starts_with('/');
+        let bad_remote = |r: &Remote| {
+            !(1..=MAX_REFRESH_SECONDS).contains(&r.refresh_seconds) || !r.path.starts_with('/')
+        };
         if config.remote.as_ref().is_some_and(bad_remote) {
-            log::error!("ip-allow: remote needs refresh_seconds >= 1 and a path starting with /");
+            log::error!(
+                "ip-allow: remote needs refresh_seconds in 1..={MAX_REFRESH_SECONDS} and a path starting with /"
+            );
             return false;
         }
         match (parse(&config.allow), parse(&config.deny)) {

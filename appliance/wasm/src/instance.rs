@@ -277,6 +277,7 @@ impl Instance {
     }
 
     /// The state of a new request: a spare one refilled, or a new one.
+    #[inline]
     pub(crate) fn request_state(&mut self, info: RequestInfo) -> Box<HttpState> {
         match self.spare.pop() {
             Some(mut state) => {
@@ -295,6 +296,7 @@ impl Instance {
     }
 
     /// Creates an HTTP context; returns its id.
+    #[inline]
     pub(crate) fn create_http_context(&mut self) -> Result<u32, Failure> {
         let id = self.next_context;
         // Ids are never reused within an instance; wrapping past u32 skips the root's id.
@@ -304,6 +306,7 @@ impl Instance {
     }
 
     /// Runs one stream callback with `state` in the Store; returns the action.
+    #[inline]
     pub(crate) fn stream(
         &mut self,
         ctx: u32,
@@ -340,6 +343,7 @@ impl Instance {
     }
 
     /// Ends an HTTP context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    #[inline]
     pub(crate) fn finish(
         &mut self,
         ctx: u32,

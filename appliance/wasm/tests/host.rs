@@ -526,7 +526,7 @@ async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
     unnamed.upstreams.clear();
     let errors = f.host.prepare(&[unnamed]).await.unwrap_err();
     assert!(errors[0].1.to_string().contains("rejected its configuration"), "{}", errors[0].1);
-    let plugins = f.prepare(&[s]).await;
+    let plugins = f.prepare(std::slice::from_ref(&s)).await;
     let plugin = plugins.get("allow").unwrap();
     let allowed = |source: &str| {
         let mut ctx = plugin.start_request(info(source));
@@ -557,4 +557,21 @@ async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
     let metrics = f.metrics();
     assert!(metrics.contains(r#"wasm_http_calls_total{plugin="allow",outcome="ok"}"#), "{metrics}");
     assert!(!metrics.contains("wasm_failures_total"), "{metrics}");
+
+    // The last good list is in the plugin's shared data: the plugin rebuilt by a reload (a
+    // changed status) uses it from its first request, though its own fetches now fail.
+    server.serve(404, "");
+    let mut changed = s.clone();
+    changed.config = changed.config.replacen('{', r#"{"status": 451, "#, 1);
+    let reloaded = f.prepare(&[changed]).await;
+    let plugin = reloaded.get("allow").unwrap();
+    for _ in 0..4 {
+        let mut ctx = plugin.start_request(info("192.168.1.1:1"));
+        assert_eq!(ctx.on_request_headers(&mut request_head("/", &[]), true), Verdict::Continue);
+        let mut ctx = plugin.start_request(info("10.1.1.1:1"));
+        match ctx.on_request_headers(&mut request_head("/", &[]), true) {
+            Verdict::Respond(r) => assert_eq!(r.status, 451),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -10,14 +10,16 @@
 //! context: one network per line, `#` starts a comment. With `remote`, a client must be in
 //! `allow` or in the last list fetched (until the first fetch, only `allow` counts). A fetch
 //! that fails, answers other than 2xx, or holds a line that is not a network keeps the list
-//! in use and logs why (with the line's number).
+//! in use and logs why (with the line's number). The last good list is kept in the plugin's
+//! shared data too, so an instance that starts later (or after a reload) uses it at once,
+//! before its own first fetch is answered.
 
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, Bytes, ContextType, LogLevel, MetricType};
 use serde::Deserialize;
 
 proxy_wasm::main! {{
@@ -147,6 +149,13 @@ struct Root {
     fetching: Option<u32>,
 }
 
+impl Remote {
+    /// The shared-data key of the last good list from this source.
+    fn key(&self) -> String {
+        format!("ip-allow.remote {} {}", self.upstream, self.path)
+    }
+}
+
 impl Root {
     /// Starts a fetch of the remote list unless one is under way.
     fn fetch(&mut self) -> Result<(), String> {
@@ -168,8 +177,8 @@ impl Root {
         Ok(())
     }
 
-    /// The fetched list, or why it cannot be used.
-    fn fetched(&self, num_headers: usize, body_size: usize) -> Result<Vec<Cidr>, String> {
+    /// The fetched list and its text, or why it cannot be used.
+    fn fetched(&self, num_headers: usize, body_size: usize) -> Result<(Vec<Cidr>, Bytes), String> {
         if num_headers == 0 {
             return Err("the fetch failed (see the host's log)".into());
         }
@@ -179,7 +188,14 @@ impl Root {
         }
         let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
         let text = std::str::from_utf8(&body).map_err(|_| "the list is not UTF-8".to_string())?;
-        parse_list(text)
+        Ok((parse_list(text)?, body))
+    }
+
+    /// Puts `list` in use for the HTTP contexts created from now on.
+    fn use_list(&mut self, list: Vec<Cidr>) {
+        let mut rules = (*self.rules).clone();
+        rules.remote = Some(list);
+        self.rules = Rc::new(rules);
     }
 }
 
@@ -195,13 +211,16 @@ impl Context for Root {
             return;
         }
         self.fetching = None;
-        let source = self.remote.as_ref().map(|r| r.path.clone()).unwrap_or_default();
+        let Some(remote) = self.remote.clone() else { return };
+        let source = &remote.path;
         match self.fetched(num_headers, body_size) {
-            Ok(list) => {
+            Ok((list, text)) => {
                 log::info!("ip-allow: {source}: {} networks", list.len());
-                let mut rules = (*self.rules).clone();
-                rules.remote = Some(list);
-                self.rules = Rc::new(rules);
+                self.use_list(list);
+                // Every instance writes what it fetched; the last write wins.
+                if let Err(status) = self.set_shared_data(&remote.key(), Some(&text), None) {
+                    log::warn!("ip-allow: {source}: not kept in shared data: {status:?}");
+                }
             }
             Err(e) => log::warn!("ip-allow: {source}: {e}; keeping the list in use"),
         }
@@ -238,8 +257,15 @@ impl RootContext for Root {
                 self.rules =
                     Rc::new(Rules { allow, deny, remote, status: config.status, denied_metric });
                 self.remote = config.remote;
-                if let Some(remote) = &self.remote {
+                if let Some(remote) = self.remote.clone() {
                     self.set_tick_period(Duration::from_secs(remote.refresh_seconds));
+                    // The last good list another instance (or the plugin before a reload)
+                    // fetched from the same source, until this instance's own fetch.
+                    let (kept, _) = self.get_shared_data(&remote.key());
+                    let kept = kept.and_then(|b| parse_list(std::str::from_utf8(&b).ok()?).ok());
+                    if let Some(list) = kept {
+                        self.use_list(list);
+                    }
                 }
                 // The first fetch now: an upstream the plugin was not given fails here.
                 if let Err(e) = self.fetch() {

@@ -1,5 +1,5 @@
-//! The engine, the linker with our host functions, the module cache and the ticker thread;
-//! [`Host::prepare`] turns plugin specs into ready [`Plugins`].
+//! The engine, the linker with our host functions, the module cache, the epoch thread and the
+//! ticker thread; [`Host::prepare`] turns plugin specs into ready [`Plugins`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,8 +23,11 @@ use crate::metrics::HostMetrics;
 use crate::plugin::{Plugin, PluginShared, Settings};
 use crate::state::HostState;
 
-/// One epoch tick: the granularity of callback deadlines and of `proxy_on_tick`.
+/// One epoch tick: the granularity of callback deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How often the ticker runs due `proxy_on_tick`s and delivers root contexts' answers.
+const TICKER_ROUND: Duration = Duration::from_millis(10);
 
 /// Largest memory any instance may have, whatever its plugin asks (pool slot size).
 const MAX_INSTANCE_MEMORY: usize = 1 << 30;
@@ -97,7 +100,7 @@ struct Inner {
     per_name: Mutex<HashMap<String, PerName>>,
     /// The plugins of the last prepare, reused when their spec and module are unchanged.
     current: Mutex<HashMap<String, (WasmPlugin, Arc<Plugin>)>>,
-    /// Every plugin alive, for the ticker.
+    /// Every plugin prepared and not dropped, for the ticker.
     live: Arc<Mutex<Vec<Weak<Plugin>>>>,
     /// The client of every plugin's HTTP calls.
     calls: CallClient,
@@ -105,7 +108,7 @@ struct Inner {
 
 impl Host {
     /// Builds the engine (pooling allocator, epoch interruption), links the ABI and starts the
-    /// ticker thread. Metrics register under `gatehouse_wasm_`.
+    /// epoch and ticker threads. Metrics register under `gatehouse_wasm_`.
     pub fn new(options: HostOptions, registry: &mut Registry) -> Result<Self, WasmError> {
         Self::with_metrics(options, HostMetrics::register(registry))
     }
@@ -139,6 +142,7 @@ impl Host {
             live,
             calls: CallClient::default(),
         });
+        spawn_epoch(Arc::downgrade(&inner));
         spawn_ticker(Arc::downgrade(&inner));
         Ok(Self { inner })
     }
@@ -146,8 +150,15 @@ impl Host {
     /// Prepares every plugin: reads or fetches its module, compiles it (or takes it from the
     /// cache) and starts a first instance with its configuration. Unchanged plugins are
     /// reused as they are. Every failure is returned with its plugin's name; on any failure
-    /// nothing changes.
+    /// nothing changes. The root contexts' HTTP calls run on the runtime this is called on.
     pub async fn prepare(&self, specs: &[WasmPlugin]) -> Result<Plugins, Vec<(String, WasmError)>> {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle,
+            Err(e) => {
+                let error = || WasmError::Engine(format!("prepare needs a tokio runtime: {e}"));
+                return Err(specs.iter().map(|s| (s.name.clone(), error())).collect());
+            }
+        };
         let mut errors = Vec::new();
         let mut by_name = HashMap::new();
         let mut prepared = Vec::new();
@@ -169,7 +180,8 @@ impl Host {
                     let host = self.clone();
                     let spec = spec.clone();
                     let digest = digest.clone();
-                    tokio::task::spawn_blocking(move || host.build(&spec, &wasm, digest))
+                    let runtime = runtime.clone();
+                    tokio::task::spawn_blocking(move || host.build(&spec, &wasm, digest, runtime))
                         .await
                         .unwrap_or_else(|e| Err(WasmError::Engine(format!("compile task: {e}"))))
                 }
@@ -197,6 +209,7 @@ impl Host {
         spec: &WasmPlugin,
         wasm: &[u8],
         digest: String,
+        runtime: tokio::runtime::Handle,
     ) -> Result<Arc<Plugin>, WasmError> {
         let inner = &self.inner;
         let (module, outcome) = inner.cache.module(wasm, &digest)?;
@@ -249,6 +262,7 @@ impl Host {
             policy: spec.failure_policy,
             deadline_ticks: ticks,
             digest,
+            runtime,
         })?;
         let mut live = inner.live.lock();
         live.retain(|w| w.strong_count() > 0);
@@ -321,28 +335,40 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), WasmError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] and runs due `proxy_on_tick`s; ends when
-/// the host is dropped.
-fn spawn_ticker(host: Weak<Inner>) {
-    let spawned = std::thread::Builder::new().name("wasm-ticker".into()).spawn(move || {
-        let mut round: u32 = 0;
+/// Advances the engine's epoch every [`EPOCH_TICK`]; ends when the host is dropped. Its own
+/// thread, running no guest code: a callback that never returns (even on the ticker) is still
+/// stopped at its deadline.
+fn spawn_epoch(host: Weak<Inner>) {
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
         loop {
             std::thread::sleep(EPOCH_TICK);
             let Some(inner) = host.upgrade() else { return };
             inner.engine.increment_epoch();
-            round = round.wrapping_add(1);
-            // Ticks are checked every other round (10 ms); the guest asks for periods in ms.
-            if round.is_multiple_of(2) {
-                let live: Vec<Arc<Plugin>> =
-                    inner.live.lock().iter().filter_map(Weak::upgrade).collect();
-                drop(inner);
-                for plugin in live {
-                    plugin.tick_due();
-                }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the wasm epoch thread: plugin deadlines will not fire");
+    }
+}
+
+/// Every [`TICKER_ROUND`], runs the root contexts' side of every live plugin (due
+/// `proxy_on_tick`s, answers to their HTTP calls; see [`Plugin::tick_due`]); ends when the
+/// host is dropped. It runs guest callbacks (under their deadlines) but never waits on I/O:
+/// the calls themselves run on the async runtime.
+fn spawn_ticker(host: Weak<Inner>) {
+    let spawned = std::thread::Builder::new().name("wasm-ticker".into()).spawn(move || {
+        loop {
+            std::thread::sleep(TICKER_ROUND);
+            let Some(inner) = host.upgrade() else { return };
+            let live: Vec<Arc<Plugin>> =
+                inner.live.lock().iter().filter_map(Weak::upgrade).collect();
+            drop(inner);
+            for plugin in live {
+                plugin.tick_due();
             }
         }
     });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the wasm ticker: plugin deadlines will not fire");
+        tracing::error!(error = %e, "could not start the wasm ticker: proxy_on_tick will not run");
     }
 }

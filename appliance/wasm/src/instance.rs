@@ -8,6 +8,7 @@ use wasmtime::{
     Engine, Instance as WasmInstance, InstancePre, Store, Trap, TypedFunc, WasmParams, WasmResults,
 };
 
+use crate::calls::{CallResponse, PendingCall};
 use crate::error::WasmError;
 use crate::plugin::PluginShared;
 use crate::state::{HostState, HttpState, RequestInfo};
@@ -225,6 +226,9 @@ impl Instance {
         let bool_fn = |store: &mut Store<HostState>, name: &str| {
             instance.get_typed_func::<(u32, u32), u32>(store, name).ok()
         };
+        // Both may dispatch HTTP calls: they stay queued in the root's state until the
+        // plugin's ticker starts them (see `crate::plugin`), so a start never waits on one.
+        store.data_mut().root.allowed = true;
         if let Some(f) = bool_fn(&mut store, "proxy_on_vm_start") {
             let size = plugin.vm_config.len() as u32;
             if f.call(&mut store, (ROOT_CONTEXT, size)).map_err(start)? == 0 {
@@ -240,6 +244,7 @@ impl Instance {
                 ));
             }
         }
+        store.data_mut().root.allowed = false;
         Ok(Self {
             store,
             cb,
@@ -272,6 +277,7 @@ impl Instance {
     }
 
     /// The state of a new request: a spare one refilled, or a new one.
+    #[inline]
     pub(crate) fn request_state(&mut self, info: RequestInfo) -> Box<HttpState> {
         match self.spare.pop() {
             Some(mut state) => {
@@ -290,6 +296,7 @@ impl Instance {
     }
 
     /// Creates an HTTP context; returns its id.
+    #[inline]
     pub(crate) fn create_http_context(&mut self) -> Result<u32, Failure> {
         let id = self.next_context;
         // Ids are never reused within an instance; wrapping past u32 skips the root's id.
@@ -299,6 +306,7 @@ impl Instance {
     }
 
     /// Runs one stream callback with `state` in the Store; returns the action.
+    #[inline]
     pub(crate) fn stream(
         &mut self,
         ctx: u32,
@@ -335,6 +343,7 @@ impl Instance {
     }
 
     /// Ends an HTTP context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    #[inline]
     pub(crate) fn finish(
         &mut self,
         ctx: u32,
@@ -362,12 +371,46 @@ impl Instance {
         self.store.data().tick_period_ms
     }
 
-    /// Calls `proxy_on_tick` on the root context.
+    /// Calls `proxy_on_tick` on the root context (which may dispatch HTTP calls).
     pub(crate) fn tick(&mut self) -> Result<(), Failure> {
         self.last_tick = Instant::now();
-        self.guarded(|cb, store| match &cb.on_tick {
+        self.store.data_mut().root.allowed = true;
+        let r = self.guarded(|cb, store| match &cb.on_tick {
             Some(f) => f.call(store, ROOT_CONTEXT),
             None => Ok(()),
-        })
+        });
+        self.store.data_mut().root.allowed = false;
+        r
+    }
+
+    /// Takes the HTTP calls the root context queued, counting them as running.
+    pub(crate) fn take_root_calls(&mut self) -> Vec<PendingCall> {
+        let root = &mut self.store.data_mut().root;
+        let calls = std::mem::take(&mut root.queued);
+        root.in_flight += calls.len();
+        calls
+    }
+
+    /// Hands the answer to one of the root context's calls to its
+    /// `proxy_on_http_call_response` (which may dispatch more calls).
+    pub(crate) fn root_call_response(
+        &mut self,
+        token: u32,
+        response: CallResponse,
+    ) -> Result<(), Failure> {
+        let headers = (response.head.pseudo.len() + response.head.headers.len()) as u32;
+        let (body, trailers) = (response.body.len() as u32, response.trailers.len() as u32);
+        let root = &mut self.store.data_mut().root;
+        root.in_flight = root.in_flight.saturating_sub(1);
+        root.response = Some(response);
+        root.allowed = true;
+        let r = self.guarded(|cb, store| match &cb.on_http_call_response {
+            Some(f) => f.call(store, (ROOT_CONTEXT, token, headers, body, trailers)),
+            None => Ok(()),
+        });
+        let root = &mut self.store.data_mut().root;
+        root.response = None;
+        root.allowed = false;
+        r
     }
 }

@@ -4,7 +4,10 @@
 //! verify, compile once with an on-disk cache, start an instance and configure it) → the
 //! prepared [`Plugins`] go into the proxy's route table in the same swap as the routes that use
 //! them → per request the proxy opens an [`HttpContext`] and calls it at each phase. A module
-//! that fails to prepare fails the reload; the previous generation keeps serving.
+//! that fails to prepare fails the reload; the previous generation keeps serving. Off the
+//! request path, the host's ticker thread drives every instance's root context: its
+//! `proxy_on_tick`s and the answers to the HTTP calls it dispatched, which run on the async
+//! runtime [`Host::prepare`] was called on.
 //!
 //! Isolation: one Store per instance, a memory cap per instance, an epoch deadline per
 //! callback. A trap, a timeout or a memory blow-up ends that request per the plugin's

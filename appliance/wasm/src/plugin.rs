@@ -1,5 +1,7 @@
-//! A prepared plugin: its compiled module, a few warm instances, and the per-request HTTP
-//! context the proxy drives. Failures are handled here, per the plugin's failure policy.
+//! A prepared plugin: its compiled module, a few warm instances, the per-request HTTP
+//! context the proxy drives, and its root contexts' side (ticks, their HTTP calls and
+//! answers) that the host's ticker drives. Failures are handled here, per the plugin's
+//! failure policy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +40,34 @@ pub(crate) struct PluginShared {
     pub calls: CallClient,
 }
 
+impl PluginShared {
+    /// What the guest gets for a call's outcome (a failure is an empty answer), counted in
+    /// the metrics and, when it failed, logged with the reason.
+    fn call_answer(&self, upstream: &str, result: Result<CallResponse, String>) -> CallResponse {
+        match result {
+            Ok(response) => {
+                self.host_metrics.http_call(&self.name, "ok");
+                response
+            }
+            Err(error) => {
+                tracing::warn!(target: "wasm", plugin = %self.name, %upstream, %error, "http call failed");
+                self.host_metrics.http_call(&self.name, "failed");
+                CallResponse::default()
+            }
+        }
+    }
+}
+
+/// The answer to a root context's call, waiting for the ticker to hand it to the instance
+/// that made the call.
+struct RootAnswer {
+    slot: usize,
+    /// The instance that made the call; a replaced instance's answers are dropped.
+    serial: u64,
+    token: u32,
+    response: CallResponse,
+}
+
 /// A plugin ready to serve: compiled, started once (so its configuration was accepted).
 pub struct Plugin {
     shared: Arc<PluginShared>,
@@ -50,6 +80,10 @@ pub struct Plugin {
     deadline_ticks: u64,
     /// sha256 of the module.
     digest: String,
+    /// Where the root contexts' HTTP calls run.
+    runtime: tokio::runtime::Handle,
+    /// Answers to root contexts' calls, for the ticker to deliver.
+    answers: Mutex<Vec<RootAnswer>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -86,6 +120,7 @@ pub(crate) struct Settings {
     pub policy: FailurePolicy,
     pub deadline_ticks: u64,
     pub digest: String,
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Plugin {
@@ -106,6 +141,8 @@ impl Plugin {
             policy: s.policy,
             deadline_ticks: s.deadline_ticks,
             digest: s.digest,
+            runtime: s.runtime,
+            answers: Mutex::default(),
         }))
     }
 
@@ -216,22 +253,61 @@ impl Plugin {
         }
     }
 
-    /// Calls `proxy_on_tick` on instances whose tick period has passed (driven by the host's
-    /// ticker thread; busy instances are skipped until the next round).
-    pub(crate) fn tick_due(&self) {
-        for slot in self.slots.iter() {
+    /// The root contexts' side, driven by the host's ticker thread every round: per live
+    /// instance, hands it the answers to its calls (`proxy_on_http_call_response`), calls
+    /// `proxy_on_tick` when its period has passed, and starts the calls its root context
+    /// queued (in those callbacks, or in `proxy_on_vm_start`/`proxy_on_configure` when it
+    /// started). Busy instances are skipped until the next round (their answers wait); a
+    /// failure recycles the instance as in a request.
+    pub(crate) fn tick_due(self: &Arc<Self>) {
+        let mut answers = std::mem::take(&mut *self.answers.lock());
+        for (index, slot) in self.slots.iter().enumerate() {
             let Some(mut guard) = slot.try_lock() else { continue };
-            let Some(instance) = guard.as_mut() else { continue };
-            let period = instance.tick_period_ms();
-            if period == 0
-                || instance.last_tick.elapsed() < Duration::from_millis(u64::from(period))
-            {
-                continue;
-            }
-            if let Err(failure) = instance.tick() {
+            let mine;
+            (mine, answers) = answers.into_iter().partition(|a| a.slot == index);
+            if let Err(failure) = self.tend_root(index, &mut guard, mine) {
                 self.recycle(&mut guard, &failure);
             }
         }
+        if !answers.is_empty() {
+            self.answers.lock().extend(answers);
+        }
+    }
+
+    fn tend_root(
+        self: &Arc<Self>,
+        index: usize,
+        slot: &mut Option<Instance>,
+        answers: Vec<RootAnswer>,
+    ) -> Result<(), Failure> {
+        let Some(instance) = slot.as_mut() else { return Ok(()) };
+        for answer in answers {
+            if answer.serial != instance.serial {
+                tracing::debug!(target: "wasm", plugin = %self.shared.name, token = answer.token, "answer dropped: the instance that called was replaced");
+                continue;
+            }
+            instance.root_call_response(answer.token, answer.response)?;
+        }
+        let period = instance.tick_period_ms();
+        if period != 0 && instance.last_tick.elapsed() >= Duration::from_millis(u64::from(period)) {
+            instance.tick()?;
+        }
+        for call in instance.take_root_calls() {
+            let plugin = Arc::downgrade(self);
+            let shared = self.shared.clone();
+            let serial = instance.serial;
+            // Not awaited: the ticker never waits on I/O. A plugin gone by the time the answer
+            // comes (replaced by a reload) drops it.
+            drop(self.runtime.spawn(async move {
+                let (token, upstream) = (call.token, call.upstream.clone());
+                let result = shared.calls.run(call, shared.body_limit).await;
+                let response = shared.call_answer(&upstream, result);
+                if let Some(plugin) = plugin.upgrade() {
+                    plugin.answers.lock().push(RootAnswer { slot: index, serial, token, response });
+                }
+            }));
+        }
+        Ok(())
     }
 }
 
@@ -310,17 +386,7 @@ impl HttpContext {
                 // Nothing dispatched: `run` never asks to wait then.
                 return Verdict::Continue;
             };
-            let response = match result {
-                Ok(response) => {
-                    shared.host_metrics.http_call(&shared.name, "ok");
-                    response
-                }
-                Err(error) => {
-                    tracing::warn!(target: "wasm", plugin = %shared.name, %upstream, %error, "http call failed");
-                    shared.host_metrics.http_call(&shared.name, "failed");
-                    CallResponse::default()
-                }
-            };
+            let response = shared.call_answer(&upstream, result);
             let phase = Phase::HttpCallResponse {
                 token,
                 headers: (response.head.pseudo.len() + response.head.headers.len()) as u32,

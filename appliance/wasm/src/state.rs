@@ -259,8 +259,25 @@ pub(crate) struct HostState {
     pub root_properties: HashMap<String, Vec<u8>>,
     /// The token of the next `proxy_http_call` (unique within the instance).
     pub next_call_token: u32,
+    /// HTTP calls of the root context.
+    pub root: RootCalls,
     /// Header names and values the guest set lately.
     pub interned: Interned,
+}
+
+/// The root context's HTTP calls (from `proxy_on_tick`, `proxy_on_vm_start`,
+/// `proxy_on_configure`, and its own `proxy_on_http_call_response`): queued by the guest, run
+/// by the host on the async runtime, answered to this instance (see `crate::plugin`).
+#[derive(Debug, Default)]
+pub(crate) struct RootCalls {
+    /// `proxy_http_call` may queue calls now (a root callback that may call is running).
+    pub allowed: bool,
+    /// Calls queued, not yet started.
+    pub queued: Vec<PendingCall>,
+    /// Calls started and not yet answered.
+    pub in_flight: usize,
+    /// The answer the root's `proxy_on_http_call_response` is reading.
+    pub response: Option<CallResponse>,
 }
 
 /// Header names and values a guest set lately, shared instead of allocated again (and again
@@ -325,6 +342,7 @@ impl HostState {
             tick_period_ms: 0,
             root_properties: HashMap::new(),
             next_call_token: 1,
+            root: RootCalls::default(),
             interned: Interned::default(),
         }
     }

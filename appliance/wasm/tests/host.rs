@@ -84,6 +84,14 @@ impl Fixture {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
         out
     }
+
+    /// The value of the sample whose name and labels end with `series` (0 when there is none).
+    fn count(&self, series: &str) -> u64 {
+        let metrics = self.metrics();
+        let sample = metrics.lines().filter_map(|l| l.rsplit_once(' '));
+        let value = sample.into_iter().find(|(name, _)| name.ends_with(series));
+        value.and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    }
 }
 
 #[tokio::test]
@@ -299,4 +307,271 @@ async fn compiled_modules_are_cached_on_disk_and_unchanged_plugins_reused() {
         "{}",
         third.metrics()
     );
+}
+
+// The root context's HTTP calls (from `proxy_on_tick` and `proxy_on_configure`), against a
+// real server on loopback.
+
+/// An HTTP/1.1 server on loopback answering every request with the current status and body
+/// (and `x-list: served`), one request per connection; keeps every request head it read.
+struct ListServer {
+    addr: SocketAddr,
+    answer: Arc<parking_lot::Mutex<(u16, String)>>,
+    heads: Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl ListServer {
+    async fn start(status: u16, body: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(parking_lot::Mutex::new((status, body.to_owned())));
+        let heads: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+        let (a, h) = (answer.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (answer, heads) = (a.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    heads.lock().push(String::from_utf8_lossy(&head).into_owned());
+                    let (status, body) = answer.lock().clone();
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nx-list: served\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, answer, heads }
+    }
+
+    fn serve(&self, status: u16, body: &str) {
+        *self.answer.lock() = (status, body.to_owned());
+    }
+
+    fn requests(&self) -> usize {
+        self.heads.lock().len()
+    }
+}
+
+/// A loopback address nothing listens on.
+fn closed_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn upstream(name: &str, addr: SocketAddr) -> gatehouse_model::WasmUpstream {
+    gatehouse_model::WasmUpstream {
+        name: name.into(),
+        backend: gatehouse_model::Backend::Endpoints(gatehouse_model::BackendEndpoints {
+            name: format!("{name}-backend"),
+            addrs: vec![addr],
+            tls: None,
+            protocol: Default::default(),
+        }),
+    }
+}
+
+/// `misbehave` whose root context calls `srv` as `root_call` says.
+fn root_caller(root_call: &str, addr: SocketAddr) -> WasmPlugin {
+    let mut s = misbehave(FailurePolicy::Closed);
+    s.config = format!(r#"{{"root_call": {root_call}}}"#);
+    s.upstreams = vec![upstream("srv", addr)];
+    s
+}
+
+/// What the root context of the instance that served one request had seen
+/// (`x-root-id`, `x-root-answers`, `x-root-answer`, `x-root-dispatch`).
+fn root_seen(plugins: &Plugins) -> [String; 4] {
+    let (verdict, resp) = run(plugins, "none");
+    assert_eq!(verdict, Verdict::Continue);
+    ["x-root-id", "x-root-answers", "x-root-answer", "x-root-dispatch"]
+        .map(|h| resp.headers[h].to_str().unwrap().to_owned())
+}
+
+/// Polls `done` every 10 ms for up to 10 s (the runtime keeps running the calls meanwhile).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+#[tokio::test]
+async fn a_call_from_proxy_on_tick_is_answered_to_the_root_context_of_each_instance() {
+    let server = ListServer::start(200, "list v1").await;
+    let f = fixture(None);
+    let plugins =
+        f.prepare(&[root_caller(r#"{"upstream": "srv", "from": "tick"}"#, server.addr)]).await;
+    // Both instances (requests alternate between them) get their own answers, read with the
+    // call-answer header maps and buffer.
+    let mut answered = std::collections::HashMap::new();
+    eventually("both instances answered", || {
+        let [id, answers, last, dispatch] = root_seen(&plugins);
+        // Nothing dispatched before the instance's first tick.
+        assert!(["", "ok"].contains(&dispatch.as_str()), "{dispatch}");
+        if answers != "0" {
+            assert_eq!(last, "200 served list v1");
+            answered.insert(id, answers);
+        }
+        answered.len() == 2
+    })
+    .await;
+    let head = server.heads.lock()[0].to_lowercase();
+    assert!(head.starts_with("get /root-call http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nhost: srv\r\n"), "{head}");
+    // Ticks go on calling: a new answer reaches the root contexts.
+    server.serve(200, "list v2");
+    eventually("the new answer", || root_seen(&plugins)[2] == "200 served list v2").await;
+    let metrics = f.metrics();
+    assert!(metrics.contains(r#"wasm_http_calls_total{plugin="bad",outcome="ok"}"#), "{metrics}");
+    assert!(!metrics.contains(r#"wasm_failures_total{plugin="bad""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_failed_call_from_proxy_on_configure_is_an_empty_answer_not_a_trap() {
+    let f = fixture(None);
+    let refused = root_caller(r#"{"upstream": "srv", "from": "configure"}"#, closed_addr());
+    let mut unnamed = root_caller(r#"{"upstream": "nope", "from": "configure"}"#, closed_addr());
+    unnamed.name = "unnamed".into();
+    let plugins = f.prepare(&[refused, unnamed]).await;
+    // Made once the plugin was prepared, answered to the instance that made it.
+    eventually("the failed call answered", || {
+        let [_, answers, last, dispatch] = root_seen(&plugins);
+        assert_eq!(dispatch, "ok");
+        answers == "1" && last == "failed"
+    })
+    .await;
+    // An upstream the plugin was not given is refused at dispatch, as from an HTTP context.
+    let plugin = plugins.get("unnamed").unwrap();
+    let mut ctx = plugin.start_request(info("127.0.0.1:1"));
+    assert_eq!(ctx.on_request_headers(&mut request_head("/", &[]), true), Verdict::Continue);
+    let mut resp = response_head();
+    assert_eq!(ctx.on_response_headers(&mut resp, true), Verdict::Continue);
+    assert_eq!(resp.headers["x-root-dispatch"], "BadArgument");
+    let metrics = f.metrics();
+    assert!(
+        metrics.contains(r#"wasm_http_calls_total{plugin="bad",outcome="failed"}"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("wasm_failures_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_trap_in_the_roots_call_response_recycles_the_instance_and_the_plugin_serves_on() {
+    let server = ListServer::start(200, "list").await;
+    let f = fixture(None);
+    let plugins = f
+        .prepare(&[root_caller(
+            r#"{"upstream": "srv", "from": "tick", "trap": true}"#,
+            server.addr,
+        )])
+        .await;
+    let recycled = || f.count(r#"wasm_instances_recycled_total{plugin="bad"}"#);
+    eventually("the first recycle", || recycled() >= 1).await;
+    assert!(f.count(r#"wasm_failures_total{plugin="bad",kind="trap"}"#) >= 1);
+    // Requests are served (each on a fresh instance when needed), and the ticker goes on:
+    // the new instances call, trap and are recycled again.
+    let plugin = plugins.get("bad").unwrap();
+    eventually("more recycles while serving", || {
+        let mut ctx = plugin.start_request(info("127.0.0.1:1"));
+        let mut head = request_head("/", &[("x-misbehave", "none")]);
+        assert_eq!(ctx.on_request_headers(&mut head, true), Verdict::Continue);
+        recycled() >= 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tick_that_never_returns_is_stopped_at_its_deadline_and_ticks_go_on() {
+    let f = fixture(None);
+    let mut s = misbehave(FailurePolicy::Closed);
+    s.config = r#"{"tick": "loop"}"#.into();
+    let plugins = f.prepare(&[s]).await;
+    let timeouts = || f.count(r#"wasm_failures_total{plugin="bad",kind="timeout"}"#);
+    eventually("the looping tick stopped", || timeouts() >= 1).await;
+    // A request starts a new instance, whose tick loops and is stopped too.
+    eventually("the next looping tick stopped", || {
+        assert_eq!(run(&plugins, "none").0, Verdict::Continue);
+        timeouts() >= 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
+    let server = ListServer::start(200, "# the office\n10.0.0.0/8  # all of it\n\n").await;
+    let f = fixture(None);
+    let mut s = spec(
+        "allow",
+        "ip-allow",
+        r#"{"remote": {"upstream": "lists", "path": "/allow.txt", "refresh_seconds": 1}}"#,
+    );
+    s.upstreams = vec![upstream("lists", server.addr)];
+    // Its first fetch is dispatched from proxy_on_configure: an upstream the plugin was not
+    // given fails the configuration.
+    let mut unnamed = s.clone();
+    unnamed.upstreams.clear();
+    let errors = f.host.prepare(&[unnamed]).await.unwrap_err();
+    assert!(errors[0].1.to_string().contains("rejected its configuration"), "{}", errors[0].1);
+    let plugins = f.prepare(std::slice::from_ref(&s)).await;
+    let plugin = plugins.get("allow").unwrap();
+    let allowed = |source: &str| {
+        let mut ctx = plugin.start_request(info(source));
+        ctx.on_request_headers(&mut request_head("/", &[]), true) == Verdict::Continue
+    };
+    // Four requests in a row cover both instances.
+    let settled = |ten: bool, lan: bool| {
+        (0..4).all(|_| allowed("10.1.1.1:1") == ten && allowed("192.168.1.1:1") == lan)
+    };
+    eventually("the first list", || settled(true, false)).await;
+    let head = server.heads.lock()[0].to_lowercase();
+    assert!(head.starts_with("get /allow.txt http/1.1\r\n"), "{head}");
+
+    // A bad line, or an error status, keeps the list in use. An instance fetches again only
+    // once its last fetch was answered: four fetches mean some were answered.
+    for (status, body) in [(200, "192.168.0.0/16\nnot-a-network\n"), (404, "192.168.0.0/16\n")] {
+        server.serve(status, body);
+        let seen = server.requests();
+        eventually("four more fetches", || {
+            assert!(settled(true, false), "{status} {body:?} was taken");
+            server.requests() >= seen + 4
+        })
+        .await;
+    }
+
+    server.serve(200, "192.168.0.0/16\n");
+    eventually("the new list", || settled(false, true)).await;
+    let metrics = f.metrics();
+    assert!(metrics.contains(r#"wasm_http_calls_total{plugin="allow",outcome="ok"}"#), "{metrics}");
+    assert!(!metrics.contains("wasm_failures_total"), "{metrics}");
+
+    // The last good list is in the plugin's shared data: the plugin rebuilt by a reload (a
+    // changed status) uses it from its first request, though its own fetches now fail.
+    server.serve(404, "");
+    let mut changed = s.clone();
+    changed.config = changed.config.replacen('{', r#"{"status": 451, "#, 1);
+    let reloaded = f.prepare(&[changed]).await;
+    let plugin = reloaded.get("allow").unwrap();
+    for _ in 0..4 {
+        let mut ctx = plugin.start_request(info("192.168.1.1:1"));
+        assert_eq!(ctx.on_request_headers(&mut request_head("/", &[]), true), Verdict::Continue);
+        let mut ctx = plugin.start_request(info("10.1.1.1:1"));
+        match ctx.on_request_headers(&mut request_head("/", &[]), true) {
+            Verdict::Respond(r) => assert_eq!(r.status, 451),
+            other => panic!("{other:?}"),
+        }
+    }
 }

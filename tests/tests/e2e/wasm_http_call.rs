@@ -2,13 +2,16 @@
 //! proxy-wasm SDK's own `http_auth_random` example, built unmodified from the published crate.
 //! It calls the upstream it names `httpbin` (`GET /bytes/1`) while the request waits, lets the
 //! request through when the answer's first byte is even, and answers 403 otherwise. Here
-//! `httpbin` is a per-plugin name for a real server on loopback.
+//! `httpbin` is a per-plugin name for a real server on loopback. Calls from the root context
+//! are proven with the shipped `ip-allow` plugin's remote list, fetched on its ticks.
 
 use std::time::Duration;
 
 use gatehouse_tests::{
     Appliance, Client, EchoBackend, ScriptedBackend, Step, free_port, wasm_plugin,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::wasm::{config, route};
 
@@ -91,4 +94,98 @@ async fn the_sdk_http_auth_random_example_calls_its_upstream_while_the_request_w
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
+}
+
+/// A server on loopback answering every request with 200 and the body last sent on the
+/// returned channel, one request per connection.
+async fn list_server(body: &str) -> (std::net::SocketAddr, watch::Sender<String>) {
+    let listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the list server");
+    let addr = listener.local_addr().expect("the list server's address");
+    let (tx, rx) = watch::channel(body.to_owned());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = rx.borrow().clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, tx)
+}
+
+#[tokio::test]
+async fn ip_allow_fetches_its_remote_list_on_ticks_and_the_decision_follows_the_list() {
+    let app = EchoBackend::start("app").await;
+    let (lists, served) = list_server("# loopback\n127.0.0.0/8\n").await;
+    let port = free_port();
+    let plugins = format!(
+        r#"
+[[plugins]]
+name = "remote-allow"
+module = "{m}"
+upstreams = [{{ name = "lists", address = "{lists}" }}]
+config = {{ status = 451, remote = {{ upstream = "lists", path = "/allow.txt", refresh_seconds = 1 }} }}
+"#,
+        m = wasm_plugin("ip-allow").display(),
+    );
+    let routes = route("app", "app.example", "remote-allow", app.port());
+    let gh = Appliance::start_ready(&config(port, &plugins, &routes), &[]).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    // Until four requests in a row (every instance of the plugin) get `status`, polling.
+    let settle = |status: u16| {
+        let url = url.clone();
+        async move {
+            for _ in 0..200 {
+                let mut all = true;
+                for _ in 0..4 {
+                    let reply = Client::http1().get_host(&url, "app.example").await.unwrap();
+                    all &= reply.status == status;
+                }
+                if all {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(settle(200).await, "127.0.0.1 not allowed by the served list: {}", gh.logs());
+    served.send_replace("10.0.0.0/8\n".into());
+    assert!(settle(451).await, "the new list was not taken: {}", gh.logs());
+    // A malformed list is logged with its line and keeps the list in use; the next good one
+    // is taken.
+    served.send_replace("127.0.0.1/32\n127.0.0.1/99\n".into());
+    let bad = "line 2: bad prefix";
+    for _ in 0..200 {
+        if gh.logs().contains(bad) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gh.logs().contains(bad), "{}", gh.logs());
+    assert_eq!(Client::http1().get_host(&url, "app.example").await.unwrap().status, 451);
+    served.send_replace("127.0.0.1/32 # back\n".into());
+    assert!(settle(200).await, "the last list was not taken: {}", gh.logs());
+
+    let metrics = Client::http1().get(&gh.admin_url("/metrics")).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"gatehouse_wasm_http_calls_total{plugin="remote-allow",outcome="ok"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("gatehouse_wasm_failures_total{"), "{text}");
 }

@@ -1,5 +1,6 @@
-//! Buffers: request/response bodies (buffered by the host up to the plugin's cap), and the VM
-//! and plugin configuration handed to `proxy_on_vm_start`/`proxy_on_configure`.
+//! Buffers: request/response bodies (buffered by the host up to the plugin's cap), an HTTP
+//! call's answer body (in an HTTP context's or the root context's callback), and the VM and
+//! plugin configuration handed to `proxy_on_vm_start`/`proxy_on_configure`.
 
 use wasmtime::{Caller, Linker};
 
@@ -25,8 +26,12 @@ fn read_only(state: &HostState, buffer: u32) -> Result<&[u8], Status> {
             })
         }
         buffer_type::HTTP_CALL_RESPONSE_BODY => {
-            let http = state.http.as_ref().ok_or(Status::NotFound)?;
-            Ok(&http.call_response.as_ref().ok_or(Status::NotFound)?.body)
+            // An HTTP context's answer, or (no HTTP context running) the root context's.
+            let response = match state.http.as_ref() {
+                Some(http) => http.call_response.as_ref(),
+                None => state.root.response.as_ref(),
+            };
+            Ok(&response.ok_or(Status::NotFound)?.body)
         }
         _ => Err(Status::BadArgument),
     }

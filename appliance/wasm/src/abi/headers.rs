@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{Answer, Status, answer, map_type, memory};
+use crate::calls::CallResponse;
 use crate::state::{Head, HostState, HttpState, Interned};
 
 pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -109,12 +110,17 @@ enum Target<'a> {
 }
 
 fn target(state: &mut HostState, map: u32) -> Result<Target<'_>, Status> {
-    target_in(&mut state.http, map)
+    target_in(&mut state.http, &mut state.root.response, map)
 }
 
-/// As [`target`], borrowing only the HTTP context's state.
-fn target_in(http: &mut Option<Box<HttpState>>, map: u32) -> Result<Target<'_>, Status> {
-    let http = http.as_mut().ok_or(Status::NotFound)?;
+/// As [`target`], borrowing only the HTTP context's state and the root context's answer.
+fn target_in<'a>(
+    http: &'a mut Option<Box<HttpState>>,
+    root_answer: &'a mut Option<CallResponse>,
+    map: u32,
+) -> Result<Target<'a>, Status> {
+    // Outside an HTTP context only the root context's answer to a call is there.
+    let Some(http) = http.as_mut() else { return answer_target(root_answer, map) };
     Ok(match map {
         map_type::REQUEST_HEADERS => Target::Head(&mut http.request),
         map_type::RESPONSE_HEADERS => Target::Head(&mut http.response),
@@ -128,6 +134,16 @@ fn target_in(http: &mut Option<Box<HttpState>>, map: u32) -> Result<Target<'_>, 
         }
         _ => return Err(Status::BadArgument),
     })
+}
+
+/// The headers or trailers of an HTTP call's answer; any other map is not there.
+fn answer_target(response: &mut Option<CallResponse>, map: u32) -> Result<Target<'_>, Status> {
+    let response = response.as_mut().ok_or(Status::NotFound)?;
+    match map {
+        map_type::HTTP_CALL_RESPONSE_HEADERS => Ok(Target::Head(&mut response.head)),
+        map_type::HTTP_CALL_RESPONSE_TRAILERS => Ok(Target::Trailers(&mut response.trailers)),
+        _ => Err(Status::NotFound),
+    }
 }
 
 fn name(interned: &mut Interned, raw: &[u8]) -> Result<HeaderName, Status> {
@@ -266,7 +282,7 @@ enum Edit {
 
 fn edit(state: &mut HostState, map: u32, key: &[u8], val: &[u8], how: Edit) -> Result<(), Status> {
     let interned = &mut state.interned;
-    let t = target_in(&mut state.http, map)?;
+    let t = target_in(&mut state.http, &mut state.root.response, map)?;
     if key.first() == Some(&b':') {
         let Target::Head(h) = t else { return Err(Status::BadArgument) };
         let key = std::str::from_utf8(key).map_err(|_| Status::BadArgument)?;

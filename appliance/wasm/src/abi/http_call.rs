@@ -1,7 +1,8 @@
 //! HTTP calls: `proxy_http_call` to one of the plugin's named upstreams. The call is only
-//! queued here (the guest gets its token at once); the proxy runs it while the stream stays
-//! paused and hands the answer back through `proxy_on_http_call_response` (see
-//! `crate::calls`). The answer's headers, body and trailers are read with the
+//! queued here (the guest gets its token at once). A call from an HTTP context is run by the
+//! proxy while the stream stays paused; one from the root context (ticks, start-up, its own
+//! answers) by the host on the async runtime. Either way the answer comes back through
+//! `proxy_on_http_call_response` (see `crate::calls` and `crate::plugin`). The answer's headers, body and trailers are read with the
 //! `HTTP_CALL_RESPONSE_*` header maps and buffer.
 
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::state::HostState;
 
 /// Calls one request may have queued or running at once.
 pub(crate) const MAX_CALLS_PER_REQUEST: usize = 8;
+
+/// Calls one instance's root context may have queued or running at once.
+pub(crate) const MAX_CALLS_PER_ROOT: usize = 8;
 
 /// Longest timeout a guest may ask for (0 asks for this too).
 pub(crate) const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,8 +54,8 @@ fn http_call(
 }
 
 /// Checks and queues one call. An unknown upstream or a malformed request is `BadArgument`;
-/// a call outside a callback that can wait for it, or past the per-request bound, is
-/// `InternalFailure` (what the SDKs expect from a host that cannot take the call).
+/// a call outside a callback that can wait for it, or past the per-request (per-root) bound,
+/// is `InternalFailure` (what the SDKs expect from a host that cannot take the call).
 fn dispatch(
     caller: &mut Caller<'_, HostState>,
     upstream: (u32, u32),
@@ -76,14 +80,24 @@ fn dispatch(
         0 => MAX_CALL_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)).min(MAX_CALL_TIMEOUT),
     };
-    let state = caller.data_mut();
-    let token = state.next_call_token;
-    let Some(http) = state.http.as_mut().filter(|h| h.calls_allowed) else {
-        return Err(Status::InternalFailure);
+    // An HTTP context's callback queues into its request; a root callback into the root's.
+    let state = caller.data();
+    let room = match state.http.as_ref() {
+        Some(http) => {
+            http.calls_allowed && http.calls.len() + http.calls_in_flight < MAX_CALLS_PER_REQUEST
+        }
+        None => {
+            let root = &state.root;
+            root.allowed && root.queued.len() + root.in_flight < MAX_CALLS_PER_ROOT
+        }
     };
-    if http.calls.len() + http.calls_in_flight >= MAX_CALLS_PER_REQUEST {
+    if !room {
         return Err(Status::InternalFailure);
     }
+    let token = state.next_call_token;
+    // The token first: a call is queued only once the guest has its token.
+    memory::write_u32(caller, token_ptr, token)?;
+    let state = caller.data_mut();
     // Tokens are unique per instance: SDKs map them to contexts instance-wide.
     state.next_call_token = token.wrapping_add(1).max(1);
     let call = PendingCall {
@@ -97,10 +111,10 @@ fn dispatch(
         body: Bytes::from(body),
         timeout,
     };
-    if let Some(http) = caller.data_mut().http.as_mut() {
-        http.calls.push(call);
+    match state.http.as_mut() {
+        Some(http) => http.calls.push(call),
+        None => state.root.queued.push(call),
     }
-    memory::write_u32(caller, token_ptr, token)?;
     Ok(())
 }
 

@@ -538,6 +538,10 @@ impl Drop for HttpContext {
         let plugin = &*self.plugin;
         let mut guard = plugin.slots[self.slot].lock();
         let Some(instance) = guard.as_mut().filter(|i| i.serial == self.serial) else { return };
+        // Nothing waits for a call made while the context ends: it is refused, not queued.
+        if let Some(s) = self.state.as_mut() {
+            s.calls_allowed = false;
+        }
         match instance.finish(self.id, &mut self.state) {
             Ok(()) => {
                 if let Some(state) = self.state.take() {

@@ -575,3 +575,28 @@ async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_call_from_proxy_on_log_is_refused_even_after_a_request_that_ended_in_its_headers() {
+    let server = ListServer::start(200, "never").await;
+    let f = fixture(None);
+    let mut s = misbehave(FailurePolicy::Closed);
+    s.upstreams = vec![upstream("srv", server.addr)];
+    let plugins = f.prepare(&[s]).await;
+    let plugin = plugins.get("bad").unwrap();
+    // Requests that end in their request-headers phase (where calls are allowed), on every
+    // instance: `proxy_on_log` then calls.
+    for _ in 0..4 {
+        let mut ctx = plugin.start_request(info("127.0.0.1:1"));
+        let mut head = request_head("/", &[("x-misbehave", "call-on-log")]);
+        assert_eq!(ctx.on_request_headers(&mut head, true), Verdict::Continue);
+    }
+    for _ in 0..2 {
+        let (verdict, resp) = run(&plugins, "none");
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(resp.headers["x-root-dispatch"], "on_log: InternalFailure");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.requests(), 0);
+    assert!(!f.metrics().contains("wasm_failures_total"));
+}

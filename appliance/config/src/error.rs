@@ -227,6 +227,8 @@ pub enum Problem {
     InvalidSha256(String),
     #[error("a module fetched from a URL needs sha256")]
     PluginUrlNeedsSha256,
+    #[error("plugin {plugin:?} upstream {upstream:?}: {reason}")]
+    PluginUpstreamTls { plugin: String, upstream: String, reason: String },
     #[error("timeout_ms must be between 1 and 60000")]
     PluginTimeout,
     #[error(

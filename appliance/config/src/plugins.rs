@@ -6,9 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatehouse_model::{
-    Backend, BackendEndpoints, BackendProtocol, FailurePolicy, ModuleSource, WasmPlugin,
-    WasmUpstream,
+    Backend, BackendEndpoints, BackendProtocol, FailurePolicy, ModuleSource, UpstreamTls,
+    WasmPlugin, WasmUpstream,
 };
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use toml::Spanned;
 
 use crate::error::{Errors, Position, Problem};
@@ -83,7 +85,7 @@ pub(crate) fn convert(
             Some(schema::FailurePolicy::Open) => FailurePolicy::Open,
         };
         let config = p.config.map_or_else(|| "{}".to_owned(), |c| to_json(&c).to_string());
-        let upstreams = upstreams(p.upstreams, errors);
+        let upstreams = upstreams(&name, p.upstreams, base_dir, errors);
         out.push(WasmPlugin {
             name,
             module,
@@ -97,9 +99,12 @@ pub(crate) fn convert(
     out
 }
 
-/// A plugin's `upstreams`: unique names, each with one `address` or one `dns` name.
+/// A plugin's `upstreams`: unique names, each with one `address` or one `dns` name, and
+/// optionally TLS.
 fn upstreams(
+    plugin: &str,
     list: Vec<Spanned<schema::PluginUpstream>>,
+    base_dir: &Path,
     errors: &mut Errors<'_>,
 ) -> Vec<WasmUpstream> {
     let mut seen: HashMap<String, Position> = HashMap::new();
@@ -157,9 +162,79 @@ fn upstreams(
                 continue;
             }
         };
-        out.push(WasmUpstream { name, backend });
+        let tls = match u.tls {
+            None => None,
+            Some(tls) => {
+                let dns_host = match &backend {
+                    Backend::Dns { host, .. } => Some(host.as_str()),
+                    _ => None,
+                };
+                let span = tls.span();
+                match upstream_tls(tls.into_inner(), dns_host, base_dir) {
+                    Ok(tls) => tls,
+                    Err(reason) => {
+                        let problem = Problem::PluginUpstreamTls {
+                            plugin: plugin.to_owned(),
+                            upstream: name,
+                            reason,
+                        };
+                        errors.push(&span, problem);
+                        continue;
+                    }
+                }
+            }
+        };
+        out.push(WasmUpstream { name, backend, tls });
     }
     out
+}
+
+/// An upstream's `tls`: the server name (by default the `dns` host) and the CA file, read
+/// and checked here.
+fn upstream_tls(
+    tls: schema::UpstreamTls,
+    dns_host: Option<&str>,
+    base_dir: &Path,
+) -> Result<Option<UpstreamTls>, String> {
+    let (server_name, ca_file) = match tls {
+        schema::UpstreamTls::On(false) => return Ok(None),
+        schema::UpstreamTls::On(true) => (None, None),
+        schema::UpstreamTls::Settings(s) => (s.server_name, s.ca_file),
+    };
+    let server_name = match (server_name, dns_host) {
+        (Some(name), _) => {
+            if ServerName::try_from(name.as_str()).is_err() {
+                return Err(format!("server_name {name:?} is not a valid TLS server name"));
+            }
+            name
+        }
+        (None, Some(host)) => host.to_owned(),
+        (None, None) => return Err("tls to an address upstream needs server_name".into()),
+    };
+    let ca_file = match ca_file {
+        None => None,
+        Some(file) => {
+            let path = base_dir.join(file);
+            check_ca_file(&path)?;
+            Some(path)
+        }
+    };
+    Ok(Some(UpstreamTls { server_name, ca_file }))
+}
+
+/// A CA file must be readable PEM holding at least one certificate.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {shown}: {e}"))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("CA file {shown} is not valid PEM: {e}"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!("CA file {shown} holds no PEM certificate"));
+    }
+    Ok(())
 }
 
 /// `32MiB`, `512KiB`, `1GiB` or plain bytes.
@@ -194,7 +269,7 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use gatehouse_model::HttpFilter;
 
@@ -352,6 +427,89 @@ upstreams = [
         ] {
             assert!(errors.iter().any(|got| got.starts_with(e)), "{e} not in {errors:#?}");
         }
+    }
+
+    #[test]
+    fn upstreams_may_speak_tls_with_a_server_name_and_a_ca_file() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-plugin-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = include_str!("../../../examples/certs/site.pem");
+        std::fs::write(dir.join("ca.pem"), pem).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not PEM at all\n").unwrap();
+        let parse_in = |extra: &str| {
+            crate::parse(&format!("{GATEWAY}{extra}"), Path::new("gh.toml"), &dir)
+                .map_err(|e| e.errors().iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let config = parse_in(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+upstreams = [
+  { name = "a", dns = "authz.example:443", tls = true },
+  { name = "b", address = "10.0.0.1:443", tls = { server_name = "authz.internal", ca_file = "ca.pem" } },
+  { name = "c", dns = "authz.example:443", tls = { server_name = "other.example" } },
+  { name = "d", dns = "authz.example:80", tls = false },
+]
+"#,
+        )
+        .unwrap();
+        let got: Vec<_> =
+            config.native.wasm_plugins[0].upstreams.iter().map(|u| u.tls.clone()).collect();
+        let tls = |server_name: &str, ca_file: Option<PathBuf>| {
+            Some(UpstreamTls { server_name: server_name.into(), ca_file })
+        };
+        assert_eq!(
+            got,
+            [
+                tls("authz.example", None),
+                tls("authz.internal", Some(dir.join("ca.pem"))),
+                tls("other.example", None),
+                None,
+            ]
+        );
+        let errors = parse_in(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+upstreams = [
+  { name = "a", address = "10.0.0.1:443", tls = true },
+  { name = "b", dns = "authz.example:443", tls = { ca_file = "missing.pem" } },
+  { name = "c", dns = "authz.example:443", tls = { ca_file = "junk.pem" } },
+  { name = "d", dns = "authz.example:443", tls = { server_name = "not a name!" } },
+]
+"#,
+        )
+        .unwrap_err();
+        let missing = dir.join("missing.pem").display().to_string();
+        let junk = dir.join("junk.pem").display().to_string();
+        for e in [
+            r#"gh.toml:14:49: plugin "hm" upstream "a": tls to an address upstream needs server_name"#
+                .to_owned(),
+            format!(
+                r#"gh.toml:15:50: plugin "hm" upstream "b": cannot read CA file {missing}: No such file"#
+            ),
+            format!(
+                r#"gh.toml:16:50: plugin "hm" upstream "c": CA file {junk} holds no PEM certificate"#
+            ),
+            r#"gh.toml:17:50: plugin "hm" upstream "d": server_name "not a name!" is not a valid TLS server name"#
+                .to_owned(),
+        ] {
+            assert!(errors.iter().any(|got| got.starts_with(&e)), "{e} not in {errors:#?}");
+        }
+        let errors = parse_in(
+            r#"
+[[plugins]]
+name = "hm"
+module = "hm.wasm"
+upstreams = [{ name = "a", dns = "authz.example:443", tls = { sni = "x" } }]
+"#,
+        )
+        .unwrap_err();
+        let e = r#"gh.toml:13:61: tls = true, false or { server_name = "…", ca_file = "…" }"#;
+        assert!(errors.iter().any(|got| got.starts_with(e)), "{e} not in {errors:#?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

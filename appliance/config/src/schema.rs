@@ -49,13 +49,35 @@ pub(crate) struct Plugin {
     pub upstreams: Vec<Spanned<PluginUpstream>>,
 }
 
-/// `{ name, address = "ip:port" }` or `{ name, dns = "host:port" }`.
+/// `{ name, address = "ip:port" }` or `{ name, dns = "host:port" }`, optionally with `tls`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PluginUpstream {
     pub name: Spanned<String>,
     pub address: Option<Spanned<String>>,
     pub dns: Option<Spanned<String>>,
+    pub tls: Option<Spanned<UpstreamTls>>,
+}
+
+/// `tls = true` (system roots, the `dns` host as server name) or
+/// `tls = { server_name = "…", ca_file = "ca.pem" }` (plain strings: `Spanned` does not
+/// survive an untagged enum).
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "tls = true, false or { server_name = \"…\", ca_file = \"…\" } (no other keys)"
+)]
+pub(crate) enum UpstreamTls {
+    On(bool),
+    Settings(UpstreamTlsSettings),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamTlsSettings {
+    pub server_name: Option<String>,
+    /// A PEM file of CA certificates, relative to the config file.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

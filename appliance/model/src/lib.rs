@@ -30,7 +30,9 @@ pub use listener::{
 };
 
 pub use policy::{Cors, Mirror, Retry, RulePolicy, is_cors_origin};
-pub use wasm::{FailurePolicy, ListenerFilters, ModuleSource, WasmPlugin, WasmUpstream};
+pub use wasm::{
+    FailurePolicy, ListenerFilters, ModuleSource, UpstreamTls, WasmPlugin, WasmUpstream,
+};
 
 use std::net::IpAddr;
 use std::sync::Arc;

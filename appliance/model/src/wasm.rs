@@ -29,6 +29,17 @@ pub struct WasmUpstream {
     /// The name the plugin's code uses (Envoy's cluster name).
     pub name: String,
     pub backend: Backend,
+    /// TLS to the upstream; `None` is cleartext.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS of a plugin's upstream: calls verify its certificate and speak HTTP/1.1 over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// Sent as SNI; the name the upstream's certificate must be valid for.
+    pub server_name: String,
+    /// A PEM file of the CA certificates to trust instead of the system's trust store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WasmPlugin {

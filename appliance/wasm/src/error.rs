@@ -21,6 +21,8 @@ pub enum WasmError {
     Instantiate(String),
     #[error("plugin start-up: {0}")]
     Start(String),
+    #[error("upstream {upstream:?}: {message}")]
+    Upstream { upstream: String, message: String },
     #[error("wasm engine: {0}")]
     Engine(String),
 }

@@ -17,7 +17,7 @@ use crate::abi;
 use crate::abi::metrics::GuestMetrics;
 use crate::abi::shared_data::SharedData;
 use crate::cache::{CacheOutcome, ModuleCache};
-use crate::calls::CallClient;
+use crate::calls::{CallClient, CallUpstream};
 use crate::error::WasmError;
 use crate::metrics::HostMetrics;
 use crate::plugin::{Plugin, PluginShared, Settings};
@@ -212,6 +212,14 @@ impl Host {
         runtime: tokio::runtime::Handle,
     ) -> Result<Arc<Plugin>, WasmError> {
         let inner = &self.inner;
+        let mut upstreams = HashMap::new();
+        for u in &spec.upstreams {
+            let upstream = CallUpstream::new(u).map_err(|e| WasmError::Upstream {
+                upstream: u.name.clone(),
+                message: e.to_string(),
+            })?;
+            upstreams.insert(u.name.clone(), Arc::new(upstream));
+        }
         let (module, outcome) = inner.cache.module(wasm, &digest)?;
         inner.metrics.module(outcome.label());
         if outcome == CacheOutcome::Compiled {
@@ -244,11 +252,7 @@ impl Host {
             shared_data,
             metrics: guest_metrics,
             host_metrics: inner.metrics.clone(),
-            upstreams: spec
-                .upstreams
-                .iter()
-                .map(|u| (u.name.clone(), Arc::new(u.backend.clone())))
-                .collect(),
+            upstreams,
             calls: inner.calls.clone(),
         });
         // The first tick may come at once: one more than the timeout's ticks, rounded up, so a

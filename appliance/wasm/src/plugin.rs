@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use gatehouse_model::{Backend, FailurePolicy};
+use gatehouse_model::FailurePolicy;
 use parking_lot::Mutex;
 use wasmtime::{Engine, InstancePre};
 
 use crate::abi::ACTION_PAUSE;
 use crate::abi::metrics::GuestMetrics;
 use crate::abi::shared_data::SharedData;
-use crate::calls::{CallClient, CallResponse};
+use crate::calls::{CallClient, CallResponse, CallUpstream};
 use crate::error::WasmError;
 use crate::instance::{Failure, FailureKind, Instance, Phase};
 use crate::metrics::HostMetrics;
@@ -36,7 +36,7 @@ pub(crate) struct PluginShared {
     pub metrics: Arc<GuestMetrics>,
     pub host_metrics: HostMetrics,
     /// Upstreams `proxy_http_call` may name.
-    pub upstreams: HashMap<String, Arc<Backend>>,
+    pub upstreams: HashMap<String, Arc<CallUpstream>>,
     pub calls: CallClient,
 }
 
@@ -538,6 +538,10 @@ impl Drop for HttpContext {
         let plugin = &*self.plugin;
         let mut guard = plugin.slots[self.slot].lock();
         let Some(instance) = guard.as_mut().filter(|i| i.serial == self.serial) else { return };
+        // Nothing waits for a call made while the context ends: it is refused, not queued.
+        if let Some(s) = self.state.as_mut() {
+            s.calls_allowed = false;
+        }
         match instance.finish(self.id, &mut self.state) {
             Ok(()) => {
                 if let Some(state) = self.state.take() {

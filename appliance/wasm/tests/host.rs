@@ -322,36 +322,61 @@ struct ListServer {
 
 impl ListServer {
     async fn start(status: u16, body: &str) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        Self::start_with(status, body, None).await
+    }
+
+    /// A server that speaks TLS with `acceptor`'s certificate.
+    async fn start_with(
+        status: u16,
+        body: &str,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(parking_lot::Mutex::new((status, body.to_owned())));
         let heads: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
         let (a, h) = (answer.clone(), heads.clone());
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (answer, heads) = (a.clone(), h.clone());
+            while let Ok((stream, _)) = listener.accept().await {
+                let (answer, heads, acceptor) = (a.clone(), h.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    match acceptor {
+                        None => Self::answer(stream, answer, heads).await,
+                        Some(acceptor) => {
+                            // A client that does not trust the certificate ends the handshake.
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                Self::answer(tls, answer, heads).await;
+                            }
                         }
                     }
-                    heads.lock().push(String::from_utf8_lossy(&head).into_owned());
-                    let (status, body) = answer.lock().clone();
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nx-list: served\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(reply.as_bytes()).await;
-                    let _ = stream.shutdown().await;
                 });
             }
         });
         Self { addr, answer, heads }
+    }
+
+    async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut stream: S,
+        answer: Arc<parking_lot::Mutex<(u16, String)>>,
+        heads: Arc<parking_lot::Mutex<Vec<String>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        heads.lock().push(String::from_utf8_lossy(&head).into_owned());
+        let (status, body) = answer.lock().clone();
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nx-list: served\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
     }
 
     fn serve(&self, status: u16, body: &str) {
@@ -378,6 +403,7 @@ fn upstream(name: &str, addr: SocketAddr) -> gatehouse_model::WasmUpstream {
             tls: None,
             protocol: Default::default(),
         }),
+        tls: None,
     }
 }
 
@@ -573,5 +599,139 @@ async fn ip_allow_follows_its_remote_list_and_keeps_it_when_a_fetch_is_bad() {
             Verdict::Respond(r) => assert_eq!(r.status, 451),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_call_from_proxy_on_log_is_refused_even_after_a_request_that_ended_in_its_headers() {
+    let server = ListServer::start(200, "never").await;
+    let f = fixture(None);
+    let mut s = misbehave(FailurePolicy::Closed);
+    s.upstreams = vec![upstream("srv", server.addr)];
+    let plugins = f.prepare(&[s]).await;
+    let plugin = plugins.get("bad").unwrap();
+    // Requests that end in their request-headers phase (where calls are allowed), on every
+    // instance: `proxy_on_log` then calls.
+    for _ in 0..4 {
+        let mut ctx = plugin.start_request(info("127.0.0.1:1"));
+        let mut head = request_head("/", &[("x-misbehave", "call-on-log")]);
+        assert_eq!(ctx.on_request_headers(&mut head, true), Verdict::Continue);
+    }
+    for _ in 0..2 {
+        let (verdict, resp) = run(&plugins, "none");
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(resp.headers["x-root-dispatch"], "on_log: InternalFailure");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.requests(), 0);
+    assert!(!f.metrics().contains("wasm_failures_total"));
+}
+
+/// A test CA, its certificate in a PEM file.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, cert.pem()).unwrap();
+    TestCa { issuer: Issuer::new(params, key), file, _dir: dir }
+}
+
+/// A TLS acceptor whose certificate, for `name`, `ca` signed.
+fn acceptor(ca: &TestCa, name: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let leaf = params.signed_by(&key, &ca.issuer).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// `misbehave` whose root context calls `srv`, an ip:port upstream over TLS, as `root_call` says.
+fn tls_caller(root_call: &str, addr: SocketAddr, server_name: &str, ca: &TestCa) -> WasmPlugin {
+    let mut s = root_caller(root_call, addr);
+    s.upstreams[0].tls = Some(gatehouse_model::UpstreamTls {
+        server_name: server_name.into(),
+        ca_file: Some(ca.file.clone()),
+    });
+    s
+}
+
+#[tokio::test]
+async fn a_call_to_a_tls_upstream_verifies_its_certificate_and_gets_the_answer() {
+    let ca = test_ca();
+    let server =
+        ListServer::start_with(200, "secret list", Some(acceptor(&ca, "authz.test"))).await;
+    let f = fixture(None);
+    let call = r#"{"upstream": "srv", "from": "tick"}"#;
+    let plugins = f.prepare(&[tls_caller(call, server.addr, "authz.test", &ca)]).await;
+    eventually("the answer over TLS", || root_seen(&plugins)[2] == "200 served secret list").await;
+    let head = server.heads.lock()[0].to_lowercase();
+    assert!(head.starts_with("get /root-call http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nhost: srv\r\n"), "{head}");
+    assert!(f.count(r#"wasm_http_calls_total{plugin="bad",outcome="ok"}"#) >= 1);
+}
+
+#[tokio::test]
+async fn a_tls_upstream_whose_certificate_does_not_verify_is_a_failed_call_not_a_trap() {
+    let ca = test_ca();
+    let other_ca = test_ca();
+    let call = r#"{"upstream": "srv", "from": "configure"}"#;
+    // A certificate for another name; one from a CA the upstream does not trust.
+    let wrong_name = ListServer::start_with(200, "x", Some(acceptor(&ca, "other.test"))).await;
+    let untrusted = ListServer::start_with(200, "x", Some(acceptor(&other_ca, "authz.test"))).await;
+    for server in [&wrong_name, &untrusted] {
+        let f = fixture(None);
+        let plugins = f.prepare(&[tls_caller(call, server.addr, "authz.test", &ca)]).await;
+        eventually("the failed call answered", || {
+            let [_, answers, last, dispatch] = root_seen(&plugins);
+            assert_eq!(dispatch, "ok");
+            answers == "1" && last == "failed"
+        })
+        .await;
+        assert_eq!(server.requests(), 0);
+        assert!(f.count(r#"wasm_http_calls_total{plugin="bad",outcome="failed"}"#) >= 1);
+        assert!(!f.metrics().contains("wasm_failures_total"));
+    }
+}
+
+#[tokio::test]
+async fn unusable_tls_settings_fail_prepare_naming_the_upstream() {
+    let ca = test_ca();
+    let f = fixture(None);
+    let call = r#"{"upstream": "srv", "from": "configure"}"#;
+    let mut missing = tls_caller(call, closed_addr(), "authz.test", &ca);
+    missing.upstreams[0].tls.as_mut().unwrap().ca_file = Some(ca.file.with_file_name("nope.pem"));
+    let bad_name = tls_caller(call, closed_addr(), "not a name!", &ca);
+    let not_pem = ca.file.with_file_name("empty.pem");
+    std::fs::write(&not_pem, "no certificates here\n").unwrap();
+    let mut empty = tls_caller(call, closed_addr(), "authz.test", &ca);
+    empty.upstreams[0].tls.as_mut().unwrap().ca_file = Some(not_pem);
+    for (spec, why) in [
+        (missing, "cannot read CA file"),
+        (bad_name, "is not a valid TLS server name"),
+        (empty, "holds no usable CA certificate"),
+    ] {
+        let errors = f.host.prepare(&[spec]).await.unwrap_err();
+        assert_eq!(errors[0].0, "bad");
+        let message = errors[0].1.to_string();
+        assert!(message.starts_with(r#"upstream "srv": "#), "{message}");
+        assert!(message.contains(why), "{message}");
     }
 }

@@ -3,7 +3,9 @@
 //! The mode comes from the `x-misbehave` request header, else from the configuration
 //! `{"mode": "..."}`: `trap` (panics), `loop` (never returns), `oom` (allocates until the
 //! memory cap), `unimplemented` (calls a host function the host does not implement and reports
-//! the status it got in the `x-unimplemented-status` response header), `none`.
+//! the status it got in the `x-unimplemented-status` response header), `call-on-log` (calls
+//! the upstream `srv` from `proxy_on_log`, when nothing can wait for the answer, and keeps the
+//! outcome for `x-root-dispatch` of the instance's later responses), `none`.
 //!
 //! Its root context can call out too, with `{"root_call": {"upstream": "srv", "from": "tick"}}`
 //! (`GET /root-call` every 20 ms tick, one at a time) or `"from": "configure"` (once, from
@@ -149,7 +151,8 @@ impl RootContext for Root {
         Some(Box::new(Filter {
             mode: self.mode.clone(),
             unimplemented_status: None,
-            seen: self.call.is_some().then(|| self.seen.clone()),
+            seen: self.seen.clone(),
+            show_seen: self.call.is_some(),
         }))
     }
 }
@@ -157,7 +160,9 @@ impl RootContext for Root {
 struct Filter {
     mode: String,
     unimplemented_status: Option<u32>,
-    seen: Option<Rc<RefCell<Seen>>>,
+    seen: Rc<RefCell<Seen>>,
+    /// The root calls out: every response shows what it saw.
+    show_seen: bool,
 }
 
 impl Context for Filter {}
@@ -175,6 +180,7 @@ unsafe extern "C" {
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let mode = self.get_http_request_header("x-misbehave").unwrap_or_else(|| self.mode.clone());
+        self.mode = mode.clone();
         match mode.as_str() {
             "trap" => panic!("misbehave: asked to trap"),
             "loop" => {
@@ -206,13 +212,24 @@ impl HttpContext for Filter {
         if let Some(status) = self.unimplemented_status {
             self.set_http_response_header("x-unimplemented-status", Some(&status.to_string()));
         }
-        if let Some(seen) = &self.seen {
-            let seen = seen.borrow();
+        let seen = self.seen.borrow();
+        if self.show_seen || !seen.dispatch.is_empty() {
             self.set_http_response_header("x-root-id", Some(&seen.id));
             self.set_http_response_header("x-root-answers", Some(&seen.answers.to_string()));
             self.set_http_response_header("x-root-answer", Some(&seen.last));
             self.set_http_response_header("x-root-dispatch", Some(&seen.dispatch));
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.mode == "call-on-log" {
+            let headers = vec![(":method", "GET"), (":path", "/on-log"), (":authority", "srv")];
+            let r = self.dispatch_http_call("srv", headers, None, vec![], Duration::from_secs(2));
+            self.seen.borrow_mut().dispatch = match r {
+                Ok(_) => "on_log: ok".into(),
+                Err(status) => format!("on_log: {status:?}"),
+            };
+        }
     }
 }

@@ -5,18 +5,21 @@
 //! module: a URL must carry a sha256, and a local path is only read under the configured
 //! `wasm_module_dir` (relative, no `..`); without that setting local paths are refused.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_model::{
-    FailurePolicy, HttpFilter, HttpRoute, ModuleSource, WasmPlugin as ModelPlugin, WasmUpstream,
+    FailurePolicy, HttpFilter, HttpRoute, ModuleSource, UpstreamTls, WasmPlugin as ModelPlugin,
+    WasmUpstream,
 };
 
 use super::{BackendAddressing, Problem, Report, backends};
 use crate::conditions::reason;
 use crate::index::Index;
-use crate::types::{BackendRef, LocalObjectReference, OUR_GROUP, WasmFailurePolicy, WasmPlugin};
+use crate::types::{
+    BackendRef, LocalObjectReference, OUR_GROUP, WasmFailurePolicy, WasmPlugin, WasmUpstreamTls,
+};
 
 /// The plugin an ExtensionRef names, converted; or why the filter cannot run.
 pub(super) fn resolve(
@@ -44,30 +47,39 @@ pub(super) fn resolve(
             format!("ExtensionRef: WasmPlugin {route_ns}/{} does not exist", r.name),
         ));
     };
-    let mut model = convert(plugin, module_dir).map_err(|message| {
+    let invalid = |message: String| {
         Problem::new(
             reason::BACKEND_NOT_FOUND,
             format!("ExtensionRef: WasmPlugin {route_ns}/{} is invalid: {message}", r.name),
         )
-    })?;
-    model.upstreams = upstreams(index, addressing, plugin);
+    };
+    let mut model = convert(plugin, module_dir).map_err(invalid)?;
+    model.upstreams = upstreams(index, addressing, module_dir, plugin).map_err(invalid)?;
     Ok(model)
 }
 
 /// The plugin's upstreams, resolved like backendRefs from its namespace. One that does not
 /// resolve stays in the list as unresolved: the plugin's calls to it fail (the plugin decides
-/// what that means), its routes keep their status.
+/// what that means), its routes keep their status. TLS settings that cannot be right make
+/// the plugin invalid.
 fn upstreams(
     index: &Index,
     addressing: BackendAddressing,
+    module_dir: Option<&Path>,
     plugin: &WasmPlugin,
-) -> Vec<WasmUpstream> {
+) -> Result<Vec<WasmUpstream>, String> {
     let ns = plugin.namespace();
     plugin
         .spec
         .upstreams
         .iter()
         .map(|u| {
+            let tls = u
+                .tls
+                .as_ref()
+                .map(|t| upstream_tls(t, module_dir))
+                .transpose()
+                .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
             let r = BackendRef {
                 group: String::new(),
                 kind: "Service".to_owned(),
@@ -78,9 +90,38 @@ fn upstreams(
                 filters: Vec::new(),
             };
             let (backend, _) = backends::resolve_from(index, addressing, WasmPlugin::KIND, ns, &r);
-            WasmUpstream { name: u.name.clone(), backend }
+            Ok(WasmUpstream { name: u.name.clone(), backend, tls })
         })
         .collect()
+}
+
+/// An upstream's TLS: a valid server name, and a CA file under `wasm_module_dir` (read when
+/// the plugin is prepared).
+fn upstream_tls(tls: &WasmUpstreamTls, module_dir: Option<&Path>) -> Result<UpstreamTls, String> {
+    if rustls_pki_types::ServerName::try_from(tls.server_name.as_str()).is_err() {
+        return Err(format!("serverName {:?} is not a valid TLS server name", tls.server_name));
+    }
+    let ca_file = match &tls.ca_file {
+        None => None,
+        Some(file) => Some(under_module_dir(file, module_dir, "caFile")?),
+    };
+    Ok(UpstreamTls { server_name: tls.server_name.clone(), ca_file })
+}
+
+/// A path relative to `wasm_module_dir`, without `..`.
+fn under_module_dir(file: &str, module_dir: Option<&Path>, what: &str) -> Result<PathBuf, String> {
+    let Some(dir) = module_dir else {
+        return Err(format!(
+            "{what} {file:?} is a local path, but no wasm_module_dir is configured"
+        ));
+    };
+    let path = Path::new(file);
+    let plain = !file.is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !plain {
+        return Err(format!("{what} {file:?} must be relative to wasm_module_dir, without \"..\""));
+    }
+    Ok(dir.join(path))
 }
 
 /// Marks the routes that run a WasmPlugin whose module could not be prepared (read, fetched,
@@ -274,6 +315,7 @@ mod tests {
         let upstream = |name: &str, service: &str, port| WasmUpstreamRef {
             name: name.into(),
             service: WasmServicePort { name: service.into(), port },
+            tls: None,
         };
         let spec = WasmPluginSpec {
             upstreams: vec![upstream("auth", "auth", 80), upstream("gone", "nope", 80)],
@@ -287,7 +329,7 @@ mod tests {
             service("team", "auth", &[(Some("http"), 80)]),
             endpoint_slice("team", "auth-a", "auth", &[("http", 8080)], &[("10.0.0.1", None)]),
         ]);
-        let ups = upstreams(&index, BackendAddressing::Endpoints, &p);
+        let ups = upstreams(&index, BackendAddressing::Endpoints, None, &p).unwrap();
         assert_eq!(ups.len(), 2);
         assert_eq!(ups[0].name, "auth");
         assert!(
@@ -299,6 +341,32 @@ mod tests {
         assert!(
             matches!(&ups[1].backend, Backend::Unresolved(u) if u.reason.contains("does not exist"))
         );
+    }
+
+    #[test]
+    fn upstream_tls_needs_a_valid_server_name_and_a_ca_file_under_the_module_dir() {
+        let tls = |server_name: &str, ca_file: Option<&str>| WasmUpstreamTls {
+            server_name: server_name.into(),
+            ca_file: ca_file.map(Into::into),
+        };
+        let dir = Some(Path::new("/w"));
+        assert_eq!(
+            upstream_tls(&tls("authz.team.svc", Some("cas/authz.pem")), dir).unwrap(),
+            UpstreamTls {
+                server_name: "authz.team.svc".into(),
+                ca_file: Some(PathBuf::from("/w/cas/authz.pem")),
+            }
+        );
+        assert_eq!(upstream_tls(&tls("authz.team.svc", None), None).unwrap().ca_file, None);
+        for (bad, dir, why) in [
+            (tls("not a name!", None), dir, "is not a valid TLS server name"),
+            (tls("a.b", Some("/etc/ssl/ca.pem")), dir, "must be relative"),
+            (tls("a.b", Some("../ca.pem")), dir, "must be relative"),
+            (tls("a.b", Some("ca.pem")), None, "no wasm_module_dir"),
+        ] {
+            let err = upstream_tls(&bad, dir).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub use reference_grant::{
 };
 pub use wasm_plugin::{
     OUR_GROUP, WasmFailurePolicy, WasmPlugin, WasmPluginSpec, WasmServicePort, WasmUpstreamRef,
+    WasmUpstreamTls,
 };
 
 /// Defines a namespaced or cluster-scoped Gateway API object with `metadata` and `spec`.

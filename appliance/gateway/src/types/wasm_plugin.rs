@@ -57,6 +57,21 @@ pub struct WasmUpstreamRef {
     pub name: String,
     /// The Service (in the WasmPlugin's namespace) and its port.
     pub service: WasmServicePort,
+    /// Calls speak TLS to the Service, verifying its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<WasmUpstreamTls>,
+}
+
+/// TLS to a WasmPlugin's upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmUpstreamTls {
+    /// Sent as SNI; the name the Service's certificate must be valid for.
+    pub server_name: String,
+    /// A PEM file of the CA certificates to trust, relative to the appliance's
+    /// `wasm_module_dir`; without it, the system's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// A Service port by the Service's name and the port number.

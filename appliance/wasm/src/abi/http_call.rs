@@ -71,7 +71,7 @@ fn dispatch(
     let name = memory::read_str(caller, upstream.0, upstream.1)?;
     let raw_head = memory::read(caller, head.0, head.1)?;
     let body = memory::read(caller, body.0, body.1)?;
-    let backend = caller.data().plugin.upstreams.get(&name).cloned().ok_or_else(|| {
+    let target = caller.data().plugin.upstreams.get(&name).cloned().ok_or_else(|| {
         tracing::debug!(target: "wasm", plugin = %caller.data().plugin.name, upstream = %name, "http call to an unknown upstream");
         Status::BadArgument
     })?;
@@ -103,7 +103,7 @@ fn dispatch(
     let call = PendingCall {
         token,
         upstream: name,
-        backend,
+        target,
         method,
         path,
         authority,

@@ -23,6 +23,7 @@ mod instance;
 mod limits;
 mod metrics;
 mod plugin;
+mod recent;
 mod source;
 mod state;
 

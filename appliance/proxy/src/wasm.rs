@@ -91,6 +91,8 @@ impl Drop for Contexts {
     /// they end when that poll returns, after hyper's flush; elsewhere (HTTP/2 streams run in
     /// their own tasks), in a task.
     fn drop(&mut self) {
+        let pseudo = std::mem::take(&mut self.pseudo);
+        Head { pseudo, headers: HeaderMap::new() }.recycle();
         let list = std::mem::take(&mut self.list);
         if matches!(list, List::Empty) {
             return;
@@ -240,6 +242,7 @@ pub(crate) async fn request(
     }
     let pseudo = apply_request_head(parts, head);
     if let Some(local) = answer {
+        Head { pseudo, headers: HeaderMap::new() }.recycle();
         return Err(Box::new(local_response(local)));
     }
     let active = contexts.iter().any(HttpContext::active);
@@ -316,6 +319,7 @@ impl Chain {
         if let Some(s) = head.pseudo(":status").and_then(|s| s.parse::<u16>().ok()) {
             parts.status = StatusCode::from_u16(s).unwrap_or(parts.status);
         }
+        head.recycle();
         if let Some(local) = answer {
             return Err(Box::new(local_response(local)));
         }

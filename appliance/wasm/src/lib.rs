@@ -26,6 +26,7 @@ mod instance;
 mod limits;
 mod metrics;
 mod plugin;
+mod recent;
 mod source;
 mod state;
 

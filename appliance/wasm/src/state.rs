@@ -13,6 +13,7 @@ use wasmtime::{Memory, TypedFunc};
 use crate::calls::{CallResponse, PendingCall};
 use crate::limits::Limiter;
 use crate::plugin::PluginShared;
+use crate::recent;
 
 /// Request or response headers as the guest sees them: pseudo-headers (`:method`, `:path`,
 /// `:authority`, `:scheme`; `:status` on responses) and the header map. Pseudo-header values
@@ -84,7 +85,9 @@ pub fn shared_str(value: &str) -> Arc<str> {
 }
 
 impl Head {
-    /// A request head: `:method`, `:path`, `:authority`, `:scheme` and the headers.
+    /// A request head: `:method`, `:path`, `:authority`, `:scheme` and the headers. The
+    /// vector and the path and authority strings are those of recent heads of this thread
+    /// when it can (see [`Head::recycle`]).
     pub fn request(
         method: &str,
         path: &str,
@@ -92,13 +95,20 @@ impl Head {
         scheme: &str,
         headers: HeaderMap,
     ) -> Self {
-        let pseudo = [
+        let mut pseudo = recent::vector();
+        pseudo.extend([
             (":method", shared_str(method)),
-            (":path", Arc::from(path)),
-            (":authority", Arc::from(authority)),
+            (":path", recent::path(path)),
+            (":authority", recent::authority(authority)),
             (":scheme", shared_str(scheme)),
-        ];
-        Self { pseudo: Vec::from(pseudo), headers }
+        ]);
+        Self { pseudo, headers }
+    }
+
+    /// Drops the head, keeping its pseudo-header vector (emptied) for a later
+    /// [`Head::request`] on this thread.
+    pub fn recycle(self) {
+        recent::give_back(self.pseudo);
     }
 
     /// A response head: `:status` and the headers.

@@ -19,6 +19,8 @@ pub mod model;
 mod nexthop;
 mod plan;
 mod plane;
+#[cfg(test)]
+mod test_support;
 mod vip_index;
 
 pub use applier::{vip_key, wire_addr};

@@ -14,21 +14,12 @@ use frames::{Frame, OUR_MAC, TCP_SYN, arp_request, seen, solicit};
 use gatehouse_ebpf_common::{Addr, Backend, RING_CHUNK, VipEntry, vip_index_slots};
 
 use super::faults;
+use crate::test_support::root;
 use crate::vip_index;
 use crate::{Datapath, Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};
 
 const LO_IFINDEX: u32 = 1;
 const LIMITS: Limits = Limits { max_vips: 16, max_backends: 64, ring_size: 257, max_flows: 4096 };
-
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root {
-        eprintln!("skipped: needs root and a BPF-capable kernel");
-    }
-    root
-}
 
 fn balance(backends: &[(&str, u32)], forwarding: Forwarding, syn_limit: u32) -> VipAction {
     VipAction::Balance {

@@ -10,17 +10,8 @@ use std::time::{Duration, Instant};
 use super::{Plane, PlaneConfig, PlaneStatus};
 use crate::datapath::AttachMode;
 use crate::journal::faults;
+use crate::test_support::root;
 use crate::{Forwarding, L4Protocol, Limits, Plan, Vip, VipAction, WeightedAddr};
-
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root {
-        eprintln!("skipped: needs root and a BPF-capable kernel");
-    }
-    root
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();

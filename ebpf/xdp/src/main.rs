@@ -303,7 +303,8 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
                 // Sent from here, not from `nat_reply`: the FIB lookup `forward` may make
                 // would be a third call deep, past the verifier's stack limit.
                 let hop = GH_CLIENT_HOP.get_ptr_mut(client_hop_slot(&client));
-                return forward(raw, pkt, &client, false, hop.unwrap_or(core::ptr::null_mut()));
+                let hop = hop.unwrap_or(core::ptr::null_mut());
+                return forward(raw, pkt, &client, false, hop, settings.next_hop_epoch);
             }
             action => return action,
         }
@@ -458,7 +459,7 @@ fn to_backend(
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        return forward(raw, pkt, &backend.addr, true, hop);
+        return forward(raw, pkt, &backend.addr, true, hop, settings.next_hop_epoch);
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     let ports = packet::ports(pinned.snat_port, backend.port);
@@ -466,7 +467,7 @@ fn to_backend(
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &backend.addr, false, hop)
+    forward(raw, pkt, &backend.addr, false, hop, settings.next_hop_epoch)
 }
 
 /// A flow the connection table does not know (or whose backend left): the VIP lookup, then
@@ -878,7 +879,8 @@ const REPLY_REWRITTEN: u32 = u32::MAX - 1;
 /// known destination costs no FIB lookup.
 ///
 /// Inlined, so a packet whose next hop is cached costs no BPF-to-BPF call (each call and
-/// return goes through the kernel's return thunk); [`resolve`] is out of line.
+/// return goes through the kernel's return thunk); [`resolve`] is out of line. `epoch`: the
+/// [`Settings::next_hop_epoch`] the caller read (no second settings lookup per packet).
 #[inline(always)]
 fn forward(
     raw: *mut xdp_md,
@@ -886,6 +888,7 @@ fn forward(
     dst: &Addr,
     encapsulated: bool,
     hop: *mut NextHop,
+    epoch: u32,
 ) -> u32 {
     let ctx = &Ctx::new(raw);
     let ingress = ctx.ingress_ifindex();
@@ -894,7 +897,6 @@ fn forward(
         count(COUNTER_FIB_PASS);
         return xdp_action::XDP_PASS;
     }
-    let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
     if epoch != 0 && !hop.is_null() {
         // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
         let nh = unsafe { &*hop };

@@ -568,10 +568,14 @@ fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut
 const NEW_FLOW: u32 = u32::MAX;
 
 /// The pinned value of `flow` in its bucket, if a whole (untorn) slot holds it; marks it seen.
+/// The ways are looked at from the one [`victim`] tries first, where a flow that met no
+/// other in its bucket sits: one way looked at, not up to four.
 #[inline(always)]
 fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Option<FlowValue> {
-    let mut way = 0;
-    while way < FLOW_WAYS {
+    let start = first_way(hash);
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let way = (start + i) & (FLOW_WAYS - 1);
         // SAFETY: `bucket` is a map value (valid for the whole run) and `way` is in bounds.
         // Another CPU may be writing the slot: the tag read before and after the key and value
         // (volatile, in this order) tells a whole slot from a half-written one (see FlowSlot).
@@ -590,9 +594,15 @@ fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Op
                 return Some(value);
             }
         }
-        way += 1;
+        i += 1;
     }
     None
+}
+
+/// The way of its bucket a flow of hash `hash` tries first.
+#[inline(always)]
+fn first_way(hash: u32) -> usize {
+    (hash >> 5) as usize
 }
 
 /// Whether a slot's key is the packet's flow (word by word: comparing the address arrays
@@ -616,7 +626,7 @@ fn same_flow(key: &FlowKey, pkt: &Parsed) -> bool {
 /// empty one, else the one seen longest ago (ties: the first from a way the hash picks).
 #[inline(always)]
 fn victim(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32) -> usize {
-    let start = (hash >> 5) as usize;
+    let start = first_way(hash);
     let mut victim = start & (FLOW_WAYS - 1);
     let mut oldest = u32::MAX;
     let mut i = 0;

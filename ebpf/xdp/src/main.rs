@@ -33,7 +33,7 @@ use gatehouse_ebpf_common::{
     COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
     COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
     DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
-    DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
+    DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, MAPPED_V4_WORD, FlowKey, FlowSlot, FlowValue,
     GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
     NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK, RingChunk,
     Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats, VipValue,
@@ -289,8 +289,14 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
         count(COUNTER_MISS);
         return xdp_action::XDP_PASS;
     }
-    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-    if pkt.dst == *source {
+    // For IPv4 its last word and the mapped prefix: the frame's first three words are that
+    // prefix already, and an unset source (all zero) has no prefix.
+    let to_source = if pkt.v4 {
+        pkt.dst[3] == settings.source_v4[3] && settings.source_v4[2] == MAPPED_V4_WORD
+    } else {
+        pkt.dst == settings.source_v6
+    };
+    if to_source {
         // Written by `nat_reply` (an out-parameter, see `new_flow`'s) when it answers
         // `REPLY_REWRITTEN`, and read only then. Not zeroed: `[0; 4]` here was a call to a
         // byte-wise `memset` subprogram per reply.

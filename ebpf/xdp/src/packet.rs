@@ -273,35 +273,38 @@ fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
     // SAFETY: the IPv4/IPv6 parser wrote these fields before calling.
     let (l4, proto, end) =
         unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
-    let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
+    // The ports are the first word of either header: its halves, in wire order, are the source
+    // and destination port (a little-endian target: the first two bytes are the low half).
+    // Halves of the word, not its bytes: BPF's LLVM would split and rejoin the bytes.
+    const _: () = assert!(cfg!(target_endian = "little"));
+    let (ports, tcp_flags) = if proto == PROTO_TCP {
         // As words (see `parse_v4`): the ports, then the data offset and flags.
         let Some(t) = load::<[u32; 5]>(ctx, l4) else {
             return Verdict::Malformed;
         };
-        let (p, f) = (t[0].to_ne_bytes(), t[3].to_ne_bytes());
-        let doff = usize::from(f[0] >> 4) * 4;
+        let doff = ((t[3] & 0xf0) >> 2) as usize;
         if doff < 20 || l4 + doff > end {
             return Verdict::Malformed;
         }
-        (u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]]), f[1])
+        (t[0], (t[3] >> 8) as u8)
     } else if proto == PROTO_UDP {
-        let Some(u) = load::<[u8; 8]>(ctx, l4) else {
+        let Some(u) = load::<[u32; 2]>(ctx, l4) else {
             return Verdict::Malformed;
         };
-        let len = usize::from(be16([u[4], u[5]]));
+        let len = usize::from((u[1] as u16).swap_bytes());
         if len < 8 || l4 + len > end {
             return Verdict::Malformed;
         }
-        (u16::from_ne_bytes([u[0], u[1]]), u16::from_ne_bytes([u[2], u[3]]), 0)
+        (u[0], 0)
     } else {
         return Verdict::Miss;
     };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).sport = sport };
+    unsafe { (*pkt).sport = ports as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).dport = dport };
+    unsafe { (*pkt).dport = (ports >> 16) as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).tcp_flags = tcp_flags };

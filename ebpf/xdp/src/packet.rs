@@ -5,7 +5,7 @@ use core::mem::size_of;
 use core::ptr::{read, write};
 
 use aya_ebpf::bindings::xdp_md;
-use gatehouse_ebpf_common::{Addr, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
+use gatehouse_ebpf_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
 
 use crate::csum;
 
@@ -75,6 +75,9 @@ pub enum Verdict {
 /// A parsed TCP/UDP packet: offsets into the frame and its 5-tuple in wire order.
 #[derive(Clone, Copy, Default)]
 pub struct Parsed {
+    /// The 5-tuple, as the connection table keys it (wire order, IPv4-mapped addresses):
+    /// compared with a slot's key and hashed word by word.
+    pub key: FlowKey,
     pub v4: bool,
     /// Offset of the IP header.
     pub l3: usize,
@@ -82,14 +85,7 @@ pub struct Parsed {
     pub l4: usize,
     /// Length of the IP packet (header and payload), host order.
     pub ip_len: u16,
-    pub proto: u8,
     pub tcp_flags: u8,
-    pub src: Addr,
-    pub dst: Addr,
-    /// Network order.
-    pub sport: u16,
-    /// Network order.
-    pub dport: u16,
 }
 
 impl Parsed {
@@ -197,10 +193,10 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     let (src, dst, proto) = (h[3], h[4], w2[1]);
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).src = mapped_v4_word(src) };
+    unsafe { (*pkt).key.src = mapped_v4_word(src) };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).dst = mapped_v4_word(dst) };
+    unsafe { (*pkt).key.dst = mapped_v4_word(dst) };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).v4 = true };
@@ -215,7 +211,7 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     unsafe { (*pkt).ip_len = total as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).proto = proto };
+    unsafe { (*pkt).key.proto = proto };
     transport(ctx, pkt)
 }
 
@@ -246,10 +242,10 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).src = src };
+    unsafe { (*pkt).key.src = src };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).dst = dst };
+    unsafe { (*pkt).key.dst = dst };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).v4 = false };
@@ -264,7 +260,7 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     unsafe { (*pkt).ip_len = total as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).proto = next };
+    unsafe { (*pkt).key.proto = next };
     transport(ctx, pkt)
 }
 
@@ -272,7 +268,7 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
 fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
     // SAFETY: the IPv4/IPv6 parser wrote these fields before calling.
     let (l4, proto, end) =
-        unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
+        unsafe { ((*pkt).l4, (*pkt).key.proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
     // The ports are the first word of either header: its halves, in wire order, are the source
     // and destination port (a little-endian target: the first two bytes are the low half).
     // Halves of the word, not its bytes: BPF's LLVM would split and rejoin the bytes.
@@ -299,12 +295,13 @@ fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
     } else {
         return Verdict::Miss;
     };
-    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
-    // Copy field never reads it.
-    unsafe { (*pkt).sport = ports as u16 };
-    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
-    // Copy field never reads it.
-    unsafe { (*pkt).dport = (ports >> 16) as u16 };
+    // The key's last word in one store: the ports, the protocol and the padding (zero).
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; its key is
+    // 8-aligned and its last word is these fields (see `FlowKey::words`).
+    unsafe {
+        let words = &raw mut (*pkt).key as *mut u64;
+        core::ptr::write(words.add(4), u64::from(ports) | (u64::from(proto) << 32));
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).tcp_flags = tcp_flags };
@@ -344,8 +341,8 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
         if ip + 20 > end {
             return false;
         }
-        let addrs = csum::not32(pkt.src[3])
-            + csum::not32(pkt.dst[3])
+        let addrs = csum::not32(pkt.key.src[3])
+            + csum::not32(pkt.key.dst[3])
             + csum::add32(src[3])
             + csum::add32(dst[3]);
         let ip = ip as *mut u8;
@@ -365,8 +362,8 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
         let words = ip as *mut u32;
         let mut i = 0;
         while i < 4 {
-            delta += csum::not32(pkt.src[i])
-                + csum::not32(pkt.dst[i])
+            delta += csum::not32(pkt.key.src[i])
+                + csum::not32(pkt.key.dst[i])
                 + csum::add32(src[i])
                 + csum::add32(dst[i]);
             // SAFETY: the addresses (bytes 8 to 40 from `ip`) were checked above.
@@ -377,7 +374,7 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
             i += 1;
         }
     }
-    delta += csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
+    delta += csum::not32(ports(pkt.key.sport, pkt.key.dport)) + csum::add32(new_ports);
     let l4 = ctx.data() + pkt.l4;
     if l4 + 8 > end {
         return false;
@@ -385,7 +382,7 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
     let l4 = l4 as *mut u8;
     // SAFETY: the first 8 bytes from `l4` were checked above.
     unsafe { write(l4 as *mut u32, new_ports) };
-    if pkt.proto == PROTO_TCP {
+    if pkt.key.proto == PROTO_TCP {
         l4_checksum::<16>(l4, end, delta, false)
     } else {
         l4_checksum::<6>(l4, end, delta, true)
@@ -402,8 +399,8 @@ fn rewrite_v4(ctx: &Ctx, pkt: &Parsed, new_src: u32, new_dst: u32, new_ports: u3
     if ip + 24 > end {
         return false;
     }
-    let addrs = csum::not32(pkt.src[3])
-        + csum::not32(pkt.dst[3])
+    let addrs = csum::not32(pkt.key.src[3])
+        + csum::not32(pkt.key.dst[3])
         + csum::add32(new_src)
         + csum::add32(new_dst);
     let ip = ip as *mut u8;
@@ -416,8 +413,8 @@ fn rewrite_v4(ctx: &Ctx, pkt: &Parsed, new_src: u32, new_dst: u32, new_ports: u3
         write(ip.add(16) as *mut u32, new_dst);
         write(ip.add(20) as *mut u32, new_ports);
     }
-    let delta = addrs + csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
-    if pkt.proto == PROTO_TCP {
+    let delta = addrs + csum::not32(ports(pkt.key.sport, pkt.key.dport)) + csum::add32(new_ports);
+    if pkt.key.proto == PROTO_TCP {
         l4_checksum::<{ 20 + 16 }>(ip, end, delta, false)
     } else {
         l4_checksum::<{ 20 + 6 }>(ip, end, delta, true)

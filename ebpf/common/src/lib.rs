@@ -264,7 +264,8 @@ impl FlowKey {
 /// VIP lookup: while `vip_gen` is [`MAP_VIP_GEN`]`[vip_index]`, the VIP is there with the same
 /// shape (the applier gives a VIP a new generation when it is created, removed, or changes its
 /// action, forwarding or emptiness; not when its backends change, so flows stay pinned).
-#[repr(C)]
+/// 8-aligned, 16 bytes with no implicit padding: [`flow_tag`] reads it as two words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
     /// Backend id (host order).
@@ -278,6 +279,19 @@ pub struct FlowValue {
     pub vip_index: u32,
     /// The VIP's generation when the flow was pinned (host order).
     pub vip_gen: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+
+impl FlowValue {
+    /// The value as two 64-bit words (memory order).
+    #[inline(always)]
+    #[allow(unsafe_code, reason = "a reinterpretation of a plain 16-byte struct")]
+    pub fn words(&self) -> &[u64; 2] {
+        // SAFETY: `FlowValue` is `repr(C, align(8))`, 16 bytes with no implicit padding (its
+        // padding is a named field), so it is valid to read as two aligned `u64`s.
+        unsafe { &*(self as *const FlowValue as *const [u64; 2]) }
+    }
 }
 
 /// Slots per [`FlowBucket`] of the connection table.
@@ -422,15 +436,16 @@ pub fn flow_bucket(hash: u32) -> u32 {
     hash.rotate_left(16)
 }
 
-/// The tag of a slot holding `value` for a flow of hash `hash`; never 0.
+/// The tag of a slot holding `value` for a flow of hash `hash`; never 0. The value's two
+/// words and the hash are multiplied side by side (see [`flow_hash`]), the products' xor's
+/// halves folded: a change in any field changes the tag but for a chance of about 2^-31.
 #[inline(always)]
 pub fn flow_tag(hash: u32, value: &FlowValue) -> u32 {
-    let mut h = mix64(SEED, pair(hash, value.backend));
-    h = mix64(
-        h,
-        pair(u32::from(value.snat_port) | (u32::from(value.flags) << 16), value.vip_index),
-    );
-    (mix64(h, u64::from(value.vip_gen)) as u32) | 1
+    let v = value.words();
+    let h = (v[0] ^ SEED).wrapping_mul(M1)
+        ^ (v[1] ^ SEED).wrapping_mul(M2)
+        ^ u64::from(hash).wrapping_mul(M3);
+    ((h >> 32) ^ h) as u32 | 1
 }
 
 /// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
@@ -612,22 +627,26 @@ pub const COUNTERS: u32 = 10;
 /// exact function: the XDP program to forward, the user side's reference model to check it.
 /// Inputs are the raw wire-order values as stored in [`FlowKey`].
 ///
-/// Rounds of a 64-bit multiply-xorshift mixer over the key's words: the source address
-/// (its first half only when not zero: an IPv4-mapped address's is), then the VIP's last word
-/// with the ports. A few instructions per packet (the XDP program hashes every packet of every
-/// flow), every input bit reaching every output bit. The destination is the VIP, the same for
-/// every flow of a VIP: only its last word (which differs between VIPs) is mixed in.
+/// The key's words are multiplied each by its own odd constant, side by side (no product
+/// waits for another: every packet's connection-table lookup waits for this hash), then
+/// folded, multiplied once more and the upper half taken: every input bit reaches every
+/// output bit. The words: the source address (its first half only when not zero: an
+/// IPv4-mapped address's is), and the VIP's last word with the ports and protocol. The
+/// destination is the VIP, the same for every flow of a VIP: only its last word (which differs
+/// between VIPs) is mixed in.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
     let w = key.words();
-    let mut h = SEED ^ (w[4] >> 32);
+    let mut h = (w[1] ^ SEED).wrapping_mul(M1) ^ ((w[3] & !LOW_HALF) ^ w[4]).wrapping_mul(M2);
     if w[0] != 0 {
-        h = mix64(h, w[0]);
+        h ^= (w[0] ^ SEED).wrapping_mul(M3);
     }
-    h = mix64(h, w[1]);
-    h = mix64(h, (w[3] & !LOW_HALF) | (w[4] & LOW_HALF));
-    finish64(h)
+    h ^= h >> 29;
+    (h.wrapping_mul(M1) >> 32) as u32
 }
+
+/// A third multiplier, for [`flow_hash`] (odd, from murmur3's 64-bit finaliser).
+const M3: u64 = 0xff51_afd7_ed55_8ccd;
 
 /// The lower 32 bits of a word.
 const LOW_HALF: u64 = 0xffff_ffff;

@@ -37,9 +37,8 @@ use gatehouse_ebpf_common::{
     GEN_FRAME_LEN, GenFrame, MAPPED_V4_WORD, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE,
     NAT_PORT_TRIES, NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK,
     RingChunk, Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats,
-    VipValue, client_hop_slot, filter_has, flow_bucket, flow_buckets, flow_hash, flow_tag,
-    is_mapped_v4, nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots,
-    vip_slot, vip_tag,
+    VipValue, client_hop_slot, flow_bucket, flow_buckets, flow_hash, flow_tag, is_mapped_v4,
+    nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots, vip_slot, vip_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -249,7 +248,10 @@ pub fn gatehouse_xdp_tx(ctx: XdpContext) -> u32 {
 fn process(ctx: &XdpContext) -> u32 {
     // Not zeroed: zeroing 72 bytes costs a byte-wise memset call per packet in BPF.
     let mut pkt = core::mem::MaybeUninit::<Parsed>::uninit();
-    match packet::parse(ctx.ctx, pkt.as_mut_ptr()) {
+    let Some(settings) = GH_SETTINGS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    match packet::parse(ctx.ctx, pkt.as_mut_ptr(), &settings.filter) {
         Verdict::Miss => {
             count(COUNTER_MISS);
             xdp_action::XDP_PASS
@@ -265,7 +267,7 @@ fn process(ctx: &XdpContext) -> u32 {
         Verdict::Arp(l3) => arp_reply(ctx.ctx, l3),
         Verdict::Solicit(l3) => nd_reply(ctx.ctx, l3),
         // SAFETY: `parse` wrote every field before returning `Verdict::L4`.
-        Verdict::L4 => l4(ctx.ctx, unsafe { pkt.assume_init_ref() }),
+        Verdict::L4 => l4(ctx.ctx, unsafe { pkt.assume_init_ref() }, settings),
     }
 }
 
@@ -280,15 +282,9 @@ fn count(index: u32) {
 // Out of line (here and below): each BPF function gets its own stack frame, which keeps every
 // call chain within the verifier's 512-byte stack limit. The common path (`l4`) is inlined.
 #[inline(always)]
-fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
-    let Some(settings) = GH_SETTINGS.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // Most frames are for none of our addresses: out before any hash-map lookup.
-    if !filter_has(&settings.filter, &pkt.key.dst) {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    }
+fn l4(raw: *mut xdp_md, pkt: &Parsed, settings: &Settings) -> u32 {
+    // Most frames are for none of our addresses: the parser answered `Verdict::Miss` for
+    // those (the settings' filter), before any hash-map lookup.
     // For IPv4 its last word and the mapped prefix: the frame's first three words are that
     // prefix already, and an unset source (all zero) has no prefix.
     let to_source = if pkt.v4 {

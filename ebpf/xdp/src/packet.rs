@@ -5,7 +5,9 @@ use core::mem::size_of;
 use core::ptr::{read, write};
 
 use aya_ebpf::bindings::xdp_md;
-use gatehouse_ebpf_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
+use gatehouse_ebpf_common::{
+    Addr, FILTER_WORDS, FlowKey, PROTO_TCP, PROTO_UDP, filter_has, mapped_v4, mapped_v4_word,
+};
 
 use crate::csum;
 
@@ -58,7 +60,7 @@ impl Ctx {
 
 /// What the parser found.
 pub enum Verdict {
-    /// Not an IP/ARP frame we look at, or not TCP/UDP.
+    /// Not an IP/ARP frame we look at, not TCP/UDP, or for none of our addresses.
     Miss,
     /// Truncated or inconsistent headers.
     Malformed,
@@ -139,10 +141,12 @@ fn frame_len(ctx: &Ctx) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`.
-#[inline(always)]
+/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`. An IP
+/// packet whose destination `filter` says is none of ours is a [`Verdict::Miss`] as soon as
+/// its destination is read (most frames: their transport header is not looked at).
 /// `pkt` may be uninitialised: every field is written before `Verdict::L4` is returned.
-pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
+#[inline(always)]
+pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     let ctx = &Ctx::new(raw);
     let Some(et) = load::<[u8; 2]>(ctx, 12) else {
         return Verdict::Malformed;
@@ -164,15 +168,15 @@ pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
         }
     }
     match ethertype {
-        ETH_P_IP => parse_v4(ctx, l3, pkt),
-        ETH_P_IPV6 => parse_v6(ctx, l3, pkt),
+        ETH_P_IP => parse_v4(ctx, l3, pkt, filter),
+        ETH_P_IPV6 => parse_v6(ctx, l3, pkt, filter),
         ETH_P_ARP => Verdict::Arp(l3),
         _ => Verdict::Miss,
     }
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     // As words, in one bounds check: the addresses are whole words, the other fields are
     // taken from their bytes (no second read of the frame for the addresses).
     let Some(h) = load::<[u32; 5]>(ctx, l3) else {
@@ -191,6 +195,9 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
         return Verdict::Fragment;
     }
     let (src, dst, proto) = (h[3], h[4], w2[1]);
+    if !filter_has(filter, &mapped_v4_word(dst)) {
+        return Verdict::Miss;
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).key.src = mapped_v4_word(src) };
@@ -216,7 +223,7 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     let Some(h) = load::<[u8; 8]>(ctx, l3) else {
         return Verdict::Malformed;
     };
@@ -240,6 +247,9 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     let (Some(src), Some(dst)) = (load::<Addr>(ctx, l3 + 8), load::<Addr>(ctx, l3 + 24)) else {
         return Verdict::Malformed;
     };
+    if !filter_has(filter, &dst) {
+        return Verdict::Miss;
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).key.src = src };

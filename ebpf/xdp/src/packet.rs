@@ -148,12 +148,16 @@ fn frame_len(ctx: &Ctx) -> usize {
 #[inline(always)]
 pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     let ctx = &Ctx::new(raw);
-    let Some(et) = load::<[u8; 2]>(ctx, 12) else {
+    let Some(et) = load::<u16>(ctx, 12) else {
         return Verdict::Malformed;
     };
-    let mut ethertype = be16(et);
+    // Wire order, compared as loaded: an untagged IPv4 frame (the common case) takes one
+    // comparison to its parser.
+    let mut ethertype = u16::from_be(et);
     let mut l3 = ETH_HLEN;
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    if et == ETH_P_IP.to_be() {
+        ethertype = ETH_P_IP;
+    } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         let Some(et) = load::<[u8; 2]>(ctx, l3 + 2) else {
             return Verdict::Malformed;
         };

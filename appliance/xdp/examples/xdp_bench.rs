@@ -5,7 +5,10 @@
 //! It runs in a network namespace of its own (created and removed here) with forwarding on, a
 //! veth pair and routes to the backends with permanent neighbour entries: the kernel's FIB
 //! answers as on a forwarding appliance, so forwarded packets end in `XDP_REDIRECT` (on the
-//! host's own namespace, forwarding off, every FIB lookup would stop at its first check).
+//! host's own namespace, forwarding off, every FIB lookup would stop at its first check). The
+//! hit is measured one-armed too: the frame given as received on the veth the backends are
+//! reached through (the test run's context names the ingress interface), so the FIB's answer
+//! sends it back out of it, `XDP_TX` (Katran's topology: clients and backends on one side).
 //!
 //! With `repeat > 1` the kernel reruns the program on the frame it already rewrote, so the
 //! repeated cases run `gatehouse_xdp_bench`, which restores the original 60 bytes (and the

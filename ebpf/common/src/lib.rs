@@ -653,7 +653,7 @@ const LOW_HALF: u64 = 0xffff_ffff;
 
 /// An odd constant with well-spread bits (the golden ratio's, 64 bits).
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-/// Multipliers of [`mix64`] and [`finish64`] (from splitmix64's finaliser).
+/// Multipliers of [`mix64`], [`flow_hash`] and [`flow_tag`] (from splitmix64's finaliser).
 const M1: u64 = 0xbf58_476d_1ce4_e5b9;
 const M2: u64 = 0x94d0_49bb_1331_11eb;
 
@@ -668,16 +668,6 @@ fn pair(hi: u32, lo: u32) -> u64 {
 fn mix64(h: u64, k: u64) -> u64 {
     let h = (h ^ k).wrapping_mul(M1);
     h ^ (h >> 32)
-}
-
-/// splitmix64's finaliser, folded to 32 bits.
-#[inline(always)]
-fn finish64(mut h: u64) -> u32 {
-    h ^= h >> 30;
-    h = h.wrapping_mul(M1);
-    h ^= h >> 27;
-    h = h.wrapping_mul(M2);
-    (h ^ (h >> 31)) as u32
 }
 
 /// murmur3's finaliser: every input bit affects every output bit.

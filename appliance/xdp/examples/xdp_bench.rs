@@ -5,7 +5,10 @@
 //! It runs in a network namespace of its own (created and removed here) with forwarding on, a
 //! veth pair and routes to the backends with permanent neighbour entries: the kernel's FIB
 //! answers as on a forwarding appliance, so forwarded packets end in `XDP_REDIRECT` (on the
-//! host's own namespace, forwarding off, every FIB lookup would stop at its first check).
+//! host's own namespace, forwarding off, every FIB lookup would stop at its first check). The
+//! hit is measured one-armed too: the frame given as received on the veth the backends are
+//! reached through (the test run's context names the ingress interface), so the FIB's answer
+//! sends it back out of it, `XDP_TX` (Katran's topology: clients and backends on one side).
 //!
 //! With `repeat > 1` the kernel reruns the program on the frame it already rewrote, so the
 //! repeated cases run `gatehouse_xdp_bench`, which restores the original 60 bytes (and the
@@ -153,11 +156,24 @@ impl Drop for Netns {
 
 /// One test run: (return code, kernel-measured ns per repetition).
 fn run(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, f64) {
+    run_from(program, frame, repeat, None)
+}
+
+/// One test run of a frame received on `ingress` (an interface index; `None`: the
+/// namespace's loopback, the kernel's default).
+fn run_from(program: &Xdp, frame: &[u8], repeat: u32, ingress: Option<u32>) -> (u32, f64) {
     let mut out = vec![0u8; frame.len() + 128];
+    // `struct xdp_md`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex; the kernel wants data 0 and data_end the frame's length.
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress.unwrap_or(0), 0, 0]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
     let r = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ingress.map(|_| ctx.as_slice()),
             repeat,
             ..TestRunOptions::default()
         })
@@ -166,12 +182,22 @@ fn run(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, f64) {
 }
 
 fn repeated(name: &str, program: &Xdp, frame: &[u8], want: &[u32]) -> f64 {
+    repeated_from(name, program, frame, want, None)
+}
+
+fn repeated_from(
+    name: &str,
+    program: &Xdp,
+    frame: &[u8],
+    want: &[u32],
+    ingress: Option<u32>,
+) -> f64 {
     // Warm up (and pin the flow, for hits), then measure three times and keep the best.
-    let (code, _) = run(program, frame, 1);
+    let (code, _) = run_from(program, frame, 1, ingress);
     assert!(want.contains(&code), "{name}: return code {code}, wanted one of {want:?}");
     let mut best = f64::MAX;
     for _ in 0..3 {
-        let (again, ns) = run(program, frame, REPEAT);
+        let (again, ns) = run_from(program, frame, REPEAT, ingress);
         assert_eq!(again, code, "{name}: return code changed between runs");
         best = best.min(ns);
     }
@@ -234,6 +260,14 @@ fn measure() {
     let miss = repeated("miss", bench, &miss_frame, &[2]);
     let hit_nat = repeated("conntrack hit, full NAT", bench, &nat_frame, &forwarded);
     let hit_ipip = repeated("conntrack hit, IPIP", bench, &ipip_frame, &forwarded);
+    // One-arm, as Katran is deployed: the frame comes in on the interface the backends are
+    // reached through, so the FIB's answer sends it back out of it (XDP_TX, no redirect).
+    let backends_side = Some(nix::net::if_::if_nametoindex("v0").unwrap());
+    let tx = [3];
+    let hit_nat_one_arm =
+        repeated_from("conntrack hit, full NAT, one-arm", bench, &nat_frame, &tx, backends_side);
+    let hit_ipip_one_arm =
+        repeated_from("conntrack hit, IPIP, one-arm", bench, &ipip_frame, &tx, backends_side);
     // A backend's reply to that full-NAT flow, rewritten back to the client: the NAT source
     // port is the one the program chose (seen on the forward packet, run once unrestored).
     let mut out = vec![0u8; nat_frame.len() + 128];
@@ -328,6 +362,8 @@ fn measure() {
     println!("RESULT ns_per_packet_miss {miss:.1}");
     println!("RESULT ns_per_packet_hit {hit_nat:.1}");
     println!("RESULT ns_per_packet_hit_ipip {hit_ipip:.1}");
+    println!("RESULT ns_per_packet_hit_one_arm {hit_nat_one_arm:.1}");
+    println!("RESULT ns_per_packet_hit_ipip_one_arm {hit_ipip_one_arm:.1}");
     println!("RESULT ns_per_packet_reply {reply:.1}");
     println!("RESULT ns_per_packet_new_flow {new_nat_repeated:.1}");
     println!("RESULT ns_per_packet_new_flow_ipip {new_ipip_repeated:.1}");

@@ -8,7 +8,7 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use gatehouse_ebpf_common::{
-    self as common, BackendStats, COUNTERS, Mac, NAT_PORT_TRIES, VipKey, VipStats,
+    self as common, BackendCpu, BackendStats, COUNTERS, Mac, NAT_PORT_TRIES, VipKey, VipStats,
 };
 use tracing::warn;
 
@@ -55,7 +55,7 @@ pub struct Datapath {
     maps: Maps,
     macs: HashMap<MapData, u32, Mac>,
     vip_stats: PerCpuArray<MapData, VipStats>,
-    backend_stats: PerCpuArray<MapData, BackendStats>,
+    backend_cpu: PerCpuArray<MapData, BackendCpu>,
     counters: PerCpuArray<MapData, u64>,
     gen_frame: aya::maps::Array<MapData, common::GenFrame>,
     flow_clock: aya::maps::Array<MapData, common::FlowClock>,
@@ -103,8 +103,7 @@ impl Datapath {
             .map_max_entries(common::MAP_VIP_GEN, limits.max_vips)
             .map_max_entries(common::MAP_SYN, limits.max_vips)
             .map_max_entries(common::MAP_BACKENDS, limits.max_backends)
-            .map_max_entries(common::MAP_BACKEND_STATS, limits.max_backends)
-            .map_max_entries(common::MAP_NEXT_HOP, limits.max_backends)
+            .map_max_entries(common::MAP_BACKEND_CPU, limits.max_backends)
             .map_max_entries(common::MAP_RING, ring)
             .map_max_entries(common::MAP_FLOWS, common::flow_buckets(limits.max_flows))
             .map_max_entries(common::MAP_NAT, common::nat_lanes(limits.max_flows) * 65_536)
@@ -149,9 +148,9 @@ impl Datapath {
             .map_err(map_err(common::MAP_MACS))?;
         let vip_stats = PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_VIP_STATS)?)
             .map_err(map_err(common::MAP_VIP_STATS))?;
-        let backend_stats =
-            PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_BACKEND_STATS)?)
-                .map_err(map_err(common::MAP_BACKEND_STATS))?;
+        let backend_cpu =
+            PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_BACKEND_CPU)?)
+                .map_err(map_err(common::MAP_BACKEND_CPU))?;
         let counters = PerCpuArray::try_from(take::<(), ()>(&mut ebpf, common::MAP_COUNTERS)?)
             .map_err(map_err(common::MAP_COUNTERS))?;
         let gen_frame =
@@ -170,7 +169,7 @@ impl Datapath {
             maps,
             macs,
             vip_stats,
-            backend_stats,
+            backend_cpu,
             counters,
             state: State::default(),
             limits,
@@ -458,12 +457,11 @@ impl Datapath {
             stats.vips.insert(name, sum);
         }
         for (addr, id) in self.state.backends() {
-            let per_cpu =
-                self.backend_stats.get(&id, 0).map_err(map_err(common::MAP_BACKEND_STATS))?;
+            let per_cpu = self.backend_cpu.get(&id, 0).map_err(map_err(common::MAP_BACKEND_CPU))?;
             let mut sum = BackendStats::default();
-            for s in per_cpu.iter() {
-                sum.packets += s.packets;
-                sum.bytes += s.bytes;
+            for local in per_cpu.iter() {
+                sum.packets += local.stats.packets;
+                sum.bytes += local.stats.bytes;
             }
             stats.backends.insert(addr, sum);
         }

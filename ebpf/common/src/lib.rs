@@ -68,8 +68,8 @@ pub const MAP_MACS: &str = "GH_MACS";
 pub const MAP_DROP: &str = "GH_DROP";
 /// Per-CPU [`VipStats`] by VIP index.
 pub const MAP_VIP_STATS: &str = "GH_VIP_STATS";
-/// Per-CPU [`BackendStats`] by backend id.
-pub const MAP_BACKEND_STATS: &str = "GH_BE_STATS";
+/// Per-CPU [`BackendCpu`] by backend id: the backend's counters and its cached next hop.
+pub const MAP_BACKEND_CPU: &str = "GH_BACKEND_CPU";
 /// Per-CPU global counters (`u64`) indexed by the `COUNTER_*` constants.
 pub const MAP_COUNTERS: &str = "GH_COUNTERS";
 /// Per-CPU [`SynWindow`] by VIP index: the SYN-flood guard's state.
@@ -78,8 +78,6 @@ pub const MAP_SYN: &str = "GH_SYN";
 pub const MAP_GEN_FRAME: &str = "GH_GEN_FRAME";
 /// By VIP index: the generation of the VIP's shape (`u32`, array), see [`FlowValue::vip_gen`].
 pub const MAP_VIP_GEN: &str = "GH_VIP_GEN";
-/// Per-CPU [`NextHop`] by backend id: the kernel FIB's answer for the backend, cached.
-pub const MAP_NEXT_HOP: &str = "GH_NEXT_HOP";
 /// Per-CPU [`NextHop`] of clients (the full-NAT reverse path), direct-mapped by
 /// [`client_hop_slot`]; an entry serves only the address it holds.
 pub const MAP_CLIENT_HOP: &str = "GH_CLIENT_HOP";
@@ -229,8 +227,9 @@ pub struct Backend {
     pub _pad: u8,
 }
 
-/// A flow's 5-tuple as received.
-#[repr(C)]
+/// A flow's 5-tuple as received. 8-aligned, with its padding in named fields (kept 0): the
+/// program compares and copies a key as five 64-bit words ([`FlowKey::words`]).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     /// Source address, network order, IPv4-mapped.
@@ -247,11 +246,26 @@ pub struct FlowKey {
     pub _pad2: u16,
 }
 
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key as five 64-bit words (memory order): the source address, the destination
+    /// address, then the ports, protocol and padding.
+    #[inline(always)]
+    #[allow(unsafe_code, reason = "a reinterpretation of a plain 40-byte struct")]
+    pub fn words(&self) -> &[u64; 5] {
+        // SAFETY: `FlowKey` is `repr(C, align(8))`, 40 bytes with no implicit padding (its
+        // padding is in named fields), so it is valid to read as five aligned `u64`s.
+        unsafe { &*(self as *const FlowKey as *const [u64; 5]) }
+    }
+}
+
 /// Where an established flow goes, and enough of its VIP that a packet of the flow needs no
 /// VIP lookup: while `vip_gen` is [`MAP_VIP_GEN`]`[vip_index]`, the VIP is there with the same
 /// shape (the applier gives a VIP a new generation when it is created, removed, or changes its
 /// action, forwarding or emptiness; not when its backends change, so flows stay pinned).
-#[repr(C)]
+/// 8-aligned, 16 bytes with no implicit padding: [`flow_tag`] reads it as two words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
     /// Backend id (host order).
@@ -265,6 +279,19 @@ pub struct FlowValue {
     pub vip_index: u32,
     /// The VIP's generation when the flow was pinned (host order).
     pub vip_gen: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+
+impl FlowValue {
+    /// The value as two 64-bit words (memory order).
+    #[inline(always)]
+    #[allow(unsafe_code, reason = "a reinterpretation of a plain 16-byte struct")]
+    pub fn words(&self) -> &[u64; 2] {
+        // SAFETY: `FlowValue` is `repr(C, align(8))`, 16 bytes with no implicit padding (its
+        // padding is a named field), so it is valid to read as two aligned `u64`s.
+        unsafe { &*(self as *const FlowValue as *const [u64; 2]) }
+    }
 }
 
 /// Slots per [`FlowBucket`] of the connection table.
@@ -409,15 +436,16 @@ pub fn flow_bucket(hash: u32) -> u32 {
     hash.rotate_left(16)
 }
 
-/// The tag of a slot holding `value` for a flow of hash `hash`; never 0.
+/// The tag of a slot holding `value` for a flow of hash `hash`; never 0. The value's two
+/// words and the hash are multiplied side by side (see [`flow_hash`]), the products' xor's
+/// halves folded: a change in any field changes the tag but for a chance of about 2^-31.
 #[inline(always)]
 pub fn flow_tag(hash: u32, value: &FlowValue) -> u32 {
-    let mut h = mix64(SEED, pair(hash, value.backend));
-    h = mix64(
-        h,
-        pair(u32::from(value.snat_port) | (u32::from(value.flags) << 16), value.vip_index),
-    );
-    (mix64(h, u64::from(value.vip_gen)) as u32) | 1
+    let v = value.words();
+    let h = (v[0] ^ SEED).wrapping_mul(M1)
+        ^ (v[1] ^ SEED).wrapping_mul(M2)
+        ^ u64::from(hash).wrapping_mul(M3);
+    ((h >> 32) ^ h) as u32 | 1
 }
 
 /// Program-wide settings (index 0 of [`MAP_SETTINGS`]); the program reads them first, for
@@ -433,7 +461,7 @@ pub struct Settings {
     pub generation: u64,
     /// Entries in the drop list; 0 skips its lookup (host order).
     pub drop_entries: u32,
-    /// Cached next hops ([`MAP_NEXT_HOP`]) resolved at another epoch are stale. User space
+    /// Cached next hops ([`BackendCpu::next_hop`]) resolved at another epoch are stale. User space
     /// bumps it when the kernel's neighbours, routes or links change and on every plan
     /// (host order; never 0, which marks a slot never resolved).
     pub next_hop_epoch: u32,
@@ -480,7 +508,7 @@ pub fn filter_add(filter: &mut [u64; FILTER_WORDS], addr: &Addr) {
 }
 
 /// The kernel FIB's answer for one destination, cached per CPU (for backends by id in
-/// [`MAP_NEXT_HOP`], for clients by [`client_hop_slot`] in [`MAP_CLIENT_HOP`]) so a packet to a
+/// [`MAP_BACKEND_CPU`], for clients by [`client_hop_slot`] in [`MAP_CLIENT_HOP`]) so a packet to a
 /// known destination costs no `bpf_fib_lookup`. Valid only while `epoch` is
 /// [`Settings::next_hop_epoch`], for the ingress interface it was resolved from and for `addr`.
 #[repr(C)]
@@ -538,6 +566,19 @@ pub struct BackendStats {
     pub bytes: u64,
 }
 
+/// What one CPU keeps for one backend ([`MAP_BACKEND_CPU`]): its cached next hop and its
+/// counters, in one 64-byte value, so a forwarded packet finds both with one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendCpu {
+    /// The kernel FIB's answer for the backend (see [`NextHop`]).
+    pub next_hop: NextHop,
+    pub _pad: u32,
+    pub stats: BackendStats,
+}
+
+const _: () = assert!(core::mem::size_of::<BackendCpu>() == 64);
+
 /// SYN-flood guard state of one VIP on one CPU (host order).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -585,29 +626,34 @@ pub const COUNTERS: u32 = 10;
 /// The flow hash used to index Maglev tables and choose NAT source ports. Both sides use this
 /// exact function: the XDP program to forward, the user side's reference model to check it.
 /// Inputs are the raw wire-order values as stored in [`FlowKey`].
+///
+/// The key's words are multiplied each by its own odd constant, side by side (no product
+/// waits for another: every packet's connection-table lookup waits for this hash), then
+/// folded, multiplied once more and the upper half taken: every input bit reaches every
+/// output bit. The words: the source address (its first half only when not zero: an
+/// IPv4-mapped address's is), and the VIP's last word with the ports and protocol. The
+/// destination is the VIP, the same for every flow of a VIP: only its last word (which differs
+/// between VIPs) is mixed in.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    flow_hash_of(&key.src, &key.dst, key.sport, key.dport, key.proto)
+    let w = key.words();
+    let mut h = (w[1] ^ SEED).wrapping_mul(M1) ^ ((w[3] & !LOW_HALF) ^ w[4]).wrapping_mul(M2);
+    if w[0] != 0 {
+        h ^= (w[0] ^ SEED).wrapping_mul(M3);
+    }
+    h ^= h >> 29;
+    (h.wrapping_mul(M1) >> 32) as u32
 }
 
-/// [`flow_hash`] of a flow given by its fields (no [`FlowKey`] to build).
-///
-/// Three rounds of a 64-bit multiply-xorshift mixer over the source address, then the VIP's
-/// last word and the ports: a few instructions per packet (the XDP program hashes every
-/// packet of every flow), every input bit reaching every output bit.
-#[inline(always)]
-pub fn flow_hash_of(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
-    let mut h = mix64(SEED ^ u64::from(proto), pair(src[0], src[1]));
-    h = mix64(h, pair(src[2], src[3]));
-    // The destination is the VIP: the same for every flow of a VIP, so only its last word
-    // (which differs between VIPs) is mixed in.
-    h = mix64(h, pair(dst[3], u32::from(sport) | (u32::from(dport) << 16)));
-    finish64(h)
-}
+/// A third multiplier, for [`flow_hash`] (odd, from murmur3's 64-bit finaliser).
+const M3: u64 = 0xff51_afd7_ed55_8ccd;
+
+/// The lower 32 bits of a word.
+const LOW_HALF: u64 = 0xffff_ffff;
 
 /// An odd constant with well-spread bits (the golden ratio's, 64 bits).
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-/// Multipliers of [`mix64`] and [`finish64`] (from splitmix64's finaliser).
+/// Multipliers of [`mix64`], [`flow_hash`] and [`flow_tag`] (from splitmix64's finaliser).
 const M1: u64 = 0xbf58_476d_1ce4_e5b9;
 const M2: u64 = 0x94d0_49bb_1331_11eb;
 
@@ -622,16 +668,6 @@ fn pair(hi: u32, lo: u32) -> u64 {
 fn mix64(h: u64, k: u64) -> u64 {
     let h = (h ^ k).wrapping_mul(M1);
     h ^ (h >> 32)
-}
-
-/// splitmix64's finaliser, folded to 32 bits.
-#[inline(always)]
-fn finish64(mut h: u64) -> u32 {
-    h ^= h >> 30;
-    h = h.wrapping_mul(M1);
-    h ^= h >> 27;
-    h = h.wrapping_mul(M2);
-    (h ^ (h >> 31)) as u32
 }
 
 /// murmur3's finaliser: every input bit affects every output bit.

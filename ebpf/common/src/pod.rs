@@ -1,12 +1,13 @@
 //! `aya::Pod` for the map types, so the user side can read and write them as raw bytes.
 //!
-//! The only unsafe code of this crate: `Pod` is an unsafe trait because aya copies values
-//! byte-wise to and from the kernel.
+//! Most of this crate's unsafe code (the rest is `FlowKey::words`): `Pod` is an unsafe trait
+//! because aya copies values byte-wise to and from the kernel.
 #![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
 use crate::{
-    Backend, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac, NatSlot,
-    NextHop, OwnedKey, RingChunk, Settings, SynWindow, VipEntry, VipKey, VipStats, VipValue,
+    Backend, BackendCpu, BackendStats, FlowBucket, FlowClock, FlowKey, FlowValue, GenFrame, Mac,
+    NatSlot, NextHop, OwnedKey, RingChunk, Settings, SynWindow, VipEntry, VipKey, VipStats,
+    VipValue,
 };
 
 // SAFETY (every impl below): each type is `#[repr(C)]`, `Copy`, made only of integers and
@@ -41,6 +42,8 @@ unsafe impl aya::Pod for Mac {}
 unsafe impl aya::Pod for VipStats {}
 // SAFETY: see above.
 unsafe impl aya::Pod for BackendStats {}
+// SAFETY: see above.
+unsafe impl aya::Pod for BackendCpu {}
 // SAFETY: see above.
 unsafe impl aya::Pod for SynWindow {}
 // SAFETY: see above.

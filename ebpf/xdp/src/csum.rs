@@ -1,7 +1,7 @@
 //! Internet checksums (RFC 1071) and their incremental update (RFC 1624), on 16-bit words
 //! taken in memory order: the arithmetic is byte-order independent as long as every word is.
 
-/// Folds a 64-bit sum of 16-bit words to 16 bits (one's complement addition).
+/// Folds a 64-bit sum of 16- or 32-bit words to 16 bits (one's complement addition).
 #[inline(always)]
 pub fn fold(mut sum: u64) -> u16 {
     sum = (sum & 0xffff_ffff) + (sum >> 32);
@@ -30,19 +30,21 @@ pub fn update(old_csum: u16, delta: u64) -> u16 {
     !fold(u64::from(!old_csum) + delta)
 }
 
-/// The two 16-bit halves of a 32-bit word (memory order), added.
+/// A 32-bit word (memory order) as a term of a sum [`fold`] folds: added whole, not as its
+/// two 16-bit halves, because 2^16 is 1 modulo 2^16 - 1 (the word and the sum of its halves
+/// fold to the same checksum).
 #[inline(always)]
 pub fn add32(w: u32) -> u64 {
-    u64::from(w & 0xffff) + u64::from(w >> 16)
+    u64::from(w)
 }
 
-/// The complements of the two 16-bit halves of a 32-bit word, added.
+/// The complement of a 32-bit word (both its 16-bit halves complemented), as [`add32`].
 #[inline(always)]
 pub fn not32(w: u32) -> u64 {
     add32(!w)
 }
 
-/// The four 16-bit quarters of a 64-bit word (memory order), added.
+/// A 64-bit word (memory order) as two [`add32`] terms.
 #[inline(always)]
 pub fn add64(w: u64) -> u64 {
     add32(w as u32) + add32((w >> 32) as u32)

@@ -29,15 +29,15 @@ use aya_ebpf::maps::lpm_trie::Key as LpmKey;
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use gatehouse_ebpf_common::{
-    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendStats, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
+    ACTION_BALANCE, ACTION_PASS, Addr, Backend, BackendCpu, CLIENT_HOP_SLOTS, COUNTER_ARP_REPLY,
     COUNTER_DROP_LIST, COUNTER_FIB_PASS, COUNTER_FRAGMENT, COUNTER_MALFORMED, COUNTER_MISS,
     COUNTER_NAT_REVERSE, COUNTER_ND_REPLY, COUNTER_NO_BACKEND, COUNTER_VIP_PASS, COUNTERS,
     DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_VIPS, DEFAULT_NAT_LANES,
     DEFAULT_RING_SIZE, FLOW_WAYS, FlowBucket, FlowClock, FlowKey, FlowSlot, FlowValue,
-    GEN_FRAME_LEN, GenFrame, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE, NAT_PORT_TRIES,
-    NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK, RingChunk,
-    Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats, VipValue,
-    client_hop_slot, filter_has, flow_bucket, flow_buckets, flow_hash_of, flow_tag, is_mapped_v4,
+    GEN_FRAME_LEN, GenFrame, MAPPED_V4_WORD, MAX_DROP, MAX_OWNED, Mac, NAT_PORT_BASE,
+    NAT_PORT_TRIES, NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK,
+    RingChunk, Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats,
+    VipValue, client_hop_slot, flow_bucket, flow_buckets, flow_hash, flow_tag, is_mapped_v4,
     nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots, vip_slot, vip_tag,
 };
 
@@ -77,7 +77,7 @@ static GH_DROP: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_DROP, 0);
 #[map]
 static GH_VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
 #[map]
-static GH_BE_STATS: PerCpuArray<BackendStats> =
+static GH_BACKEND_CPU: PerCpuArray<BackendCpu> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
@@ -88,7 +88,6 @@ static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MA
 #[map]
 static GH_VIP_GEN: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
 #[map]
-static GH_NEXT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 #[map]
 static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 /// Shared, not per CPU: `BPF_PROG_TEST_RUN` may move to another CPU between repetitions, and
@@ -249,7 +248,10 @@ pub fn gatehouse_xdp_tx(ctx: XdpContext) -> u32 {
 fn process(ctx: &XdpContext) -> u32 {
     // Not zeroed: zeroing 72 bytes costs a byte-wise memset call per packet in BPF.
     let mut pkt = core::mem::MaybeUninit::<Parsed>::uninit();
-    match packet::parse(ctx.ctx, pkt.as_mut_ptr()) {
+    let Some(settings) = GH_SETTINGS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    match packet::parse(ctx.ctx, pkt.as_mut_ptr(), &settings.filter) {
         Verdict::Miss => {
             count(COUNTER_MISS);
             xdp_action::XDP_PASS
@@ -265,7 +267,7 @@ fn process(ctx: &XdpContext) -> u32 {
         Verdict::Arp(l3) => arp_reply(ctx.ctx, l3),
         Verdict::Solicit(l3) => nd_reply(ctx.ctx, l3),
         // SAFETY: `parse` wrote every field before returning `Verdict::L4`.
-        Verdict::L4 => l4(ctx.ctx, unsafe { pkt.assume_init_ref() }),
+        Verdict::L4 => l4(ctx.ctx, unsafe { pkt.assume_init_ref() }, settings),
     }
 }
 
@@ -280,17 +282,17 @@ fn count(index: u32) {
 // Out of line (here and below): each BPF function gets its own stack frame, which keeps every
 // call chain within the verifier's 512-byte stack limit. The common path (`l4`) is inlined.
 #[inline(always)]
-fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
-    let Some(settings) = GH_SETTINGS.get(0) else {
-        return xdp_action::XDP_PASS;
+fn l4(raw: *mut xdp_md, pkt: &Parsed, settings: &Settings) -> u32 {
+    // Most frames are for none of our addresses: the parser answered `Verdict::Miss` for
+    // those (the settings' filter), before any hash-map lookup.
+    // For IPv4 its last word and the mapped prefix: the frame's first three words are that
+    // prefix already, and an unset source (all zero) has no prefix.
+    let to_source = if pkt.v4 {
+        pkt.key.dst[3] == settings.source_v4[3] && settings.source_v4[2] == MAPPED_V4_WORD
+    } else {
+        pkt.key.dst == settings.source_v6
     };
-    // Most frames are for none of our addresses: out before any hash-map lookup.
-    if !filter_has(&settings.filter, &pkt.dst) {
-        count(COUNTER_MISS);
-        return xdp_action::XDP_PASS;
-    }
-    let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
-    if pkt.dst == *source {
+    if to_source {
         // Written by `nat_reply` (an out-parameter, see `new_flow`'s) when it answers
         // `REPLY_REWRITTEN`, and read only then. Not zeroed: `[0; 4]` here was a call to a
         // byte-wise `memset` subprogram per reply.
@@ -303,13 +305,14 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
                 // Sent from here, not from `nat_reply`: the FIB lookup `forward` may make
                 // would be a third call deep, past the verifier's stack limit.
                 let hop = GH_CLIENT_HOP.get_ptr_mut(client_hop_slot(&client));
-                return forward(raw, pkt, &client, false, hop.unwrap_or(core::ptr::null_mut()));
+                let hop = hop.unwrap_or(core::ptr::null_mut());
+                let (epoch, shared) = (settings.next_hop_epoch, true);
+                return forward(raw, pkt, &client, false, hop, epoch, shared);
             }
             action => return action,
         }
     }
-    // No FlowKey here: its 40 bytes would count against this frame's share of the stack.
-    let hash = flow_hash_of(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let hash = flow_hash(&pkt.key);
     let Some(clock) = GH_FLOW_CLOCK.get(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -318,7 +321,7 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
     // VIP's generation stands, no VIP lookup. A SYN opens a connection: it takes the Maglev
     // choice without looking through the bucket. A retransmitted SYN finds the same backend
     // unless the table changed meanwhile, and with full NAT its own source port.
-    let pinned = if !(pkt.proto == PROTO_TCP && pkt.syn_only())
+    let pinned = if !(pkt.key.proto == PROTO_TCP && pkt.syn_only())
         && let Some(bucket) = bucket
         && let Some(entry) = pinned_flow(bucket, pkt, hash, clock.now)
         && GH_VIP_GEN.get(entry.vip_index).is_some_and(|g| *g == entry.vip_gen)
@@ -351,7 +354,7 @@ fn l4(raw: *mut xdp_md, pkt: &Parsed) -> u32 {
 /// record: a VIP not indexed, or a slot being rewritten). `false`: no such VIP.
 #[inline(always)]
 fn vip_of(pkt: &Parsed, mask: u32, out: &mut VipValue) -> bool {
-    let start = vip_slot(&pkt.dst, pkt.dport, pkt.proto);
+    let start = vip_slot(&pkt.key.dst, pkt.key.dport, pkt.key.proto);
     let mut probe = 0;
     while probe < VIP_PROBES {
         let Some(entry) = GH_VIP_INDEX.get_ptr(start.wrapping_add(probe) & mask) else {
@@ -364,16 +367,18 @@ fn vip_of(pkt: &Parsed, mask: u32, out: &mut VipValue) -> bool {
             let before = core::ptr::read_volatile(&raw const (*entry).tag);
             let key = &raw const (*entry).key;
             if before != 0
-                && (*key).port == pkt.dport
-                && (*key).proto == pkt.proto
-                && (*key).addr[3] == pkt.dst[3]
-                && (*key).addr[0] == pkt.dst[0]
-                && (*key).addr[1] == pkt.dst[1]
-                && (*key).addr[2] == pkt.dst[2]
+                && (*key).port == pkt.key.dport
+                && (*key).proto == pkt.key.proto
+                && (*key).addr[3] == pkt.key.dst[3]
+                && (*key).addr[0] == pkt.key.dst[0]
+                && (*key).addr[1] == pkt.key.dst[1]
+                && (*key).addr[2] == pkt.key.dst[2]
             {
                 let value = core::ptr::read_volatile(&raw const (*entry).value);
                 let after = core::ptr::read_volatile(&raw const (*entry).tag);
-                if before == after && after == vip_tag(&pkt.dst, pkt.dport, pkt.proto, &value) {
+                if before == after
+                    && after == vip_tag(&pkt.key.dst, pkt.key.dport, pkt.key.proto, &value)
+                {
                     *out = value;
                     return true;
                 }
@@ -382,7 +387,7 @@ fn vip_of(pkt: &Parsed, mask: u32, out: &mut VipValue) -> bool {
         }
         probe += 1;
     }
-    let key = VipKey { addr: pkt.dst, port: pkt.dport, proto: pkt.proto, _pad: 0 };
+    let key = VipKey { addr: pkt.key.dst, port: pkt.key.dport, proto: pkt.key.proto, _pad: 0 };
     // SAFETY: map values stay valid for the whole program run (RCU); copied at once.
     match unsafe { GH_VIPS.get(&key) } {
         Some(vip) => {
@@ -399,7 +404,7 @@ fn dropped(settings: &Settings, pkt: &Parsed) -> bool {
     if settings.drop_entries == 0 {
         return false;
     }
-    let probe = LpmKey::new(128, pkt.src);
+    let probe = LpmKey::new(128, pkt.key.src);
     if GH_DROP.get(&probe).is_some() {
         count(COUNTER_DROP_LIST);
         return true;
@@ -431,12 +436,13 @@ fn to_backend(
     backend: &Backend,
     settings: &Settings,
 ) -> u32 {
-    let hop = GH_NEXT_HOP.get_ptr_mut(pinned.backend).unwrap_or(core::ptr::null_mut());
-    if let Some(s) = GH_BE_STATS.get_ptr_mut(pinned.backend) {
+    let mut hop = core::ptr::null_mut();
+    if let Some(local) = GH_BACKEND_CPU.get_ptr_mut(pinned.backend) {
         // SAFETY: per-CPU slot.
         unsafe {
-            (*s).packets += 1;
-            (*s).bytes += u64::from(pkt.ip_len);
+            (*local).stats.packets += 1;
+            (*local).stats.bytes += u64::from(pkt.ip_len);
+            hop = &raw mut (*local).next_hop;
         }
     }
     if pinned.flags & VIP_FLAG_IPIP != 0 {
@@ -458,7 +464,7 @@ fn to_backend(
             count(COUNTER_NO_BACKEND);
             return xdp_action::XDP_DROP;
         }
-        return forward(raw, pkt, &backend.addr, true, hop);
+        return forward(raw, pkt, &backend.addr, true, hop, settings.next_hop_epoch, false);
     }
     let source = if pkt.v4 { &settings.source_v4 } else { &settings.source_v6 };
     let ports = packet::ports(pinned.snat_port, backend.port);
@@ -466,7 +472,7 @@ fn to_backend(
         count(COUNTER_MALFORMED);
         return xdp_action::XDP_DROP;
     }
-    forward(raw, pkt, &backend.addr, false, hop)
+    forward(raw, pkt, &backend.addr, false, hop, settings.next_hop_epoch, false)
 }
 
 /// A flow the connection table does not know (or whose backend left): the VIP lookup, then
@@ -502,7 +508,7 @@ fn new_flow(hash: u32, pkt: &Parsed, settings: &Settings, out: &mut FlowValue) -
 /// the connection table, and written to `out`).
 #[inline(always)]
 fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut FlowValue) -> u32 {
-    if pkt.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
+    if pkt.key.proto == PROTO_TCP && pkt.syn_only() && vip.syn_limit != 0 && syn_flood(vip) {
         if let Some(s) = GH_VIP_STATS.get_ptr_mut(vip.index) {
             // SAFETY: per-CPU slot.
             unsafe { (*s).syn_drops += 1 };
@@ -567,20 +573,28 @@ fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut
 const NEW_FLOW: u32 = u32::MAX;
 
 /// The pinned value of `flow` in its bucket, if a whole (untorn) slot holds it; marks it seen.
+/// The ways are looked at from the one [`victim`] tries first, where a flow that met no
+/// other in its bucket sits: one way looked at, not up to four.
 #[inline(always)]
 fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Option<FlowValue> {
-    let mut way = 0;
-    while way < FLOW_WAYS {
+    let start = first_way(hash);
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let way = (start + i) & (FLOW_WAYS - 1);
         // SAFETY: `bucket` is a map value (valid for the whole run) and `way` is in bounds.
         // Another CPU may be writing the slot: the tag read before and after the key and value
-        // (volatile, in this order) tells a whole slot from a half-written one (see FlowSlot).
+        // (volatile, in this order) tells a whole slot from a half-written one (see FlowSlot):
+        // a writer zeroes it first and writes it last, and x86 keeps stores, and loads, in
+        // program order. The tag is not computed again here: a slot rewritten whole between
+        // the two reads with an equal tag takes a collision of `flow_tag` (about 2^-31), and
+        // computing it cost about 2 ns of a hit's 39.
         unsafe {
             let slot: *mut FlowSlot = &raw mut (*bucket).slots[way];
             let before = core::ptr::read_volatile(&raw const (*slot).tag);
             if before != 0 && same_flow(&(*slot).key, pkt) {
                 let value = core::ptr::read_volatile(&raw const (*slot).value);
                 let after = core::ptr::read_volatile(&raw const (*slot).tag);
-                if before != after || after != flow_tag(hash, &value) {
+                if before != after {
                     return None;
                 }
                 if (*slot).seen != now {
@@ -589,33 +603,30 @@ fn pinned_flow(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32, now: u32) -> Op
                 return Some(value);
             }
         }
-        way += 1;
+        i += 1;
     }
     None
 }
 
-/// Whether a slot's key is the packet's flow (word by word: comparing the address arrays
-/// whole would call a byte-wise `memcmp`).
+/// The way of its bucket a flow of hash `hash` tries first.
+#[inline(always)]
+fn first_way(hash: u32) -> usize {
+    (hash >> 5) as usize
+}
+
+/// Whether a slot's key is the packet's flow: five 64-bit words compared, the ones that
+/// differ most between flows first (comparing the keys whole would call a byte-wise `memcmp`).
 #[inline(always)]
 fn same_flow(key: &FlowKey, pkt: &Parsed) -> bool {
-    key.sport == pkt.sport
-        && key.dport == pkt.dport
-        && key.src[3] == pkt.src[3]
-        && key.dst[3] == pkt.dst[3]
-        && key.src[0] == pkt.src[0]
-        && key.src[1] == pkt.src[1]
-        && key.src[2] == pkt.src[2]
-        && key.dst[0] == pkt.dst[0]
-        && key.dst[1] == pkt.dst[1]
-        && key.dst[2] == pkt.dst[2]
-        && key.proto == pkt.proto
+    let (a, b) = (key.words(), pkt.key.words());
+    a[4] == b[4] && a[1] == b[1] && a[3] == b[3] && a[0] == b[0] && a[2] == b[2]
 }
 
 /// The way of its bucket a new flow takes: the slot that holds the flow already, else an
 /// empty one, else the one seen longest ago (ties: the first from a way the hash picks).
 #[inline(always)]
 fn victim(bucket: *mut FlowBucket, pkt: &Parsed, hash: u32) -> usize {
-    let start = (hash >> 5) as usize;
+    let start = first_way(hash);
     let mut victim = start & (FLOW_WAYS - 1);
     let mut oldest = u32::MAX;
     let mut i = 0;
@@ -646,12 +657,13 @@ fn pin(slot: *mut FlowSlot, pkt: &Parsed, tag: u32, value: &FlowValue, now: u32)
     // SAFETY: `slot` is inside a map value (valid for the whole run).
     unsafe {
         core::ptr::write_volatile(&raw mut (*slot).tag, 0);
-        let key = &raw mut (*slot).key;
-        core::ptr::write_volatile(&raw mut (*key).src, pkt.src);
-        core::ptr::write_volatile(&raw mut (*key).dst, pkt.dst);
-        core::ptr::write_volatile(&raw mut (*key).sport, pkt.sport);
-        core::ptr::write_volatile(&raw mut (*key).dport, pkt.dport);
-        core::ptr::write_volatile(&raw mut (*key).proto, pkt.proto);
+        let key = &raw mut (*slot).key as *mut u64;
+        let words = pkt.key.words();
+        let mut i = 0;
+        while i < 5 {
+            core::ptr::write_volatile(key.add(i), words[i]);
+            i += 1;
+        }
         core::ptr::write_volatile(&raw mut (*slot).value, *value);
         core::ptr::write_volatile(&raw mut (*slot).seen, now);
         core::ptr::write_volatile(&raw mut (*slot).tag, tag);
@@ -719,11 +731,11 @@ fn nat_free(slot: *mut NatSlot, pkt: &Parsed, id: u32, now: u32) -> bool {
         }
         let s = &*slot;
         if s.backend == id
-            && s.client_port == pkt.sport
-            && s.vip_port == pkt.dport
-            && s.proto == pkt.proto
-            && s.client == pkt.src
-            && s.vip == pkt.dst
+            && s.client_port == pkt.key.sport
+            && s.vip_port == pkt.key.dport
+            && s.proto == pkt.key.proto
+            && s.client == pkt.key.src
+            && s.vip == pkt.key.dst
         {
             return true;
         }
@@ -783,13 +795,13 @@ fn write_nat(
     // `NatSlot` built on the stack would cost 64 bytes of this call chain's 512.
     unsafe {
         core::ptr::write_volatile(&raw mut (*slot).tag, 0);
-        core::ptr::write_volatile(&raw mut (*slot).client, pkt.src);
-        core::ptr::write_volatile(&raw mut (*slot).vip, pkt.dst);
+        core::ptr::write_volatile(&raw mut (*slot).client, pkt.key.src);
+        core::ptr::write_volatile(&raw mut (*slot).vip, pkt.key.dst);
         core::ptr::write_volatile(&raw mut (*slot).backend, id);
         core::ptr::write_volatile(&raw mut (*slot).backend_port, backend.port);
-        core::ptr::write_volatile(&raw mut (*slot).client_port, pkt.sport);
-        core::ptr::write_volatile(&raw mut (*slot).vip_port, pkt.dport);
-        core::ptr::write_volatile(&raw mut (*slot).proto, pkt.proto);
+        core::ptr::write_volatile(&raw mut (*slot).client_port, pkt.key.sport);
+        core::ptr::write_volatile(&raw mut (*slot).vip_port, pkt.key.dport);
+        core::ptr::write_volatile(&raw mut (*slot).proto, pkt.key.proto);
         core::ptr::write_volatile(&raw mut (*slot).owner, owner.0);
         core::ptr::write_volatile(&raw mut (*slot).owner_tag, owner.1);
         core::ptr::write_volatile(&raw mut (*slot).seen, 0);
@@ -826,8 +838,8 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: *mut Addr) -> u32 {
     let Some(clock) = GH_FLOW_CLOCK.get(0) else {
         return REPLY_NONE;
     };
-    let lane = nat_lane(&pkt.src, pkt.sport, clock.nat_mask);
-    let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.dport))) else {
+    let lane = nat_lane(&pkt.key.src, pkt.key.sport, clock.nat_mask);
+    let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, u16::from_be(pkt.key.dport))) else {
         return REPLY_NONE;
     };
     // SAFETY: a map value; the tag read before and after the fields (volatile) tells a whole
@@ -838,9 +850,9 @@ fn nat_reply(raw: *mut xdp_md, pkt: &Parsed, out: *mut Addr) -> u32 {
         let (client, vip) = (s.client, s.vip);
         let ports = packet::ports(s.vip_port, s.client_port);
         let whole = nat_tag(s) == before
-            && s.backend_port == pkt.sport
-            && s.proto == pkt.proto
-            && GH_BACKENDS.get(s.backend).is_some_and(|b| b.addr == pkt.src);
+            && s.backend_port == pkt.key.sport
+            && s.proto == pkt.key.proto
+            && GH_BACKENDS.get(s.backend).is_some_and(|b| b.addr == pkt.key.src);
         let after = core::ptr::read_volatile(&raw const (*slot).tag);
         if before == 0 || before != after || !whole {
             return REPLY_NONE;
@@ -869,7 +881,7 @@ const REPLY_REWRITTEN: u32 = u32::MAX - 1;
 /// Sends a rewritten packet on its way: straight out of the right interface when the next
 /// hop's MAC is known, else through the kernel's stack (which resolves it).
 /// `encapsulated`: the packet now has an outer IPIP / IPv6-in-IPv6 header. `hop`: the
-/// per-CPU next-hop slot that serves `dst` (the backend's in [`GH_NEXT_HOP`], the client's in
+/// per-CPU next-hop slot that serves `dst` (the backend's in [`GH_BACKEND_CPU`], the client's in
 /// [`GH_CLIENT_HOP`]; null: none), looked up by the caller, where the map is known: a lookup
 /// whose map is only known at run time is a real helper call, one the verifier cannot inline.
 ///
@@ -878,7 +890,12 @@ const REPLY_REWRITTEN: u32 = u32::MAX - 1;
 /// known destination costs no FIB lookup.
 ///
 /// Inlined, so a packet whose next hop is cached costs no BPF-to-BPF call (each call and
-/// return goes through the kernel's return thunk); [`resolve`] is out of line.
+/// return goes through the kernel's return thunk); [`resolve`] is out of line. `epoch`: the
+/// [`Settings::next_hop_epoch`] the caller read (no second settings lookup per packet).
+/// `shared`: the slot serves other destinations too (a client's), so it serves this one only
+/// if resolved for it. A backend's slot is its id's alone: an id gets another address only
+/// in a plan, which changes the epoch, and only after a whole generation without flows
+/// (the applier's quarantine), so no packet can have cached the old address meanwhile.
 #[inline(always)]
 fn forward(
     raw: *mut xdp_md,
@@ -886,6 +903,8 @@ fn forward(
     dst: &Addr,
     encapsulated: bool,
     hop: *mut NextHop,
+    epoch: u32,
+    shared: bool,
 ) -> u32 {
     let ctx = &Ctx::new(raw);
     let ingress = ctx.ingress_ifindex();
@@ -894,11 +913,10 @@ fn forward(
         count(COUNTER_FIB_PASS);
         return xdp_action::XDP_PASS;
     }
-    let epoch = GH_SETTINGS.get(0).map_or(0, |s| s.next_hop_epoch);
     if epoch != 0 && !hop.is_null() {
         // SAFETY: a per-CPU slot: only this CPU reads or writes it while the program runs.
         let nh = unsafe { &*hop };
-        if nh.epoch == epoch && nh.ingress == ingress && nh.addr == *dst {
+        if nh.epoch == epoch && nh.ingress == ingress && (!shared || nh.addr == *dst) {
             if outer_len(pkt, encapsulated) > nh.mtu {
                 // What the FIB answers too (FRAG_NEEDED): the kernel sends the ICMP error.
                 count(COUNTER_FIB_PASS);
@@ -937,7 +955,7 @@ fn resolve(
     // Read once: LLVM must not keep `ctx + offset` in a register (the verifier refuses it).
     let ingress = ctx.ingress_ifindex();
     let proto = match (encapsulated, pkt.v4) {
-        (false, _) => pkt.proto,
+        (false, _) => pkt.key.proto,
         (true, true) => IPPROTO_IPIP,
         (true, false) => IPPROTO_IPV6,
     };

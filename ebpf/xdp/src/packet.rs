@@ -5,7 +5,9 @@ use core::mem::size_of;
 use core::ptr::{read, write};
 
 use aya_ebpf::bindings::xdp_md;
-use gatehouse_ebpf_common::{Addr, PROTO_TCP, PROTO_UDP, mapped_v4, mapped_v4_word};
+use gatehouse_ebpf_common::{
+    Addr, FILTER_WORDS, FlowKey, PROTO_TCP, PROTO_UDP, filter_has, mapped_v4, mapped_v4_word,
+};
 
 use crate::csum;
 
@@ -58,7 +60,7 @@ impl Ctx {
 
 /// What the parser found.
 pub enum Verdict {
-    /// Not an IP/ARP frame we look at, or not TCP/UDP.
+    /// Not an IP/ARP frame we look at, not TCP/UDP, or for none of our addresses.
     Miss,
     /// Truncated or inconsistent headers.
     Malformed,
@@ -75,6 +77,9 @@ pub enum Verdict {
 /// A parsed TCP/UDP packet: offsets into the frame and its 5-tuple in wire order.
 #[derive(Clone, Copy, Default)]
 pub struct Parsed {
+    /// The 5-tuple, as the connection table keys it (wire order, IPv4-mapped addresses):
+    /// compared with a slot's key and hashed word by word.
+    pub key: FlowKey,
     pub v4: bool,
     /// Offset of the IP header.
     pub l3: usize,
@@ -82,14 +87,7 @@ pub struct Parsed {
     pub l4: usize,
     /// Length of the IP packet (header and payload), host order.
     pub ip_len: u16,
-    pub proto: u8,
     pub tcp_flags: u8,
-    pub src: Addr,
-    pub dst: Addr,
-    /// Network order.
-    pub sport: u16,
-    /// Network order.
-    pub dport: u16,
 }
 
 impl Parsed {
@@ -143,17 +141,23 @@ fn frame_len(ctx: &Ctx) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`.
-#[inline(always)]
+/// Parses Ethernet, up to two VLAN tags, then IPv4/IPv6/ARP and TCP/UDP into `pkt`. An IP
+/// packet whose destination `filter` says is none of ours is a [`Verdict::Miss`] as soon as
+/// its destination is read (most frames: their transport header is not looked at).
 /// `pkt` may be uninitialised: every field is written before `Verdict::L4` is returned.
-pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
+#[inline(always)]
+pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     let ctx = &Ctx::new(raw);
-    let Some(et) = load::<[u8; 2]>(ctx, 12) else {
+    let Some(et) = load::<u16>(ctx, 12) else {
         return Verdict::Malformed;
     };
-    let mut ethertype = be16(et);
+    // Wire order, compared as loaded: an untagged IPv4 frame (the common case) takes one
+    // comparison to its parser.
+    let mut ethertype = u16::from_be(et);
     let mut l3 = ETH_HLEN;
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    if et == ETH_P_IP.to_be() {
+        ethertype = ETH_P_IP;
+    } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         let Some(et) = load::<[u8; 2]>(ctx, l3 + 2) else {
             return Verdict::Malformed;
         };
@@ -168,15 +172,15 @@ pub fn parse(raw: *mut xdp_md, pkt: *mut Parsed) -> Verdict {
         }
     }
     match ethertype {
-        ETH_P_IP => parse_v4(ctx, l3, pkt),
-        ETH_P_IPV6 => parse_v6(ctx, l3, pkt),
+        ETH_P_IP => parse_v4(ctx, l3, pkt, filter),
+        ETH_P_IPV6 => parse_v6(ctx, l3, pkt, filter),
         ETH_P_ARP => Verdict::Arp(l3),
         _ => Verdict::Miss,
     }
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     // As words, in one bounds check: the addresses are whole words, the other fields are
     // taken from their bytes (no second read of the frame for the addresses).
     let Some(h) = load::<[u32; 5]>(ctx, l3) else {
@@ -195,12 +199,15 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
         return Verdict::Fragment;
     }
     let (src, dst, proto) = (h[3], h[4], w2[1]);
+    if !filter_has(filter, &mapped_v4_word(dst)) {
+        return Verdict::Miss;
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).src = mapped_v4_word(src) };
+    unsafe { (*pkt).key.src = mapped_v4_word(src) };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).dst = mapped_v4_word(dst) };
+    unsafe { (*pkt).key.dst = mapped_v4_word(dst) };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).v4 = true };
@@ -215,12 +222,12 @@ fn parse_v4(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     unsafe { (*pkt).ip_len = total as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).proto = proto };
+    unsafe { (*pkt).key.proto = proto };
     transport(ctx, pkt)
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
+fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed, filter: &[u64; FILTER_WORDS]) -> Verdict {
     let Some(h) = load::<[u8; 8]>(ctx, l3) else {
         return Verdict::Malformed;
     };
@@ -244,12 +251,15 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     let (Some(src), Some(dst)) = (load::<Addr>(ctx, l3 + 8), load::<Addr>(ctx, l3 + 24)) else {
         return Verdict::Malformed;
     };
+    if !filter_has(filter, &dst) {
+        return Verdict::Miss;
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).src = src };
+    unsafe { (*pkt).key.src = src };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).dst = dst };
+    unsafe { (*pkt).key.dst = dst };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).v4 = false };
@@ -264,7 +274,7 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
     unsafe { (*pkt).ip_len = total as u16 };
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
-    unsafe { (*pkt).proto = next };
+    unsafe { (*pkt).key.proto = next };
     transport(ctx, pkt)
 }
 
@@ -272,36 +282,40 @@ fn parse_v6(ctx: &Ctx, l3: usize, pkt: *mut Parsed) -> Verdict {
 fn transport(ctx: &Ctx, pkt: *mut Parsed) -> Verdict {
     // SAFETY: the IPv4/IPv6 parser wrote these fields before calling.
     let (l4, proto, end) =
-        unsafe { ((*pkt).l4, (*pkt).proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
-    let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
+        unsafe { ((*pkt).l4, (*pkt).key.proto, (*pkt).l3 + usize::from((*pkt).ip_len)) };
+    // The ports are the first word of either header: its halves, in wire order, are the source
+    // and destination port (a little-endian target: the first two bytes are the low half).
+    // Halves of the word, not its bytes: BPF's LLVM would split and rejoin the bytes.
+    const _: () = assert!(cfg!(target_endian = "little"));
+    let (ports, tcp_flags) = if proto == PROTO_TCP {
         // As words (see `parse_v4`): the ports, then the data offset and flags.
         let Some(t) = load::<[u32; 5]>(ctx, l4) else {
             return Verdict::Malformed;
         };
-        let (p, f) = (t[0].to_ne_bytes(), t[3].to_ne_bytes());
-        let doff = usize::from(f[0] >> 4) * 4;
+        let doff = ((t[3] & 0xf0) >> 2) as usize;
         if doff < 20 || l4 + doff > end {
             return Verdict::Malformed;
         }
-        (u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]]), f[1])
+        (t[0], (t[3] >> 8) as u8)
     } else if proto == PROTO_UDP {
-        let Some(u) = load::<[u8; 8]>(ctx, l4) else {
+        let Some(u) = load::<[u32; 2]>(ctx, l4) else {
             return Verdict::Malformed;
         };
-        let len = usize::from(be16([u[4], u[5]]));
+        let len = usize::from((u[1] as u16).swap_bytes());
         if len < 8 || l4 + len > end {
             return Verdict::Malformed;
         }
-        (u16::from_ne_bytes([u[0], u[1]]), u16::from_ne_bytes([u[2], u[3]]), 0)
+        (u[0], 0)
     } else {
         return Verdict::Miss;
     };
-    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
-    // Copy field never reads it.
-    unsafe { (*pkt).sport = sport };
-    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
-    // Copy field never reads it.
-    unsafe { (*pkt).dport = dport };
+    // The key's last word in one store: the ports, the protocol and the padding (zero).
+    // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; its key is
+    // 8-aligned and its last word is these fields (see `FlowKey::words`).
+    unsafe {
+        let words = &raw mut (*pkt).key as *mut u64;
+        core::ptr::write(words.add(4), u64::from(ports) | (u64::from(proto) << 32));
+    }
     // SAFETY: `pkt` points to the caller's (possibly uninitialised) Parsed; writing a
     // Copy field never reads it.
     unsafe { (*pkt).tcp_flags = tcp_flags };
@@ -341,8 +355,8 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
         if ip + 20 > end {
             return false;
         }
-        let addrs = csum::not32(pkt.src[3])
-            + csum::not32(pkt.dst[3])
+        let addrs = csum::not32(pkt.key.src[3])
+            + csum::not32(pkt.key.dst[3])
             + csum::add32(src[3])
             + csum::add32(dst[3]);
         let ip = ip as *mut u8;
@@ -362,8 +376,8 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
         let words = ip as *mut u32;
         let mut i = 0;
         while i < 4 {
-            delta += csum::not32(pkt.src[i])
-                + csum::not32(pkt.dst[i])
+            delta += csum::not32(pkt.key.src[i])
+                + csum::not32(pkt.key.dst[i])
                 + csum::add32(src[i])
                 + csum::add32(dst[i]);
             // SAFETY: the addresses (bytes 8 to 40 from `ip`) were checked above.
@@ -374,7 +388,7 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
             i += 1;
         }
     }
-    delta += csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
+    delta += csum::not32(ports(pkt.key.sport, pkt.key.dport)) + csum::add32(new_ports);
     let l4 = ctx.data() + pkt.l4;
     if l4 + 8 > end {
         return false;
@@ -382,7 +396,7 @@ fn rewrite_any(raw: *mut xdp_md, pkt: &Parsed, src: &Addr, dst: &Addr, new_ports
     let l4 = l4 as *mut u8;
     // SAFETY: the first 8 bytes from `l4` were checked above.
     unsafe { write(l4 as *mut u32, new_ports) };
-    if pkt.proto == PROTO_TCP {
+    if pkt.key.proto == PROTO_TCP {
         l4_checksum::<16>(l4, end, delta, false)
     } else {
         l4_checksum::<6>(l4, end, delta, true)
@@ -399,8 +413,8 @@ fn rewrite_v4(ctx: &Ctx, pkt: &Parsed, new_src: u32, new_dst: u32, new_ports: u3
     if ip + 24 > end {
         return false;
     }
-    let addrs = csum::not32(pkt.src[3])
-        + csum::not32(pkt.dst[3])
+    let addrs = csum::not32(pkt.key.src[3])
+        + csum::not32(pkt.key.dst[3])
         + csum::add32(new_src)
         + csum::add32(new_dst);
     let ip = ip as *mut u8;
@@ -413,8 +427,8 @@ fn rewrite_v4(ctx: &Ctx, pkt: &Parsed, new_src: u32, new_dst: u32, new_ports: u3
         write(ip.add(16) as *mut u32, new_dst);
         write(ip.add(20) as *mut u32, new_ports);
     }
-    let delta = addrs + csum::not32(ports(pkt.sport, pkt.dport)) + csum::add32(new_ports);
-    if pkt.proto == PROTO_TCP {
+    let delta = addrs + csum::not32(ports(pkt.key.sport, pkt.key.dport)) + csum::add32(new_ports);
+    if pkt.key.proto == PROTO_TCP {
         l4_checksum::<{ 20 + 16 }>(ip, end, delta, false)
     } else {
         l4_checksum::<{ 20 + 6 }>(ip, end, delta, true)

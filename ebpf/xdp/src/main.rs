@@ -88,7 +88,6 @@ static GH_SYN: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(DEFAULT_MA
 #[map]
 static GH_VIP_GEN: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
 #[map]
-#[map]
 static GH_CLIENT_HOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 /// Shared, not per CPU: `BPF_PROG_TEST_RUN` may move to another CPU between repetitions, and
 /// the run counter must go on from where it was (one benchmark runs at a time).
@@ -285,8 +284,10 @@ fn count(index: u32) {
 fn l4(raw: *mut xdp_md, pkt: &Parsed, settings: &Settings) -> u32 {
     // Most frames are for none of our addresses: the parser answered `Verdict::Miss` for
     // those (the settings' filter), before any hash-map lookup.
-    // For IPv4 its last word and the mapped prefix: the frame's first three words are that
-    // prefix already, and an unset source (all zero) has no prefix.
+    //
+    // A reply to the NAT source? For IPv4 its last word and the mapped prefix are compared:
+    // the frame's first three words are that prefix already, and an unset source (all zero)
+    // has no prefix.
     let to_source = if pkt.v4 {
         pkt.key.dst[3] == settings.source_v4[3] && settings.source_v4[2] == MAPPED_V4_WORD
     } else {

@@ -200,13 +200,15 @@ impl Datapath {
         // Possible CPUs (what per-CPU maps are sized by): bpf_get_smp_processor_id() is below.
         let cpus =
             aya::util::nr_cpus().map_or(1, |n| u32::try_from(n).unwrap_or(1024)).clamp(1, 1024);
+        let nat_ports = self.nat_ports.map_or(common::NAT_PORTS, |n| n.clamp(1, common::NAT_PORTS));
         let clock = common::FlowClock {
             now: now.max(1),
             mask: common::flow_buckets(self.limits.max_flows) - 1,
             nat_mask: common::nat_lanes(self.limits.max_flows) - 1,
-            nat_ports: self.nat_ports.map_or(common::NAT_PORTS, |n| n.clamp(1, common::NAT_PORTS)),
+            nat_ports,
             cpus,
             vip_mask: common::vip_index_slots(self.limits.max_vips) - 1,
+            nat_share: nat_ports / cpus,
         };
         self.flow_clock.set(0, clock, 0).map_err(map_err(common::MAP_FLOW_CLOCK))?;
         self.clock_now = clock.now;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use gatehouse_ebpf_common::{
-    Addr, FlowKey, VipKey, addr_from_octets, addr_octets, flow_hash, mapped_v4,
+    Addr, FlowKey, VipKey, addr_from_octets, addr_octets, flow_hash, mapped_v4, ring_slot,
 };
 
 use crate::applier::{vip_key, wire_addr};
@@ -218,7 +218,8 @@ impl Model {
             return Decision::Pass;
         }
         let flow = FlowKey { src, dst, sport, dport, proto, _pad: 0, _pad2: 0 };
-        let backend = vip.table[flow_hash(&flow) as usize % vip.table.len()];
+        let slot = ring_slot(flow_hash(&flow), vip.table.len() as u32);
+        let backend = vip.table[slot as usize];
         if vip.ipip { Decision::Ipip(backend) } else { Decision::Nat(backend) }
     }
 }

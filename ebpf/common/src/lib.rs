@@ -337,6 +337,9 @@ pub struct FlowClock {
     pub cpus: u32,
     /// Slots of the VIP index − 1 ([`vip_index_slots`]).
     pub vip_mask: u32,
+    /// `nat_ports / cpus`: how far apart the CPUs' NAT cursors start (a division made here,
+    /// once, not per new flow).
+    pub nat_share: u32,
 }
 
 /// Lanes of the full-NAT reverse table for a connection table of `max_flows` slots: 65,536
@@ -430,10 +433,19 @@ pub const fn flow_buckets(max_flows: u32) -> u32 {
 }
 
 /// The bucket index (before masking) of a flow hash: its high bits first, so flows of one bucket
-/// do not share their low bits (Maglev uses the hash modulo the table length).
+/// do not share the bits their Maglev slot comes from ([`ring_slot`]).
 #[inline(always)]
 pub fn flow_bucket(hash: u32) -> u32 {
     hash.rotate_left(16)
+}
+
+/// The slot of a VIP's Maglev table (of `len` entries) a flow of hash `hash` takes: the hash
+/// scaled to the table by a multiply and a shift (uniform to within `len` / 2^32), not taken
+/// modulo `len` (a division, the dearest instruction of a new flow). Scaled is the hash as the
+/// bucket index takes it, whose upper half (the hash's lower) the bucket index does not use.
+#[inline(always)]
+pub fn ring_slot(hash: u32, len: u32) -> u32 {
+    ((u64::from(flow_bucket(hash)) * u64::from(len)) >> 32) as u32
 }
 
 /// The tag of a slot holding `value` for a flow of hash `hash`; never 0. The value's two

@@ -38,7 +38,8 @@ use gatehouse_ebpf_common::{
     NAT_PORT_TRIES, NAT_QUIET_SECS, NatSlot, NextHop, OwnedKey, PROTO_TCP, PROTO_UDP, RING_CHUNK,
     RingChunk, Settings, SynWindow, VIP_FLAG_IPIP, VIP_PROBES, VipEntry, VipKey, VipStats,
     VipValue, client_hop_slot, flow_bucket, flow_buckets, flow_hash, flow_tag, is_mapped_v4,
-    nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, vip_index_slots, vip_slot, vip_tag,
+    nat_claimed, nat_index, nat_lane, nat_tag, ring_chunks, ring_slot, vip_index_slots, vip_slot,
+    vip_tag,
 };
 
 use crate::packet::{Ctx, Parsed, Verdict};
@@ -516,10 +517,8 @@ fn balance(vip: &VipValue, hash: u32, pkt: &Parsed, clock: &FlowClock, out: &mut
         }
         return xdp_action::XDP_DROP;
     }
-    let Some(pos) = hash.checked_rem(vip.ring_size) else {
-        return xdp_action::XDP_PASS;
-    };
-    let entry = vip.ring_offset.wrapping_add(pos);
+    // `ring_size` is not 0 here (`new_flow` passed such a VIP), so the slot is below it.
+    let entry = vip.ring_offset.wrapping_add(ring_slot(hash, vip.ring_size));
     let Some(id) = GH_RING
         .get(entry / RING_CHUNK)
         .map(|chunk| u32::from(chunk.ids[(entry % RING_CHUNK) as usize]))
@@ -697,7 +696,10 @@ fn nat_slot(
     if ports == 0 {
         return None;
     }
-    let offset = (cpu % clock.cpus.max(1)) * (ports / clock.cpus.max(1));
+    // One division per port tried, not four: CPU ids are below the possible CPUs' count (the
+    // share is user space's `nat_ports / cpus`), and the offset goes into the one remainder.
+    let cpu = if cpu < clock.cpus { cpu } else { 0 };
+    let offset = cpu.wrapping_mul(clock.nat_share);
     let mut attempt = 0;
     while attempt < NAT_PORT_TRIES {
         // SAFETY: a per-CPU slot.
@@ -706,7 +708,7 @@ fn nat_slot(
             *cursor = n.wrapping_add(1);
             n
         };
-        let port = (NAT_PORT_BASE + (offset + next % ports) % ports) as u16;
+        let port = (NAT_PORT_BASE + offset.wrapping_add(next) % ports) as u16;
         if let Some(slot) = GH_NAT.get_ptr_mut(nat_index(lane, port)) {
             // SAFETY: map value; read before judging the slot (the barrier keeps the judging
             // reads after it), so a slot written since fails the claim below.

@@ -1,4 +1,5 @@
-//! Helpers shared by the crate's unit tests.
+//! Helpers shared by the crate's unit tests and its integration tests (which include this
+//! file by path).
 
 /// Whether the tests that load the program can run (root, for a BPF-capable kernel); says so
 /// when they cannot.

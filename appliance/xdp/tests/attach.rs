@@ -12,15 +12,10 @@ use std::time::{Duration, Instant};
 
 use gatehouse_xdp::{AttachMode, Datapath, Limits, Plane, PlaneConfig, XdpError};
 
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root {
-        eprintln!("skipped: needs root and a BPF-capable kernel");
-    }
-    root
-}
+// The crate's unit tests' root check, the same file.
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::root;
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().unwrap();

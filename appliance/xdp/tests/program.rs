@@ -25,15 +25,10 @@ const XDP_REDIRECT: u32 = 4;
 /// `BPF_PROG_TEST_RUN` runs XDP with `lo` as the ingress interface.
 const LO_IFINDEX: u32 = 1;
 
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root {
-        eprintln!("skipped: needs root and a BPF-capable kernel");
-    }
-    root
-}
+// The crate's unit tests' root check, the same file.
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::root;
 
 fn balance(backends: &[&str], forwarding: Forwarding, syn_limit: u32) -> VipAction {
     VipAction::Balance {

@@ -20,15 +20,10 @@ use gatehouse_xdp::{
     WeightedAddr,
 };
 
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root {
-        eprintln!("skipped: needs root and a BPF-capable kernel");
-    }
-    root
-}
+// The crate's unit tests' root check, the same file.
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::root;
 
 fn run(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();

@@ -206,7 +206,24 @@ pub struct PebbleOptions {
 
 impl Pebble {
     /// Starts pebble: ACME and management on 127.0.0.1, `-dnsserver` = `dns_server`.
+    ///
+    /// Pebble logs its directory before it binds, and exits if a port is taken meanwhile (the
+    /// ports here were free a moment ago, another test may have taken one since): it is ready
+    /// when both its ports accept connections, and started again on new ports if it exited.
     pub fn start(dns_server: &str, options: &PebbleOptions) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dns_server, options) {
+                Ok(pebble) => return pebble,
+                Err(log) if attempt < 5 && log.contains("address already in use") => attempt += 1,
+                Err(log) => panic!("pebble exited before it was ready:\n{log}"),
+            }
+        }
+    }
+
+    /// One start on new ports; `Err`: pebble exited before both ports accepted a connection
+    /// (its log).
+    fn start_once(dns_server: &str, options: &PebbleOptions) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::free_port();
         let management_port = crate::free_port();
@@ -261,14 +278,23 @@ impl Pebble {
             .spawn()
             .expect("spawn pebble (apt-get install pebble)");
         wait_for_log(&log_path, "ACME directory available", &mut child, "pebble");
-        Self {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        while !(listening(port) && listening(management_port)) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "pebble not listening in {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
             port,
             management_port,
             https_ca_pem: ca.cert_pem,
             https_ca_path,
             dir,
             child: Some(child),
-        }
+        })
     }
 
     /// The directory URL.
